@@ -1,0 +1,56 @@
+# tenantkit. The two commands a fresh machine needs: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help setup postgres run synth lint test clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .tenantkit/stamps
+# The repo's own Node 22 and CDK CLI (package.json) come first, then the venv's tools.
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code error --ignore-checks W3005
+
+help:
+	@echo "make run    synth every stack (cdk-nag + cfn-lint), provision the catalog on an embedded PostgreSQL"
+	@echo "make test   lint + the full test suite (installs what it needs first)"
+	@echo "make synth  cdk synth into cdk.out/ and lint the templates"
+	@echo "make lint   ruff (lint + format check) and mypy"
+	@echo "make setup  venv + pinned Python deps, pinned CDK CLI and Node 22, Lambda wheels, PostgreSQL"
+
+setup: $(STAMPS)/python $(STAMPS)/node $(STAMPS)/wheels postgres
+
+$(STAMPS)/python: requirements.txt requirements-dev.txt constraints.txt lambda_src/requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/node: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@node --version | grep -q '^v22\.' || { echo "error: node_modules/.bin/node is not Node 22" >&2; exit 1; }
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh | $(STAMPS)/python
+	PYTHON=$(PY) scripts/download-lambda-wheels.sh
+	@touch $@
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+synth: setup
+	cdk synth --quiet
+	$(CFN_LINT) cdk.out/*.template.json
+
+run: synth
+	$(VENV)/bin/tenantctl run
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

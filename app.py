@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""The tenantkit CDK app: tenants.yaml -> one stack per tier (or per silo tenant).
+
+Context (cdk.json or -c): `catalog` (path of the tenant catalog, default tenants.yaml),
+`caBundle` (a PEM bundle inside lambda_src/ for TLS verify-full).
+"""
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from stacks import BridgeStack, SiloTenantStack
+from stacks.bridge import BRIDGE_STACK_NAME
+from tenantkit.catalog import Catalog, load_catalog
+
+
+def build_app(app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None) -> cdk.App:
+    """Add every stack the catalog needs to `app`, with cdk-nag's AwsSolutions checks."""
+    bridge = catalog.in_tier("bridge")
+    if bridge:
+        BridgeStack(app, BRIDGE_STACK_NAME, tenants=bridge, ca_bundle=ca_bundle)
+    for tenant in catalog.in_tier("silo"):
+        SiloTenantStack(app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle)
+    cdk.Tags.of(app).add("app", "tenantkit")
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+def main() -> None:
+    """Entry point of `cdk synth` (cdk.json: app)."""
+    app = cdk.App()
+    catalog_path = Path(str(app.node.try_get_context("catalog") or "tenants.yaml"))
+    ca_bundle = app.node.try_get_context("caBundle")
+    build_app(app, load_catalog(catalog_path), ca_bundle=ca_bundle)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Typed configuration of the provisioner, read from the environment once per invocation."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ProvisioningError
+
+LAMBDA_SRC_DIR = Path(__file__).resolve().parent.parent
+
+ENV_ADMIN_SECRET_ARN = "TENANTKIT_ADMIN_SECRET_ARN"  # noqa: S105 (a variable name)
+ENV_SSL_ROOT_CERT = "TENANTKIT_SSL_ROOT_CERT"
+ENV_CONNECT_ATTEMPTS = "TENANTKIT_CONNECT_ATTEMPTS"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where and as whom to connect. TLS is never off: verify-full with a CA, else require."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    dbname: str = "postgres"
+    ssl_root_cert: Path | None = None
+    connect_timeout_s: int = 5
+
+    @property
+    def sslmode(self) -> str:
+        """verify-full when a CA bundle is configured (checks the server's name), else require."""
+        return "verify-full" if self.ssl_root_cert else "require"
+
+    def for_database(self, dbname: str) -> "ConnectionSettings":
+        """The same server and user, another database."""
+        return replace(self, dbname=dbname)
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect (values, never a DSN string built by hand)."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+            "connect_timeout": self.connect_timeout_s,
+            "application_name": "tenantkit-provisioner",
+        }
+        if self.ssl_root_cert:
+            kwargs["sslrootcert"] = str(self.ssl_root_cert)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff for a server that is starting or resuming."""
+
+    attempts: int = 6
+    first_delay_s: float = 1.0
+    max_delay_s: float = 10.0
+
+    def delays(self) -> list[float]:
+        """The pauses between attempts (one fewer than attempts)."""
+        return [min(self.first_delay_s * 2**n, self.max_delay_s) for n in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """Everything the handler needs besides the event: where the admin credentials come from."""
+
+    admin_secret_arn: str | None = None
+    """AWS: the cluster's admin secret (RDS format: host, port, username, password, dbname)."""
+    admin_settings: ConnectionSettings | None = None
+    """Local mode: admin connection settings given directly."""
+    ssl_root_cert: Path | None = None
+    retry: RetryPolicy = RetryPolicy()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "HandlerConfig":
+        """Read the Lambda's environment; raise ProvisioningError naming a bad variable.
+
+        Local mode does not come through here: tenantctl builds the config with admin_settings.
+        """
+        ssl_root_cert = None
+        if cert := env.get(ENV_SSL_ROOT_CERT):
+            ssl_root_cert = Path(cert)
+            if not ssl_root_cert.is_absolute():
+                ssl_root_cert = LAMBDA_SRC_DIR / ssl_root_cert
+            if not ssl_root_cert.is_file():
+                raise ProvisioningError(f"{ENV_SSL_ROOT_CERT}: no CA bundle at {ssl_root_cert}")
+        retry = RetryPolicy()
+        if attempts := env.get(ENV_CONNECT_ATTEMPTS):
+            if not attempts.isdigit() or not 1 <= int(attempts) <= 20:
+                raise ProvisioningError(f"{ENV_CONNECT_ATTEMPTS} must be 1..20, not {attempts!r}")
+            retry = replace(retry, attempts=int(attempts))
+        secret_arn = env.get(ENV_ADMIN_SECRET_ARN)
+        if not secret_arn:
+            raise ProvisioningError(f"{ENV_ADMIN_SECRET_ARN} is not set")
+        return cls(
+            admin_secret_arn=secret_arn,
+            ssl_root_cert=ssl_root_cert,
+            retry=retry,
+        )
+
+
+def settings_from_secret(
+    secret: Mapping[str, object], ssl_root_cert: Path | None
+) -> ConnectionSettings:
+    """Build admin settings from an RDS-format secret; raise naming the missing field."""
+    missing = [key for key in ("host", "username", "password") if not secret.get(key)]
+    if missing:
+        raise ProvisioningError(f"admin secret lacks field(s): {', '.join(missing)}")
+    port = secret.get("port", 5432)
+    if not isinstance(port, int | str) or not str(port).isdigit():
+        raise ProvisioningError("admin secret field port must be a number")
+    return ConnectionSettings(
+        host=str(secret["host"]),
+        port=int(port),
+        user=str(secret["username"]),
+        password=str(secret["password"]),
+        dbname=str(secret.get("dbname") or "postgres"),
+        ssl_root_cert=ssl_root_cert,
+    )

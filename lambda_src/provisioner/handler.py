@@ -1,0 +1,87 @@
+"""Entry point of the provisioner Lambda: parse the Provider event, dispatch, report.
+
+`on_event` is what aws_cdk.custom_resources.Provider invokes. `handle` is the same logic with
+the configuration passed in: tenantctl's local mode calls it with the very same event shapes.
+The whole event is never logged: it names secrets and carries the resource's properties.
+"""
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from . import postgres
+from .config import HandlerConfig, settings_from_secret
+from .errors import InvalidRequestError
+from .events import ProviderEvent, parse_event
+from .kinds import KINDS, AdminSession, Outcome, ResourceKind
+from .secrets import read_secret_json
+
+log = logging.getLogger(__name__)
+
+
+def on_event(event: Mapping[str, Any], _context: object) -> dict[str, Any]:
+    """Lambda handler for the Provider framework's onEvent."""
+    logging.getLogger().setLevel(logging.INFO)
+    return handle(event, HandlerConfig.from_env(os.environ))
+
+
+def _kind_of(event: ProviderEvent) -> ResourceKind:
+    kind = KINDS.get(event.kind)
+    if kind is None:
+        raise InvalidRequestError(
+            f"unknown resource Kind {event.kind!r}; known kinds: {', '.join(sorted(KINDS))}"
+        )
+    return kind
+
+
+def _response(outcome: Outcome) -> dict[str, Any]:
+    data = dict(outcome.data)
+    data["Changes"] = str(len(outcome.changes))
+    return {"PhysicalResourceId": outcome.physical_resource_id, "Data": data}
+
+
+def handle(event: Mapping[str, Any], config: HandlerConfig) -> dict[str, Any]:
+    """Validate the request, then run it against the admin connection."""
+    request = parse_event(event)
+    log.info(
+        "%s %s (%s)",
+        request.request_type,
+        request.properties.get("Kind"),
+        request.logical_resource_id,
+    )
+    try:
+        kind = _kind_of(request)
+        # Validate everything before the first connection, so bad input never reaches SQL.
+        kind.physical_id(request.properties)
+    except InvalidRequestError as error:
+        if request.request_type == "Delete":
+            # A resource whose properties never validated never ran SQL: nothing to remove.
+            # Failing here would leave the stack stuck in DELETE_FAILED.
+            log.warning("Delete of an invalid resource is a no-op: %s", error)
+            return {"PhysicalResourceId": request.physical_resource_id, "Data": {}}
+        raise
+
+    settings = config.admin_settings
+    if settings is None:
+        assert config.admin_secret_arn, "HandlerConfig needs admin settings or a secret"
+        settings = settings_from_secret(
+            read_secret_json(config.admin_secret_arn), config.ssl_root_cert
+        )
+    conn = postgres.connect(settings, config.retry)
+    try:
+        session = AdminSession(conn=conn, settings=settings, retry=config.retry)
+        if request.request_type == "Create":
+            outcome = kind.create(session, request.properties)
+        elif request.request_type == "Update":
+            assert request.old_properties is not None
+            outcome = kind.update(session, request.properties, request.old_properties)
+        else:
+            outcome = kind.delete(session, request.properties)
+            # Delete never changes the physical id CloudFormation asked about.
+            outcome = Outcome(str(request.physical_resource_id), outcome.data, outcome.changes)
+    finally:
+        conn.close()
+    for change in outcome.changes:
+        log.info("changed: %s", change)
+    return _response(outcome)

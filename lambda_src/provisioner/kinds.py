@@ -1,0 +1,208 @@
+"""Resource kinds the provisioner understands, each with typed properties and C/U/D semantics.
+
+The `Kind` resource property selects one. The pool tier adds its kinds to KINDS.
+"""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..tenancy import InvalidTenantIdError, TenantNames, tenant_names
+from . import postgres
+from .config import ConnectionSettings, RetryPolicy
+from .errors import InvalidRequestError
+from .plan import plan_converge, plan_destroy, plan_retain
+from .secrets import read_password
+
+RemovalPolicy = Literal["retain", "destroy"]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a request did: the physical id to report, attributes, and the changes made."""
+
+    physical_resource_id: str
+    data: Mapping[str, str]
+    changes: list[str] = field(default_factory=list)
+
+
+class ResourceKind(Protocol):
+    """Create/Update/Delete of one kind of resource on a PostgreSQL server."""
+
+    def physical_id(self, properties: Mapping[str, Any]) -> str:
+        """The physical id the properties would give (validates them)."""
+        ...
+
+    def create(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
+        """Create, converging when the objects already exist."""
+        ...
+
+    def update(
+        self, db: "AdminSession", properties: Mapping[str, Any], old: Mapping[str, Any]
+    ) -> Outcome:
+        """Apply changed properties in place, or create anew when the identity changed."""
+        ...
+
+    def delete(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
+        """Offboard: retain by default, drop only with an explicit destroy removal policy."""
+        ...
+
+
+@dataclass
+class AdminSession:
+    """An open admin connection with the settings and retry policy used to open more."""
+
+    conn: Any
+    settings: ConnectionSettings
+    retry: RetryPolicy
+
+
+def _int_property(props: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    # CloudFormation hands every property to the handler as a string.
+    raw = props.get(key)
+    text = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        raise InvalidRequestError(f"resource property {key} must be an integer {low}..{high}")
+    return int(text)
+
+
+def _bool_property(props: Mapping[str, Any], key: str, default: bool) -> bool:
+    raw = props.get(key)
+    if raw is None:
+        return default
+    if raw in (True, "true", "True"):
+        return True
+    if raw in (False, "false", "False"):
+        return False
+    raise InvalidRequestError(f"resource property {key} must be true or false")
+
+
+@dataclass(frozen=True)
+class TenantDatabaseSpec:
+    """Validated properties of a TenantDatabase resource."""
+
+    names: TenantNames
+    connection_limit: int
+    statement_timeout_ms: int
+    removal_policy: RemovalPolicy
+    iam_auth: bool
+    password_secret_arn: str | None
+
+    @classmethod
+    def parse(cls, props: Mapping[str, Any]) -> "TenantDatabaseSpec":
+        """Validate resource properties; the tenant id is checked before anything else."""
+        try:
+            names = tenant_names(props.get("TenantId"))  # type: ignore[arg-type]
+        except InvalidTenantIdError as error:
+            raise InvalidRequestError(f"resource property TenantId: {error}") from None
+        removal = props.get("RemovalPolicy", "retain")
+        if removal not in ("retain", "destroy"):
+            raise InvalidRequestError("resource property RemovalPolicy must be retain or destroy")
+        secret = props.get("PasswordSecretArn") or None
+        if secret is not None and (not isinstance(secret, str) or not secret.startswith("arn:")):
+            raise InvalidRequestError("resource property PasswordSecretArn must be an ARN")
+        return cls(
+            names=names,
+            connection_limit=_int_property(props, "ConnectionLimit", 1, 5000),
+            statement_timeout_ms=_int_property(props, "StatementTimeoutMs", 0, 86_400_000),
+            removal_policy=removal,
+            iam_auth=_bool_property(props, "IamAuth", False),
+            password_secret_arn=secret,
+        )
+
+
+def tenant_database_properties(
+    *,
+    tenant_id: str,
+    connection_limit: int,
+    statement_timeout_ms: int,
+    removal_policy: RemovalPolicy,
+    iam_auth: bool,
+    password_secret_arn: str,
+) -> dict[str, str]:
+    """Resource properties of a TenantDatabase, as CloudFormation passes them (all strings).
+
+    The TenantDatabase construct and tenantctl's local mode both build them here.
+    """
+    return {
+        "Kind": "TenantDatabase",
+        "TenantId": tenant_id,
+        "ConnectionLimit": str(connection_limit),
+        "StatementTimeoutMs": str(statement_timeout_ms),
+        "RemovalPolicy": removal_policy,
+        "IamAuth": "true" if iam_auth else "false",
+        "PasswordSecretArn": password_secret_arn,
+    }
+
+
+class TenantDatabase:
+    """A tenant's database, its NOLOGIN owner role, login role and optional IAM user."""
+
+    def physical_id(self, properties: Mapping[str, Any]) -> str:
+        """`tenantdb/<tenant id>`: a new tenant id means a new resource."""
+        return f"tenantdb/{TenantDatabaseSpec.parse(properties).names.tenant_id}"
+
+    def _outcome(self, spec: TenantDatabaseSpec, changes: list[str]) -> Outcome:
+        names = spec.names
+        data = {
+            "TenantId": names.tenant_id,
+            "DatabaseName": names.database,
+            "OwnerRole": names.owner_role,
+            "LoginRole": names.login_role,
+            "IamUser": names.iam_user if spec.iam_auth else "",
+        }
+        return Outcome(f"tenantdb/{names.tenant_id}", data, changes)
+
+    def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
+        """Create or converge the tenant; the password is read here, never carried in events."""
+        spec = TenantDatabaseSpec.parse(properties)
+        password = read_password(spec.password_secret_arn) if spec.password_secret_arn else None
+        with postgres.tenant_lock(db.conn, spec.names.tenant_id):
+            observed = postgres.observe_tenant(db.conn, spec.names)
+            if spec.iam_auth and not observed.rds_iam_exists:
+                raise InvalidRequestError(
+                    "IamAuth is true but the server has no rds_iam role (is it RDS or Aurora?)"
+                )
+            verifier = (
+                postgres.scram_verifier(db.conn, spec.names.login_role, password)
+                if password is not None
+                else None
+            )
+            steps = plan_converge(
+                spec.names,
+                observed,
+                connection_limit=spec.connection_limit,
+                statement_timeout_ms=spec.statement_timeout_ms,
+                iam_auth=spec.iam_auth,
+                password_verifier=verifier,
+            )
+            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+        return self._outcome(spec, changes)
+
+    def update(
+        self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
+    ) -> Outcome:
+        """Settings converge in place. A new tenant id is a new resource: CloudFormation then
+        sends Delete for the old physical id, which keeps its data unless it said destroy."""
+        if old.get("TenantId") != properties.get("TenantId"):
+            log.info(
+                "tenant id changed from %r to %r: creating the new tenant; the old one is "
+                "offboarded by the Delete CloudFormation sends next",
+                old.get("TenantId"),
+                properties.get("TenantId"),
+            )
+        return self.create(db, properties)
+
+    def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
+        """Retain: logins disabled, sessions ended. Destroy: database and roles dropped."""
+        spec = TenantDatabaseSpec.parse(properties)
+        with postgres.tenant_lock(db.conn, spec.names.tenant_id):
+            observed = postgres.observe_tenant(db.conn, spec.names)
+            plan = plan_destroy if spec.removal_policy == "destroy" else plan_retain
+            changes = postgres.run_steps(db.conn, db.settings, db.retry, plan(spec.names, observed))
+        return self._outcome(spec, changes)
+
+
+KINDS: dict[str, ResourceKind] = {"TenantDatabase": TenantDatabase()}

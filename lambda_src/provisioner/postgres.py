@@ -1,0 +1,146 @@
+"""The one module of the provisioner that talks to PostgreSQL (psycopg 3)."""
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from ..tenancy import TenantNames
+from .config import ConnectionSettings, RetryPolicy
+from .errors import ProvisioningError
+from .plan import (
+    OBSERVE_DATABASE,
+    OBSERVE_RDS_IAM,
+    OBSERVE_ROLES,
+    RDS_IAM_ROLE,
+    ObservedTenant,
+    Step,
+    advisory_lock_key,
+)
+
+log = logging.getLogger(__name__)
+
+# Provisioning waits at most this long for another provisioning run of the same tenant.
+LOCK_TIMEOUT_MS = 120_000
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def connect(
+    settings: ConnectionSettings,
+    retry: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> psycopg.Connection:
+    """Open an autocommit connection, retrying connection errors with bounded backoff.
+
+    A cluster that is starting, failing over or resuming from zero capacity refuses connections
+    for a while; anything else (bad password, missing database) fails just the same on retry.
+    """
+    delays = retry.delays()
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            return psycopg.connect(
+                **settings.connect_kwargs(),
+                autocommit=True,
+                options=f"-c lock_timeout={LOCK_TIMEOUT_MS}",
+            )
+        except psycopg.OperationalError as error:
+            reason = _first_line(error)
+            if attempt == retry.attempts or "authentication failed" in reason:
+                raise ProvisioningError(
+                    f"could not connect to {settings.host}:{settings.port}/{settings.dbname} "
+                    f"as {settings.user} after {attempt} attempt(s): {reason}"
+                ) from None
+            delay = delays[attempt - 1]
+            log.warning(
+                "connect attempt %d/%d to %s:%s failed (%s); retrying in %.1fs",
+                attempt,
+                retry.attempts,
+                settings.host,
+                settings.port,
+                reason,
+                delay,
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextmanager
+def tenant_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
+    """Hold the tenant's session advisory lock: concurrent runs for one tenant go one by one."""
+    key = advisory_lock_key(tenant_id)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def observe_tenant(conn: psycopg.Connection, names: TenantNames) -> ObservedTenant:
+    """Read what exists of a tenant: its roles, its database and that database's settings."""
+    roles: dict[str, bool] = dict(conn.execute(OBSERVE_ROLES, (list(names.roles),)).fetchall())
+    database = conn.execute(OBSERVE_DATABASE, (names.database,)).fetchone()
+    rds_iam = conn.execute(OBSERVE_RDS_IAM, (RDS_IAM_ROLE,)).fetchone()
+    return ObservedTenant(
+        login_enabled=roles,
+        database_owner=database[0] if database else None,
+        connection_limit=database[1] if database else None,
+        database_settings=tuple(database[2]) if database else (),
+        rds_iam_exists=bool(rds_iam and rds_iam[0]),
+    )
+
+
+def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    """Hash a password into a SCRAM-SHA-256 verifier on the client (libpq), as psql's \\password.
+
+    Only the verifier is ever sent, so the password never appears in SQL text or server logs.
+    """
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+    return verifier.decode()
+
+
+def run_steps(
+    conn: psycopg.Connection,
+    settings: ConnectionSettings,
+    retry: RetryPolicy,
+    steps: Sequence[Step],
+) -> list[str]:
+    """Run steps in order (admin database on `conn`, others on a connection to their database).
+
+    Returns the descriptions of the steps that change something. A failing step raises
+    ProvisioningError naming the step; earlier steps stay done, and a replay converges.
+    """
+    changed: list[str] = []
+    others: dict[str, psycopg.Connection] = {}
+    try:
+        for step in steps:
+            target = conn
+            if step.database is not None and step.database != settings.dbname:
+                if step.database not in others:
+                    others[step.database] = connect(settings.for_database(step.database), retry)
+                target = others[step.database]
+            try:
+                target.execute(step.statement, step.params or None)
+            except psycopg.Error as error:
+                raise ProvisioningError(
+                    f"step '{step.description}' failed: {_first_line(error)}"
+                ) from None
+            log.info("done: %s", step.description)
+            if step.changes:
+                changed.append(step.description)
+    finally:
+        for other in others.values():
+            other.close()
+    return changed
+
+
+def render(statement: sql.Composable) -> str:
+    """SQL text of a statement without a connection, for tests and dry runs."""
+    return statement.as_string(None)

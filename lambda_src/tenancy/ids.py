@@ -1,0 +1,82 @@
+"""The tenant-id rules, checked before a tenant id reaches SQL, IAM or CloudFormation.
+
+A tenant id is a short lowercase slug: it must be usable, after derivation, as a PostgreSQL
+identifier (at most 63 bytes), an IAM session-tag value, a Secrets Manager name segment and a
+CloudFormation stack-name segment. Underscores are not allowed, so the derivation that turns
+hyphens into underscores (names.py) can never map two tenant ids onto one name.
+"""
+
+import re
+
+MAX_TENANT_ID_LENGTH = 32
+MIN_TENANT_ID_LENGTH = 2
+
+_TENANT_ID = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+
+# Names that mean something to PostgreSQL, RDS, AWS or tenantkit itself. Derived names carry a
+# prefix so none of these could collide, but a tenant called "postgres" or "rdsadmin" is a
+# mistake or a probe, and either way it is refused.
+RESERVED_TENANT_IDS = frozenset(
+    {
+        "admin",
+        "all",
+        "aws",
+        "current-user",
+        "default",
+        "master",
+        "none",
+        "pg",
+        "postgres",
+        "public",
+        "rds",
+        "rdsadmin",
+        "rdsrepladmin",
+        "rds-superuser",
+        "root",
+        "session-user",
+        "superuser",
+        "system",
+        "template0",
+        "template1",
+        "tenant",
+        "tenantkit",
+        "user",
+    }
+)
+RESERVED_TENANT_ID_PREFIXES = ("pg-", "rds-", "aws-", "tenantkit-")
+
+
+class InvalidTenantIdError(ValueError):
+    """A tenant id broke the tenant-id rules; the message names the value and the rule."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def validate_tenant_id(value: object) -> str:
+    """Return `value` if it is a valid tenant id, else raise InvalidTenantIdError saying why."""
+    if not isinstance(value, str):
+        raise InvalidTenantIdError(
+            f"tenant id {_shown(value)} must be a string, not {type(value).__name__}"
+        )
+    if not value.isascii():
+        raise InvalidTenantIdError(
+            f"tenant id {_shown(value)} must be ASCII: lowercase letters, digits and hyphens"
+        )
+    if not MIN_TENANT_ID_LENGTH <= len(value) <= MAX_TENANT_ID_LENGTH:
+        raise InvalidTenantIdError(
+            f"tenant id {_shown(value)} must be {MIN_TENANT_ID_LENGTH} to "
+            f"{MAX_TENANT_ID_LENGTH} characters long, not {len(value)}"
+        )
+    if not _TENANT_ID.fullmatch(value):
+        raise InvalidTenantIdError(
+            f"tenant id {_shown(value)} must start with a lowercase letter and contain only "
+            "lowercase letters, digits and single hyphens between them"
+        )
+    if value in RESERVED_TENANT_IDS or value.startswith(RESERVED_TENANT_ID_PREFIXES):
+        raise InvalidTenantIdError(
+            f"tenant id {_shown(value)} is reserved (PostgreSQL, RDS, AWS or tenantkit use it)"
+        )
+    return value

@@ -1,0 +1,57 @@
+"""Every physical name derived from a tenant id, in one place.
+
+app.py, the tenantctl CLI and the provisioner Lambda all call tenant_names(); nothing else builds
+a database, role, secret or stack name from a tenant id.
+"""
+
+from dataclasses import dataclass
+
+from .ids import validate_tenant_id
+
+PG_NAME_PREFIX = "tenant_"
+SECRET_NAME_PREFIX = "tenantkit/"  # noqa: S105 (a name prefix)
+STACK_NAME_PREFIX = "tenantkit-"
+
+
+@dataclass(frozen=True)
+class TenantNames:
+    """The physical names of one tenant's objects in PostgreSQL and AWS."""
+
+    tenant_id: str
+    database: str
+    """The tenant's database (bridge and silo tiers)."""
+    owner_role: str
+    """NOLOGIN role that owns the tenant's database and its public schema."""
+    login_role: str
+    """Password login role of the tenant's application."""
+    iam_user: str
+    """Database user for IAM authentication (granted rds_iam, so it has no password login)."""
+    secret_name: str
+    """Secrets Manager name of the login role's credentials."""
+    silo_stack_name: str
+    """CloudFormation stack of the tenant when it is in the silo tier."""
+
+    @property
+    def roles(self) -> tuple[str, str, str]:
+        """All roles of the tenant, login roles first (the order to revoke and drop them)."""
+        return (self.login_role, self.iam_user, self.owner_role)
+
+
+def tenant_names(tenant_id: str) -> TenantNames:
+    """Derive every physical name of `tenant_id`, validating it first.
+
+    With MAX_TENANT_ID_LENGTH = 32 the longest PostgreSQL name is 45 bytes, inside the 63-byte
+    identifier limit (tests check the longest id).
+    """
+    validate_tenant_id(tenant_id)
+    base = PG_NAME_PREFIX + tenant_id.replace("-", "_")
+    names = TenantNames(
+        tenant_id=tenant_id,
+        database=base,
+        owner_role=f"{base}_owner",
+        login_role=f"{base}_app",
+        iam_user=f"{base}_iam",
+        secret_name=f"{SECRET_NAME_PREFIX}{tenant_id}/app",
+        silo_stack_name=f"{STACK_NAME_PREFIX}silo-{tenant_id}",
+    )
+    return names

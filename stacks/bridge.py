@@ -1,0 +1,50 @@
+"""The bridge tier: one shared Aurora cluster, one database per tenant."""
+
+from collections.abc import Sequence
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from tenant_constructs import ClusterCapacity, DatabaseHost, TenantDatabase
+from tenantkit.catalog import Tenant
+
+BRIDGE_STACK_NAME = "tenantkit-bridge"
+
+
+class BridgeStack(cdk.Stack):
+    """Shared cluster plus a TenantDatabase for every bridge tenant of the catalog."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        tenants: Sequence[Tenant],
+        capacity: ClusterCapacity = ClusterCapacity(),
+        ca_bundle: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        wrong_tier = [t.id for t in tenants if t.tier != "bridge"]
+        if wrong_tier:
+            raise ValueError(f"BridgeStack: tenants {wrong_tier} are not in the bridge tier")
+        self.host = DatabaseHost(
+            self,
+            "Host",
+            cluster_identifier=self.stack_name,
+            capacity=capacity,
+            ca_bundle=ca_bundle,
+        )
+        self.tenant_databases = [
+            TenantDatabase(
+                self,
+                f"Tenant-{tenant.id}",
+                host=self.host,
+                tenant_id=tenant.id,
+                connection_limit=tenant.connection_limit,
+                statement_timeout_ms=tenant.statement_timeout_ms,
+                removal_policy=tenant.removal_policy,
+                iam_auth=tenant.iam_auth,
+            )
+            for tenant in tenants
+        ]

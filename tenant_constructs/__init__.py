@@ -1,0 +1,17 @@
+"""tenantkit's L3 constructs (the design card's `constructs/`; a root package by that name
+would shadow the `constructs` library that aws-cdk-lib imports)."""
+
+from .aurora import AuroraPostgres, ClusterCapacity
+from .database_host import DatabaseHost
+from .network import DatabaseNetwork
+from .sql_provisioner import SqlProvisioner
+from .tenant_database import TenantDatabase
+
+__all__ = [
+    "AuroraPostgres",
+    "ClusterCapacity",
+    "DatabaseHost",
+    "DatabaseNetwork",
+    "SqlProvisioner",
+    "TenantDatabase",
+]

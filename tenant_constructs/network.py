@@ -1,0 +1,52 @@
+"""The network a tenantkit database lives in: isolated subnets, flow logs, private endpoints."""
+
+import aws_cdk as cdk
+import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_logs as logs
+from constructs import Construct
+
+
+class DatabaseNetwork(Construct):
+    """A VPC whose database subnets have no route to the internet.
+
+    Functions in it (the provisioner, secret rotation) reach Secrets Manager through an
+    interface endpoint, so no NAT gateway is needed. Flow logs record every rejected and
+    accepted connection for a year.
+    """
+
+    def __init__(
+        self, scope: Construct, id_: str, *, max_azs: int = 2, cidr: str = "10.0.0.0/16"
+    ) -> None:
+        super().__init__(scope, id_)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
+            max_azs=max_azs,
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="data", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
+                )
+            ],
+        )
+        flow_log_group = logs.LogGroup(
+            self,
+            "FlowLogs",
+            retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+        self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        self.secrets_manager_endpoint = self.vpc.add_interface_endpoint(
+            "SecretsManager",
+            service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+            subnets=self.subnets,
+            private_dns_enabled=True,
+            # Ingress is granted per client (connections.allow_default_port_from), not VPC-wide.
+            open=False,
+        )

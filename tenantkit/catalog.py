@@ -1,0 +1,195 @@
+"""The tenant catalog (tenants.yaml): typed, validated, with per-tier defaults.
+
+Errors name the file, the entry (index and id) and the field, e.g.
+`tenants.yaml: tenants[2] (id 'globex'): connection_limit: Input should be greater than 0`.
+"""
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lambda_src.tenancy import InvalidTenantIdError, TenantNames, tenant_names, validate_tenant_id
+
+Tier = Literal["silo", "bridge", "pool"]
+TIERS: tuple[Tier, ...] = ("silo", "bridge", "pool")
+RemovalPolicy = Literal["retain", "destroy"]
+
+
+class CatalogError(ValueError):
+    """The catalog file is missing, unreadable or invalid; the message says where."""
+
+
+class TierDefaults(BaseModel):
+    """Settings a tier gives each of its tenants unless the tenant sets its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connection_limit: Annotated[int, Field(ge=1, le=5000)] = 20
+    """Connections the tenant's database accepts (CONNECTION LIMIT)."""
+    statement_timeout_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 30_000
+    """Default statement_timeout in the tenant's database; 0 means none."""
+    removal_policy: RemovalPolicy = "retain"
+    """What offboarding does to data: retain (default) or destroy."""
+    iam_auth: bool = True
+    """Create an IAM-auth database user (granted rds_iam) beside the password login."""
+
+
+BUILTIN_DEFAULTS: dict[Tier, TierDefaults] = {
+    "silo": TierDefaults(connection_limit=100, statement_timeout_ms=60_000),
+    "bridge": TierDefaults(connection_limit=20, statement_timeout_ms=30_000),
+    "pool": TierDefaults(),
+}
+# Settings that belong to a tenant's own database: pool tenants share tables and a runtime role.
+_DATABASE_SETTINGS = ("connection_limit", "statement_timeout_ms", "iam_auth")
+
+
+class TenantEntry(BaseModel):
+    """One entry of `tenants:` as written; unset settings come from the tier's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    tier: Tier
+    connection_limit: Annotated[int, Field(ge=1, le=5000)] | None = None
+    statement_timeout_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
+    removal_policy: RemovalPolicy | None = None
+    iam_auth: bool | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        try:
+            return validate_tenant_id(value)
+        except InvalidTenantIdError as error:
+            raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _pool_has_no_database_settings(self) -> "TenantEntry":
+        if self.tier == "pool":
+            given = [name for name in _DATABASE_SETTINGS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} can be set for silo and bridge tenants only: pool "
+                    "tenants share the pool's tables and runtime role"
+                )
+        return self
+
+
+class Tenant(BaseModel):
+    """A tenant with every setting resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tier: Tier
+    connection_limit: int
+    statement_timeout_ms: int
+    removal_policy: RemovalPolicy
+    iam_auth: bool
+
+    @property
+    def names(self) -> TenantNames:
+        """Physical names of this tenant's objects."""
+        return tenant_names(self.id)
+
+
+class CatalogFile(BaseModel):
+    """The document: optional per-tier defaults and the list of tenants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: dict[Tier, TierDefaults] = Field(default_factory=dict)
+    tenants: list[TenantEntry]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "CatalogFile":
+        counts = Counter(entry.id for entry in self.tenants)
+        duplicated = sorted(tenant_id for tenant_id, n in counts.items() if n > 1)
+        if duplicated:
+            places = []
+            for tenant_id in duplicated:
+                where = [str(i) for i, entry in enumerate(self.tenants) if entry.id == tenant_id]
+                places.append(f"{tenant_id!r} at tenants[{', '.join(where)}]")
+            raise ValueError(f"duplicate tenant id(s): {'; '.join(places)}")
+        return self
+
+
+class Catalog:
+    """The validated catalog: tenants in file order, settings resolved."""
+
+    def __init__(self, tenants: list[Tenant], source: str = "<catalog>") -> None:
+        self.tenants = tuple(tenants)
+        self.source = source
+
+    def in_tier(self, tier: Tier) -> tuple[Tenant, ...]:
+        """The tenants of one tier, in catalog order."""
+        return tuple(t for t in self.tenants if t.tier == tier)
+
+    def get(self, tenant_id: str) -> Tenant:
+        """The tenant with this id; KeyError naming the catalog if absent."""
+        for tenant in self.tenants:
+            if tenant.id == tenant_id:
+                return tenant
+        raise KeyError(f"tenant {tenant_id!r} is not in {self.source}")
+
+
+def _where(doc: object, loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as `tenants[2] (id 'x'): field`."""
+    parts: list[str] = []
+    entry_label = ""
+    for index, key in enumerate(loc):
+        if isinstance(key, int) and parts and parts[-1] == "tenants":
+            parts[-1] = f"tenants[{key}]"
+            try:
+                tenant_id = doc["tenants"][key].get("id")  # type: ignore[index]
+                entry_label = f" (id {tenant_id!r})" if tenant_id is not None else ""
+            except (AttributeError, IndexError, KeyError, TypeError):
+                entry_label = ""
+            parts[-1] += entry_label
+        elif index > 0 and isinstance(key, str) and key.startswith(("function-after", "union")):
+            continue
+        else:
+            parts.append(str(key))
+    if not parts:
+        return ""
+    head, *fields = parts
+    return head + (": " + ".".join(fields) if fields else "")
+
+
+def parse_catalog(doc: object, source: str = "<catalog>") -> Catalog:
+    """Validate a parsed YAML document; raise CatalogError naming source, entry and field."""
+    try:
+        parsed = CatalogFile.model_validate(doc)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            where = _where(doc, tuple(problem["loc"]))
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {where + ': ' if where else ''}{message}")
+        raise CatalogError("\n".join(lines)) from None
+    tenants = []
+    for entry in parsed.tenants:
+        resolved = BUILTIN_DEFAULTS[entry.tier].model_dump()
+        if entry.tier in parsed.defaults:
+            resolved.update(parsed.defaults[entry.tier].model_dump(exclude_unset=True))
+        resolved.update(entry.model_dump(exclude_none=True))
+        tenants.append(Tenant(**resolved))
+    return Catalog(tenants, source)
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read and validate a catalog file."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise CatalogError(f"{path}: cannot read the tenant catalog: {error.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise CatalogError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{path}: must be a mapping with a `tenants:` list")
+    return parse_catalog(doc, str(path))
