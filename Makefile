@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STAMPS := .tenantkit/stamps
 # The repo's own Node 22 and CDK CLI (package.json) come first, then the venv's tools.
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
-CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code error --ignore-checks W3005
+# "--" ends the options: --ignore-checks takes several values and would swallow the templates.
+CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code=error --ignore-checks=W3005 --
 
 help:
 	@echo "make run    synth every stack (cdk-nag + cfn-lint), provision the catalog on an embedded PostgreSQL"

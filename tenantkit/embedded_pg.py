@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,8 +36,15 @@ class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be found, initialized, started or stopped."""
 
 
-def find_bindir() -> Path:
-    """Directory holding initdb, pg_ctl and postgres; raise with install advice if absent."""
+DEBIAN_INSTALL_ROOT = Path("/usr/lib/postgresql")
+
+
+def find_bindir(install_roots: Sequence[Path] = (DEBIAN_INSTALL_ROOT,)) -> Path:
+    """Directory holding initdb, pg_ctl and postgres; raise with install advice if absent.
+
+    Looks at $TENANTKIT_PG_BINDIR, `pg_config --bindir`, <root>/<version>/bin (newest first)
+    and the directory of `initdb` on PATH.
+    """
     candidates: list[Path] = []
     if env_dir := os.environ.get("TENANTKIT_PG_BINDIR"):
         candidates.append(Path(env_dir))
@@ -44,12 +52,12 @@ def find_bindir() -> Path:
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, check=True)
             candidates.append(Path(out.stdout.decode().strip()))
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates += versions
+    for root in install_roots:
+        candidates += sorted(
+            root.glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).resolve().parent)
     for candidate in candidates:

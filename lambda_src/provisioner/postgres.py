@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
-from psycopg import sql
 
 from ..tenancy import TenantNames
 from .config import ConnectionSettings, RetryPolicy
@@ -22,6 +21,9 @@ from .plan import (
 )
 
 log = logging.getLogger(__name__)
+
+# Connection failures that retrying cannot fix: fail at once with the server's reason.
+_PERMANENT_FAILURES = ("authentication failed", "SSL error", "certificate", "does not exist")
 
 # Provisioning waits at most this long for another provisioning run of the same tenant.
 LOCK_TIMEOUT_MS = 120_000
@@ -52,7 +54,7 @@ def connect(
             )
         except psycopg.OperationalError as error:
             reason = _first_line(error)
-            if attempt == retry.attempts or "authentication failed" in reason:
+            if attempt == retry.attempts or any(p in reason for p in _PERMANENT_FAILURES):
                 raise ProvisioningError(
                     f"could not connect to {settings.host}:{settings.port}/{settings.dbname} "
                     f"as {settings.user} after {attempt} attempt(s): {reason}"
@@ -139,8 +141,3 @@ def run_steps(
         for other in others.values():
             other.close()
     return changed
-
-
-def render(statement: sql.Composable) -> str:
-    """SQL text of a statement without a connection, for tests and dry runs."""
-    return statement.as_string(None)

@@ -1,0 +1,44 @@
+"""Shared fixtures: a real PostgreSQL for the session, moto for AWS, one CDK synth per session."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# jsii (aws-cdk-lib) runs on the repo's pinned Node 22, not the machine's node.
+os.environ["PATH"] = f"{REPO_ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ['PATH']}"
+# AWS SDK calls in tests go to moto only; these keep any real credentials out of reach.
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+)
+
+from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_root() -> Path:
+    """A temp directory the unprivileged server user can traverse (mkdtemp makes it 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="tenantkit-test-"))
+    root.chmod(0o711)
+    return root
+
+
+@pytest.fixture(scope="session")
+def embedded_pg(pg_root: Path) -> Iterator[EmbeddedPostgres]:
+    """One embedded PostgreSQL for the session (TLS, scram-sha-256, fsync off)."""
+    pg = EmbeddedPostgres(pg_root / "pg", durable=False)
+    pg.start()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def server(embedded_pg: EmbeddedPostgres) -> RunningServer:
+    """How to reach the session's server."""
+    assert embedded_pg.server is not None
+    return embedded_pg.server

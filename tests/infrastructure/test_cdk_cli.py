@@ -1,0 +1,59 @@
+"""`cdk synth` through the pinned CLI, offline and without AWS credentials, with real bundling."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import CFN_LINT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cli_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cdk-cli-out")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k != "CDK_DEFAULT_ACCOUNT"
+    }
+    env["PATH"] = f"{REPO_ROOT / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
+    env["AWS_EC2_METADATA_DISABLED"] = "true"  # no credential lookups against instance metadata
+    result = subprocess.run(
+        ["cdk", "synth", "--quiet", "--output", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def test_cli_synthesizes_every_stack_of_the_sample_catalog(cli_out: Path) -> None:
+    stacks = sorted(p.name for p in cli_out.glob("*.template.json"))
+    assert stacks == ["tenantkit-bridge.template.json", "tenantkit-silo-acme.template.json"]
+
+
+def test_lambda_bundle_holds_lambda_src_and_psycopg_for_arm64(cli_out: Path) -> None:
+    bundles = [p for p in cli_out.glob("asset.*") if (p / "lambda_src").is_dir()]
+    assert len(bundles) == 1
+    bundle = bundles[0]
+    assert (bundle / "lambda_src" / "provisioner" / "handler.py").is_file()
+    assert not list(bundle.rglob("__pycache__"))
+    libs = [p.name for p in (bundle / "psycopg_binary").glob("*.so")]
+    assert libs
+    assert all("aarch64" in name or "cpython-314" in name for name in libs)
+
+
+def test_cli_output_passes_cfn_lint(cli_out: Path) -> None:
+    templates = sorted(map(str, cli_out.glob("*.template.json")))
+    result = subprocess.run(
+        [*CFN_LINT, *templates],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout

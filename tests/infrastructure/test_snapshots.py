@@ -1,0 +1,19 @@
+"""Snapshots guard against unintended template drift (asset hashes normalized)."""
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from .conftest import BRIDGE, SILO, Synth, normalized
+
+
+@pytest.fixture
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("stack", [BRIDGE, SILO])
+def test_template_matches_snapshot(
+    synth: Synth, stack: str, snapshot_json: SnapshotAssertion
+) -> None:
+    assert normalized(synth.raw(stack)) == snapshot_json

@@ -1,0 +1,220 @@
+"""Security properties of the synthesized templates: encryption, retention, network, IAM."""
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Capture, Match, Template
+
+from lambda_src.tenancy import tenant_names
+
+from .conftest import BRIDGE, SILO, Synth
+
+
+def resources(synth: Synth, stack: str, type_: str) -> dict[str, Any]:
+    return {k: v for k, v in synth.raw(stack)["Resources"].items() if v["Type"] == type_}
+
+
+def test_cluster_is_encrypted_iam_enabled_protected_and_snapshotted_on_delete(
+    synth: Synth,
+) -> None:
+    for stack in (BRIDGE, SILO):
+        template = synth.template(stack)
+        template.has_resource(
+            "AWS::RDS::DBCluster",
+            {
+                "Properties": Match.object_like(
+                    {
+                        "Engine": "aurora-postgresql",
+                        "StorageEncrypted": True,
+                        "KmsKeyId": Match.object_like({"Fn::GetAtt": Match.any_value()}),
+                        "EnableIAMDatabaseAuthentication": True,
+                        "DeletionProtection": True,
+                        "BackupRetentionPeriod": 14,
+                        "EnableCloudwatchLogsExports": ["postgresql"],
+                        "ServerlessV2ScalingConfiguration": Match.any_value(),
+                    }
+                ),
+                "DeletionPolicy": "Snapshot",
+                "UpdateReplacePolicy": "Snapshot",
+            },
+        )
+        template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def test_master_password_is_a_dynamic_reference_never_a_literal(synth: Synth) -> None:
+    cluster = next(iter(resources(synth, BRIDGE, "AWS::RDS::DBCluster").values()))
+    password = json.dumps(cluster["Properties"]["MasterUserPassword"])
+    assert "{{resolve:secretsmanager:" in password
+
+
+def test_tls_is_forced_by_the_cluster_parameter_group(synth: Synth) -> None:
+    synth.template(BRIDGE).has_resource_properties(
+        "AWS::RDS::DBClusterParameterGroup",
+        {"Parameters": Match.object_like({"rds.force_ssl": "1"})},
+    )
+
+
+def test_database_instances_are_private(synth: Synth) -> None:
+    for instance in resources(synth, BRIDGE, "AWS::RDS::DBInstance").values():
+        assert instance["Properties"].get("PubliclyAccessible") is False
+
+
+def test_network_has_no_route_to_the_internet_and_logs_flows(synth: Synth) -> None:
+    for stack in (BRIDGE, SILO):
+        template = synth.template(stack)
+        template.resource_count_is("AWS::EC2::InternetGateway", 0)
+        template.resource_count_is("AWS::EC2::NatGateway", 0)
+        template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})
+        endpoints = resources(synth, stack, "AWS::EC2::VPCEndpoint").values()
+        assert [e["Properties"]["PrivateDnsEnabled"] for e in endpoints] == [True]
+        assert ".secretsmanager" in json.dumps([e["Properties"]["ServiceName"] for e in endpoints])
+
+
+def test_cluster_admits_only_security_groups_never_address_ranges(synth: Synth) -> None:
+    ingress = resources(synth, BRIDGE, "AWS::EC2::SecurityGroupIngress")
+    assert ingress
+    for rule in ingress.values():
+        props = rule["Properties"]
+        assert "SourceSecurityGroupId" in props, props
+        assert "CidrIp" not in props
+        assert "CidrIpv6" not in props
+    for group in resources(synth, BRIDGE, "AWS::EC2::SecurityGroup").values():
+        for rule in group["Properties"].get("SecurityGroupIngress", []):
+            assert rule.get("CidrIp") != "0.0.0.0/0", rule
+
+
+def test_provisioner_egress_is_limited_to_the_database_and_secrets_manager(synth: Synth) -> None:
+    groups = resources(synth, BRIDGE, "AWS::EC2::SecurityGroup")
+    provisioner_sg = next(
+        k for k, v in groups.items() if "SQL provisioner" in v["Properties"]["GroupDescription"]
+    )
+    # No allow-all egress rule on the group itself...
+    egress_inline = groups[provisioner_sg]["Properties"].get("SecurityGroupEgress", [])
+    assert all(rule.get("CidrIp") != "0.0.0.0/0" for rule in egress_inline)
+    # ...only the two egress rules to other security groups.
+    egress = [
+        r["Properties"]
+        for r in resources(synth, BRIDGE, "AWS::EC2::SecurityGroupEgress").values()
+        if r["Properties"]["GroupId"] == {"Fn::GetAtt": [provisioner_sg, "GroupId"]}
+    ]
+    assert len(egress) == 2
+    assert all("DestinationSecurityGroupId" in rule for rule in egress)
+
+
+def test_provisioner_lambda_runs_in_the_vpc_on_the_latest_python(synth: Synth) -> None:
+    synth.template(BRIDGE).has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "lambda_src.provisioner.handler.on_event",
+            "Runtime": "python3.14",
+            "Architectures": ["arm64"],
+            "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
+            "Environment": {
+                "Variables": {"TENANTKIT_ADMIN_SECRET_ARN": {"Ref": Match.any_value()}}
+            },
+        },
+    )
+
+
+def test_provisioner_may_read_only_the_admin_and_tenant_secrets(synth: Synth) -> None:
+    statements: list[dict[str, Any]] = []
+    for policy in resources(synth, BRIDGE, "AWS::IAM::Policy").values():
+        statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    secret_statements = [
+        s
+        for s in statements
+        if any(str(a).startswith("secretsmanager:") for a in _list(s["Action"]))
+    ]
+    assert secret_statements
+    for statement in secret_statements:
+        assert set(_list(statement["Action"])) <= {
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:DescribeSecret",
+        }
+        for resource in _list(statement["Resource"]):
+            assert resource != "*"
+            assert set(resource) == {"Ref"}  # a secret of this stack, by reference
+    wildcard = [s for s in statements if "*" in _list(s["Resource"])]
+    for statement in wildcard:
+        assert all(str(a).startswith("ec2:") for a in _list(statement["Action"])), statement
+
+
+def test_tenant_database_resource_carries_settings_and_a_secret_reference_only(
+    synth: Synth,
+) -> None:
+    secret_ref = Capture()
+    synth.template(BRIDGE).has_resource(
+        "Custom::TenantDatabase",
+        {
+            "Properties": {
+                "ServiceToken": Match.any_value(),
+                "Kind": "TenantDatabase",
+                "TenantId": "contoso",
+                "ConnectionLimit": "40",
+                "StatementTimeoutMs": "10000",
+                "RemovalPolicy": "retain",
+                "IamAuth": "true",
+                "PasswordSecretArn": {"Ref": secret_ref},
+            },
+            "DependsOn": Match.array_with([Match.string_like_regexp("HostDatabaseClusterWriter")]),
+        },
+    )
+    attachments = resources(synth, BRIDGE, "AWS::SecretsManager::SecretTargetAttachment")
+    assert secret_ref.as_string() in attachments
+
+
+def test_tenant_secrets_are_generated_tagged_and_retained_unless_destroy(synth: Synth) -> None:
+    secrets = resources(synth, BRIDGE, "AWS::SecretsManager::Secret")
+    by_name = {v["Properties"].get("Name"): v for v in secrets.values()}
+    contoso = by_name[tenant_names("contoso").secret_name]
+    fabrikam = by_name[tenant_names("fabrikam").secret_name]
+    assert contoso["DeletionPolicy"] == "Retain"
+    assert fabrikam["DeletionPolicy"] == "Delete"
+    for secret, tenant in ((contoso, "contoso"), (fabrikam, "fabrikam")):
+        props = secret["Properties"]
+        assert "SecretString" not in props
+        assert props["GenerateSecretString"]["GenerateStringKey"] == "password"
+        template = json.loads(props["GenerateSecretString"]["SecretStringTemplate"])
+        assert template["username"] == tenant_names(tenant).login_role
+        assert {"Key": "tenant", "Value": tenant} in props["Tags"]
+
+
+def test_every_secret_rotates(synth: Synth) -> None:
+    template = synth.raw(BRIDGE)
+    secrets = resources(synth, BRIDGE, "AWS::SecretsManager::Secret")
+    schedules = resources(synth, BRIDGE, "AWS::SecretsManager::RotationSchedule")
+    assert len(schedules) == len(secrets)
+    for schedule in schedules.values():
+        rules = schedule["Properties"]["RotationRules"]
+        assert rules["ScheduleExpression"] == "rate(30 days)"
+    assert template["Transform"] == ["AWS::Serverless-2016-10-31"]
+
+
+def test_destroy_and_iam_settings_reach_the_custom_resource(synth: Synth) -> None:
+    synth.template(BRIDGE).has_resource_properties(
+        "Custom::TenantDatabase",
+        {"TenantId": "fabrikam", "RemovalPolicy": "destroy", "IamAuth": "false"},
+    )
+
+
+def test_silo_tenant_has_its_own_stack_vpc_cluster_and_tenant_tag(synth: Synth) -> None:
+    template: Template = synth.template(SILO)
+    template.resource_count_is("AWS::EC2::VPC", 1)
+    template.resource_count_is("AWS::RDS::DBCluster", 1)
+    template.has_resource_properties(
+        "Custom::TenantDatabase", {"TenantId": "northwind", "ConnectionLimit": "100"}
+    )
+    template.has_resource_properties(
+        "AWS::RDS::DBCluster",
+        {"Tags": Match.array_with([{"Key": "tenant", "Value": "northwind"}])},
+    )
+
+
+def test_pool_tenants_get_no_database_resources(synth: Synth) -> None:
+    for stack in (BRIDGE, SILO):
+        for resource in resources(synth, stack, "Custom::TenantDatabase").values():
+            assert resource["Properties"]["TenantId"] != "tailspin"
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]

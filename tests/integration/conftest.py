@@ -1,0 +1,100 @@
+"""Fixtures for handler tests: moto Secrets Manager, handler config, event builders."""
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+
+from lambda_src.provisioner.config import HandlerConfig, RetryPolicy
+from lambda_src.provisioner.kinds import tenant_database_properties
+from tenantkit.embedded_pg import RunningServer
+
+
+@pytest.fixture
+def secretsmanager() -> Iterator[Any]:
+    """A moto Secrets Manager for one test."""
+    with mock_aws():
+        yield boto3.client("secretsmanager")
+
+
+@pytest.fixture
+def config(server: RunningServer) -> HandlerConfig:
+    """Handler configuration for the session's embedded server (fast retries)."""
+    return HandlerConfig(
+        admin_settings=server.admin_settings(), retry=RetryPolicy(attempts=2, first_delay_s=0.01)
+    )
+
+
+@pytest.fixture
+def tenant_id() -> str:
+    """A fresh tenant id per test, so tests never see each other's tenants."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def superuser(server: RunningServer) -> Iterator[psycopg.Connection]:
+    """A superuser connection for inspecting what the provisioner did."""
+    with psycopg.connect(**server.superuser_settings().connect_kwargs(), autocommit=True) as conn:
+        yield conn
+
+
+SecretFactory = Callable[[str, str], str]
+
+
+@pytest.fixture
+def make_secret(secretsmanager: Any) -> SecretFactory:
+    """Create a tenant login secret in moto; returns its ARN."""
+
+    def make(tenant_id: str, password: str) -> str:
+        created = secretsmanager.create_secret(
+            Name=f"tenantkit/{tenant_id}/app",
+            SecretString=json.dumps({"username": "ignored", "password": password}),
+        )
+        return str(created["ARN"])
+
+    return make
+
+
+def properties(tenant_id: str, secret_arn: str, **overrides: Any) -> dict[str, str]:
+    """TenantDatabase properties as CloudFormation sends them."""
+    settings: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "connection_limit": 5,
+        "statement_timeout_ms": 2000,
+        "removal_policy": "retain",
+        "iam_auth": True,
+        "password_secret_arn": secret_arn,
+    }
+    settings.update(overrides)
+    return {"ServiceToken": "arn:aws:lambda:local", **tenant_database_properties(**settings)}
+
+
+def create_event(props: dict[str, str]) -> dict[str, Any]:
+    """A Provider Create event."""
+    return {"RequestType": "Create", "LogicalResourceId": "Tenant", "ResourceProperties": props}
+
+
+def update_event(props: dict[str, str], old: dict[str, str]) -> dict[str, Any]:
+    """A Provider Update event."""
+    return {
+        "RequestType": "Update",
+        "LogicalResourceId": "Tenant",
+        "PhysicalResourceId": f"tenantdb/{old['TenantId']}",
+        "ResourceProperties": props,
+        "OldResourceProperties": old,
+    }
+
+
+def delete_event(props: dict[str, str]) -> dict[str, Any]:
+    """A Provider Delete event."""
+    return {
+        "RequestType": "Delete",
+        "LogicalResourceId": "Tenant",
+        "PhysicalResourceId": f"tenantdb/{props['TenantId']}",
+        "ResourceProperties": props,
+    }

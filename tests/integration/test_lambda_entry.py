@@ -1,0 +1,97 @@
+"""on_event, the Lambda entry point: configuration from the environment, admin from a secret."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambda_src.provisioner.config import (
+    ENV_ADMIN_SECRET_ARN,
+    ENV_CONNECT_ATTEMPTS,
+    ENV_SSL_ROOT_CERT,
+    HandlerConfig,
+)
+from lambda_src.provisioner.errors import ProvisioningError
+from lambda_src.provisioner.handler import on_event
+from tenantkit.embedded_pg import ADMIN_USER, RunningServer
+
+from .conftest import SecretFactory, create_event, properties
+
+
+def admin_secret(secretsmanager: Any, server: RunningServer) -> str:
+    """The admin secret in the format RDS generates for a cluster."""
+    value = {
+        "engine": "postgres",
+        "host": server.host,
+        "port": server.port,
+        "username": ADMIN_USER,
+        "password": server.credentials.admin_password,
+        "dbname": "postgres",
+    }
+    created = secretsmanager.create_secret(Name="admin", SecretString=json.dumps(value))
+    return str(created["ARN"])
+
+
+def test_on_event_reads_the_admin_secret_and_provisions_with_verify_full(
+    secretsmanager: Any,
+    server: RunningServer,
+    make_secret: SecretFactory,
+    tenant_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.setenv(ENV_SSL_ROOT_CERT, str(server.ca_cert))
+    response = on_event(create_event(properties(tenant_id, make_secret(tenant_id, "pw"))), None)
+    assert response["PhysicalResourceId"] == f"tenantdb/{tenant_id}"
+
+
+def test_verify_full_refuses_a_server_whose_certificate_the_bundle_does_not_sign(
+    secretsmanager: Any,
+    server: RunningServer,
+    tenant_id: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tenantkit.tls import write_server_tls
+
+    other_ca = write_server_tls(tmp_path, tmp_path).ca_cert
+    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.setenv(ENV_SSL_ROOT_CERT, str(other_ca))
+    monkeypatch.setenv(ENV_CONNECT_ATTEMPTS, "1")
+    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*SSL error"):
+        on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
+
+
+def test_configuration_errors_name_the_variable() -> None:
+    with pytest.raises(ProvisioningError, match=f"{ENV_ADMIN_SECRET_ARN} is not set"):
+        HandlerConfig.from_env({})
+    with pytest.raises(ProvisioningError, match=f"{ENV_SSL_ROOT_CERT}: no CA bundle"):
+        HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn", ENV_SSL_ROOT_CERT: "nope.pem"})
+    with pytest.raises(ProvisioningError, match=f"{ENV_CONNECT_ATTEMPTS} must be 1..20"):
+        HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn", ENV_CONNECT_ATTEMPTS: "0"})
+
+
+def test_without_a_ca_bundle_tls_is_required_and_with_one_verified() -> None:
+    config = HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn"})
+    assert config.ssl_root_cert is None
+    from lambda_src.provisioner.config import ConnectionSettings
+
+    settings = ConnectionSettings(host="h", port=5432, user="u", password="p")
+    assert settings.connect_kwargs()["sslmode"] == "require"
+    verified = ConnectionSettings(
+        host="h", port=5432, user="u", password="p", ssl_root_cert=Path(__file__)
+    )
+    assert verified.connect_kwargs()["sslmode"] == "verify-full"
+
+
+def test_admin_secret_missing_fields_is_reported_without_values(
+    secretsmanager: Any, monkeypatch: pytest.MonkeyPatch, tenant_id: str
+) -> None:
+    arn = secretsmanager.create_secret(
+        Name="bad-admin", SecretString=json.dumps({"host": "h", "password": "s3cr3t-value"})
+    )["ARN"]
+    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, arn)
+    with pytest.raises(ProvisioningError, match="admin secret lacks field") as raised:
+        on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
+    assert "s3cr3t-value" not in str(raised.value)

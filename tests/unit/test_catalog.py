@@ -1,0 +1,114 @@
+"""The tenant catalog: typed, validated, defaults per tier, errors that say where."""
+
+from pathlib import Path
+
+import pytest
+
+from tenantkit.catalog import BUILTIN_DEFAULTS, CatalogError, load_catalog, parse_catalog
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sample_catalog_has_every_tier_the_spine_needs() -> None:
+    catalog = load_catalog(REPO_ROOT / "tenants.yaml")
+    assert len(catalog.in_tier("pool")) >= 2
+    assert len(catalog.in_tier("bridge")) >= 2
+    assert len(catalog.in_tier("silo")) >= 1
+
+
+def test_unset_settings_come_from_the_tier_defaults() -> None:
+    catalog = parse_catalog({"tenants": [{"id": "acme", "tier": "silo"}]})
+    tenant = catalog.get("acme")
+    silo = BUILTIN_DEFAULTS["silo"]
+    assert tenant.connection_limit == silo.connection_limit
+    assert tenant.statement_timeout_ms == silo.statement_timeout_ms
+    assert tenant.removal_policy == "retain"
+    assert tenant.iam_auth is True
+
+
+def test_file_defaults_override_builtin_defaults_field_by_field() -> None:
+    catalog = parse_catalog(
+        {
+            "defaults": {"silo": {"connection_limit": 7}},
+            "tenants": [{"id": "acme", "tier": "silo"}],
+        }
+    )
+    tenant = catalog.get("acme")
+    assert tenant.connection_limit == 7
+    assert tenant.statement_timeout_ms == BUILTIN_DEFAULTS["silo"].statement_timeout_ms
+
+
+def test_tenant_settings_override_defaults() -> None:
+    catalog = parse_catalog(
+        {
+            "defaults": {"bridge": {"connection_limit": 7}},
+            "tenants": [{"id": "acme", "tier": "bridge", "connection_limit": 9}],
+        }
+    )
+    assert catalog.get("acme").connection_limit == 9
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            {"id": "acme", "tier": "bridge", "connection_limit": 0},
+            "tenants.yaml: tenants[0] (id 'acme'): connection_limit: Input should be greater",
+        ),
+        ({"id": "acme", "tier": "gold"}, "tenants[0] (id 'acme'): tier: Input should be"),
+        ({"id": "Bad;DROP", "tier": "pool"}, "tenants[0] (id 'Bad;DROP'): id: tenant id"),
+        ({"id": "postgres", "tier": "bridge"}, "tenants[0] (id 'postgres'): id: tenant id"),
+        ({"id": "acme", "tier": "bridge", "colour": "red"}, "colour: Extra inputs"),
+        ({"tier": "bridge"}, "tenants[0]: id: Field required"),
+        (
+            {"id": "acme", "tier": "pool", "connection_limit": 3},
+            "connection_limit can be set for silo and bridge tenants only",
+        ),
+        (
+            {"id": "acme", "tier": "bridge", "removal_policy": "delete"},
+            "removal_policy: Input should be 'retain' or 'destroy'",
+        ),
+    ],
+)
+def test_invalid_entries_are_reported_with_file_entry_and_field(
+    entry: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(CatalogError, match=None) as raised:
+        parse_catalog({"tenants": [entry]}, "tenants.yaml")
+    assert expected in str(raised.value)
+
+
+def test_duplicate_ids_are_rejected_naming_both_entries() -> None:
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(
+            {"tenants": [{"id": "acme", "tier": "bridge"}, {"id": "acme", "tier": "silo"}]},
+            "tenants.yaml",
+        )
+    assert "duplicate tenant id(s): 'acme' at tenants[0, 1]" in str(raised.value)
+
+
+def test_every_problem_is_reported_not_only_the_first() -> None:
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog(
+            {"tenants": [{"id": "x!", "tier": "pool"}, {"id": "ok", "tier": "nope"}]}, "c.yaml"
+        )
+    assert str(raised.value).count("c.yaml:") == 2
+
+
+def test_unreadable_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read"):
+        load_catalog(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenants: [\n")
+    with pytest.raises(CatalogError, match=r"bad\.yaml: not valid YAML"):
+        load_catalog(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just text\n")
+    with pytest.raises(CatalogError, match="must be a mapping"):
+        load_catalog(scalar)
+
+
+def test_lookup_of_an_unknown_tenant_names_the_catalog() -> None:
+    catalog = parse_catalog({"tenants": [{"id": "acme", "tier": "pool"}]}, "tenants.yaml")
+    with pytest.raises(KeyError, match=r"not in tenants\.yaml"):
+        catalog.get("globex")

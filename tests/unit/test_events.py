@@ -1,0 +1,70 @@
+"""Typed parsing of the events aws_cdk.custom_resources.Provider sends."""
+
+import pytest
+
+from lambda_src.provisioner.errors import InvalidRequestError
+from lambda_src.provisioner.events import parse_event
+from lambda_src.provisioner.kinds import TenantDatabaseSpec, tenant_database_properties
+
+PROPS = tenant_database_properties(
+    tenant_id="acme",
+    connection_limit=10,
+    statement_timeout_ms=1000,
+    removal_policy="retain",
+    iam_auth=True,
+    password_secret_arn="arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
+)
+
+
+def test_a_create_event_parses_into_its_kind_and_properties() -> None:
+    event = parse_event({"RequestType": "Create", "ResourceProperties": PROPS})
+    assert event.request_type == "Create"
+    assert event.kind == "TenantDatabase"
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"ResourceProperties": PROPS}, "RequestType must be one of"),
+        ({"RequestType": "Replace", "ResourceProperties": PROPS}, "RequestType must be one of"),
+        ({"RequestType": "Create"}, "ResourceProperties is missing"),
+        (
+            {"RequestType": "Update", "ResourceProperties": PROPS, "PhysicalResourceId": "p"},
+            "must carry OldResourceProperties",
+        ),
+        ({"RequestType": "Delete", "ResourceProperties": PROPS}, "must carry PhysicalResourceId"),
+    ],
+)
+def test_malformed_events_are_rejected_naming_the_field(
+    event: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        parse_event(event)
+
+
+def test_properties_arrive_as_strings_and_parse_into_typed_values() -> None:
+    spec = TenantDatabaseSpec.parse(PROPS)
+    assert spec.connection_limit == 10
+    assert spec.statement_timeout_ms == 1000
+    assert spec.iam_auth is True
+    assert spec.names.database == "tenant_acme"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"ConnectionLimit": "0"}, "ConnectionLimit must be an integer 1..5000"),
+        ({"ConnectionLimit": "ten"}, "ConnectionLimit must be an integer"),
+        ({"ConnectionLimit": "1; DROP"}, "ConnectionLimit must be an integer"),
+        ({"StatementTimeoutMs": "-1"}, "StatementTimeoutMs must be an integer"),
+        ({"RemovalPolicy": "snapshot"}, "RemovalPolicy must be retain or destroy"),
+        ({"IamAuth": "yes"}, "IamAuth must be true or false"),
+        ({"PasswordSecretArn": "my-secret"}, "PasswordSecretArn must be an ARN"),
+        ({"TenantId": "a'b"}, "TenantId: tenant id"),
+    ],
+)
+def test_bad_property_values_are_rejected_naming_the_property(
+    override: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        TenantDatabaseSpec.parse({**PROPS, **override})

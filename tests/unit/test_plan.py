@@ -1,0 +1,146 @@
+"""Pure SQL planning: observed state in, ordered steps out. No database needed."""
+
+from lambda_src.provisioner.plan import (
+    ObservedTenant,
+    Step,
+    advisory_lock_key,
+    plan_converge,
+    plan_destroy,
+    plan_retain,
+)
+from lambda_src.tenancy import tenant_names
+
+NAMES = tenant_names("acme")
+VERIFIER = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"
+
+
+def sql_of(steps: list[Step]) -> list[str]:
+    return [step.statement.as_string(None) for step in steps]
+
+
+def converge(observed: ObservedTenant, **overrides: object) -> list[Step]:
+    settings: dict[str, object] = {
+        "connection_limit": 20,
+        "statement_timeout_ms": 30000,
+        "iam_auth": True,
+        "password_verifier": VERIFIER,
+    }
+    settings.update(overrides)
+    return plan_converge(NAMES, observed, **settings)  # type: ignore[arg-type]
+
+
+CONVERGED = ObservedTenant(
+    login_enabled={NAMES.owner_role: False, NAMES.login_role: True, NAMES.iam_user: True},
+    database_owner=NAMES.owner_role,
+    connection_limit=20,
+    database_settings=("statement_timeout=30000",),
+    rds_iam_exists=True,
+)
+
+
+def test_a_new_tenant_gets_owner_login_iam_user_and_database() -> None:
+    statements = sql_of(converge(ObservedTenant(rds_iam_exists=True)))
+    assert 'CREATE ROLE "tenant_acme_owner" NOLOGIN' in statements
+    assert 'CREATE ROLE "tenant_acme_app" LOGIN' in statements
+    assert 'CREATE ROLE "tenant_acme_iam" LOGIN' in statements
+    assert 'GRANT "rds_iam" TO "tenant_acme_iam"' in statements
+    assert (
+        'CREATE DATABASE "tenant_acme" OWNER "tenant_acme_owner" CONNECTION LIMIT 20' in statements
+    )
+    assert 'ALTER DATABASE "tenant_acme" SET statement_timeout = 30000' in statements
+
+
+def test_public_loses_connect_temp_and_schema_create() -> None:
+    steps = converge(ObservedTenant(rds_iam_exists=True))
+    statements = sql_of(steps)
+    assert 'REVOKE ALL ON DATABASE "tenant_acme" FROM PUBLIC' in statements
+    schema_revoke = next(s for s in steps if "ON SCHEMA public FROM PUBLIC" in sql_of([s])[0])
+    assert schema_revoke.database == "tenant_acme"
+    assert (
+        'GRANT CONNECT, TEMPORARY ON DATABASE "tenant_acme" TO "tenant_acme_app", "tenant_acme_iam"'
+        in statements
+    )
+
+
+def test_owner_is_created_before_the_database_it_owns() -> None:
+    statements = sql_of(converge(ObservedTenant(rds_iam_exists=True)))
+    owner = statements.index('CREATE ROLE "tenant_acme_owner" NOLOGIN')
+    database = next(i for i, s in enumerate(statements) if s.startswith("CREATE DATABASE"))
+    assert owner < database
+
+
+def test_only_the_scram_verifier_reaches_sql_text() -> None:
+    statements = sql_of(converge(ObservedTenant(rds_iam_exists=True)))
+    assert f"ALTER ROLE \"tenant_acme_app\" PASSWORD '{VERIFIER}'" in statements
+
+
+def test_a_converged_tenant_plans_no_changes() -> None:
+    steps = converge(CONVERGED)
+    assert [s.description for s in steps if s.changes] == []
+    assert not any(s.startswith(("CREATE", "DROP")) for s in sql_of(steps))
+
+
+def test_changed_settings_are_applied_in_place() -> None:
+    steps = converge(CONVERGED, connection_limit=50, statement_timeout_ms=0)
+    changed = sql_of([s for s in steps if s.changes])
+    assert changed == [
+        'ALTER DATABASE "tenant_acme" CONNECTION LIMIT 50',
+        'ALTER DATABASE "tenant_acme" RESET statement_timeout',
+    ]
+
+
+def test_a_retained_tenant_gets_its_logins_back_on_create() -> None:
+    offboarded = ObservedTenant(
+        login_enabled={NAMES.owner_role: False, NAMES.login_role: False, NAMES.iam_user: False},
+        database_owner=NAMES.owner_role,
+        connection_limit=20,
+        database_settings=("statement_timeout=30000",),
+        rds_iam_exists=True,
+    )
+    changed = sql_of([s for s in converge(offboarded) if s.changes])
+    assert changed == ['ALTER ROLE "tenant_acme_app" LOGIN', 'ALTER ROLE "tenant_acme_iam" LOGIN']
+
+
+def test_turning_iam_auth_off_disables_the_iam_user() -> None:
+    steps = converge(CONVERGED, iam_auth=False)
+    statements = sql_of(steps)
+    assert 'ALTER ROLE "tenant_acme_iam" NOLOGIN' in statements
+    assert 'GRANT CONNECT, TEMPORARY ON DATABASE "tenant_acme" TO "tenant_acme_app"' in statements
+
+
+def test_retain_disables_logins_and_drops_nothing() -> None:
+    statements = sql_of(plan_retain(NAMES, CONVERGED))
+    assert statements[:2] == [
+        'ALTER ROLE "tenant_acme_app" NOLOGIN',
+        'ALTER ROLE "tenant_acme_iam" NOLOGIN',
+    ]
+    assert not any("DROP" in s for s in statements)
+
+
+def test_destroy_drops_database_then_every_existing_role() -> None:
+    statements = sql_of(plan_destroy(NAMES, CONVERGED))
+    assert 'DROP DATABASE IF EXISTS "tenant_acme" WITH (FORCE)' in statements
+    drops = [s for s in statements if s.startswith("DROP ROLE")]
+    assert drops == [
+        'DROP ROLE IF EXISTS "tenant_acme_app"',
+        'DROP ROLE IF EXISTS "tenant_acme_iam"',
+        'DROP ROLE IF EXISTS "tenant_acme_owner"',
+    ]
+    assert statements.index('DROP OWNED BY "tenant_acme_app"') < statements.index(drops[0])
+
+
+def test_destroy_of_a_tenant_that_is_gone_plans_no_changes() -> None:
+    assert [s for s in plan_destroy(NAMES, ObservedTenant()) if s.changes] == []
+
+
+def test_session_termination_binds_role_names_as_values() -> None:
+    terminate = plan_retain(NAMES, ObservedTenant())[-1]
+    assert "%s" in sql_of([terminate])[0]
+    assert terminate.params == ([NAMES.login_role, NAMES.iam_user],)
+
+
+def test_advisory_lock_key_is_stable_signed_64_bit_and_per_tenant() -> None:
+    key = advisory_lock_key("acme")
+    assert key == advisory_lock_key("acme")
+    assert key != advisory_lock_key("globex")
+    assert -(2**63) <= key < 2**63
