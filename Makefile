@@ -1,5 +1,6 @@
 # tenantkit. The two commands a fresh machine needs: `make run` and `make test`.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
 .PHONY: help setup postgres run synth lint test clean
 
@@ -9,6 +10,8 @@ STAMPS := .tenantkit/stamps
 # The repo's own Node 22 and CDK CLI (package.json) come first, then the venv's tools.
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # "--" ends the options: --ignore-checks takes several values and would swallow the templates.
+# pip warns about every package missing from this machine's extra local indexes; not news.
+QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
 CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code=error --ignore-checks=W3005 --
 
 help:
@@ -22,8 +25,8 @@ setup: $(STAMPS)/python $(STAMPS)/node $(STAMPS)/wheels postgres
 
 $(STAMPS)/python: requirements.txt requirements-dev.txt constraints.txt lambda_src/requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/node: package.json package-lock.json
@@ -32,7 +35,7 @@ $(STAMPS)/node: package.json package-lock.json
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh | $(STAMPS)/python
-	PYTHON=$(PY) scripts/download-lambda-wheels.sh
+	PYTHON=$(PY) scripts/download-lambda-wheels.sh 2>&1 | $(QUIET_PIP)
 	@touch $@
 
 postgres:

@@ -1,0 +1,59 @@
+"""Construct-level behaviour: bad props fail at synth with a message naming the prop."""
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Annotations, Match, Template
+
+from stacks import BridgeStack, SiloTenantStack
+from tenant_constructs import ClusterCapacity
+from tenantkit.catalog import parse_catalog
+
+from .conftest import cdk_context
+
+CATALOG = parse_catalog(
+    {"tenants": [{"id": "contoso", "tier": "bridge"}, {"id": "northwind", "tier": "silo"}]}
+)
+
+
+def bridge(**props: object) -> BridgeStack:
+    app = cdk.App(context=cdk_context())
+    return BridgeStack(app, "Bridge", tenants=CATALOG.in_tier("bridge"), **props)  # type: ignore[arg-type]
+
+
+def test_a_ca_bundle_inside_lambda_src_switches_the_provisioner_to_verify_full() -> None:
+    # Any file inside lambda_src proves the wiring; a real deployment ships the RDS bundle.
+    stack = bridge(ca_bundle="requirements.txt")
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Environment": {
+                "Variables": Match.object_like({"TENANTKIT_SSL_ROOT_CERT": "requirements.txt"})
+            }
+        },
+    )
+    Annotations.from_stack(stack).has_no_warning("*", Match.string_like_regexp("No CA bundle"))
+
+
+def test_without_a_ca_bundle_synth_warns_that_tls_is_unverified() -> None:
+    Annotations.from_stack(bridge()).has_warning(
+        "/Bridge/Host/Provisioner", Match.string_like_regexp("sslmode=require")
+    )
+
+
+@pytest.mark.parametrize("path", ["../app.py", "/etc/hostname", "certs/missing.pem"])
+def test_a_ca_bundle_outside_lambda_src_or_missing_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match=r"ca_bundle .* must name a file inside"):
+        bridge(ca_bundle=path)
+
+
+def test_invalid_cluster_capacity_is_refused_naming_the_values() -> None:
+    with pytest.raises(ValueError, match="min_acu=8, max_acu=4"):
+        ClusterCapacity(min_acu=8, max_acu=4)
+
+
+def test_stacks_refuse_tenants_of_another_tier() -> None:
+    app = cdk.App(context=cdk_context())
+    with pytest.raises(ValueError, match="not in the bridge tier"):
+        BridgeStack(app, "Bridge", tenants=CATALOG.in_tier("silo"))
+    with pytest.raises(ValueError, match="is in tier 'bridge'"):
+        SiloTenantStack(app, "Silo", tenant=CATALOG.get("contoso"))
