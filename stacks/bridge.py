@@ -5,8 +5,10 @@ from collections.abc import Sequence
 import aws_cdk as cdk
 from constructs import Construct
 
-from tenant_constructs import ClusterCapacity, DatabaseHost, TenantDatabase
+from tenant_constructs import ClusterCapacity, DatabaseHost
 from tenantkit.catalog import Tenant
+
+from .tenant_database import tenant_database
 
 BRIDGE_STACK_NAME = "tenantkit-bridge"
 
@@ -36,15 +38,6 @@ class BridgeStack(cdk.Stack):
             ca_bundle=ca_bundle,
         )
         self.tenant_databases = [
-            TenantDatabase(
-                self,
-                f"Tenant-{tenant.id}",
-                host=self.host,
-                tenant_id=tenant.id,
-                connection_limit=tenant.connection_limit,
-                statement_timeout_ms=tenant.statement_timeout_ms,
-                removal_policy=tenant.removal_policy,
-                iam_auth=tenant.iam_auth,
-            )
+            tenant_database(self, f"Tenant-{tenant.id}", host=self.host, tenant=tenant)
             for tenant in tenants
         ]

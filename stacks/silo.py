@@ -3,8 +3,10 @@
 import aws_cdk as cdk
 from constructs import Construct
 
-from tenant_constructs import ClusterCapacity, DatabaseHost, TenantDatabase
+from tenant_constructs import ClusterCapacity, DatabaseHost
 from tenantkit.catalog import Tenant
+
+from .tenant_database import tenant_database
 
 
 class SiloTenantStack(cdk.Stack):
@@ -30,14 +32,5 @@ class SiloTenantStack(cdk.Stack):
             capacity=capacity,
             ca_bundle=ca_bundle,
         )
-        self.tenant_database = TenantDatabase(
-            self,
-            "Tenant",
-            host=self.host,
-            tenant_id=tenant.id,
-            connection_limit=tenant.connection_limit,
-            statement_timeout_ms=tenant.statement_timeout_ms,
-            removal_policy=tenant.removal_policy,
-            iam_auth=tenant.iam_auth,
-        )
+        self.tenant_database = tenant_database(self, "Tenant", host=self.host, tenant=tenant)
         cdk.Tags.of(self).add("tenant", tenant.id)

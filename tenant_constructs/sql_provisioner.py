@@ -6,7 +6,6 @@ import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_iam as iam
 import aws_cdk.aws_lambda as lambda_
-import aws_cdk.aws_logs as logs
 import aws_cdk.aws_secretsmanager as secretsmanager
 import aws_cdk.custom_resources as cr
 from constructs import Construct
@@ -14,6 +13,7 @@ from constructs import Construct
 from lambda_src.provisioner.config import ENV_ADMIN_SECRET_ARN, ENV_SSL_ROOT_CERT
 
 from .bundling import LAMBDA_RUNTIME, LAMBDA_SRC, lambda_src_code
+from .lambda_identity import role_with_own_log_group
 
 HANDLER = "lambda_src.provisioner.handler.on_event"
 
@@ -66,24 +66,7 @@ class SqlProvisioner(Construct):
             allow_all_outbound=False,
             description="tenantkit SQL provisioner: egress to the database and Secrets Manager",
         )
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=logs.RetentionDays.ONE_YEAR,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="tenantkit SQL provisioner",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],
-            )
-        )
+        role, log_group = role_with_own_log_group(self, "", description="tenantkit SQL provisioner")
         # The Lambda service creates the function's network interfaces with the function's
         # role; these EC2 actions do not support resource-level permissions.
         eni_policy = iam.Policy(
@@ -138,23 +121,8 @@ class SqlProvisioner(Construct):
         )
         admin_secret.grant_read(self.function)
 
-        provider_logs = logs.LogGroup(
-            self,
-            "ProviderLogs",
-            retention=logs.RetentionDays.ONE_YEAR,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        provider_role = iam.Role(
-            self,
-            "ProviderRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="tenantkit SQL provisioner: custom-resource framework",
-        )
-        provider_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[provider_logs.log_group_arn],
-            )
+        provider_role, provider_logs = role_with_own_log_group(
+            self, "Provider", description="tenantkit SQL provisioner: custom-resource framework"
         )
         self.provider = cr.Provider(
             self,
