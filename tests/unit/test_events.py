@@ -56,6 +56,8 @@ def test_properties_arrive_as_strings_and_parse_into_typed_values() -> None:
         ({"ConnectionLimit": "0"}, "ConnectionLimit must be an integer 1..5000"),
         ({"ConnectionLimit": "ten"}, "ConnectionLimit must be an integer"),
         ({"ConnectionLimit": "1; DROP"}, "ConnectionLimit must be an integer"),
+        ({"ConnectionLimit": "--5"}, "ConnectionLimit must be an integer"),
+        ({"ConnectionLimit": "٣"}, "ConnectionLimit must be an integer"),
         ({"StatementTimeoutMs": "-1"}, "StatementTimeoutMs must be an integer"),
         ({"RemovalPolicy": "snapshot"}, "RemovalPolicy must be retain or destroy"),
         ({"IamAuth": "yes"}, "IamAuth must be true or false"),

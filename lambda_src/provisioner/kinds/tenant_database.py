@@ -1,82 +1,18 @@
-"""Resource kinds the provisioner understands, each with typed properties and C/U/D semantics.
-
-The `Kind` resource property selects one. The pool tier adds its kinds to KINDS.
-"""
+"""TenantDatabase: a tenant's own database and roles (bridge and silo tiers)."""
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from ..tenancy import InvalidTenantIdError, TenantNames, tenant_names
-from . import postgres
-from .config import ConnectionSettings, RetryPolicy
-from .errors import InvalidRequestError
-from .plan import plan_converge, plan_destroy, plan_retain
-from .secrets import read_password
+from ...tenancy import InvalidTenantIdError, TenantNames, tenant_names
+from .. import postgres
+from ..errors import InvalidRequestError
+from ..plan import plan_converge, plan_destroy, plan_retain
+from ..secrets import read_password
+from .base import AdminSession, Outcome, RemovalPolicy, bool_property, int_property
 
-RemovalPolicy = Literal["retain", "destroy"]
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a request did: the physical id to report, attributes, and the changes made."""
-
-    physical_resource_id: str
-    data: Mapping[str, str]
-    changes: list[str] = field(default_factory=list)
-
-
-class ResourceKind(Protocol):
-    """Create/Update/Delete of one kind of resource on a PostgreSQL server."""
-
-    def physical_id(self, properties: Mapping[str, Any]) -> str:
-        """The physical id the properties would give (validates them)."""
-        ...
-
-    def create(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
-        """Create, converging when the objects already exist."""
-        ...
-
-    def update(
-        self, db: "AdminSession", properties: Mapping[str, Any], old: Mapping[str, Any]
-    ) -> Outcome:
-        """Apply changed properties in place, or create anew when the identity changed."""
-        ...
-
-    def delete(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
-        """Offboard: retain by default, drop only with an explicit destroy removal policy."""
-        ...
-
-
-@dataclass
-class AdminSession:
-    """An open admin connection with the settings and retry policy used to open more."""
-
-    conn: Any
-    settings: ConnectionSettings
-    retry: RetryPolicy
-
-
-def _int_property(props: Mapping[str, Any], key: str, low: int, high: int) -> int:
-    # CloudFormation hands every property to the handler as a string.
-    raw = props.get(key)
-    text = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise InvalidRequestError(f"resource property {key} must be an integer {low}..{high}")
-    return int(text)
-
-
-def _bool_property(props: Mapping[str, Any], key: str, default: bool) -> bool:
-    raw = props.get(key)
-    if raw is None:
-        return default
-    if raw in (True, "true", "True"):
-        return True
-    if raw in (False, "false", "False"):
-        return False
-    raise InvalidRequestError(f"resource property {key} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -105,10 +41,10 @@ class TenantDatabaseSpec:
             raise InvalidRequestError("resource property PasswordSecretArn must be an ARN")
         return cls(
             names=names,
-            connection_limit=_int_property(props, "ConnectionLimit", 1, 5000),
-            statement_timeout_ms=_int_property(props, "StatementTimeoutMs", 0, 86_400_000),
+            connection_limit=int_property(props, "ConnectionLimit", 1, 5000),
+            statement_timeout_ms=int_property(props, "StatementTimeoutMs", 0, 86_400_000),
             removal_policy=removal,
-            iam_auth=_bool_property(props, "IamAuth", False),
+            iam_auth=bool_property(props, "IamAuth", False),
             password_secret_arn=secret,
         )
 
@@ -203,6 +139,3 @@ class TenantDatabase:
             plan = plan_destroy if spec.removal_policy == "destroy" else plan_retain
             changes = postgres.run_steps(db.conn, db.settings, db.retry, plan(spec.names, observed))
         return self._outcome(spec, changes)
-
-
-KINDS: dict[str, ResourceKind] = {"TenantDatabase": TenantDatabase()}

@@ -1,0 +1,72 @@
+"""Shared parts of resource kinds: outcomes, the admin session, typed property parsing."""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..config import ConnectionSettings, RetryPolicy
+from ..errors import InvalidRequestError
+
+RemovalPolicy = Literal["retain", "destroy"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a request did: the physical id to report, attributes, and the changes made."""
+
+    physical_resource_id: str
+    data: Mapping[str, str]
+    changes: list[str] = field(default_factory=list)
+
+
+class ResourceKind(Protocol):
+    """Create/Update/Delete of one kind of resource on a PostgreSQL server."""
+
+    def physical_id(self, properties: Mapping[str, Any]) -> str:
+        """The physical id the properties would give (validates them)."""
+        ...
+
+    def create(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
+        """Create, converging when the objects already exist."""
+        ...
+
+    def update(
+        self, db: "AdminSession", properties: Mapping[str, Any], old: Mapping[str, Any]
+    ) -> Outcome:
+        """Apply changed properties in place, or create anew when the identity changed."""
+        ...
+
+    def delete(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
+        """Offboard: retain by default, drop only with an explicit destroy removal policy."""
+        ...
+
+
+@dataclass
+class AdminSession:
+    """An open admin connection with the settings and retry policy used to open more."""
+
+    conn: Any
+    settings: ConnectionSettings
+    retry: RetryPolicy
+
+
+def int_property(props: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    """An integer property within [low, high]; CloudFormation sends it as a string."""
+    raw = props.get(key)
+    text = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
+    if not re.fullmatch(r"-?[0-9]{1,12}", text) or not low <= int(text) <= high:
+        raise InvalidRequestError(f"resource property {key} must be an integer {low}..{high}")
+    return int(text)
+
+
+def bool_property(props: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A boolean property: true/false (strings, as CloudFormation sends them) or absent."""
+    raw = props.get(key)
+    if raw is None:
+        return default
+    if raw in (True, "true", "True"):
+        return True
+    if raw in (False, "false", "False"):
+        return False
+    raise InvalidRequestError(f"resource property {key} must be true or false")
