@@ -1,26 +1,36 @@
 """tenantctl: the tenantkit command line (Typer + Rich).
 
-Exit codes: 0 success; 1 provisioning or isolation failure; 2 invalid input (catalog, tenant id,
-arguments); 3 local environment problem (PostgreSQL binaries missing, server would not start).
+Exit codes: 0 success; 1 provisioning failure or an isolation leak; 2 invalid input (catalog,
+tenant id, arguments); 3 local environment problem (PostgreSQL binaries missing, server would not
+start, nothing provisioned yet).
 """
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lambda_src.tenancy import InvalidTenantIdError, tenant_names
+from lambda_src.provisioner.config import settings_from_dsn
+from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names
 
-from .catalog import Catalog, CatalogError, load_catalog
-from .embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
-from .local import IsolationReport, ProvisionResult, check_isolation, provision_tenant_databases
+from .catalog import Catalog, CatalogError, Tenant, load_catalog
+from .embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, RunningServer
+from .local import (
+    LocalSecrets,
+    ProvisionResult,
+    pool_runtime_settings,
+    provision_pool,
+    provision_tenant_databases,
+)
 from .local_aws import local_aws
+from .verify import AttackResult, report, run_database_attacks, run_pool_attacks
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -75,42 +85,70 @@ def names(tenant_id: str, as_json: JsonOption = False) -> None:
         out.print(f"{key:16} {value}", highlight=False)
 
 
+StateDirOption = Annotated[
+    Path, typer.Option(help="Where the embedded PostgreSQL and local secrets are kept.")
+]
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the local Secrets Manager's access log
+
+
+def _start_embedded(state_dir: Path) -> tuple[EmbeddedPostgres, RunningServer, float]:
+    try:
+        pg = EmbeddedPostgres(state_dir / "pg")
+        started = time.perf_counter()
+        server = pg.start()
+    except EmbeddedPostgresError as error:
+        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    return pg, server, time.perf_counter() - started
+
+
+def _local_attacks(
+    server: RunningServer, store: LocalSecrets, db_tenants: list[Tenant], pool_ready: bool
+) -> list[AttackResult]:
+    """Every attack that applies locally: per-database logins and the pool's runtime login."""
+    results = run_database_attacks(
+        [(t, store.password(t.names.secret_name)) for t in db_tenants], server.settings
+    )
+    if pool_ready:
+        results += run_pool_attacks(pool_runtime_settings(server, store))
+    return results
+
+
 @app.command()
 def run(
     catalog: CatalogOption = Path("tenants.yaml"),
-    state_dir: Annotated[
-        Path, typer.Option(help="Where the embedded PostgreSQL keeps its data.")
-    ] = Path(".tenantkit"),
+    state_dir: StateDirOption = Path(".tenantkit"),
     keep_running: Annotated[
         bool, typer.Option(help="Leave the embedded server running and print how to reach it.")
     ] = False,
     as_json: JsonOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every SQL step.")] = False,
 ) -> None:
-    """Provision the catalog's bridge and silo tenants on the embedded PostgreSQL, then prove
-    each tenant's login reaches its own database and is refused by every other one."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the local Secrets Manager's access log
+    """Provision the whole catalog on the embedded PostgreSQL with the provisioner's own handler,
+    then attack it: every tenant login against every other database, and the pool's policies."""
+    _configure_logging(verbose)
     loaded = _load(catalog)
-    tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
-    try:
-        pg = EmbeddedPostgres(state_dir / "pg")
-        started = time.perf_counter()
-        server = pg.start()
-        start_seconds = time.perf_counter() - started
-    except EmbeddedPostgresError as error:
-        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
+    pg, server, start_seconds = _start_embedded(state_dir)
     try:
         with local_aws():
-            results = provision_tenant_databases(tenants, server)
-            provisioned = [r.tenant for r in results if r.ok]
-            isolation = check_isolation(provisioned, server)
+            store = LocalSecrets(state_dir / "secrets.json")
+            results = provision_tenant_databases(db_tenants, server, store)
+            results += provision_pool(list(loaded.in_tier("pool")), server, store)
+            ready = {r.tenant_id for r in results if r.ok}
+            attacks = _local_attacks(
+                server, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
+            )
     finally:
         if not keep_running:
             pg.stop()
 
-    ok = all(r.ok for r in results) and isolation.ok
+    verdict = report(attacks)
+    ok = all(r.ok for r in results) and not verdict["leaks"]
     if as_json:
         print(
             json.dumps(
@@ -119,11 +157,10 @@ def run(
                     "server": {"host": server.host, "port": server.port},
                     "tenants": [
                         {
-                            "id": r.tenant.id,
-                            "tier": r.tenant.tier,
-                            "database": r.tenant.names.database,
-                            "roles": [r.tenant.names.owner_role, r.tenant.names.login_role]
-                            + ([r.tenant.names.iam_user] if r.tenant.iam_auth else []),
+                            "id": r.tenant_id,
+                            "tier": r.tier,
+                            "database": r.database,
+                            "roles": list(r.roles),
                             "status": "ready" if r.ok else "failed",
                             "changes": r.changes,
                             "seconds": round(r.seconds, 4),
@@ -131,17 +168,13 @@ def run(
                         }
                         for r in results
                     ],
-                    "isolation": {
-                        "own_database_ok": len(isolation.own_ok),
-                        "own_database_failed": isolation.own_failed,
-                        "cross_tenant_refused": isolation.cross_refused,
-                        "cross_tenant_not_refused": isolation.cross_allowed,
-                    },
+                    "verify": verdict,
                 }
             )
         )
     else:
-        _print_summary(results, isolation, server.port, start_seconds)
+        _print_summary(results, server.port, start_seconds)
+        _print_verdict(verdict, attacks)
         if keep_running:
             out.print(
                 f"server left running on 127.0.0.1:{server.port} (TLS CA: {server.ca_cert}); "
@@ -152,40 +185,105 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print_summary(
-    results: list[ProvisionResult], isolation: IsolationReport, port: int, start_seconds: float
+@app.command()
+def verify(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="Attack this pool instead of the embedded one: a libpq connection string of "
+            "the pool's runtime login (password from it or PGPASSWORD; TLS is always on)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
+    """Run the isolation attacks and report them; exit 1 on any leak.
+
+    Locally (after `tenantctl run`): every bridge/silo login against every other tenant's
+    database, and the pool attacks as the pool's runtime login. With --dsn: the pool attacks."""
+    _configure_logging(False)
+    if dsn is not None:
+        try:
+            settings = settings_from_dsn(dsn, os.environ)
+        except ValueError as error:
+            err.print(f"[red]invalid --dsn[/red]: {error}", highlight=False)
+            raise typer.Exit(EXIT_INVALID) from None
+        attacks = run_pool_attacks(settings)
+    else:
+        loaded = _load(catalog)
+        db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
+        store = LocalSecrets(state_dir / "secrets.json")
+        missing = [t.id for t in db_tenants if not store.has(t.names.secret_name)]
+        if missing or not store.has(POOL.secret_name):
+            err.print(
+                f"nothing provisioned locally for {', '.join(missing) or 'the pool'}: "
+                "run `tenantctl run` first",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_ENVIRONMENT)
+        pg, server, _ = _start_embedded(state_dir)
+        try:
+            attacks = _local_attacks(server, store, db_tenants, pool_ready=True)
+        finally:
+            pg.stop()
+    verdict = report(attacks)
+    if as_json:
+        print(json.dumps(verdict))
+    else:
+        _print_verdict(verdict, attacks, every_attack=True)
+    if verdict["leaks"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_summary(results: list[ProvisionResult], port: int, start_seconds: float) -> None:
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
     for column in ("tenant", "tier", "database", "roles", "status", "changes", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left")
     for r in results:
-        names = r.tenant.names
-        roles = [names.owner_role, names.login_role] + (
-            [names.iam_user] if r.tenant.iam_auth else []
-        )
         table.add_row(
-            r.tenant.id,
-            r.tenant.tier,
-            names.database,
-            ", ".join(role.removeprefix(names.database + "_") for role in roles),
+            r.tenant_id,
+            r.tier,
+            r.database,
+            ", ".join(role.removeprefix(r.database + "_") for role in r.roles),
             "[green]ready[/green]" if r.ok else f"[red]failed[/red]: {r.error}",
             str(r.changes) if r.ok else "-",
             f"{r.seconds * 1000:.0f} ms",
         )
     out.print(table)
-    out.print("roles are <database>_<suffix>, e.g. tenant_acme_app", highlight=False)
+    out.print(
+        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime group "
+        "and are isolated by row-level security",
+        highlight=False,
+    )
     out.print(f"embedded server ready in {start_seconds * 1000:.0f} ms", highlight=False)
-    if isolation.ok:
-        out.print(
-            f"[green]isolation[/green]: {len(isolation.own_ok)} logins reached their own "
-            f"database; {isolation.cross_refused} cross-tenant connections refused",
-            highlight=False,
-        )
-    else:
-        for failure in isolation.own_failed:
-            out.print(f"[red]own database unreachable[/red]: {failure}", highlight=False)
-        for leak in isolation.cross_allowed:
-            out.print(f"[red]cross-tenant not refused[/red]: {leak}", highlight=False)
+
+
+def _print_verdict(
+    verdict: dict[str, Any], attacks: list[AttackResult], *, every_attack: bool = False
+) -> None:
+    if every_attack:
+        table = Table(title="isolation attacks")
+        for column in ("tier", "attack", "result", "detail"):
+            table.add_column(column)
+        for a in attacks:
+            result = "[green]blocked[/green]" if a.blocked else "[red]LEAK[/red]"
+            table.add_row(a.tier, a.attack, result, a.detail)
+        out.print(table)
+    tiers = sorted({a.tier for a in attacks})
+    per_tier = ", ".join(
+        f"{tier} {sum(a.blocked for a in attacks if a.tier == tier)}/"
+        f"{sum(1 for a in attacks if a.tier == tier)}"
+        for tier in tiers
+    )
+    colour = "red" if verdict["leaks"] else "green"
+    out.print(
+        f"[{colour}]verify[/{colour}]: {verdict['attacks']} attacks, {verdict['blocked']} "
+        f"blocked, {len(verdict['leaks'])} leaks ({per_tier})",
+        highlight=False,
+    )
+    for leak in verdict["leaks"]:
+        out.print(f"[red]leak[/red] {leak['tier']}: {leak['attack']}: {leak['detail']}")
 
 
 def main() -> None:

@@ -1,18 +1,27 @@
-"""tenantctl's local mode: the catalog's tenants provisioned on the embedded PostgreSQL by the
-provisioner's own handler, with the same events CloudFormation would send."""
+"""tenantctl's local mode: the catalog provisioned on the embedded PostgreSQL by the provisioner's
+own handler, with the same events CloudFormation would send, and secrets served by a local
+Secrets Manager."""
 
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import boto3
-import psycopg
 
-from lambda_src.provisioner.config import HandlerConfig, RetryPolicy
+from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig, RetryPolicy
 from lambda_src.provisioner.errors import ProvisioningError
 from lambda_src.provisioner.handler import handle
-from lambda_src.provisioner.kinds import tenant_database_properties
+from lambda_src.provisioner.kinds import (
+    pool_batches,
+    pool_database_properties,
+    pool_tenants_properties,
+    tenant_database_properties,
+)
+from lambda_src.tenancy import POOL
 
 from .catalog import Tenant
 from .embedded_pg import RunningServer
@@ -21,131 +30,208 @@ from .embedded_pg import RunningServer
 LOCAL_SERVICE_TOKEN = "arn:aws:lambda:us-east-1:000000000000:function:tenantkit-local"  # noqa: S105
 
 
+class LocalSecrets:
+    """Login secrets of local mode, generated once and kept in `<state>/secrets.json` (mode
+    0600), served by the local Secrets Manager so the provisioner reads them as it does in AWS
+    and a second run finds the same passwords."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._values: dict[str, dict[str, Any]] = (
+            json.loads(path.read_text()) if path.exists() else {}
+        )
+
+    def ensure(
+        self, name: str, *, username: str, dbname: str, server: RunningServer, tenant: str
+    ) -> str:
+        """Serve the secret `name` (creating its password on first use); return its ARN."""
+        value = self._values.get(name)
+        if value is None:
+            value = {"username": username, "password": secrets.token_urlsafe(24)}
+            self._values[name] = value
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch(mode=0o600)
+            self.path.write_text(json.dumps(self._values, indent=2))
+        secret = {**value, "engine": "postgres", "host": server.host, "port": server.port}
+        secret["dbname"] = dbname
+        client = boto3.client("secretsmanager")
+        try:
+            arn = client.describe_secret(SecretId=name)["ARN"]
+            client.put_secret_value(SecretId=name, SecretString=json.dumps(secret))
+        except client.exceptions.ResourceNotFoundException:
+            arn = client.create_secret(
+                Name=name,
+                SecretString=json.dumps(secret),
+                Tags=[{"Key": "tenant", "Value": tenant}],
+            )["ARN"]
+        return str(arn)
+
+    def has(self, name: str) -> bool:
+        """Whether the secret was ever created."""
+        return name in self._values
+
+    def password(self, name: str) -> str:
+        """The stored password of a secret (KeyError if it was never created)."""
+        return str(self._values[name]["password"])
+
+
 @dataclass(frozen=True)
 class ProvisionResult:
-    """Outcome of provisioning one tenant locally."""
+    """Outcome of provisioning one tenant (or the pool itself) locally."""
 
-    tenant: Tenant
+    tenant_id: str
+    tier: str
+    database: str
+    roles: tuple[str, ...]
     ok: bool
     changes: int
     seconds: float
     error: str | None = None
 
 
-@dataclass
-class IsolationReport:
-    """Who could connect where: each login to its own database, and to every other one."""
-
-    own_ok: list[str] = field(default_factory=list)
-    own_failed: list[str] = field(default_factory=list)
-    cross_refused: int = 0
-    cross_allowed: list[str] = field(default_factory=list)
-    """Cross-tenant attempts that were not refused for lack of CONNECT privilege."""
-
-    @property
-    def ok(self) -> bool:
-        """True when every tenant reached its own database and was refused by all others."""
-        return not self.own_failed and not self.cross_allowed
-
-
-def ensure_local_secret(tenant: Tenant, server: RunningServer) -> str:
-    """Create (or reuse) the tenant's login secret in the local Secrets Manager; return its ARN.
-
-    Like the generated secret in AWS, it holds a random password the handler reads itself.
-    """
-    client = boto3.client("secretsmanager")
-    names = tenant.names
-    try:
-        return str(client.describe_secret(SecretId=names.secret_name)["ARN"])
-    except client.exceptions.ResourceNotFoundException:
-        pass
-    secret = {
-        "engine": "postgres",
-        "host": server.host,
-        "port": server.port,
-        "username": names.login_role,
-        "password": secrets.token_urlsafe(24),
-        "dbname": names.database,
-    }
-    created = client.create_secret(
-        Name=names.secret_name,
-        SecretString=json.dumps(secret),
-        Tags=[{"Key": "tenant", "Value": tenant.id}],
-    )
-    return str(created["ARN"])
-
-
-def create_event(tenant: Tenant, secret_arn: str) -> dict[str, object]:
-    """The Create event CloudFormation's Provider framework would send for this tenant."""
-    properties: dict[str, object] = {"ServiceToken": LOCAL_SERVICE_TOKEN}
-    properties.update(
-        tenant_database_properties(
-            tenant_id=tenant.id,
-            connection_limit=tenant.connection_limit,
-            statement_timeout_ms=tenant.statement_timeout_ms,
-            removal_policy=tenant.removal_policy,
-            iam_auth=tenant.iam_auth,
-            password_secret_arn=secret_arn,
-        )
-    )
+def provider_event(
+    request_type: str, resource_type: str, properties: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An event as CloudFormation's Provider framework sends it to the onEvent handler."""
     return {
-        "RequestType": "Create",
+        "RequestType": request_type,
         "ServiceToken": LOCAL_SERVICE_TOKEN,
         "ResponseURL": "http://127.0.0.1/unused",
         "StackId": "arn:aws:cloudformation:us-east-1:000000000000:stack/tenantkit-local/0",
         "RequestId": secrets.token_hex(8),
-        "LogicalResourceId": f"Tenant{tenant.id.replace('-', '')}",
-        "ResourceType": "Custom::TenantDatabase",
-        "ResourceProperties": properties,
+        "LogicalResourceId": "Local",
+        "ResourceType": resource_type,
+        "ResourceProperties": {"ServiceToken": LOCAL_SERVICE_TOKEN, **properties},
     }
 
 
+def handler_config(server: RunningServer) -> HandlerConfig:
+    """The provisioner's configuration against the embedded server (admin like RDS's master)."""
+    return HandlerConfig(admin_settings=server.admin_settings(), retry=RetryPolicy(attempts=3))
+
+
 def provision_tenant_databases(
-    tenants: list[Tenant], server: RunningServer, *, retry: RetryPolicy = RetryPolicy(attempts=3)
+    tenants: list[Tenant], server: RunningServer, store: LocalSecrets
 ) -> list[ProvisionResult]:
-    """Create-or-converge each tenant's database through the provisioner's handler."""
-    config = HandlerConfig(admin_settings=server.admin_settings(), retry=retry)
+    """Create-or-converge each bridge or silo tenant's database through the handler."""
+    config = handler_config(server)
     results = []
     for tenant in tenants:
+        names = tenant.names
+        roles = (names.owner_role, names.login_role) + (
+            (names.iam_user,) if tenant.iam_auth else ()
+        )
         started = time.perf_counter()
         try:
-            arn = ensure_local_secret(tenant, server)
-            response = handle(create_event(tenant, arn), config)
-            changes = int(response["Data"]["Changes"])
-            results.append(ProvisionResult(tenant, True, changes, time.perf_counter() - started))
-        except ProvisioningError as error:
+            arn = store.ensure(
+                names.secret_name,
+                username=names.login_role,
+                dbname=names.database,
+                server=server,
+                tenant=tenant.id,
+            )
+            properties = tenant_database_properties(
+                tenant_id=tenant.id,
+                connection_limit=tenant.connection_limit,
+                statement_timeout_ms=tenant.statement_timeout_ms,
+                removal_policy=tenant.removal_policy,
+                iam_auth=tenant.iam_auth,
+                password_secret_arn=arn,
+            )
+            response = handle(
+                provider_event("Create", "Custom::TenantDatabase", properties), config
+            )
+            ok, changes, error = True, int(response["Data"]["Changes"]), None
+        except ProvisioningError as failure:
+            ok, changes, error = False, 0, str(failure)
+        results.append(
+            ProvisionResult(
+                tenant.id,
+                tenant.tier,
+                names.database,
+                roles,
+                ok,
+                changes,
+                time.perf_counter() - started,
+                error,
+            )
+        )
+    return results
+
+
+def provision_pool(
+    tenants: list[Tenant], server: RunningServer, store: LocalSecrets, *, iam_auth: bool = True
+) -> list[ProvisionResult]:
+    """Create-or-converge the pool database, then register the pool tenants batch by batch."""
+    config = handler_config(server)
+    runtime = (POOL.login_role,) + ((POOL.iam_user,) if iam_auth else ())
+    started = time.perf_counter()
+    try:
+        arn = store.ensure(
+            POOL.secret_name,
+            username=POOL.login_role,
+            dbname=POOL.database,
+            server=server,
+            tenant="pool",
+        )
+        properties = pool_database_properties(
+            runtime_secret_arn=arn, iam_auth=iam_auth, removal_policy="retain"
+        )
+        response = handle(provider_event("Create", "Custom::PoolDatabase", properties), config)
+    except ProvisioningError as failure:
+        failed = ProvisionResult(
+            "(pool)",
+            "pool",
+            POOL.database,
+            runtime,
+            False,
+            0,
+            time.perf_counter() - started,
+            str(failure),
+        )
+        return [failed]
+    results = [
+        ProvisionResult(
+            "(pool)",
+            "pool",
+            POOL.database,
+            runtime,
+            True,
+            int(response["Data"]["Changes"]),
+            time.perf_counter() - started,
+        )
+    ]
+    by_id = {t.id: t for t in tenants}
+    for batch_id, entries in pool_batches([(t.id, t.removal_policy) for t in tenants]).items():
+        started = time.perf_counter()
+        try:
+            response = handle(
+                provider_event(
+                    "Create", "Custom::PoolTenants", pool_tenants_properties(batch_id, entries)
+                ),
+                config,
+            )
+            ok, changes, error = True, int(response["Data"]["Changes"]), None
+        except ProvisioningError as failure:
+            ok, changes, error = False, 0, str(failure)
+        seconds = (time.perf_counter() - started) / len(entries)
+        for entry in entries:
+            tenant = by_id[entry["Id"]]
             results.append(
-                ProvisionResult(tenant, False, 0, time.perf_counter() - started, str(error))
+                ProvisionResult(
+                    tenant.id,
+                    "pool",
+                    POOL.database,
+                    (POOL.runtime_role,),
+                    ok,
+                    changes,
+                    seconds,
+                    error,
+                )
             )
     return results
 
 
-def login_password(tenant: Tenant) -> str:
-    """The tenant's current password, read from its secret as a client would."""
-    client = boto3.client("secretsmanager")
-    value = json.loads(client.get_secret_value(SecretId=tenant.names.secret_name)["SecretString"])
-    return str(value["password"])
-
-
-def check_isolation(tenants: list[Tenant], server: RunningServer) -> IsolationReport:
-    """Each tenant's login must reach its own database and be refused by every other one."""
-    report = IsolationReport()
-    for tenant in tenants:
-        password = login_password(tenant)
-        for target in tenants:
-            settings = server.settings(tenant.names.login_role, password, target.names.database)
-            reason = ""
-            try:
-                with psycopg.connect(**settings.connect_kwargs()) as conn:
-                    conn.execute("SELECT 1")
-            except psycopg.OperationalError as error:
-                reason = str(error)
-            label = f"{tenant.id} -> {target.id}"
-            if target is tenant:
-                (report.own_failed if reason else report.own_ok).append(label)
-            elif "permission denied for database" in reason:
-                report.cross_refused += 1
-            else:
-                # Reached it, or failed for another reason: either way not proven isolated.
-                report.cross_allowed.append(f"{label}: {reason or 'connected'}")
-    return report
+def pool_runtime_settings(server: RunningServer, store: LocalSecrets) -> ConnectionSettings:
+    """How the application logs in to the pool (what `tenantctl verify` attacks as)."""
+    return server.settings(POOL.login_role, store.password(POOL.secret_name), POOL.database)

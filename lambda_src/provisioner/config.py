@@ -122,3 +122,27 @@ def settings_from_secret(
         dbname=str(secret.get("dbname") or "postgres"),
         ssl_root_cert=ssl_root_cert,
     )
+
+
+def settings_from_dsn(dsn: str, env: Mapping[str, str] | None = None) -> ConnectionSettings:
+    """Settings from a libpq connection string (password from it or PGPASSWORD). TLS stays on:
+    sslmode becomes verify-full with the DSN's sslrootcert, else require."""
+    from psycopg.conninfo import conninfo_to_dict  # only the CLI needs it
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception as error:  # psycopg.ProgrammingError, with the DSN in the text
+        raise ValueError("not a libpq connection string") from error
+    password = parts.get("password") or (env or {}).get("PGPASSWORD")
+    missing = [k for k in ("host", "user", "dbname") if not parts.get(k)]
+    if missing or not password:
+        raise ValueError(f"needs {', '.join(missing + ([] if password else ['password']))}")
+    root_cert = parts.get("sslrootcert")
+    return ConnectionSettings(
+        host=str(parts["host"]),
+        port=int(parts.get("port") or 5432),
+        user=str(parts["user"]),
+        password=str(password),
+        dbname=str(parts["dbname"]),
+        ssl_root_cert=Path(str(root_cert)) if root_cert else None,
+    )

@@ -28,6 +28,10 @@ class Step:
     """None: the admin connection's database; else run inside this database."""
     changes: bool = True
     """False for re-assertions that are no-ops once the tenant has converged."""
+    changes_only_if_rows: bool = False
+    """For DML: the step changed something only if it touched a row."""
+    role: str | None = None
+    """Run as this role (SET LOCAL ROLE, in a transaction of its own), e.g. the pool maintainer."""
 
 
 @dataclass(frozen=True)

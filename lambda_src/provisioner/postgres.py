@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 
-from ..tenancy import TenantNames
+from ..tenancy import POOL, TenantNames
 from .config import ConnectionSettings, RetryPolicy
 from .errors import ProvisioningError
 from .plan import (
@@ -19,6 +20,7 @@ from .plan import (
     Step,
     advisory_lock_key,
 )
+from .pool_plan import OBSERVE_POOL_DATABASE, OBSERVE_PROTECTED_TABLES, ObservedPool
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,25 @@ def observe_tenant(conn: psycopg.Connection, names: TenantNames) -> ObservedTena
     )
 
 
+def observe_pool(conn: psycopg.Connection) -> ObservedPool:
+    """Read what exists of the pool: its roles and whether its database exists."""
+    roles: dict[str, bool] = dict(conn.execute(OBSERVE_ROLES, (list(POOL.roles),)).fetchall())
+    database = conn.execute(OBSERVE_POOL_DATABASE, (POOL.database,)).fetchone()
+    rds_iam = conn.execute(OBSERVE_RDS_IAM, (RDS_IAM_ROLE,)).fetchone()
+    return ObservedPool(
+        login_enabled=roles,
+        database_exists=bool(database and database[0]),
+        rds_iam_exists=bool(rds_iam and rds_iam[0]),
+    )
+
+
+def protected_tables(settings: ConnectionSettings, retry: RetryPolicy) -> dict[str, list[str]]:
+    """Tables under the pool's tenant policy -> the tables each references by foreign key."""
+    with connect(settings.for_database(POOL.database), retry) as conn:
+        rows = conn.execute(OBSERVE_PROTECTED_TABLES).fetchall()
+    return {table: list(parents) for table, parents in rows}
+
+
 def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
     """Hash a password into a SCRAM-SHA-256 verifier on the client (libpq), as psql's \\password.
 
@@ -129,13 +150,20 @@ def run_steps(
                     others[step.database] = connect(settings.for_database(step.database), retry)
                 target = others[step.database]
             try:
-                target.execute(step.statement, step.params or None)
+                if step.role is None:
+                    rowcount = target.execute(step.statement, step.params or None).rowcount
+                else:
+                    with target.transaction():
+                        target.execute(
+                            sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(step.role))
+                        )
+                        rowcount = target.execute(step.statement, step.params or None).rowcount
             except psycopg.Error as error:
                 raise ProvisioningError(
                     f"step '{step.description}' failed: {_first_line(error)}"
                 ) from None
             log.info("done: %s", step.description)
-            if step.changes:
+            if step.changes and (rowcount > 0 or not step.changes_only_if_rows):
                 changed.append(step.description)
     finally:
         for other in others.values():

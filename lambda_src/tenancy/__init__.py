@@ -1,11 +1,21 @@
 """Tenant identity: the tenant-id rules and every physical name derived from a tenant id."""
 
-from .ids import MAX_TENANT_ID_LENGTH, InvalidTenantIdError, validate_tenant_id
-from .names import TenantNames, tenant_names
+from .ids import (
+    MAX_TENANT_ID_LENGTH,
+    PROBE_TENANT_IDS,
+    TENANT_ID_PATTERN,
+    InvalidTenantIdError,
+    validate_tenant_id,
+)
+from .names import POOL, PoolNames, TenantNames, tenant_names
 
 __all__ = [
     "MAX_TENANT_ID_LENGTH",
+    "POOL",
+    "PROBE_TENANT_IDS",
+    "TENANT_ID_PATTERN",
     "InvalidTenantIdError",
+    "PoolNames",
     "TenantNames",
     "tenant_names",
     "validate_tenant_id",

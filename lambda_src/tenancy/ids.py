@@ -11,7 +11,9 @@ import re
 MAX_TENANT_ID_LENGTH = 32
 MIN_TENANT_ID_LENGTH = 2
 
-_TENANT_ID = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+TENANT_ID_PATTERN = r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$"
+"""The tenant-id shape as a regular expression (also the pool registry's CHECK constraint)."""
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 # Names that mean something to PostgreSQL, RDS, AWS or tenantkit itself. Derived names carry a
 # prefix so none of these could collide, but a tenant called "postgres" or "rdsadmin" is a
@@ -45,6 +47,10 @@ RESERVED_TENANT_IDS = frozenset(
 )
 RESERVED_TENANT_ID_PREFIXES = ("pg-", "rds-", "aws-", "tenantkit-")
 
+PROBE_TENANT_IDS = ("tenantkit-probe-a", "tenantkit-probe-b", "tenantkit-probe-gone")
+"""Synthetic tenants `tenantctl verify` attacks with: in the reserved `tenantkit-` namespace, so
+no catalog tenant can be one of them. The last one is registered as offboarded."""
+
 
 class InvalidTenantIdError(ValueError):
     """A tenant id broke the tenant-id rules; the message names the value and the rule."""
@@ -55,8 +61,11 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def validate_tenant_id(value: object) -> str:
-    """Return `value` if it is a valid tenant id, else raise InvalidTenantIdError saying why."""
+def validate_tenant_id(value: object, *, allow_probes: bool = False) -> str:
+    """Return `value` if it is a valid tenant id, else raise InvalidTenantIdError saying why.
+
+    `allow_probes` also admits PROBE_TENANT_IDS (for the verify suite's runtime connections).
+    """
     if not isinstance(value, str):
         raise InvalidTenantIdError(
             f"tenant id {_shown(value)} must be a string, not {type(value).__name__}"
@@ -75,6 +84,8 @@ def validate_tenant_id(value: object) -> str:
             f"tenant id {_shown(value)} must start with a lowercase letter and contain only "
             "lowercase letters, digits and single hyphens between them"
         )
+    if allow_probes and value in PROBE_TENANT_IDS:
+        return value
     if value in RESERVED_TENANT_IDS or value.startswith(RESERVED_TENANT_ID_PREFIXES):
         raise InvalidTenantIdError(
             f"tenant id {_shown(value)} is reserved (PostgreSQL, RDS, AWS or tenantkit use it)"

@@ -55,3 +55,40 @@ def tenant_names(tenant_id: str) -> TenantNames:
         silo_stack_name=f"{STACK_NAME_PREFIX}silo-{tenant_id}",
     )
     return names
+
+
+@dataclass(frozen=True)
+class PoolNames:
+    """The physical names of the pool tier's shared objects (one pool per cluster)."""
+
+    database: str = "tenantkit_pool"
+    owner_role: str = "tenantkit_pool_owner"
+    """NOLOGIN owner of the pool's schemas, tables and functions."""
+    runtime_role: str = "tenantkit_pool_runtime"
+    """NOLOGIN group the tenant policies and DML grants name; the logins below are members."""
+    login_role: str = "tenantkit_pool_app"
+    """Password login of the shared application (not the owner, NOBYPASSRLS)."""
+    iam_user: str = "tenantkit_pool_iam"
+    """IAM-auth login of the shared application (granted rds_iam)."""
+    maintainer_role: str = "tenantkit_pool_maintainer"
+    """NOLOGIN role whose policy sees every row: only the provisioner, to purge a tenant."""
+    registry_schema: str = "tenantkit"
+    sample_schema: str = "tenantkit_sample"
+    secret_name: str = f"{SECRET_NAME_PREFIX}pool/app"
+    stack_name: str = f"{STACK_NAME_PREFIX}pool"
+    tenant_setting: str = "app.tenant_id"
+    """The transaction-local setting that names the current tenant."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """All pool roles, login roles first (the order to revoke and drop them)."""
+        return (
+            self.login_role,
+            self.iam_user,
+            self.runtime_role,
+            self.maintainer_role,
+            self.owner_role,
+        )
+
+
+POOL = PoolNames()

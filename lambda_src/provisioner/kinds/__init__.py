@@ -1,17 +1,35 @@
 """Resource kinds the provisioner understands; the `Kind` resource property selects one."""
 
 from .base import AdminSession, Outcome, RemovalPolicy, ResourceKind
+from .pool import (
+    PoolDatabase,
+    PoolTenants,
+    pool_batch_of,
+    pool_batches,
+    pool_database_properties,
+    pool_tenants_properties,
+)
 from .tenant_database import TenantDatabase, TenantDatabaseSpec, tenant_database_properties
 
-KINDS: dict[str, ResourceKind] = {"TenantDatabase": TenantDatabase()}
+KINDS: dict[str, ResourceKind] = {
+    "TenantDatabase": TenantDatabase(),
+    "PoolDatabase": PoolDatabase(),
+    "PoolTenants": PoolTenants(),
+}
 
 __all__ = [
     "KINDS",
     "AdminSession",
     "Outcome",
+    "PoolDatabase",
+    "PoolTenants",
     "RemovalPolicy",
     "ResourceKind",
     "TenantDatabase",
     "TenantDatabaseSpec",
+    "pool_batch_of",
+    "pool_batches",
+    "pool_database_properties",
+    "pool_tenants_properties",
     "tenant_database_properties",
 ]

@@ -1,0 +1,269 @@
+"""The pool tier's kinds: PoolDatabase (roles, registry, policies) and PoolTenants (a batch of
+registry rows, so 1,000 tenants are a handful of resources rather than 1,000)."""
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
+from .. import postgres
+from ..errors import InvalidRequestError
+from ..pool_plan import (
+    plan_offboard,
+    plan_pool_converge,
+    plan_pool_destroy,
+    plan_pool_retain,
+    plan_purge,
+    plan_register,
+)
+from ..secrets import read_password
+from .base import AdminSession, Outcome, RemovalPolicy, bool_property
+
+POOL_BATCHES = 32
+"""Pool tenants are spread over at most this many PoolTenants resources by a hash of their id,
+so a tenant never changes batch and adding one updates one small resource."""
+MAX_TENANTS_PER_BATCH = 5000
+_QUALIFIED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
+_POOL_LOCK = "pool"
+log = logging.getLogger(__name__)
+
+
+def pool_batch_of(tenant_id: str) -> str:
+    """The batch a pool tenant belongs to, fixed for the tenant's lifetime."""
+    digest = hashlib.sha256(tenant_id.encode()).digest()
+    return f"batch-{int.from_bytes(digest[:4], 'big') % POOL_BATCHES:02d}"
+
+
+def pool_batches(tenants: Sequence[tuple[str, RemovalPolicy]]) -> dict[str, list[dict[str, str]]]:
+    """Group (tenant id, removal policy) pairs into batches: batch id -> PoolTenants entries."""
+    batches: dict[str, list[dict[str, str]]] = {}
+    for tenant_id, removal_policy in tenants:
+        batches.setdefault(pool_batch_of(tenant_id), []).append(
+            {"Id": tenant_id, "RemovalPolicy": removal_policy}
+        )
+    return dict(sorted(batches.items()))
+
+
+def pool_database_properties(
+    *,
+    runtime_secret_arn: str,
+    iam_auth: bool,
+    removal_policy: RemovalPolicy,
+    tenant_tables: Sequence[str] = (),
+    tenant_views: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Resource properties of the PoolDatabase, as CloudFormation passes them."""
+    return {
+        "Kind": "PoolDatabase",
+        "RuntimeSecretArn": runtime_secret_arn,
+        "IamAuth": "true" if iam_auth else "false",
+        "RemovalPolicy": removal_policy,
+        "TenantTables": list(tenant_tables),
+        "TenantViews": list(tenant_views),
+    }
+
+
+def pool_tenants_properties(batch_id: str, entries: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Resource properties of one PoolTenants batch."""
+    return {"Kind": "PoolTenants", "BatchId": batch_id, "Tenants": [dict(e) for e in entries]}
+
+
+def _names_property(props: Mapping[str, Any], key: str) -> list[str]:
+    raw = props.get(key) or []
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise InvalidRequestError(f"resource property {key} must be a list of table names")
+    for name in raw:
+        if not _QUALIFIED_NAME.fullmatch(name):
+            raise InvalidRequestError(
+                f"resource property {key}: {name[:80]!r} is not a [schema.]name identifier"
+            )
+    return list(raw)
+
+
+def _removal_policy(raw: object, where: str) -> RemovalPolicy:
+    if raw == "retain":
+        return "retain"
+    if raw == "destroy":
+        return "destroy"
+    raise InvalidRequestError(f"{where} must be retain or destroy")
+
+
+@dataclass(frozen=True)
+class PoolDatabaseSpec:
+    """Validated properties of the PoolDatabase resource."""
+
+    runtime_secret_arn: str
+    iam_auth: bool
+    removal_policy: RemovalPolicy
+    tenant_tables: list[str]
+    tenant_views: list[str]
+
+    @classmethod
+    def parse(cls, props: Mapping[str, Any]) -> "PoolDatabaseSpec":
+        """Validate resource properties before any SQL."""
+        secret = props.get("RuntimeSecretArn")
+        if not isinstance(secret, str) or not secret.startswith("arn:"):
+            raise InvalidRequestError("resource property RuntimeSecretArn must be an ARN")
+        return cls(
+            runtime_secret_arn=secret,
+            iam_auth=bool_property(props, "IamAuth", False),
+            removal_policy=_removal_policy(
+                props.get("RemovalPolicy", "retain"), "resource property RemovalPolicy"
+            ),
+            tenant_tables=_names_property(props, "TenantTables"),
+            tenant_views=_names_property(props, "TenantViews"),
+        )
+
+
+class PoolDatabase:
+    """The pool database: roles, registry, RLS procedures, sample schema, the user's tables."""
+
+    def physical_id(self, properties: Mapping[str, Any]) -> str:
+        """One pool per cluster."""
+        PoolDatabaseSpec.parse(properties)
+        return f"pool/{POOL.database}"
+
+    def _outcome(self, changes: list[str]) -> Outcome:
+        data = {
+            "DatabaseName": POOL.database,
+            "RuntimeRole": POOL.runtime_role,
+            "LoginRole": POOL.login_role,
+            "IamUser": POOL.iam_user,
+        }
+        return Outcome(f"pool/{POOL.database}", data, changes)
+
+    def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
+        """Create or converge the pool."""
+        spec = PoolDatabaseSpec.parse(properties)
+        password = read_password(spec.runtime_secret_arn)
+        with postgres.tenant_lock(db.conn, _POOL_LOCK):
+            observed = postgres.observe_pool(db.conn)
+            if spec.iam_auth and not observed.rds_iam_exists:
+                raise InvalidRequestError(
+                    "IamAuth is true but the server has no rds_iam role (is it RDS or Aurora?)"
+                )
+            steps = plan_pool_converge(
+                observed,
+                iam_auth=spec.iam_auth,
+                password_verifier=postgres.scram_verifier(db.conn, POOL.login_role, password),
+                tables=spec.tenant_tables,
+                views=spec.tenant_views,
+            )
+            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+        return self._outcome(changes)
+
+    def update(
+        self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
+    ) -> Outcome:
+        """Converge in place (new tables get protected; tables dropped from the list keep
+        their policies: unprotecting a table is a deliberate act, not a side effect)."""
+        kept = set(_names_property(old, "TenantTables")) - set(
+            _names_property(properties, "TenantTables")
+        )
+        if kept:
+            log.warning("no longer listed, still protected: %s", ", ".join(sorted(kept)))
+        return self.create(db, properties)
+
+    def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
+        """Retain: the application's logins disabled, data kept. Destroy: pool dropped."""
+        spec = PoolDatabaseSpec.parse(properties)
+        with postgres.tenant_lock(db.conn, _POOL_LOCK):
+            observed = postgres.observe_pool(db.conn)
+            plan = plan_pool_destroy if spec.removal_policy == "destroy" else plan_pool_retain
+            changes = postgres.run_steps(db.conn, db.settings, db.retry, plan(observed))
+        return self._outcome(changes)
+
+
+@dataclass(frozen=True)
+class PoolTenantsSpec:
+    """Validated properties of one PoolTenants batch."""
+
+    batch_id: str
+    tenants: dict[str, RemovalPolicy]
+
+    @classmethod
+    def parse(cls, props: Mapping[str, Any]) -> "PoolTenantsSpec":
+        """Validate the batch: every tenant id checked before any SQL."""
+        batch_id = props.get("BatchId")
+        if not isinstance(batch_id, str) or not re.fullmatch(r"batch-[0-9]{2}", batch_id):
+            raise InvalidRequestError("resource property BatchId must look like batch-07")
+        entries = props.get("Tenants")
+        if not isinstance(entries, list) or len(entries) > MAX_TENANTS_PER_BATCH:
+            raise InvalidRequestError(
+                f"resource property Tenants must be a list of at most {MAX_TENANTS_PER_BATCH}"
+            )
+        tenants: dict[str, RemovalPolicy] = {}
+        for index, entry in enumerate(entries):
+            where = f"resource property Tenants[{index}]"
+            if not isinstance(entry, Mapping):
+                raise InvalidRequestError(f"{where} must be an object with Id and RemovalPolicy")
+            try:
+                tenant_id = validate_tenant_id(entry.get("Id"))
+            except InvalidTenantIdError as error:
+                raise InvalidRequestError(f"{where}.Id: {error}") from None
+            if tenant_id in tenants:
+                raise InvalidRequestError(f"{where}.Id: {tenant_id!r} appears twice")
+            tenants[tenant_id] = _removal_policy(
+                entry.get("RemovalPolicy", "retain"), f"{where}.RemovalPolicy"
+            )
+        return cls(batch_id=batch_id, tenants=tenants)
+
+
+class PoolTenants:
+    """A batch of pool tenants in the registry; Update registers and offboards the difference."""
+
+    def physical_id(self, properties: Mapping[str, Any]) -> str:
+        """`pooltenants/<batch id>`."""
+        return f"pooltenants/{PoolTenantsSpec.parse(properties).batch_id}"
+
+    def _outcome(self, spec: PoolTenantsSpec, changes: list[str]) -> Outcome:
+        data = {"BatchId": spec.batch_id, "TenantCount": str(len(spec.tenants))}
+        return Outcome(f"pooltenants/{spec.batch_id}", data, changes)
+
+    def _remove(
+        self, db: AdminSession, batch: str, removed: Mapping[str, RemovalPolicy]
+    ) -> list[str]:
+        keep = [t for t, policy in removed.items() if policy == "retain"]
+        purge = [t for t, policy in removed.items() if policy == "destroy"]
+        steps = plan_offboard(keep, batch)
+        if purge:
+            references = postgres.protected_tables(db.settings, db.retry)
+            steps += plan_purge(purge, batch, references)
+        return postgres.run_steps(db.conn, db.settings, db.retry, steps)
+
+    def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
+        """Register every tenant of the batch (re-activating offboarded ones)."""
+        spec = PoolTenantsSpec.parse(properties)
+        with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
+            steps = plan_register(list(spec.tenants), spec.batch_id)
+            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+        return self._outcome(spec, changes)
+
+    def update(
+        self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
+    ) -> Outcome:
+        """Register the batch's tenants; offboard (or purge, per their old removal policy) the
+        ones no longer in it."""
+        spec = PoolTenantsSpec.parse(properties)
+        try:
+            previous = PoolTenantsSpec.parse(old)
+        except InvalidRequestError:
+            previous = PoolTenantsSpec(batch_id=spec.batch_id, tenants={})
+        removed = {t: p for t, p in previous.tenants.items() if t not in spec.tenants}
+        with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
+            changes = postgres.run_steps(
+                db.conn, db.settings, db.retry, plan_register(list(spec.tenants), spec.batch_id)
+            )
+            if previous.batch_id == spec.batch_id:
+                changes += self._remove(db, spec.batch_id, removed)
+        return self._outcome(spec, changes)
+
+    def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
+        """Offboard every tenant of the batch (retain keeps rows; destroy purges them)."""
+        spec = PoolTenantsSpec.parse(properties)
+        with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
+            changes = self._remove(db, spec.batch_id, spec.tenants)
+        return self._outcome(spec, changes)

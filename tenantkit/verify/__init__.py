@@ -1,0 +1,7 @@
+"""`tenantctl verify`: attack suites that prove tenant isolation against a running server."""
+
+from .databases import run_database_attacks
+from .pool import run_pool_attacks
+from .report import AttackResult, report
+
+__all__ = ["AttackResult", "report", "run_database_attacks", "run_pool_attacks"]

@@ -1,0 +1,518 @@
+"""Attacks on the pool tier, run as the application's runtime login.
+
+Each attack states the exact outcome that means "blocked"; any other outcome (more rows, a
+different error, success) is reported as a leak. The attacks use the probe tenants the
+PoolDatabase resource registers (tenancy.PROBE_TENANT_IDS) and its sample schema, so they run
+against the embedded server or any provisioned pool given the runtime login's connection.
+
+What stays possible by design (documented, not tested as blocked): code that can run arbitrary
+SQL on the runtime connection can itself call set_config('app.tenant_id', ...) and read that
+tenant. Isolation against such code needs a login per tenant (the bridge tier) or the strict
+mode of a later release.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors, sql
+
+from lambda_src.provisioner.config import ConnectionSettings
+from lambda_src.provisioner.pool_plan import ISOLATION_POLICY, PROBE_ONLY_B_PROJECT
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
+from lambda_src.tenant_runtime import tenant_transaction
+
+from .report import AttackResult
+
+A, B, GONE = PROBE_TENANT_IDS
+PROJECTS = sql.SQL("{}.projects").format(sql.Identifier(POOL.sample_schema))
+TASKS = sql.SQL("{}.tasks").format(sql.Identifier(POOL.sample_schema))
+OPEN_TASKS = sql.SQL("{}.open_tasks").format(sql.Identifier(POOL.sample_schema))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attack found: blocked as it must be, or not (with what happened)."""
+
+    blocked: bool
+    detail: str
+
+
+def blocked(detail: str) -> Outcome:
+    """The attack failed the way it must."""
+    return Outcome(True, detail)
+
+
+def leaked(detail: str) -> Outcome:
+    """The attack got something it must not (or failed in an unexpected way)."""
+    return Outcome(False, detail)
+
+
+class _RollbackError(Exception):
+    """Raised inside a tenant transaction to undo an attack's own harmless write."""
+
+
+@dataclass
+class Target:
+    """Where the attacks run: the pool database, as the runtime login."""
+
+    settings: ConnectionSettings
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection[Any]]:
+        """A fresh autocommit connection as the runtime login (as a connection pool hands out)."""
+        with psycopg.connect(**self.settings.connect_kwargs(), autocommit=True) as conn:
+            yield conn
+
+    @staticmethod
+    @contextmanager
+    def as_tenant(conn: psycopg.Connection[Any], tenant: str) -> Iterator[psycopg.Connection[Any]]:
+        """The application's tenant context (tenant_runtime.tenant_transaction)."""
+        with tenant_transaction(conn, tenant, allow_probes=True) as scoped:
+            yield scoped
+
+
+def _tenants_of(rows: list[tuple[Any, ...]]) -> set[Any]:
+    return {row[0] for row in rows}
+
+
+def _expect_error(
+    target: Target,
+    statement: sql.Composable | str,
+    expected: type[Exception],
+    *,
+    tenant: str | None = None,
+    params: tuple[object, ...] | None = None,
+) -> Outcome:
+    with target.connect() as conn:
+        try:
+            if tenant is None:
+                conn.execute(statement, params)  # type: ignore[arg-type]
+            else:
+                with target.as_tenant(conn, tenant):
+                    conn.execute(statement, params)  # type: ignore[arg-type]
+        except expected as error:
+            return blocked(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        except psycopg.Error as error:
+            return leaked(f"expected {expected.__name__}, got {type(error).__name__}: {error}")
+    return leaked(f"expected {expected.__name__}, but the statement succeeded")
+
+
+# -- the attacks -------------------------------------------------------------------------------
+
+Attack = Callable[[Target], Outcome]
+ATTACKS: dict[str, Attack] = {}
+
+
+def attack(name: str) -> Callable[[Attack], Attack]:
+    """Register an attack under a stable name."""
+
+    def register(function: Attack) -> Attack:
+        ATTACKS[name] = function
+        return function
+
+    return register
+
+
+@attack("read without any tenant context")
+def _no_context(target: Target) -> Outcome:
+    with target.connect() as conn:
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows") if not rows else leaked(f"{len(rows)} rows without a tenant")
+
+
+@attack("read with an empty tenant context")
+def _empty_context(target: Target) -> Outcome:
+    with target.connect() as conn, conn.transaction():
+        conn.execute("SELECT set_config(%s, '', true)", (POOL.tenant_setting,))
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows") if not rows else leaked(f"{len(rows)} rows with context ''")
+
+
+@attack("read as a tenant that is not registered")
+def _unknown_tenant(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, "no-such-tenant"):
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows") if not rows else leaked(f"{len(rows)} rows")
+
+
+@attack("read as an offboarded tenant whose rows are retained")
+def _offboarded_tenant(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, GONE):
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows") if not rows else leaked(f"{len(rows)} rows of an offboarded tenant")
+
+
+@attack("select another tenant's rows by WHERE tenant_id")
+def _where_other(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, A):
+        rows = conn.execute(
+            sql.SQL("SELECT tenant_id FROM {} WHERE tenant_id = %s").format(PROJECTS), (B,)
+        ).fetchall()
+    return blocked("0 rows") if not rows else leaked(f"read {len(rows)} rows of {B}")
+
+
+@attack("insert a row into another tenant")
+def _insert_other(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("INSERT INTO {} (tenant_id, project_id, name) VALUES (%s, 900001, 'x')").format(
+            PROJECTS
+        ),
+        errors.InsufficientPrivilege,
+        tenant=A,
+        params=(B,),
+    )
+
+
+@attack("move an own row to another tenant (UPDATE tenant_id)")
+def _update_tenant_id(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("UPDATE {} SET tenant_id = %s WHERE tenant_id = %s").format(PROJECTS),
+        errors.InsufficientPrivilege,
+        tenant=A,
+        params=(B, A),
+    )
+
+
+@attack("update another tenant's rows")
+def _update_other(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, A):
+        count = conn.execute(
+            sql.SQL("UPDATE {} SET name = name || '!' WHERE tenant_id = %s").format(PROJECTS),
+            (B,),
+        ).rowcount
+    return blocked("0 rows updated") if count == 0 else leaked(f"updated {count} rows of {B}")
+
+
+@attack("delete another tenant's rows")
+def _delete_other(target: Target) -> Outcome:
+    with target.connect() as conn:
+        with target.as_tenant(conn, A):
+            count = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(TASKS), (B,)
+            ).rowcount
+        with target.as_tenant(conn, B):
+            left = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(TASKS)).fetchone()
+    if count == 0 and left and left[0] > 0:
+        return blocked(f"0 rows deleted; {B} still has {left[0]} task(s)")
+    return leaked(f"deleted {count} rows of {B}")
+
+
+@attack("join tables without naming the tenant")
+def _join(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, A):
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT t.tenant_id, p.tenant_id FROM {} t JOIN {} p USING (project_id)"
+            ).format(TASKS, PROJECTS)
+        ).fetchall()
+    seen = {tenant for row in rows for tenant in row}
+    return blocked(f"only {A}") if seen <= {A} else leaked(f"join saw {sorted(seen)}")
+
+
+@attack("read through a view")
+def _view(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, A):
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(OPEN_TASKS)).fetchall()
+    seen = _tenants_of(rows)
+    return blocked(f"only {A}") if seen <= {A} else leaked(f"view showed {sorted(seen)}")
+
+
+@attack("ALTER TABLE ... DISABLE ROW LEVEL SECURITY")
+def _disable_rls(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(PROJECTS),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("ALTER TABLE ... NO FORCE ROW LEVEL SECURITY")
+def _no_force(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(PROJECTS),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("DROP POLICY")
+def _drop_policy(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(ISOLATION_POLICY), PROJECTS),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("TRUNCATE (ignores RLS)")
+def _truncate(target: Target) -> Outcome:
+    return _expect_error(
+        target, sql.SQL("TRUNCATE {}").format(TASKS), errors.InsufficientPrivilege, tenant=A
+    )
+
+
+@attack("COPY ... TO STDOUT")
+def _copy_to(target: Target) -> Outcome:
+    with target.connect() as conn, target.as_tenant(conn, A):
+        cursor = conn.cursor()
+        with cursor.copy(sql.SQL("COPY {} (tenant_id) TO STDOUT").format(PROJECTS)) as copy:
+            seen = {row[0] for row in copy.rows()}
+    return blocked(f"only {A}") if seen <= {A} else leaked(f"COPY exported {sorted(seen)}")
+
+
+@attack("COPY ... FROM STDIN into another tenant")
+def _copy_from(target: Target) -> Outcome:
+    with target.connect() as conn:
+        try:
+            with target.as_tenant(conn, A):
+                cursor = conn.cursor()
+                statement = sql.SQL("COPY {} (tenant_id, project_id, name) FROM STDIN")
+                with cursor.copy(statement.format(PROJECTS)) as copy:
+                    copy.write_row((B, 900002, "copied"))
+        except (errors.FeatureNotSupported, errors.InsufficientPrivilege) as error:
+            return blocked(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+    return leaked("COPY FROM wrote a row into another tenant")
+
+
+@attack("unique-key probe for another tenant's value")
+def _unique_probe(target: Target) -> Outcome:
+    # B has a project with this name; if uniqueness ignored tenant_id, A's insert would fail
+    # and reveal it.
+    with target.connect() as conn:
+        try:
+            with target.as_tenant(conn, A):
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (tenant_id, project_id, name) VALUES (%s, 900003, %s)"
+                    ).format(PROJECTS),
+                    (A, "probe project only b has"),
+                )
+                raise _RollbackError
+        except _RollbackError:
+            return blocked("no conflict: the unique key is per tenant")
+        except errors.UniqueViolation as error:
+            return leaked(f"unique violation reveals another tenant's value: {error}")
+
+
+@attack("foreign-key probe for another tenant's row")
+def _foreign_key_probe(target: Target) -> Outcome:
+    outcomes = []
+    for project in (PROBE_ONLY_B_PROJECT, 987654):  # exists only for B / exists for nobody
+        with target.connect() as conn:
+            try:
+                with target.as_tenant(conn, A):
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (tenant_id, task_id, project_id, title) "
+                            "VALUES (%s, 900004, %s, 'probe')"
+                        ).format(TASKS),
+                        (A, project),
+                    )
+                outcomes.append("inserted")
+            except errors.ForeignKeyViolation:
+                outcomes.append("foreign key violation")
+    if outcomes == ["foreign key violation", "foreign key violation"]:
+        return blocked("the same violation whether or not another tenant has the row")
+    return leaked(f"outcomes differ or succeed: {outcomes}")
+
+
+@attack("non-leakproof function sees rows before the policy")
+def _leaky_function(target: Target) -> Outcome:
+    # A cast error prints the value it failed on. Were the cast evaluated before the policy,
+    # another tenant's name could appear in the error.
+    with target.connect() as conn:
+        try:
+            with target.as_tenant(conn, A):
+                conn.execute(sql.SQL("SELECT * FROM {} WHERE name::int = 1").format(PROJECTS))
+        except errors.InvalidTextRepresentation as error:
+            message = str(error)
+            others = [t for t in (B, GONE) if t in message]
+            if others:
+                return leaked(f"error message shows {others}")
+            return blocked("the error only ever shows the tenant's own value")
+    return leaked("expected the cast to fail on the tenant's own row")
+
+
+@attack("create a temporary function")
+def _temp_function(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        "CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("create a function in schema public")
+def _public_function(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        "CREATE FUNCTION public.leak(text) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("replace current_tenant_id()")
+def _replace_context_function(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.current_tenant_id() RETURNS text "
+            "LANGUAGE sql AS 'SELECT tenant_id FROM tenantkit.tenants LIMIT 1'"
+        ).format(sql.Identifier(POOL.registry_schema)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("read pg_stats of a tenant table")
+def _pg_stats(target: Target) -> Outcome:
+    with target.connect() as conn:
+        rows = conn.execute(
+            "SELECT attname FROM pg_stats WHERE schemaname = %s AND tablename = 'projects'",
+            (POOL.sample_schema,),
+        ).fetchall()
+    return blocked("0 rows") if not rows else leaked(f"pg_stats shows {len(rows)} columns")
+
+
+@attack("read pg_statistic")
+def _pg_statistic(target: Target) -> Outcome:
+    return _expect_error(target, "SELECT * FROM pg_statistic LIMIT 1", errors.InsufficientPrivilege)
+
+
+@attack("read the tenant registry")
+def _registry(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("SELECT tenant_id FROM {}.tenants").format(sql.Identifier(POOL.registry_schema)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("context survives COMMIT on a reused connection")
+def _after_commit(target: Target) -> Outcome:
+    with target.connect() as conn:
+        with target.as_tenant(conn, A):
+            conn.execute(sql.SQL("SELECT 1 FROM {}").format(PROJECTS))
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows after COMMIT") if not rows else leaked(f"{len(rows)} rows after COMMIT")
+
+
+@attack("context survives ROLLBACK on a reused connection")
+def _after_rollback(target: Target) -> Outcome:
+    with target.connect() as conn:
+        try:
+            with target.as_tenant(conn, A):
+                raise _RollbackError
+        except _RollbackError:
+            pass
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows after ROLLBACK") if not rows else leaked(f"{len(rows)} rows")
+
+
+@attack("context survives an error on a reused connection")
+def _after_error(target: Target) -> Outcome:
+    with target.connect() as conn:
+        try:
+            with target.as_tenant(conn, A):
+                conn.execute("SELECT 1 / 0")
+        except errors.DivisionByZero:
+            pass
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
+    return blocked("0 rows after the error") if not rows else leaked(f"{len(rows)} rows")
+
+
+@attack("cursor WITH HOLD read by the connection's next tenant")
+def _cursor_with_hold(target: Target) -> Outcome:
+    with target.connect() as conn:
+        with target.as_tenant(conn, A):
+            conn.execute(
+                sql.SQL("DECLARE held CURSOR WITH HOLD FOR SELECT tenant_id FROM {}").format(
+                    PROJECTS
+                )
+            )
+        try:
+            with target.as_tenant(conn, B):
+                rows = conn.execute("FETCH ALL FROM held").fetchall()
+        except errors.InvalidCursorName:
+            return blocked("the held cursor was closed with the tenant's transaction")
+    return leaked(f"{B} fetched {len(rows)} rows read as {A}")
+
+
+@attack("prepared statement reused by another tenant")
+def _prepared(target: Target) -> Outcome:
+    with target.connect() as conn:
+        conn.execute(sql.SQL("PREPARE rows_q AS SELECT tenant_id FROM {}").format(PROJECTS))
+        with target.as_tenant(conn, A):
+            first = _tenants_of(conn.execute("EXECUTE rows_q").fetchall())
+        with target.as_tenant(conn, B):
+            second = _tenants_of(conn.execute("EXECUTE rows_q").fetchall())
+    if first == {A} and second == {B}:
+        return blocked("each execution saw only its own tenant")
+    return leaked(f"first saw {sorted(first)}, second saw {sorted(second)}")
+
+
+@attack("SET ROLE to the table owner")
+def _set_role_owner(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.owner_role)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("SET ROLE to the maintainer")
+def _set_role_maintainer(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.maintainer_role)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("grant itself the owner role")
+def _grant_self(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(POOL.owner_role)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("create a table beside the tenant tables")
+def _create_table(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("CREATE TABLE {}.mine (tenant_id text)").format(sql.Identifier(POOL.sample_schema)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("runtime login is a superuser, BYPASSRLS or a table owner")
+def _privileged_login(target: Target) -> Outcome:
+    with target.connect() as conn:
+        row = conn.execute(
+            "SELECT r.rolsuper, r.rolbypassrls, "
+            "       EXISTS (SELECT FROM pg_class c WHERE pg_has_role(c.relowner, 'USAGE') "
+            "               AND c.relrowsecurity) "
+            "  FROM pg_roles r WHERE r.rolname = current_user"
+        ).fetchone()
+    if row == (False, False, False):
+        return blocked("not superuser, NOBYPASSRLS, owns no RLS table")
+    return leaked(f"superuser, bypassrls, owner = {row}")
+
+
+def run_pool_attacks(settings: ConnectionSettings) -> list[AttackResult]:
+    """Run every pool attack as the runtime login described by `settings`."""
+    target = Target(settings)
+    results = []
+    for name, function in ATTACKS.items():
+        try:
+            outcome = function(target)
+        except psycopg.Error as error:
+            outcome = leaked(f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}")
+        results.append(AttackResult("pool", name, outcome.blocked, outcome.detail))
+    return results
