@@ -10,8 +10,9 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks import BridgeStack, SiloTenantStack
+from stacks import BridgeStack, PoolStack, SiloTenantStack
 from stacks.bridge import BRIDGE_STACK_NAME
+from stacks.pool import POOL_STACK_NAME
 from tenantkit.catalog import Catalog, load_catalog
 
 
@@ -20,6 +21,9 @@ def build_app(app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None) -
     bridge = catalog.in_tier("bridge")
     if bridge:
         BridgeStack(app, BRIDGE_STACK_NAME, tenants=bridge, ca_bundle=ca_bundle)
+    pool = catalog.in_tier("pool")
+    if pool:
+        PoolStack(app, POOL_STACK_NAME, tenants=pool, settings=catalog.pool, ca_bundle=ca_bundle)
     for tenant in catalog.in_tier("silo"):
         SiloTenantStack(app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle)
     cdk.Tags.of(app).add("app", "tenantkit")

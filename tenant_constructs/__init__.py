@@ -4,6 +4,7 @@ would shadow the `constructs` library that aws-cdk-lib imports)."""
 from .aurora import AuroraPostgres, ClusterCapacity
 from .database_host import DatabaseHost
 from .network import DatabaseNetwork
+from .pool import PoolDatabase, PoolTenants
 from .sql_provisioner import SqlProvisioner
 from .tenant_database import TenantDatabase
 
@@ -12,6 +13,8 @@ __all__ = [
     "ClusterCapacity",
     "DatabaseHost",
     "DatabaseNetwork",
+    "PoolDatabase",
+    "PoolTenants",
     "SqlProvisioner",
     "TenantDatabase",
 ]

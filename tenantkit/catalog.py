@@ -96,12 +96,31 @@ class Tenant(BaseModel):
         return tenant_names(self.id)
 
 
+_QUALIFIED_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"
+
+
+class PoolSettings(BaseModel):
+    """The pool tier's own settings (`pool:` in the catalog)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant_tables: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
+    """Your tables ([schema.]name, with a tenant_id column) to put under the tenant policies."""
+    tenant_views: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
+    """Your views over those tables; they are made security_invoker."""
+    iam_auth: bool = True
+    """Create the IAM-auth login of the shared application."""
+    removal_policy: RemovalPolicy = "retain"
+    """What deleting the pool does to its data."""
+
+
 class CatalogFile(BaseModel):
-    """The document: optional per-tier defaults and the list of tenants."""
+    """The document: optional per-tier defaults, pool settings and the list of tenants."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     defaults: dict[Tier, TierDefaults] = Field(default_factory=dict)
+    pool: PoolSettings = PoolSettings()
     tenants: list[TenantEntry]
 
     @model_validator(mode="after")
@@ -120,9 +139,12 @@ class CatalogFile(BaseModel):
 class Catalog:
     """The validated catalog: tenants in file order, settings resolved."""
 
-    def __init__(self, tenants: list[Tenant], source: str = "<catalog>") -> None:
+    def __init__(
+        self, tenants: list[Tenant], source: str = "<catalog>", pool: PoolSettings = PoolSettings()
+    ) -> None:
         self.tenants = tuple(tenants)
         self.source = source
+        self.pool = pool
 
     def in_tier(self, tier: Tier) -> tuple[Tenant, ...]:
         """The tenants of one tier, in catalog order."""
@@ -177,7 +199,7 @@ def parse_catalog(doc: object, source: str = "<catalog>") -> Catalog:
             resolved.update(parsed.defaults[entry.tier].model_dump(exclude_unset=True))
         resolved.update(entry.model_dump(exclude_none=True))
         tenants.append(Tenant(**resolved))
-    return Catalog(tenants, source)
+    return Catalog(tenants, source, parsed.pool)
 
 
 def load_catalog(path: Path) -> Catalog:

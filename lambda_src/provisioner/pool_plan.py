@@ -159,6 +159,8 @@ _REGISTRY = [
 
             SELECT relnamespace::regnamespace::name INTO target_schema
               FROM pg_class WHERE oid = target;
+            -- The pool owner takes the table (a new owner needs CREATE on its schema).
+            EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', target_schema, {owner_name});
             EXECUTE format('ALTER TABLE %s OWNER TO %I', target, {owner_name});
             EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
             EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);
@@ -207,6 +209,9 @@ _REGISTRY = [
             END IF;
             -- security_invoker: base-table policies apply to the querying role, not the owner.
             EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', target);
+            EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I',
+                           (SELECT relnamespace::regnamespace::name FROM pg_class
+                             WHERE oid = target), {owner_name});
             EXECUTE format('ALTER VIEW %s OWNER TO %I', target, {owner_name});
             EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', target);
             EXECUTE format('GRANT SELECT ON %s TO %I', target, {runtime_name});

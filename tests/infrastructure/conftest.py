@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_CATALOG = REPO_ROOT / "tests" / "fixtures" / "catalog.yaml"
 BRIDGE = "tenantkit-bridge"
 SILO = "tenantkit-silo-northwind"
+POOL_STACK = "tenantkit-pool"
 
 
 def cdk_context(**extra: Any) -> dict[str, Any]:

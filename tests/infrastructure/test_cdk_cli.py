@@ -51,7 +51,11 @@ def cli_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_synthesizes_every_stack_of_the_sample_catalog(cli_out: Path) -> None:
     stacks = sorted(p.name for p in cli_out.glob("*.template.json"))
-    assert stacks == ["tenantkit-bridge.template.json", "tenantkit-silo-acme.template.json"]
+    assert stacks == [
+        "tenantkit-bridge.template.json",
+        "tenantkit-pool.template.json",
+        "tenantkit-silo-acme.template.json",
+    ]
 
 
 def test_lambda_bundle_holds_lambda_src_and_psycopg_for_arm64(cli_out: Path) -> None:

@@ -1,0 +1,56 @@
+"""The pool tier: one shared Aurora cluster, shared tables guarded by Row-Level Security."""
+
+from collections.abc import Sequence
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from lambda_src.tenancy import POOL
+from tenant_constructs import ClusterCapacity, DatabaseHost, PoolDatabase, PoolTenants
+from tenantkit.catalog import PoolSettings, Tenant
+
+
+class PoolStack(cdk.Stack):
+    """Shared cluster, the pool database and every pool tenant of the catalog."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        tenants: Sequence[Tenant],
+        settings: PoolSettings = PoolSettings(),
+        capacity: ClusterCapacity = ClusterCapacity(),
+        ca_bundle: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        wrong_tier = [t.id for t in tenants if t.tier != "pool"]
+        if wrong_tier:
+            raise ValueError(f"PoolStack: tenants {wrong_tier} are not in the pool tier")
+        self.host = DatabaseHost(
+            self,
+            "Host",
+            cluster_identifier=self.stack_name,
+            capacity=capacity,
+            ca_bundle=ca_bundle,
+        )
+        self.pool = PoolDatabase(
+            self,
+            "Pool",
+            host=self.host,
+            tenant_tables=settings.tenant_tables,
+            tenant_views=settings.tenant_views,
+            iam_auth=settings.iam_auth,
+            removal_policy=settings.removal_policy,
+        )
+        self.tenants = PoolTenants(
+            self,
+            "Tenants",
+            pool=self.pool,
+            host=self.host,
+            tenants=[(t.id, t.removal_policy) for t in tenants],
+        )
+
+
+POOL_STACK_NAME = POOL.stack_name

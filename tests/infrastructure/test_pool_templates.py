@@ -1,0 +1,76 @@
+"""The pool stack: its resources, and a thousand pool tenants inside CloudFormation's limits."""
+
+import json
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Match
+
+from app import build_app
+from lambda_src.provisioner.kinds import pool_batch_of
+from tenantkit.catalog import parse_catalog
+
+from .conftest import POOL_STACK, Synth, cdk_context
+
+CLOUDFORMATION_RESOURCE_LIMIT = 500
+
+
+def test_pool_database_protects_the_catalogs_tables_and_views(synth: Synth) -> None:
+    synth.template(POOL_STACK).has_resource_properties(
+        "Custom::PoolDatabase",
+        {
+            "Kind": "PoolDatabase",
+            "RuntimeSecretArn": {"Ref": Match.any_value()},
+            "TenantTables": ["shop.orders", "shop.order_lines"],
+            "TenantViews": ["shop.big_orders"],
+            "RemovalPolicy": "retain",
+        },
+    )
+
+
+def test_pool_tenants_are_batched_and_wait_for_the_pool(synth: Synth) -> None:
+    resources = synth.raw(POOL_STACK)["Resources"]
+    pool_id = next(k for k, v in resources.items() if v["Type"] == "Custom::PoolDatabase")
+    batches = {k: v for k, v in resources.items() if v["Type"] == "Custom::PoolTenants"}
+    registered = {
+        entry["Id"]: (v["Properties"]["BatchId"], entry["RemovalPolicy"])
+        for v in batches.values()
+        for entry in v["Properties"]["Tenants"]
+    }
+    assert registered == {
+        "tailspin": (pool_batch_of("tailspin"), "retain"),
+        "litware": (pool_batch_of("litware"), "destroy"),
+    }
+    for batch in batches.values():
+        assert pool_id in batch["DependsOn"]
+
+
+def test_pool_runtime_password_is_generated_never_in_the_template(synth: Synth) -> None:
+    resources = synth.raw(POOL_STACK)["Resources"]
+    secrets = [v for v in resources.values() if v["Type"] == "AWS::SecretsManager::Secret"]
+    runtime = next(s for s in secrets if s["Properties"].get("Name") == "tenantkit/pool/app")
+    assert "SecretString" not in runtime["Properties"]
+    assert runtime["DeletionPolicy"] == "Retain"
+    assert json.loads(runtime["Properties"]["GenerateSecretString"]["SecretStringTemplate"]) == {
+        "username": "tenantkit_pool_app",
+        "dbname": "tenantkit_pool",
+    }
+
+
+def _stack_sizes(assembly: Any) -> dict[str, int]:
+    return {stack.stack_name: len(stack.template["Resources"]) for stack in assembly.stacks}
+
+
+def test_a_thousand_pool_tenants_stay_far_below_the_resource_limit() -> None:
+    catalog = parse_catalog(
+        {"tenants": [{"id": f"pool-{n:04d}", "tier": "pool"} for n in range(1000)]}
+    )
+    app = cdk.App(context=cdk_context())
+    build_app(app, catalog)
+    assembly = app.synth()
+    sizes = _stack_sizes(assembly)
+    assert list(sizes) == ["tenantkit-pool"]
+    assert sizes["tenantkit-pool"] < CLOUDFORMATION_RESOURCE_LIMIT
+    # ... and the template body stays inside CloudFormation's 1 MB limit.
+    template = assembly.get_stack_by_name("tenantkit-pool").template
+    assert len(json.dumps(template)) < 1_000_000
