@@ -8,6 +8,7 @@ start, nothing provisioned yet).
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -234,6 +235,80 @@ def verify(
         _print_verdict(verdict, attacks, every_attack=True)
     if verdict["leaks"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+bench_app = typer.Typer(help="Benchmarks: print a table, write JSON (and a plot).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("rls")
+def bench_rls(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/rls.json"
+    ),
+    plot_png: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw a PNG (needs matplotlib).")
+    ] = None,
+    tenants: Annotated[int, typer.Option(min=10, max=5000)] = 1000,
+    rows_per_tenant: Annotated[int, typer.Option(min=10, max=10_000)] = 100,
+    rounds: Annotated[int, typer.Option(min=100, max=100_000)] = 2000,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch directory for the benchmark's own server.")
+    ] = Path(".tenantkit/bench"),
+) -> None:
+    """RLS cost: explicit WHERE vs tenantkit's RLS vs a naive policy vs schema- and
+    database-per-tenant, interleaved in one run on a fresh embedded server."""
+    from .bench.rls import VARIANTS, RlsBenchConfig, plot, run_rls_bench
+
+    _configure_logging(False)
+    config = RlsBenchConfig(tenants=tenants, rows_per_tenant=rows_per_tenant, rounds=rounds)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    work_dir.chmod(0o711)  # the server user must reach it when running as root
+    try:
+        results = run_rls_bench(
+            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except EmbeddedPostgresError as error:
+        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    table = Table(
+        title=f"RLS benchmark ({tenants} tenants x {rows_per_tenant} rows, {rounds} rounds)"
+    )
+    for column in (
+        "variant",
+        "server median",
+        "server p95",
+        "x where",
+        "e2e median",
+        "e2e p95",
+        "x where",
+    ):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name in VARIANTS:
+        v = results["variants"][name]
+        table.add_row(
+            name,
+            f"{v['server_side']['median_ms']:.3f} ms",
+            f"{v['server_side']['p95_ms']:.3f} ms",
+            f"{v['ratio']['server_side_median']:.3f}",
+            f"{v['end_to_end']['median_ms']:.3f} ms",
+            f"{v['end_to_end']['p95_ms']:.3f} ms",
+            f"{v['ratio']['end_to_end_median']:.3f}",
+        )
+    out.print(table)
+    trips = results["round_trips"]
+    out.print(
+        f"round trips per request through a {trips['delay_ms_each_way']} ms relay: "
+        f"where {trips['where']['round_trips']}, tenantkit {trips['tenantkit']['round_trips']}",
+        highlight=False,
+    )
+    out.print(f"wrote {out_json}", highlight=False)
+    if plot_png is not None:
+        plot(results, plot_png)
+        out.print(f"wrote {plot_png}", highlight=False)
 
 
 def _print_summary(results: list[ProvisionResult], port: int, start_seconds: float) -> None:

@@ -4,12 +4,11 @@ How the pool isolates tenants:
 - every tenant table has `tenant_id text NOT NULL` leading its primary, unique and foreign keys
   and its indexes (unique and FK checks bypass RLS, so they may only ever compare rows of one
   tenant);
-- ENABLE and FORCE ROW LEVEL SECURITY, and one policy for the runtime group:
-  `tenant_id = (SELECT tenantkit.current_tenant_id())` for reads (USING) and writes (WITH CHECK).
-  The scalar sub-select makes the planner evaluate the function once per statement (an InitPlan)
-  and compare tenant_id with a constant, so the index leading with tenant_id is used;
-- tenantkit.current_tenant_id() returns the transaction-local setting app.tenant_id only when it
-  names an *active* registered tenant; NULL, '' (what current_setting returns after a
+- ENABLE and FORCE ROW LEVEL SECURITY, and one policy for the runtime group, TENANT_CONDITION,
+  for reads (USING) and writes (WITH CHECK): tenant_id equals the registry's row for the
+  transaction-local setting app.tenant_id, if that tenant is active. The scalar sub-select is
+  evaluated once per statement (an InitPlan) and tenant_id is compared with a constant, so the
+  index leading with tenant_id is used. NULL, '' (what current_setting returns after a
   transaction that set it locally), unknown and offboarded tenants all yield NULL: no rows,
   and every write fails its WITH CHECK;
 - the application logs in as a member of the runtime group: not the owner, NOBYPASSRLS, DML
@@ -31,6 +30,18 @@ from .plan import RDS_IAM_ROLE, Step
 ISOLATION_POLICY = "tenantkit_isolation"
 MAINTENANCE_POLICY = "tenantkit_maintenance"
 
+TENANT_CONDITION = (
+    sql.SQL(
+        "tenant_id = (SELECT r.tenant_id FROM {}.tenants r "
+        "WHERE r.tenant_id = nullif(current_setting({}, true), '') AND r.status = 'active')"
+    )
+    .format(sql.Identifier(POOL.registry_schema), sql.Literal(POOL.tenant_setting))
+    .as_string(None)
+)
+"""The tenant policy: rows of the tenant named by the transaction-local setting, if that tenant
+is registered and active. NULL (never set), '' (set locally by an earlier transaction), unknown
+and offboarded tenants all give NULL: no row matches and every write fails WITH CHECK."""
+
 _NAMES = {
     "db": sql.Identifier(POOL.database),
     "owner": sql.Identifier(POOL.owner_role),
@@ -47,7 +58,7 @@ _NAMES = {
     "isolation": sql.Identifier(ISOLATION_POLICY),
     "maintenance": sql.Identifier(MAINTENANCE_POLICY),
     "isolation_name": sql.Literal(ISOLATION_POLICY),
-    "tenant_expr": sql.Literal(f"tenant_id = (SELECT {POOL.registry_schema}.current_tenant_id())"),
+    "tenant_expr": sql.Literal(TENANT_CONDITION),
     "maintenance_name": sql.Literal(MAINTENANCE_POLICY),
 }
 
@@ -83,36 +94,34 @@ _REGISTRY = [
         status_changed_at timestamptz NOT NULL DEFAULT now()
     )""",
     ),
+    # The tenant policy looks up the active tenant once per statement: an index-only scan.
+    (
+        "index the active tenants",
+        "CREATE UNIQUE INDEX IF NOT EXISTS tenants_active ON {registry}.tenants (tenant_id) "
+        "WHERE status = 'active'",
+    ),
     ("give the registry to the pool owner", "ALTER TABLE {registry}.tenants OWNER TO {owner}"),
     ("revoke PUBLIC access to the registry", "REVOKE ALL ON {registry}.tenants FROM PUBLIC"),
-    # SECURITY DEFINER: the runtime group may call it but may not read the registry itself.
+    # The runtime may read the registry row of the tenant it claims and no other. The tenant
+    # policy's sub-select reads the registry with the runtime's own privileges: no function
+    # call, and the planner makes it one InitPlan (an index lookup) per statement.
     (
-        "create current_tenant_id()",
-        """CREATE OR REPLACE FUNCTION {registry}.current_tenant_id() RETURNS text
-        LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
-        SET search_path = pg_catalog, pg_temp
-        AS $fn$
-            SELECT t.tenant_id FROM {registry}.tenants t
-             WHERE t.tenant_id = nullif(current_setting({setting}, true), '')
-               AND t.status = 'active'
-        $fn$""",
+        "protect the registry with row-level security",
+        "ALTER TABLE {registry}.tenants ENABLE ROW LEVEL SECURITY",
     ),
     (
-        "give current_tenant_id() to the pool owner",
-        "ALTER FUNCTION {registry}.current_tenant_id() OWNER TO {owner}",
-    ),
-    (
-        "revoke PUBLIC execute on current_tenant_id()",
-        "REVOKE ALL ON FUNCTION {registry}.current_tenant_id() FROM PUBLIC",
+        "let the runtime see the registry row of the tenant it claims",
+        """DO $do$ BEGIN
+            DROP POLICY IF EXISTS tenantkit_claimed_tenant ON {registry}.tenants;
+            CREATE POLICY tenantkit_claimed_tenant ON {registry}.tenants FOR SELECT TO {runtime}
+                USING (tenant_id = nullif(current_setting({setting}, true), ''));
+        END $do$""",
     ),
     (
         "grant the runtime use of the registry schema",
         "GRANT USAGE ON SCHEMA {registry} TO {runtime}",
     ),
-    (
-        "grant the runtime execute on current_tenant_id()",
-        "GRANT EXECUTE ON FUNCTION {registry}.current_tenant_id() TO {runtime}",
-    ),
+    ("grant the runtime SELECT on the registry", "GRANT SELECT ON {registry}.tenants TO {runtime}"),
     (
         "create protect_table()",
         """CREATE OR REPLACE PROCEDURE {registry}.protect_table(target regclass)

@@ -356,14 +356,25 @@ def _public_function(target: Target) -> Outcome:
     )
 
 
-@attack("replace current_tenant_id()")
-def _replace_context_function(target: Target) -> Outcome:
+@attack("re-activate an offboarded tenant in the registry")
+def _reactivate(target: Target) -> Outcome:
     return _expect_error(
         target,
-        sql.SQL(
-            "CREATE OR REPLACE FUNCTION {}.current_tenant_id() RETURNS text "
-            "LANGUAGE sql AS 'SELECT tenant_id FROM tenantkit.tenants LIMIT 1'"
-        ).format(sql.Identifier(POOL.registry_schema)),
+        sql.SQL("UPDATE {}.tenants SET status = 'active' WHERE tenant_id = %s").format(
+            sql.Identifier(POOL.registry_schema)
+        ),
+        errors.InsufficientPrivilege,
+        params=(GONE,),
+    )
+
+
+@attack("register a tenant of its own choosing")
+def _self_register(target: Target) -> Outcome:
+    return _expect_error(
+        target,
+        sql.SQL("INSERT INTO {}.tenants (tenant_id, registered_by) VALUES ('mine', 'me')").format(
+            sql.Identifier(POOL.registry_schema)
+        ),
         errors.InsufficientPrivilege,
     )
 
@@ -383,13 +394,18 @@ def _pg_statistic(target: Target) -> Outcome:
     return _expect_error(target, "SELECT * FROM pg_statistic LIMIT 1", errors.InsufficientPrivilege)
 
 
-@attack("read the tenant registry")
+@attack("list the tenant registry")
 def _registry(target: Target) -> Outcome:
-    return _expect_error(
-        target,
-        sql.SQL("SELECT tenant_id FROM {}.tenants").format(sql.Identifier(POOL.registry_schema)),
-        errors.InsufficientPrivilege,
+    registry = sql.SQL("SELECT tenant_id FROM {}.tenants").format(
+        sql.Identifier(POOL.registry_schema)
     )
+    with target.connect() as conn:
+        without = _tenants_of(conn.execute(registry).fetchall())
+        with target.as_tenant(conn, A):
+            claimed = _tenants_of(conn.execute(registry).fetchall())
+    if not without and claimed == {A}:
+        return blocked("no row without a tenant, only its own row as a tenant")
+    return leaked(f"saw {sorted(without)} without a tenant, {sorted(claimed)} as {A}")
 
 
 @attack("context survives COMMIT on a reused connection")

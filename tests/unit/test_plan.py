@@ -144,3 +144,63 @@ def test_advisory_lock_key_is_stable_signed_64_bit_and_per_tenant() -> None:
     assert key == advisory_lock_key("acme")
     assert key != advisory_lock_key("globex")
     assert -(2**63) <= key < 2**63
+
+
+def test_purge_order_deletes_referencing_tables_first() -> None:
+    from lambda_src.provisioner.pool_plan import purge_order
+
+    order = purge_order(
+        {
+            "app.projects": [],
+            "app.tasks": ["app.projects"],
+            "app.comments": ["app.tasks", "app.projects"],
+            "app.tags": [],
+        }
+    )
+    assert order.index("app.comments") < order.index("app.tasks") < order.index("app.projects")
+    assert sorted(order) == ["app.comments", "app.projects", "app.tags", "app.tasks"]
+
+
+def test_purge_order_survives_a_self_reference_and_a_cycle() -> None:
+    from lambda_src.provisioner.pool_plan import purge_order
+
+    order = purge_order({"a.t": ["a.t", "a.u"], "a.u": ["a.t"]})
+    assert sorted(order) == ["a.t", "a.u"]
+
+
+def test_qualified_names_from_regclass_output_split_into_identifiers() -> None:
+    from lambda_src.provisioner.pool_plan import _split_qualified
+
+    assert _split_qualified("app.tasks") == ["app", "tasks"]
+    assert _split_qualified('"My Schema"."odd.name"') == ["My Schema", "odd.name"]
+    assert _split_qualified('"quo""te".t') == ['quo"te', "t"]
+
+
+def test_purge_binds_tenant_ids_and_quotes_table_names() -> None:
+    from lambda_src.provisioner.pool_plan import plan_purge
+
+    steps = plan_purge(["a"], "batch-01", {'"x y".t': []})
+    assert sql_of(steps)[0] == 'DELETE FROM "x y"."t" WHERE tenant_id = ANY(%s)'
+    assert steps[0].params == (["a"],)
+    assert steps[0].role == "tenantkit_pool_maintainer"
+
+
+def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
+    from lambda_src.provisioner.pool_plan import ObservedPool, plan_pool_converge
+
+    statements = sql_of(
+        plan_pool_converge(
+            ObservedPool(rds_iam_exists=True),
+            iam_auth=True,
+            password_verifier=VERIFIER,
+            tables=["shop.orders"],
+            views=[],
+        )
+    )
+    assert 'GRANT CONNECT ON DATABASE "tenantkit_pool" TO "tenantkit_pool_runtime"' in statements
+    assert not any("TEMP" in s and "tenantkit_pool_runtime" in s for s in statements)
+    assert not any(
+        s.startswith("GRANT") and '"tenantkit_pool_owner" TO "tenantkit_pool_app"' in s
+        for s in statements
+    )
+    assert statements.count('CALL "tenantkit".protect_table(%s::regclass)') == 3

@@ -1,0 +1,23 @@
+"""The RLS benchmark runs end to end at a tiny size (its figures come from the command, not
+from tests) and proves the tenant context costs no extra round trip."""
+
+from pathlib import Path
+
+from tenantkit.bench.rls import VARIANTS, RlsBenchConfig, run_rls_bench
+
+
+def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> None:
+    root = pg_root / "bench"
+    root.mkdir()
+    config = RlsBenchConfig(
+        tenants=12, rows_per_tenant=10, database_sample=2, rounds=30, warmup=5, latency_rounds=8
+    )
+    results = run_rls_bench(root, config, progress=lambda _step: None)
+    assert set(results["variants"]) == set(VARIANTS)
+    for variant in results["variants"].values():
+        assert variant["server_side"]["median_ms"] > 0
+        assert variant["end_to_end"]["median_ms"] >= variant["server_side"]["median_ms"]
+    trips = results["round_trips"]
+    # context + 3 statements + COMMIT for both: setting the tenant adds no round trip
+    assert abs(trips["tenantkit"]["round_trips"] - trips["where"]["round_trips"]) < 0.5
+    assert 4.5 < trips["where"]["round_trips"] < 7
