@@ -327,8 +327,8 @@ def _print_summary(results: list[ProvisionResult], port: int, start_seconds: flo
         )
     out.print(table)
     out.print(
-        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime group "
-        "and are isolated by row-level security",
+        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime "
+        "login, isolated by row-level security",
         highlight=False,
     )
     out.print(f"embedded server ready in {start_seconds * 1000:.0f} ms", highlight=False)
