@@ -505,6 +505,22 @@ def test_the_suite_reports_leaks_when_isolation_is_broken(
     assert all(r.blocked for r in repaired)
 
 
+def test_verify_cli_attacks_a_pool_given_only_a_dsn(pool: ConnectionSettings) -> None:
+    from typer.testing import CliRunner
+
+    from tenantkit.cli import app
+
+    dsn = (
+        f"host={pool.host} port={pool.port} dbname={pool.dbname} user={pool.user} "
+        f"password={pool.password} sslrootcert={pool.ssl_root_cert}"
+    )
+    result = CliRunner().invoke(app, ["verify", "--json", "--dsn", dsn])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["attacks"] >= 20
+    assert verdict["leaks"] == []
+
+
 # -- offboarding the whole pool (last: it changes the module's pool) -----------------------------
 
 
