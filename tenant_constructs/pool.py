@@ -4,8 +4,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import aws_cdk as cdk
-import aws_cdk.aws_rds as rds
-import aws_cdk.aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from lambda_src.provisioner.kinds import (
@@ -15,7 +13,7 @@ from lambda_src.provisioner.kinds import (
 )
 from lambda_src.tenancy import POOL
 
-from .database_host import ROTATION_PERIOD, DatabaseHost
+from .database_host import DatabaseHost
 
 RemovalPolicy = Literal["retain", "destroy"]
 
@@ -41,29 +39,14 @@ class PoolDatabase(Construct):
         removal_policy: RemovalPolicy = "retain",
     ) -> None:
         super().__init__(scope, id_)
-        secret = rds.DatabaseSecret(
+        self.secret = host.add_login_secret(
             self,
             "RuntimeSecret",
             username=POOL.login_role,
             dbname=POOL.database,
             secret_name=POOL.secret_name,
-        )
-        secret.apply_removal_policy(
-            cdk.RemovalPolicy.DESTROY if removal_policy == "destroy" else cdk.RemovalPolicy.RETAIN
-        )
-        cdk.Tags.of(secret).add("tenant", "pool")
-        self.secret = secret.attach(host.cluster)
-        host.provisioner.grant_read_secret(self.secret)
-        secretsmanager.SecretRotation(
-            self,
-            "Rotation",
-            application=secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
-            secret=self.secret,
-            target=host.cluster,
-            vpc=host.vpc,
-            vpc_subnets=host.network.subnets,
-            endpoint=host.network.secrets_manager_endpoint,
-            automatically_after=ROTATION_PERIOD,
+            tenant_tag="pool",
+            retain=removal_policy != "destroy",
         )
         self.resource = cdk.CustomResource(
             self,

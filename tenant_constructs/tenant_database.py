@@ -3,14 +3,12 @@
 from typing import Literal
 
 import aws_cdk as cdk
-import aws_cdk.aws_rds as rds
-import aws_cdk.aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from lambda_src.provisioner.kinds import tenant_database_properties
 from lambda_src.tenancy import tenant_names
 
-from .database_host import ROTATION_PERIOD, DatabaseHost
+from .database_host import DatabaseHost
 
 RESOURCE_TYPE = "Custom::TenantDatabase"
 
@@ -39,35 +37,16 @@ class TenantDatabase(Construct):
         super().__init__(scope, id_)
         names = tenant_names(tenant_id)
         self.names = names
-        destroy = removal_policy == "destroy"
 
-        secret = rds.DatabaseSecret(
+        self.secret = host.add_login_secret(
             self,
             "LoginSecret",
             username=names.login_role,
             dbname=names.database,
             secret_name=names.secret_name,
+            tenant_tag=tenant_id,
+            retain=removal_policy != "destroy",
         )
-        secret.apply_removal_policy(
-            cdk.RemovalPolicy.DESTROY if destroy else cdk.RemovalPolicy.RETAIN
-        )
-        cdk.Tags.of(secret).add("tenant", tenant_id)
-        self.secret = secret.attach(host.cluster)
-        host.provisioner.grant_read_secret(self.secret)
-        # Single-user rotation: the login changes its own password; clients must read the
-        # username and password from the secret on every new connection.
-        secretsmanager.SecretRotation(
-            self,
-            "Rotation",
-            application=secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
-            secret=self.secret,
-            target=host.cluster,
-            vpc=host.vpc,
-            vpc_subnets=host.network.subnets,
-            endpoint=host.network.secrets_manager_endpoint,
-            automatically_after=ROTATION_PERIOD,
-        )
-
         self.resource = cdk.CustomResource(
             self,
             "Resource",
