@@ -10,9 +10,8 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks import BridgeStack, PoolStack, SiloTenantStack
-from stacks.bridge import BRIDGE_STACK_NAME
-from stacks.pool import POOL_STACK_NAME
+from lambda_src.tenancy import BRIDGE_HOST, POOL
+from stacks import BridgeClusterStack, BridgeTenantStack, PoolStack, SiloTenantStack
 from tenantkit.catalog import Catalog, load_catalog
 
 
@@ -20,10 +19,12 @@ def build_app(app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None) -
     """Add every stack the catalog needs to `app`, with cdk-nag's AwsSolutions checks."""
     bridge = catalog.in_tier("bridge")
     if bridge:
-        BridgeStack(app, BRIDGE_STACK_NAME, tenants=bridge, ca_bundle=ca_bundle)
+        BridgeClusterStack(app, BRIDGE_HOST, tenants=bridge, ca_bundle=ca_bundle)
+        for tenant in bridge:
+            BridgeTenantStack(app, tenant.names.bridge_stack_name, tenant=tenant)
     pool = catalog.in_tier("pool")
     if pool:
-        PoolStack(app, POOL_STACK_NAME, tenants=pool, settings=catalog.pool, ca_bundle=ca_bundle)
+        PoolStack(app, POOL.stack_name, tenants=pool, settings=catalog.pool, ca_bundle=ca_bundle)
     for tenant in catalog.in_tier("silo"):
         SiloTenantStack(app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle)
     cdk.Tags.of(app).add("app", "tenantkit")

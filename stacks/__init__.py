@@ -1,7 +1,7 @@
-"""Stacks compose tenant_constructs; one stack per tier or per silo tenant."""
+"""Stacks compose tenant_constructs: a stack per shared cluster and per bridge or silo tenant."""
 
-from .bridge import BridgeStack
+from .bridge import BridgeClusterStack, BridgeTenantStack
 from .pool import PoolStack
 from .silo import SiloTenantStack
 
-__all__ = ["BridgeStack", "PoolStack", "SiloTenantStack"]
+__all__ = ["BridgeClusterStack", "BridgeTenantStack", "PoolStack", "SiloTenantStack"]

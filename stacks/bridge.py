@@ -1,43 +1,92 @@
-"""The bridge tier: one shared Aurora cluster, one database per tenant."""
+"""The bridge tier: one shared Aurora cluster (its own stack) and one stack per tenant.
+
+Layout decision: one stack per bridge tenant. `cdk deploy tenantkit-bridge-<id>` deploys that
+tenant only, a failed deploy rolls back that tenant only, and a tenant stack holds a handful of
+resources whatever the number of tenants. The tenant stacks reach the cluster stack by fixed
+names (HostReference), not exports, so the cluster stack never changes when a tenant comes or
+goes. The cost: one CloudFormation stack per tenant (2,000 stacks per account by default).
+"""
 
 from collections.abc import Sequence
 
 import aws_cdk as cdk
 from constructs import Construct
 
-from tenant_constructs import ClusterCapacity, DatabaseHost
+from lambda_src.tenancy import BRIDGE_HOST
+from tenant_constructs import ClusterCapacity, DatabaseHost, HostReference
 from tenantkit.catalog import Tenant
 
 from .tenant_database import tenant_database
 
-BRIDGE_STACK_NAME = "tenantkit-bridge"
+# Connections kept free for the admin, the provisioner, the rotator and PostgreSQL's
+# superuser_reserved_connections.
+RESERVED_CONNECTIONS = 20
 
 
-class BridgeStack(cdk.Stack):
-    """Shared cluster plus a TenantDatabase for every bridge tenant of the catalog."""
+def check_connection_budget(
+    scope: Construct, capacity: ClusterCapacity, tenants: Sequence[Tenant]
+) -> None:
+    """Compare the tenants' CONNECTION LIMITs with the cluster's max_connections.
+
+    A single tenant above what the cluster can ever give is an error (synth stops, naming it);
+    a sum above it is a warning: limits are ceilings, not reservations, and tenants rarely
+    peak together.
+    """
+    available = capacity.max_connections - RESERVED_CONNECTIONS
+    too_big = [t for t in tenants if t.connection_limit > available]
+    if too_big:
+        listed = ", ".join(f"{t.id} ({t.connection_limit})" for t in too_big)
+        raise ValueError(
+            f"bridge tenants {listed}: connection_limit above the {available} connections the "
+            f"cluster offers at max_acu={capacity.max_acu} (max_connections "
+            f"{capacity.max_connections} minus {RESERVED_CONNECTIONS} reserved)"
+        )
+    total = sum(t.connection_limit for t in tenants)
+    if total > available:
+        largest = sorted(tenants, key=lambda t: -t.connection_limit)[:3]
+        cdk.Annotations.of(scope).add_warning_v2(
+            "tenantkit:connection-budget",
+            f"the {len(tenants)} bridge tenants' connection limits add up to {total}, above "
+            f"the {available} connections the cluster offers at max_acu={capacity.max_acu} "
+            f"(largest: {', '.join(f'{t.id} {t.connection_limit}' for t in largest)}); raise "
+            "max_acu or lower connection_limit, or accept that not all tenants can peak at once",
+        )
+
+
+class BridgeClusterStack(cdk.Stack):
+    """The bridge tier's shared cluster, provisioner and rotator; no tenant resources."""
 
     def __init__(
         self,
         scope: Construct,
         id_: str,
         *,
-        tenants: Sequence[Tenant],
+        tenants: Sequence[Tenant] = (),
         capacity: ClusterCapacity = ClusterCapacity(),
         ca_bundle: str | None = None,
         **kwargs: object,
     ) -> None:
+        """`tenants` are only checked against the cluster's connection budget here; each is
+        deployed by its own BridgeTenantStack."""
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
-        wrong_tier = [t.id for t in tenants if t.tier != "bridge"]
-        if wrong_tier:
-            raise ValueError(f"BridgeStack: tenants {wrong_tier} are not in the bridge tier")
         self.host = DatabaseHost(
             self,
             "Host",
-            cluster_identifier=self.stack_name,
+            reference=HostReference.named(BRIDGE_HOST),
             capacity=capacity,
             ca_bundle=ca_bundle,
         )
-        self.tenant_databases = [
-            tenant_database(self, f"Tenant-{tenant.id}", host=self.host, tenant=tenant)
-            for tenant in tenants
-        ]
+        check_connection_budget(self, capacity, tenants)
+
+
+class BridgeTenantStack(cdk.Stack):
+    """One bridge tenant: its secret and its database on the shared cluster."""
+
+    def __init__(self, scope: Construct, id_: str, *, tenant: Tenant, **kwargs: object) -> None:
+        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        if tenant.tier != "bridge":
+            raise ValueError(f"BridgeTenantStack: tenant {tenant.id!r} is in tier {tenant.tier!r}")
+        self.tenant_database = tenant_database(
+            self, "Tenant", host=HostReference.named(BRIDGE_HOST), tenant=tenant
+        )
+        cdk.Tags.of(self).add("tenant", tenant.id)

@@ -6,7 +6,13 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from lambda_src.tenancy import POOL
-from tenant_constructs import ClusterCapacity, DatabaseHost, PoolDatabase, PoolTenants
+from tenant_constructs import (
+    ClusterCapacity,
+    DatabaseHost,
+    HostReference,
+    PoolDatabase,
+    PoolTenants,
+)
 from tenantkit.catalog import PoolSettings, Tenant
 
 
@@ -31,14 +37,14 @@ class PoolStack(cdk.Stack):
         self.host = DatabaseHost(
             self,
             "Host",
-            cluster_identifier=self.stack_name,
+            reference=HostReference.named(POOL.stack_name),
             capacity=capacity,
             ca_bundle=ca_bundle,
         )
         self.pool = PoolDatabase(
             self,
             "Pool",
-            host=self.host,
+            host=self.host.reference,
             tenant_tables=settings.tenant_tables,
             tenant_views=settings.tenant_views,
             iam_auth=settings.iam_auth,
@@ -48,9 +54,8 @@ class PoolStack(cdk.Stack):
             self,
             "Tenants",
             pool=self.pool,
-            host=self.host,
+            host=self.host.reference,
             tenants=[(t.id, t.removal_policy) for t in tenants],
         )
-
-
-POOL_STACK_NAME = POOL.stack_name
+        # Same stack: the cluster must be up and the provisioner reachable first.
+        self.pool.node.add_dependency(self.host)

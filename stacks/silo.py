@@ -3,7 +3,7 @@
 import aws_cdk as cdk
 from constructs import Construct
 
-from tenant_constructs import ClusterCapacity, DatabaseHost
+from tenant_constructs import ClusterCapacity, DatabaseHost, HostReference
 from tenantkit.catalog import Tenant
 
 from .tenant_database import tenant_database
@@ -28,9 +28,13 @@ class SiloTenantStack(cdk.Stack):
         self.host = DatabaseHost(
             self,
             "Host",
-            cluster_identifier=self.stack_name,
+            reference=HostReference.named(tenant.names.silo_stack_name),
             capacity=capacity,
             ca_bundle=ca_bundle,
         )
-        self.tenant_database = tenant_database(self, "Tenant", host=self.host, tenant=tenant)
+        self.tenant_database = tenant_database(
+            self, "Tenant", host=self.host.reference, tenant=tenant
+        )
+        # Same stack: the cluster must be up and the provisioner reachable first.
+        self.tenant_database.node.add_dependency(self.host)
         cdk.Tags.of(self).add("tenant", tenant.id)

@@ -2,12 +2,12 @@
 
 from constructs import Construct
 
-from tenant_constructs import DatabaseHost, TenantDatabase
+from tenant_constructs import HostReference, TenantDatabase
 from tenantkit.catalog import Tenant
 
 
 def tenant_database(
-    scope: Construct, id_: str, *, host: DatabaseHost, tenant: Tenant
+    scope: Construct, id_: str, *, host: HostReference, tenant: Tenant
 ) -> TenantDatabase:
     """A TenantDatabase on `host` with the tenant's catalog settings."""
     return TenantDatabase(

@@ -3,8 +3,10 @@ would shadow the `constructs` library that aws-cdk-lib imports)."""
 
 from .aurora import AuroraPostgres, ClusterCapacity
 from .database_host import DatabaseHost
+from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
+from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
 from .tenant_database import TenantDatabase
 
@@ -13,8 +15,10 @@ __all__ = [
     "ClusterCapacity",
     "DatabaseHost",
     "DatabaseNetwork",
+    "HostReference",
     "PoolDatabase",
     "PoolTenants",
+    "SecretRotator",
     "SqlProvisioner",
     "TenantDatabase",
 ]

@@ -21,6 +21,13 @@ class ClusterCapacity:
     max_acu: float = 4
     readers: int = 0
 
+    @property
+    def max_connections(self) -> int:
+        """Aurora PostgreSQL's max_connections at max_acu: LEAST(memory / 9531392, 5000), with
+        2 GiB of memory per ACU (an estimate: AWS may change the formula)."""
+        memory = self.max_acu * 2 * 1024**3
+        return min(int(memory // 9_531_392), 5000)
+
     def __post_init__(self) -> None:
         if not 0 <= self.min_acu <= self.max_acu <= 256:
             raise ValueError(
@@ -49,9 +56,11 @@ class AuroraPostgres(Construct):
         subnets: ec2.SubnetSelection,
         capacity: ClusterCapacity = ClusterCapacity(),
         cluster_identifier: str,
+        admin_secret_name: str,
         backup_retention: cdk.Duration = cdk.Duration.days(14),
     ) -> None:
-        """`cluster_identifier` names the cluster, so its log group can be created up front."""
+        """`cluster_identifier` names the cluster (so its log group can be created up front);
+        `admin_secret_name` names the admin's secret."""
         super().__init__(scope, id_)
         engine = rds.DatabaseClusterEngine.aurora_postgres(version=ENGINE_VERSION)
         self.key = kms.Key(
@@ -72,7 +81,9 @@ class AuroraPostgres(Construct):
             self,
             "Cluster",
             engine=engine,
-            credentials=rds.Credentials.from_generated_secret(ADMIN_USERNAME),
+            credentials=rds.Credentials.from_generated_secret(
+                ADMIN_USERNAME, secret_name=admin_secret_name
+            ),
             writer=rds.ClusterInstance.serverless_v2("Writer", enable_performance_insights=True),
             readers=[
                 rds.ClusterInstance.serverless_v2(

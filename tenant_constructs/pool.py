@@ -13,13 +13,13 @@ from lambda_src.provisioner.kinds import (
 )
 from lambda_src.tenancy import POOL
 
-from .database_host import DatabaseHost
+from .host_reference import HostReference
 
 RemovalPolicy = Literal["retain", "destroy"]
 
 
 class PoolDatabase(Construct):
-    """The pool database on a DatabaseHost: owner, runtime group and logins, the tenant
+    """The pool database on a database host: owner, runtime group and logins, the tenant
     registry, Row-Level Security on every tenant table (the sample schema's and `tenant_tables`),
     security_invoker `tenant_views`.
 
@@ -32,7 +32,7 @@ class PoolDatabase(Construct):
         scope: Construct,
         id_: str,
         *,
-        host: DatabaseHost,
+        host: HostReference,
         tenant_tables: Sequence[str] = (),
         tenant_views: Sequence[str] = (),
         iam_auth: bool = True,
@@ -51,7 +51,7 @@ class PoolDatabase(Construct):
         self.resource = cdk.CustomResource(
             self,
             "Resource",
-            service_token=host.provisioner.service_token,
+            service_token=host.service_token(self),
             resource_type="Custom::PoolDatabase",
             properties=pool_database_properties(
                 runtime_secret_arn=self.secret.secret_arn,
@@ -61,7 +61,6 @@ class PoolDatabase(Construct):
                 tenant_views=tenant_views,
             ),
         )
-        self.resource.node.add_dependency(host)
 
 
 class PoolTenants(Construct):
@@ -75,7 +74,7 @@ class PoolTenants(Construct):
         id_: str,
         *,
         pool: PoolDatabase,
-        host: DatabaseHost,
+        host: HostReference,
         tenants: Sequence[tuple[str, RemovalPolicy]],
     ) -> None:
         super().__init__(scope, id_)
@@ -84,7 +83,7 @@ class PoolTenants(Construct):
             resource = cdk.CustomResource(
                 self,
                 batch_id,
-                service_token=host.provisioner.service_token,
+                service_token=host.service_token(self),
                 resource_type="Custom::PoolTenants",
                 properties=pool_tenants_properties(batch_id, entries),
             )

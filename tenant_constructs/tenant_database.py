@@ -1,4 +1,4 @@
-"""One tenant's database on a DatabaseHost: a custom resource plus the login's secret."""
+"""One tenant's database on a database host: a custom resource plus the login's secret."""
 
 from typing import Literal
 
@@ -8,7 +8,7 @@ from constructs import Construct
 from lambda_src.provisioner.kinds import tenant_database_properties
 from lambda_src.tenancy import tenant_names
 
-from .database_host import DatabaseHost
+from .host_reference import HostReference
 
 RESOURCE_TYPE = "Custom::TenantDatabase"
 
@@ -27,7 +27,7 @@ class TenantDatabase(Construct):
         scope: Construct,
         id_: str,
         *,
-        host: DatabaseHost,
+        host: HostReference,
         tenant_id: str,
         connection_limit: int,
         statement_timeout_ms: int,
@@ -50,7 +50,7 @@ class TenantDatabase(Construct):
         self.resource = cdk.CustomResource(
             self,
             "Resource",
-            service_token=host.provisioner.service_token,
+            service_token=host.service_token(self),
             resource_type=RESOURCE_TYPE,
             properties=tenant_database_properties(
                 tenant_id=tenant_id,
@@ -61,6 +61,4 @@ class TenantDatabase(Construct):
                 password_secret_arn=self.secret.secret_arn,
             ),
         )
-        # The cluster must be up and the provisioner reachable before the first request.
-        self.resource.node.add_dependency(host)
         self.database_name = names.database

@@ -82,13 +82,7 @@ class HandlerConfig:
 
         Local mode does not come through here: tenantctl builds the config with admin_settings.
         """
-        ssl_root_cert = None
-        if cert := env.get(ENV_SSL_ROOT_CERT):
-            ssl_root_cert = Path(cert)
-            if not ssl_root_cert.is_absolute():
-                ssl_root_cert = LAMBDA_SRC_DIR / ssl_root_cert
-            if not ssl_root_cert.is_file():
-                raise ProvisioningError(f"{ENV_SSL_ROOT_CERT}: no CA bundle at {ssl_root_cert}")
+        ssl_root_cert = ssl_root_cert_from_env(env)
         retry = RetryPolicy()
         if attempts := env.get(ENV_CONNECT_ATTEMPTS):
             if not attempts.isdigit() or not 1 <= int(attempts) <= 20:
@@ -102,6 +96,19 @@ class HandlerConfig:
             ssl_root_cert=ssl_root_cert,
             retry=retry,
         )
+
+
+def ssl_root_cert_from_env(env: Mapping[str, str]) -> Path | None:
+    """The CA bundle named by TENANTKIT_SSL_ROOT_CERT (relative to lambda_src), if any."""
+    cert = env.get(ENV_SSL_ROOT_CERT)
+    if not cert:
+        return None
+    path = Path(cert)
+    if not path.is_absolute():
+        path = LAMBDA_SRC_DIR / path
+    if not path.is_file():
+        raise ProvisioningError(f"{ENV_SSL_ROOT_CERT}: no CA bundle at {path}")
+    return path
 
 
 def settings_from_secret(

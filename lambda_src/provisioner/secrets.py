@@ -1,8 +1,8 @@
-"""The one module of the provisioner that talks to AWS: reading Secrets Manager secrets.
+"""The one module of tenantkit's Lambdas that talks to AWS: Secrets Manager.
 
-In AWS the Lambda's role may read only the admin secret and its tenants' secrets. Locally
-tenantctl points boto3 at a moto Secrets Manager (AWS_ENDPOINT_URL_SECRETS_MANAGER), so this is
-the same code either way.
+In AWS the provisioner may read, and the rotation function rotate, only the secrets tagged for
+their host (tenantkit-host=<host>). Locally tenantctl points boto3 at a moto Secrets Manager
+(AWS_ENDPOINT_URL), so this is the same code either way.
 """
 
 import json
@@ -14,10 +14,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import ProvisioningError
 
 
+def _client() -> Any:
+    return boto3.client("secretsmanager")
+
+
 def read_secret_json(secret_arn: str) -> dict[str, Any]:
     """Return the JSON object stored in a secret; raise ProvisioningError without its value."""
     try:
-        response = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
+        response = _client().get_secret_value(SecretId=secret_arn)
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         raise ProvisioningError(f"could not read secret {secret_arn}: {code}") from None
@@ -41,3 +45,63 @@ def read_password(secret_arn: str) -> str:
     if not isinstance(password, str) or not password:
         raise ProvisioningError(f"secret {secret_arn} has no password field")
     return password
+
+
+# -- rotation (lambda_src.rotation): the calls Secrets Manager's rotation protocol needs ----------
+
+
+def describe(secret_id: str) -> dict[str, Any]:
+    """DescribeSecret: rotation settings and VersionIdsToStages."""
+    return dict(_client().describe_secret(SecretId=secret_id))
+
+
+def read_version(secret_id: str, *, stage: str, version_id: str | None = None) -> dict[str, Any]:
+    """The JSON object of one version of a secret, chosen by stage (and version id)."""
+    kwargs: dict[str, str] = {"SecretId": secret_id, "VersionStage": stage}
+    if version_id is not None:
+        kwargs["VersionId"] = version_id
+    try:
+        value = json.loads(_client().get_secret_value(**kwargs)["SecretString"])
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise ProvisioningError(f"could not read {stage} of secret {secret_id}: {code}") from None
+    if not isinstance(value, dict):
+        raise ProvisioningError(f"secret {secret_id} does not hold a JSON object")
+    return value
+
+
+def version_exists(secret_id: str, *, stage: str, version_id: str) -> bool:
+    """Whether the version `version_id` carries `stage`."""
+    try:
+        _client().get_secret_value(SecretId=secret_id, VersionId=version_id, VersionStage=stage)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return False
+        raise
+    return True
+
+
+def random_password() -> str:
+    """A new password from Secrets Manager (letters and digits only: safe in any DSN)."""
+    response = _client().get_random_password(PasswordLength=40, ExcludePunctuation=True)
+    return str(response["RandomPassword"])
+
+
+def put_pending(secret_id: str, version_id: str, value: dict[str, Any]) -> None:
+    """Store `value` as the AWSPENDING version `version_id`."""
+    _client().put_secret_value(
+        SecretId=secret_id,
+        ClientRequestToken=version_id,
+        SecretString=json.dumps(value),
+        VersionStages=["AWSPENDING"],
+    )
+
+
+def promote(secret_id: str, version_id: str, current_version_id: str) -> None:
+    """Move AWSCURRENT to `version_id` (the old version becomes AWSPREVIOUS)."""
+    _client().update_secret_version_stage(
+        SecretId=secret_id,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=version_id,
+        RemoveFromVersionId=current_version_id,
+    )

@@ -7,13 +7,16 @@ from .ids import (
     InvalidTenantIdError,
     validate_tenant_id,
 )
-from .names import POOL, PoolNames, TenantNames, tenant_names
+from .names import BRIDGE_HOST, HOST_TAG, POOL, HostNames, PoolNames, TenantNames, tenant_names
 
 __all__ = [
+    "BRIDGE_HOST",
+    "HOST_TAG",
     "MAX_TENANT_ID_LENGTH",
     "POOL",
     "PROBE_TENANT_IDS",
     "TENANT_ID_PATTERN",
+    "HostNames",
     "InvalidTenantIdError",
     "PoolNames",
     "TenantNames",

@@ -11,6 +11,10 @@ from .ids import validate_tenant_id
 PG_NAME_PREFIX = "tenant_"
 SECRET_NAME_PREFIX = "tenantkit/"  # noqa: S105 (a name prefix)
 STACK_NAME_PREFIX = "tenantkit-"
+BRIDGE_HOST = f"{STACK_NAME_PREFIX}bridge"
+"""The bridge tier's shared cluster (its stack, cluster identifier and host tag)."""
+HOST_TAG = "tenantkit-host"
+"""Resource tag naming the host a secret belongs to; the host's functions may use only those."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,9 @@ class TenantNames:
     secret_name: str
     """Secrets Manager name of the login role's credentials."""
     silo_stack_name: str
-    """CloudFormation stack of the tenant when it is in the silo tier."""
+    """CloudFormation stack of the tenant when it is in the silo tier (also its host's name)."""
+    bridge_stack_name: str
+    """CloudFormation stack of the tenant when it is in the bridge tier."""
 
     @property
     def roles(self) -> tuple[str, str, str]:
@@ -53,6 +59,7 @@ def tenant_names(tenant_id: str) -> TenantNames:
         iam_user=f"{base}_iam",
         secret_name=f"{SECRET_NAME_PREFIX}{tenant_id}/app",
         silo_stack_name=f"{STACK_NAME_PREFIX}silo-{tenant_id}",
+        bridge_stack_name=f"{BRIDGE_HOST}-{tenant_id}",
     )
     return names
 
@@ -92,3 +99,35 @@ class PoolNames:
 
 
 POOL = PoolNames()
+
+
+@dataclass(frozen=True)
+class HostNames:
+    """Physical names of one database host (a cluster with its provisioner and rotator).
+
+    Fixed names let stacks deployed apart (a bridge tenant's and the bridge cluster's) refer
+    to each other without CloudFormation exports.
+    """
+
+    host: str
+    """Stack name, cluster identifier and value of the HOST_TAG tag."""
+
+    @property
+    def cluster_identifier(self) -> str:
+        """The Aurora cluster's identifier."""
+        return self.host
+
+    @property
+    def provisioner_function(self) -> str:
+        """The custom-resource framework function (the service token's function)."""
+        return f"{self.host}-provisioner"
+
+    @property
+    def rotation_function(self) -> str:
+        """The function that rotates every login secret of the host."""
+        return f"{self.host}-rotation"
+
+    @property
+    def admin_secret_name(self) -> str:
+        """The cluster admin's secret."""
+        return f"{SECRET_NAME_PREFIX}{self.host}/admin"

@@ -18,6 +18,8 @@ from tenantkit.catalog import load_catalog
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_CATALOG = REPO_ROOT / "tests" / "fixtures" / "catalog.yaml"
 BRIDGE = "tenantkit-bridge"
+BRIDGE_CONTOSO = "tenantkit-bridge-contoso"
+BRIDGE_FABRIKAM = "tenantkit-bridge-fabrikam"
 SILO = "tenantkit-silo-northwind"
 POOL_STACK = "tenantkit-pool"
 

@@ -52,6 +52,8 @@ def cli_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_synthesizes_every_stack_of_the_sample_catalog(cli_out: Path) -> None:
     stacks = sorted(p.name for p in cli_out.glob("*.template.json"))
     assert stacks == [
+        "tenantkit-bridge-globex.template.json",
+        "tenantkit-bridge-initech.template.json",
         "tenantkit-bridge.template.json",
         "tenantkit-pool.template.json",
         "tenantkit-silo-acme.template.json",
@@ -60,7 +62,7 @@ def test_cli_synthesizes_every_stack_of_the_sample_catalog(cli_out: Path) -> Non
 
 def test_lambda_bundle_holds_lambda_src_and_psycopg_for_arm64(cli_out: Path) -> None:
     bundles = [p for p in cli_out.glob("asset.*") if (p / "lambda_src").is_dir()]
-    assert len(bundles) == 1
+    assert len(bundles) == 1  # one bundle, shared by every function of every stack
     bundle = bundles[0]
     assert (bundle / "lambda_src" / "provisioner" / "handler.py").is_file()
     assert not list(bundle.rglob("__pycache__"))

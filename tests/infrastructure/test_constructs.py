@@ -4,7 +4,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 
-from stacks import BridgeStack, SiloTenantStack
+from stacks import BridgeClusterStack, BridgeTenantStack, SiloTenantStack
 from tenant_constructs import ClusterCapacity
 from tenantkit.catalog import parse_catalog
 
@@ -15,28 +15,30 @@ CATALOG = parse_catalog(
 )
 
 
-def bridge(**props: object) -> BridgeStack:
+def bridge(**props: object) -> BridgeClusterStack:
     app = cdk.App(context=cdk_context())
-    return BridgeStack(app, "Bridge", tenants=CATALOG.in_tier("bridge"), **props)  # type: ignore[arg-type]
+    return BridgeClusterStack(app, "Bridge", tenants=CATALOG.in_tier("bridge"), **props)  # type: ignore[arg-type]
 
 
 def test_a_ca_bundle_inside_lambda_src_switches_the_provisioner_to_verify_full() -> None:
     # Any file inside lambda_src proves the wiring; a real deployment ships the RDS bundle.
     stack = bridge(ca_bundle="requirements.txt")
-    Template.from_stack(stack).has_resource_properties(
-        "AWS::Lambda::Function",
-        {
-            "Environment": {
-                "Variables": Match.object_like({"TENANTKIT_SSL_ROOT_CERT": "requirements.txt"})
-            }
-        },
-    )
+    for handler in ("provisioner", "rotation"):
+        Template.from_stack(stack).has_resource_properties(
+            "AWS::Lambda::Function",
+            {
+                "Handler": f"lambda_src.{handler}.handler.on_event",
+                "Environment": {
+                    "Variables": Match.object_like({"TENANTKIT_SSL_ROOT_CERT": "requirements.txt"})
+                },
+            },
+        )
     Annotations.from_stack(stack).has_no_warning("*", Match.string_like_regexp("No CA bundle"))
 
 
 def test_without_a_ca_bundle_synth_warns_that_tls_is_unverified() -> None:
     Annotations.from_stack(bridge()).has_warning(
-        "/Bridge/Host/Provisioner", Match.string_like_regexp("sslmode=require")
+        "/Bridge/Host", Match.string_like_regexp("sslmode=require")
     )
 
 
@@ -53,7 +55,34 @@ def test_invalid_cluster_capacity_is_refused_naming_the_values() -> None:
 
 def test_stacks_refuse_tenants_of_another_tier() -> None:
     app = cdk.App(context=cdk_context())
-    with pytest.raises(ValueError, match="not in the bridge tier"):
-        BridgeStack(app, "Bridge", tenants=CATALOG.in_tier("silo"))
+    with pytest.raises(ValueError, match="is in tier 'silo'"):
+        BridgeTenantStack(app, "Bridge", tenant=CATALOG.get("northwind"))
     with pytest.raises(ValueError, match="is in tier 'bridge'"):
         SiloTenantStack(app, "Silo", tenant=CATALOG.get("contoso"))
+
+
+def test_connection_limits_above_the_cluster_budget_warn_at_synth() -> None:
+    catalog = parse_catalog(
+        {"tenants": [{"id": f"b{n}", "tier": "bridge", "connection_limit": 400} for n in range(3)]}
+    )
+    app = cdk.App(context=cdk_context())
+    stack = BridgeClusterStack(
+        app, "Bridge", tenants=catalog.tenants, capacity=ClusterCapacity(max_acu=4)
+    )
+    Annotations.from_stack(stack).has_warning(
+        "/Bridge", Match.string_like_regexp("add up to 1200, above the 881 connections")
+    )
+
+
+def test_a_tenant_limit_the_cluster_can_never_give_stops_synth_naming_it() -> None:
+    catalog = parse_catalog(
+        {"tenants": [{"id": "greedy", "tier": "bridge", "connection_limit": 5000}]}
+    )
+    app = cdk.App(context=cdk_context())
+    with pytest.raises(ValueError, match=r"bridge tenants greedy \(5000\): connection_limit above"):
+        BridgeClusterStack(app, "Bridge", tenants=catalog.tenants, capacity=ClusterCapacity())
+
+
+def test_max_connections_follows_auroras_formula() -> None:
+    assert ClusterCapacity(max_acu=4).max_connections == 901
+    assert ClusterCapacity(max_acu=128).max_connections == 5000

@@ -7,7 +7,7 @@ from aws_cdk.assertions import Capture, Match, Template
 
 from lambda_src.tenancy import tenant_names
 
-from .conftest import BRIDGE, SILO, Synth
+from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, POOL_STACK, SILO, Synth
 
 
 def resources(synth: Synth, stack: str, type_: str) -> dict[str, Any]:
@@ -116,38 +116,90 @@ def test_provisioner_lambda_runs_in_the_vpc_on_the_latest_python(synth: Synth) -
     )
 
 
-def test_provisioner_may_read_only_the_admin_and_tenant_secrets(synth: Synth) -> None:
+def _statements(synth: Synth, stack: str) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
-    for policy in resources(synth, BRIDGE, "AWS::IAM::Policy").values():
+    for policy in resources(synth, stack, "AWS::IAM::Policy").values():
         statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    secret_statements = [
-        s
-        for s in statements
-        if any(str(a).startswith("secretsmanager:") for a in _list(s["Action"]))
-    ]
-    assert secret_statements
-    for statement in secret_statements:
-        assert set(_list(statement["Action"])) <= {
-            "secretsmanager:GetSecretValue",
-            "secretsmanager:DescribeSecret",
-        }
-        for resource in _list(statement["Resource"]):
-            assert resource != "*"
-            assert set(resource) == {"Ref"}  # a secret of this stack, by reference
-    wildcard = [s for s in statements if "*" in _list(s["Resource"])]
-    for statement in wildcard:
-        assert all(str(a).startswith("ec2:") for a in _list(statement["Action"])), statement
+    return statements
+
+
+def test_host_functions_reach_only_secrets_tagged_for_their_host(synth: Synth) -> None:
+    for stack in (BRIDGE, SILO, POOL_STACK):
+        secret_statements = [
+            s
+            for s in _statements(synth, stack)
+            if any(str(a).startswith("secretsmanager:") for a in _list(s["Action"]))
+        ]
+        assert secret_statements
+        for statement in secret_statements:
+            actions = set(_list(statement["Action"]))
+            if actions == {"secretsmanager:GetRandomPassword"}:
+                continue  # acts on no resource
+            assert actions <= {
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:UpdateSecretVersionStage",
+            }
+            for resource in _list(statement["Resource"]):
+                assert resource != "*"
+            if "Condition" in statement:  # ABAC: any tenantkit secret tagged for this host
+                assert statement["Condition"] == {
+                    "StringEquals": {"secretsmanager:ResourceTag/tenantkit-host": stack}
+                }
+                assert ":secret:tenantkit/*" in json.dumps(statement["Resource"])
+            else:  # CDK's own grant to the rotator: the admin secret, by reference
+                assert all(set(r) == {"Ref"} for r in _list(statement["Resource"]))
+
+
+def test_no_other_wildcard_permissions(synth: Synth) -> None:
+    for stack in (BRIDGE, SILO, POOL_STACK):
+        for statement in _statements(synth, stack):
+            if "*" in _list(statement["Resource"]):
+                actions = _list(statement["Action"])
+                assert all(
+                    a.startswith("ec2:") or a == "secretsmanager:GetRandomPassword" for a in actions
+                ), statement
+
+
+def test_rotation_uses_the_hosts_own_function_and_secrets_manager_may_invoke_it(
+    synth: Synth,
+) -> None:
+    template = synth.template(BRIDGE)
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "FunctionName": "tenantkit-bridge-rotation",
+            "Handler": "lambda_src.rotation.handler.on_event",
+            "VpcConfig": Match.any_value(),
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {
+            "Principal": "secretsmanager.amazonaws.com",
+            "Action": "lambda:InvokeFunction",
+            "SourceAccount": {"Ref": "AWS::AccountId"},
+        },
+    )
+    template.has_resource_properties(
+        "AWS::SecretsManager::RotationSchedule",
+        {"RotationRules": {"ScheduleExpression": "rate(30 days)"}},
+    )
+    assert "Transform" not in synth.raw(BRIDGE)  # no serverless-application rotation stacks
 
 
 def test_tenant_database_resource_carries_settings_and_a_secret_reference_only(
     synth: Synth,
 ) -> None:
     secret_ref = Capture()
-    synth.template(BRIDGE).has_resource(
+    synth.template(BRIDGE_CONTOSO).has_resource(
         "Custom::TenantDatabase",
         {
             "Properties": {
-                "ServiceToken": Match.any_value(),
+                "ServiceToken": {
+                    "Fn::Join": ["", Match.array_with([":function:tenantkit-bridge-provisioner"])]
+                },
                 "Kind": "TenantDatabase",
                 "TenantId": "contoso",
                 "ConnectionLimit": "40",
@@ -156,42 +208,54 @@ def test_tenant_database_resource_carries_settings_and_a_secret_reference_only(
                 "IamAuth": "true",
                 "PasswordSecretArn": {"Ref": secret_ref},
             },
-            "DependsOn": Match.array_with([Match.string_like_regexp("HostDatabaseClusterWriter")]),
         },
     )
-    attachments = resources(synth, BRIDGE, "AWS::SecretsManager::SecretTargetAttachment")
+    attachments = resources(synth, BRIDGE_CONTOSO, "AWS::SecretsManager::SecretTargetAttachment")
     assert secret_ref.as_string() in attachments
+    assert [a["Properties"]["TargetId"] for a in attachments.values()] == ["tenantkit-bridge"]
+
+
+def test_bridge_tenant_stacks_import_nothing_from_the_cluster_stack(synth: Synth) -> None:
+    for stack in (BRIDGE_CONTOSO, BRIDGE_FABRIKAM):
+        text = json.dumps(synth.raw(stack))
+        assert "Fn::ImportValue" not in text
+        assert len(synth.raw(stack)["Resources"]) <= 6
+    assert "Outputs" not in synth.raw(BRIDGE) or not any(
+        "Export" in o for o in synth.raw(BRIDGE)["Outputs"].values()
+    )
 
 
 def test_tenant_secrets_are_generated_tagged_and_retained_unless_destroy(synth: Synth) -> None:
-    secrets = resources(synth, BRIDGE, "AWS::SecretsManager::Secret")
-    by_name = {v["Properties"].get("Name"): v for v in secrets.values()}
-    contoso = by_name[tenant_names("contoso").secret_name]
-    fabrikam = by_name[tenant_names("fabrikam").secret_name]
+    def secret_of(stack: str) -> dict[str, Any]:
+        return next(iter(resources(synth, stack, "AWS::SecretsManager::Secret").values()))
+
+    contoso, fabrikam = secret_of(BRIDGE_CONTOSO), secret_of(BRIDGE_FABRIKAM)
     assert contoso["DeletionPolicy"] == "Retain"
     assert fabrikam["DeletionPolicy"] == "Delete"
     for secret, tenant in ((contoso, "contoso"), (fabrikam, "fabrikam")):
         props = secret["Properties"]
+        assert props["Name"] == tenant_names(tenant).secret_name
         assert "SecretString" not in props
         assert props["GenerateSecretString"]["GenerateStringKey"] == "password"
         template = json.loads(props["GenerateSecretString"]["SecretStringTemplate"])
         assert template["username"] == tenant_names(tenant).login_role
         assert {"Key": "tenant", "Value": tenant} in props["Tags"]
+        assert {"Key": "tenantkit-host", "Value": "tenantkit-bridge"} in props["Tags"]
 
 
 def test_every_secret_rotates(synth: Synth) -> None:
-    template = synth.raw(BRIDGE)
-    secrets = resources(synth, BRIDGE, "AWS::SecretsManager::Secret")
-    schedules = resources(synth, BRIDGE, "AWS::SecretsManager::RotationSchedule")
-    assert len(schedules) == len(secrets)
-    for schedule in schedules.values():
-        rules = schedule["Properties"]["RotationRules"]
-        assert rules["ScheduleExpression"] == "rate(30 days)"
-    assert template["Transform"] == ["AWS::Serverless-2016-10-31"]
+    for stack in (BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, SILO, POOL_STACK):
+        secrets = resources(synth, stack, "AWS::SecretsManager::Secret")
+        schedules = resources(synth, stack, "AWS::SecretsManager::RotationSchedule")
+        assert len(schedules) == len(secrets) >= 1, stack
+        for schedule in schedules.values():
+            assert schedule["Properties"]["RotationRules"] == {
+                "ScheduleExpression": "rate(30 days)"
+            }
 
 
 def test_destroy_and_iam_settings_reach_the_custom_resource(synth: Synth) -> None:
-    synth.template(BRIDGE).has_resource_properties(
+    synth.template(BRIDGE_FABRIKAM).has_resource_properties(
         "Custom::TenantDatabase",
         {"TenantId": "fabrikam", "RemovalPolicy": "destroy", "IamAuth": "false"},
     )
@@ -211,7 +275,7 @@ def test_silo_tenant_has_its_own_stack_vpc_cluster_and_tenant_tag(synth: Synth) 
 
 
 def test_pool_tenants_get_no_database_resources(synth: Synth) -> None:
-    for stack in (BRIDGE, SILO):
+    for stack in (BRIDGE_CONTOSO, BRIDGE_FABRIKAM, SILO, POOL_STACK):
         for resource in resources(synth, stack, "Custom::TenantDatabase").values():
             assert resource["Properties"]["TenantId"] != "tailspin"
 

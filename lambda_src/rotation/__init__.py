@@ -1,0 +1,1 @@
+"""Single-user rotation of tenantkit's login secrets (the Secrets Manager rotation protocol)."""

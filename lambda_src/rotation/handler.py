@@ -1,0 +1,129 @@
+"""Entry point of the rotation Lambda: Secrets Manager calls it four times per rotation.
+
+Single-user strategy: the login whose secret is rotated changes its own password. A client
+that reads the username and password from the secret for every new connection, and reads the
+secret again when authentication fails, never stays broken: between setSecret and finishSecret
+the database already has the new password while AWSCURRENT still holds the old one, so a
+connection attempt in that window fails once and succeeds after the re-read. (Alternating
+users, the other strategy, needs the admin secret in this function and a `_clone` user that
+clients must follow; single-user needs neither.)
+
+The event is never logged whole. Passwords only reach PostgreSQL as SCRAM verifiers.
+"""
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ..provisioner import postgres, secrets
+from ..provisioner.config import RetryPolicy, settings_from_secret, ssl_root_cert_from_env
+from ..provisioner.errors import ProvisioningError
+
+log = logging.getLogger(__name__)
+
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+_SAME_TARGET = ("host", "port", "dbname", "username")
+_QUICK = RetryPolicy(attempts=2, first_delay_s=0.5)
+
+
+class RotationError(ProvisioningError):
+    """A rotation step cannot go on; Secrets Manager retries and then marks rotation failed."""
+
+
+def on_event(event: Mapping[str, Any], _context: object) -> None:
+    """Lambda handler for Secrets Manager rotation."""
+    logging.getLogger().setLevel(logging.INFO)
+    rotate(event, ssl_root_cert_from_env(os.environ))
+
+
+def rotate(event: Mapping[str, Any], ssl_root_cert: Path | None = None) -> None:
+    """Run one rotation step for the secret and version in `event`."""
+    secret_id, token, step = (
+        event.get("SecretId"),
+        event.get("ClientRequestToken"),
+        event.get("Step"),
+    )
+    if not isinstance(secret_id, str) or not isinstance(token, str) or step not in STEPS:
+        raise RotationError("rotation event needs SecretId, ClientRequestToken and a known Step")
+    metadata = secrets.describe(secret_id)
+    if not metadata.get("RotationEnabled", True):
+        raise RotationError(f"secret {secret_id} does not have rotation enabled")
+    stages = metadata.get("VersionIdsToStages", {}).get(token)
+    if stages is not None and "AWSCURRENT" in stages:
+        log.info("%s: version already current", step)
+        return
+    if stages is not None and "AWSPENDING" not in stages:
+        raise RotationError(f"version {token} of {secret_id} is not pending rotation")
+    if stages is None and step != "createSecret":
+        raise RotationError(f"version {token} of {secret_id} does not exist")
+    log.info("%s of %s", step, secret_id)
+    {
+        "createSecret": _create,
+        "setSecret": _set,
+        "testSecret": _test,
+        "finishSecret": _finish,
+    }[str(step)](secret_id, token, ssl_root_cert)
+
+
+def _create(secret_id: str, token: str, _ssl_root_cert: Path | None) -> None:
+    current = secrets.read_version(secret_id, stage="AWSCURRENT")
+    if secrets.version_exists(secret_id, stage="AWSPENDING", version_id=token):
+        return
+    secrets.put_pending(secret_id, token, {**current, "password": secrets.random_password()})
+
+
+def _connect(secret: Mapping[str, Any], ssl_root_cert: Path | None) -> psycopg.Connection[Any]:
+    return postgres.connect(settings_from_secret(secret, ssl_root_cert), _QUICK)
+
+
+def _set(secret_id: str, token: str, ssl_root_cert: Path | None) -> None:
+    pending = secrets.read_version(secret_id, stage="AWSPENDING", version_id=token)
+    current = secrets.read_version(secret_id, stage="AWSCURRENT")
+    changed = [key for key in _SAME_TARGET if pending.get(key) != current.get(key)]
+    if changed:
+        # A rotation may change the password only, never where or as whom it connects.
+        raise RotationError(f"pending version of {secret_id} changes {', '.join(changed)}")
+    try:
+        _connect(pending, ssl_root_cert).close()
+        log.info("setSecret: the pending password already works")
+        return
+    except ProvisioningError:
+        pass
+    conn = None
+    for stage, secret in (("AWSCURRENT", current), ("AWSPREVIOUS", None)):
+        try:
+            secret = secret or secrets.read_version(secret_id, stage=stage)
+            conn = _connect(secret, ssl_root_cert)
+            break
+        except ProvisioningError:
+            log.warning("setSecret: could not log in with %s", stage)
+    if conn is None:
+        raise RotationError(f"setSecret: no version of {secret_id} can log in")
+    with conn:
+        user = conn.execute("SELECT current_user").fetchone()
+        assert user is not None
+        verifier = postgres.scram_verifier(conn, str(user[0]), str(pending["password"]))
+        conn.execute(
+            psycopg.sql.SQL("ALTER ROLE CURRENT_USER PASSWORD {}").format(
+                psycopg.sql.Literal(verifier)
+            )
+        )
+
+
+def _test(secret_id: str, token: str, ssl_root_cert: Path | None) -> None:
+    pending = secrets.read_version(secret_id, stage="AWSPENDING", version_id=token)
+    with _connect(pending, ssl_root_cert) as conn:
+        conn.execute("SELECT 1")
+
+
+def _finish(secret_id: str, token: str, _ssl_root_cert: Path | None) -> None:
+    versions = secrets.describe(secret_id).get("VersionIdsToStages", {})
+    current = next((v for v, stages in versions.items() if "AWSCURRENT" in stages), None)
+    if current is None:
+        raise RotationError(f"secret {secret_id} has no AWSCURRENT version")
+    if current != token:
+        secrets.promote(secret_id, token, current)

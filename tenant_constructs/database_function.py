@@ -1,0 +1,132 @@
+"""A Lambda function from lambda_src that runs in a database host's subnets."""
+
+from pathlib import Path
+
+import aws_cdk as cdk
+import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_iam as iam
+import aws_cdk.aws_lambda as lambda_
+from constructs import Construct
+
+from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT
+from lambda_src.tenancy import HOST_TAG
+
+from .bundling import LAMBDA_RUNTIME, LAMBDA_SRC, lambda_src_code
+from .lambda_identity import role_with_own_log_group
+
+
+def tls_environment(scope: Construct, ca_bundle: str | None) -> dict[str, str]:
+    """Environment that points tenantkit's functions at a CA bundle inside lambda_src (TLS
+    verify-full). Without one they use sslmode=require and synth warns on `scope`."""
+    if ca_bundle is None:
+        cdk.Annotations.of(scope).add_warning_v2(
+            "tenantkit:tls-unverified",
+            "No CA bundle: tenantkit's functions connect with sslmode=require (encrypted, but "
+            "the server certificate is not verified). Put the RDS CA bundle under lambda_src/ "
+            "and pass ca_bundle (cdk.json context caBundle) for verify-full.",
+        )
+        return {}
+    bundle_path = (LAMBDA_SRC / ca_bundle).resolve()
+    if LAMBDA_SRC not in bundle_path.parents or not bundle_path.is_file():
+        raise ValueError(f"ca_bundle {ca_bundle!r}: must name a file inside {LAMBDA_SRC}")
+    return {ENV_SSL_ROOT_CERT: str(Path(ca_bundle))}
+
+
+def host_secrets_arn(scope: Construct) -> str:
+    """ARN pattern of every tenantkit secret; pair it with the host-tag condition."""
+    return cdk.Stack.of(scope).format_arn(
+        service="secretsmanager",
+        resource="secret",
+        resource_name="tenantkit/*",
+        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
+def host_tag_condition(host: str) -> dict[str, dict[str, str]]:
+    """IAM condition: only secrets tagged as belonging to `host` (ABAC)."""
+    return {"StringEquals": {f"secretsmanager:ResourceTag/{HOST_TAG}": host}}
+
+
+class DatabaseFunction(Construct):
+    """lambda_src code in the host's subnets: its security group may reach only the database
+    port and the Secrets Manager endpoint; its role may write only its own log group."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        handler: str,
+        description: str,
+        function_name: str | None,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        database: ec2.IConnectable,
+        secrets_endpoint: ec2.IConnectable,
+        environment: dict[str, str],
+        timeout: cdk.Duration,
+        architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            allow_all_outbound=False,
+            description=f"{description}: egress to the database and Secrets Manager",
+        )
+        self.role, log_group = role_with_own_log_group(self, "", description=description)
+        # The Lambda service creates the function's network interfaces with the function's
+        # role; these EC2 actions do not support resource-level permissions.
+        eni_policy = iam.Policy(
+            self,
+            "NetworkInterfaces",
+            statements=[
+                iam.PolicyStatement(
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeSubnets",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:AssignPrivateIpAddresses",
+                        "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                )
+            ],
+        )
+        self.role.attach_inline_policy(eni_policy)
+        cdk.Validations.of(eni_policy).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="EC2 network-interface actions a VPC Lambda needs have no resource-level "
+                "permissions (AWS Service Authorization Reference)",
+            )
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=function_name,
+            description=description,
+            runtime=LAMBDA_RUNTIME,
+            architecture=architecture,
+            handler=handler,
+            code=lambda_src_code(architecture),
+            role=self.role,
+            log_group=log_group,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            security_groups=[self.security_group],
+            timeout=timeout,
+            memory_size=256,
+            environment=environment,
+        )
+        self.function.node.add_dependency(eni_policy)
+        database.connections.allow_default_port_from(self.security_group, description)
+        secrets_endpoint.connections.allow_default_port_from(self.security_group, description)
+
+    def logical_id(self) -> str:
+        """The function's logical id (for acknowledgements that name it)."""
+        cfn = self.function.node.default_child
+        assert isinstance(cfn, cdk.CfnElement)
+        return cdk.Stack.of(self).resolve(cfn.logical_id)  # type: ignore[no-any-return]

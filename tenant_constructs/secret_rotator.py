@@ -1,0 +1,95 @@
+"""The host's rotation function: single-user rotation of every login secret tagged for it."""
+
+import aws_cdk as cdk
+import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_iam as iam
+import aws_cdk.aws_lambda as lambda_
+import aws_cdk.aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from lambda_src.tenancy import HostNames
+
+from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
+from .host_reference import ROTATION_PERIOD
+
+HANDLER = "lambda_src.rotation.handler.on_event"
+
+
+class SecretRotator(Construct):
+    """One rotation function per host (fixed name HostNames.rotation_function), used by every
+    secret of the host through its RotationSchedule, so a tenant adds no function, role or
+    security group of its own."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        names: HostNames,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        database: ec2.IConnectable,
+        secrets_endpoint: ec2.IConnectable,
+        admin_secret: secretsmanager.ISecret,
+        tls_environment: dict[str, str],
+        architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
+    ) -> None:
+        super().__init__(scope, id_)
+        rotator = DatabaseFunction(
+            self,
+            "Rotation",
+            handler=HANDLER,
+            description="tenantkit secret rotation (single user)",
+            function_name=names.rotation_function,
+            vpc=vpc,
+            subnets=subnets,
+            database=database,
+            secrets_endpoint=secrets_endpoint,
+            environment=tls_environment,
+            timeout=cdk.Duration.minutes(2),
+            architecture=architecture,
+        )
+        self.function = rotator.function
+        rotate = iam.Policy(
+            self,
+            "RotateHostSecrets",
+            statements=[
+                iam.PolicyStatement(
+                    actions=[
+                        "secretsmanager:DescribeSecret",
+                        "secretsmanager:GetSecretValue",
+                        "secretsmanager:PutSecretValue",
+                        "secretsmanager:UpdateSecretVersionStage",
+                    ],
+                    resources=[host_secrets_arn(self)],
+                    conditions=host_tag_condition(names.host),
+                ),
+            ],
+        )
+        rotator.role.attach_inline_policy(rotate)
+        cdk.Validations.of(rotate).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:"
+                "<AWS::Region>:<AWS::AccountId>:secret:tenantkit/*]",
+                reason="Tenant secrets are created later by tenant stacks; the statement is "
+                f"limited to secrets tagged {names.host} by an ABAC resource-tag condition",
+            ),
+        )
+        # The admin secret rotates like every login; CDK's rotation schedule also grants the
+        # function secretsmanager:GetRandomPassword, which acts on no resource.
+        admin_secret.add_rotation_schedule(
+            "AdminRotation", rotation_lambda=self.function, automatically_after=ROTATION_PERIOD
+        )
+        default_policy = rotator.role.node.find_child("DefaultPolicy")
+        cdk.Validations.of(default_policy).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="secretsmanager:GetRandomPassword acts on no resource and supports no "
+                "resource-level permission",
+            )
+        )
+        self.function.add_permission(
+            "SecretsManagerInvoke",
+            principal=iam.ServicePrincipal("secretsmanager.amazonaws.com"),
+            source_account=cdk.Stack.of(self).account,
+        )
