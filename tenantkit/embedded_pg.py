@@ -306,6 +306,13 @@ class EmbeddedPostgres:
             conn.execute(
                 sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(ADMIN_USER))
             )
+            # As RDS's master user can, the admin may change who connects to these databases.
+            for database in ("postgres", "template1"):
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(database), sql.Identifier(ADMIN_USER)
+                    )
+                )
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); the data directory stays."""

@@ -96,6 +96,25 @@ def _terminate_sessions(names: TenantNames, *, of_database: bool) -> Step:
     )
 
 
+ADMIN_DATABASES = ("postgres", "template1")
+
+
+def plan_host_hardening() -> list[Step]:
+    """Close what every new cluster leaves open: PUBLIC may connect to the admin databases.
+
+    Needs the admin to own them (true of RDS's master user for postgres and template1); where it
+    does not, PostgreSQL only warns and `tenantctl verify` reports the gap.
+    """
+    return [
+        Step(
+            f"revoke PUBLIC access to the {db} database",
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(db)),
+            changes=False,
+        )
+        for db in ADMIN_DATABASES
+    ]
+
+
 def plan_converge(
     names: TenantNames,
     observed: ObservedTenant,
@@ -110,7 +129,7 @@ def plan_converge(
     Used for Create, for replays of Create and for Update: every step is either skipped because
     the observed state already matches, or is a no-op when repeated.
     """
-    steps: list[Step] = []
+    steps: list[Step] = plan_host_hardening()
     db, owner, login, iam = names.database, names.owner_role, names.login_role, names.iam_user
     roles = observed.login_enabled
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..tenancy import POOL, PROBE_TENANT_IDS, TENANT_ID_PATTERN
-from .plan import RDS_IAM_ROLE, Step
+from .plan import RDS_IAM_ROLE, Step, plan_host_hardening
 
 ISOLATION_POLICY = "tenantkit_isolation"
 MAINTENANCE_POLICY = "tenantkit_maintenance"
@@ -354,7 +354,7 @@ def plan_pool_converge(
     """Steps that bring the pool database, roles, registry, policies and grants to the desired
     state from any start; `tables`/`views` are the user's own, protected like the sample's."""
     roles = observed.login_enabled
-    steps: list[Step] = []
+    steps: list[Step] = plan_host_hardening()
 
     def create_role(name: str, attributes: str) -> None:
         if name not in roles:
