@@ -311,6 +311,79 @@ def bench_rls(
         out.print(f"wrote {plot_png}", highlight=False)
 
 
+@bench_app.command("onboard")
+def bench_onboard(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/onboard.json"
+    ),
+    bridge_tenants: Annotated[int, typer.Option(min=5, max=500)] = 40,
+    concurrent: Annotated[int, typer.Option(min=2, max=100)] = 20,
+    pool_tenants: Annotated[int, typer.Option(min=10, max=100_000)] = 2000,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch directory for the benchmark's own server.")
+    ] = Path(".tenantkit/bench"),
+) -> None:
+    """Onboarding latency (bridge vs a bare CREATE DATABASE), concurrent onboarding, and pool
+    onboarding throughput, on a fresh embedded server."""
+    from .bench.onboard import OnboardBenchConfig, run_onboard_bench
+
+    _configure_logging(False)
+    config = OnboardBenchConfig(
+        bridge_tenants=bridge_tenants, concurrent=concurrent, pool_tenants=pool_tenants
+    )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    work_dir.chmod(0o711)  # the server user must reach it when running as root
+    try:
+        results = run_onboard_bench(
+            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except EmbeddedPostgresError as error:
+        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    bridge, parallel, pool = results["bridge"], results["concurrent"], results["pool"]
+    table = Table(title="onboarding benchmark")
+    for column in ("what", "median", "p95", "note"):
+        table.add_column(column, justify="left" if column in ("what", "note") else "right")
+    table.add_row(
+        "bridge tenant (handler)",
+        f"{bridge['onboard']['median_ms']:.1f} ms",
+        f"{bridge['onboard']['p95_ms']:.1f} ms",
+        f"{bridge['ratio_median']:.2f}x CREATE DATABASE (p95 {bridge['ratio_p95']:.2f}x)",
+    )
+    table.add_row(
+        "bare CREATE DATABASE",
+        f"{bridge['raw_create_database']['median_ms']:.1f} ms",
+        f"{bridge['raw_create_database']['p95_ms']:.1f} ms",
+        f"{bridge['tenants']} of each, interleaved",
+    )
+    table.add_row(
+        f"{parallel['tenants']} concurrent (x2)",
+        f"{parallel['seconds'] * 1000:.0f} ms total",
+        "",
+        f"{len(parallel['errors'])} errors, {parallel['databases']} databases, "
+        f"{parallel['roles']}/{parallel['expected_roles']} roles",
+    )
+    table.add_row(
+        "pool tenant, alone",
+        f"{pool['one_per_request']['median_ms']:.1f} ms",
+        f"{pool['one_per_request']['p95_ms']:.1f} ms",
+        f"{pool['one_per_request']['tenants_per_second']:.0f} tenants/s",
+    )
+    table.add_row(
+        f"pool, {pool['batched']['tenants']} in {pool['batched']['batches']} batches",
+        f"{pool['batched']['seconds'] * 1000:.0f} ms total",
+        "",
+        f"{pool['batched']['tenants_per_second']:.0f} tenants/s",
+    )
+    out.print(table)
+    out.print(f"wrote {out_json}", highlight=False)
+    if parallel["errors"] or parallel["roles"] != parallel["expected_roles"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _print_summary(results: list[ProvisionResult], port: int, start_seconds: float) -> None:
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
     for column in ("tenant", "tier", "database", "roles", "status", "changes", "time"):

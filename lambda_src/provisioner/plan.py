@@ -31,7 +31,9 @@ class Step:
     changes_only_if_rows: bool = False
     """For DML: the step changed something only if it touched a row."""
     role: str | None = None
-    """Run as this role (SET LOCAL ROLE, in a transaction of its own), e.g. the pool maintainer."""
+    """Run as this role (SET LOCAL ROLE), e.g. the pool maintainer."""
+    transactional: bool = True
+    """False for statements PostgreSQL refuses inside a transaction block (CREATE DATABASE)."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,13 @@ def _terminate_sessions(names: TenantNames, *, of_database: bool) -> Step:
 
 
 ADMIN_DATABASES = ("postgres", "template1")
+OBSERVE_OPEN_ADMIN_DATABASES = sql.SQL(
+    "SELECT datname FROM pg_database "
+    "WHERE datname = ANY(%s) AND has_database_privilege('public', oid, 'CONNECT')"
+)
 
 
-def plan_host_hardening() -> list[Step]:
+def plan_host_hardening(open_databases: Sequence[str]) -> list[Step]:
     """Close what every new cluster leaves open: PUBLIC may connect to the admin databases.
 
     Needs the admin to own them (true of RDS's master user for postgres and template1); where it
@@ -109,9 +115,8 @@ def plan_host_hardening() -> list[Step]:
         Step(
             f"revoke PUBLIC access to the {db} database",
             sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(db)),
-            changes=False,
         )
-        for db in ADMIN_DATABASES
+        for db in open_databases
     ]
 
 
@@ -129,7 +134,7 @@ def plan_converge(
     Used for Create, for replays of Create and for Update: every step is either skipped because
     the observed state already matches, or is a no-op when repeated.
     """
-    steps: list[Step] = plan_host_hardening()
+    steps: list[Step] = []
     db, owner, login, iam = names.database, names.owner_role, names.login_role, names.iam_user
     roles = observed.login_enabled
 
@@ -206,6 +211,7 @@ def plan_converge(
                 sql.SQL("CREATE DATABASE {} OWNER {} CONNECTION LIMIT {}").format(
                     _ident(db), _ident(owner), limit
                 ),
+                transactional=False,
             )
         )
     else:
@@ -299,6 +305,7 @@ def plan_destroy(names: TenantNames, observed: ObservedTenant) -> list[Step]:
             Step(
                 f"drop database {names.database}",
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(names.database)),
+                transactional=False,
             ),
         ]
     for role in existing:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..tenancy import POOL, PROBE_TENANT_IDS, TENANT_ID_PATTERN
-from .plan import RDS_IAM_ROLE, Step, plan_host_hardening
+from .plan import RDS_IAM_ROLE, Step
 
 ISOLATION_POLICY = "tenantkit_isolation"
 MAINTENANCE_POLICY = "tenantkit_maintenance"
@@ -354,7 +354,7 @@ def plan_pool_converge(
     """Steps that bring the pool database, roles, registry, policies and grants to the desired
     state from any start; `tables`/`views` are the user's own, protected like the sample's."""
     roles = observed.login_enabled
-    steps: list[Step] = plan_host_hardening()
+    steps: list[Step] = []
 
     def create_role(name: str, attributes: str) -> None:
         if name not in roles:
@@ -424,7 +424,11 @@ def plan_pool_converge(
     )
     if not observed.database_exists:
         steps.append(
-            Step(f"create database {POOL.database}", _sql("CREATE DATABASE {db} OWNER {owner}"))
+            Step(
+                f"create database {POOL.database}",
+                _sql("CREATE DATABASE {db} OWNER {owner}"),
+                transactional=False,
+            )
         )
     steps += [
         Step(
@@ -529,6 +533,7 @@ def plan_pool_destroy(observed: ObservedPool) -> list[Step]:
             Step(
                 f"drop database {POOL.database}",
                 _sql("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                transactional=False,
             ),
         ]
     for role in POOL.roles:

@@ -12,13 +12,16 @@ from ..tenancy import POOL, TenantNames
 from .config import ConnectionSettings, RetryPolicy
 from .errors import ProvisioningError
 from .plan import (
+    ADMIN_DATABASES,
     OBSERVE_DATABASE,
+    OBSERVE_OPEN_ADMIN_DATABASES,
     OBSERVE_RDS_IAM,
     OBSERVE_ROLES,
     RDS_IAM_ROLE,
     ObservedTenant,
     Step,
     advisory_lock_key,
+    plan_host_hardening,
 )
 from .pool_plan import OBSERVE_POOL_DATABASE, OBSERVE_PROTECTED_TABLES, ObservedPool
 
@@ -120,6 +123,26 @@ def protected_tables(settings: ConnectionSettings, retry: RetryPolicy) -> dict[s
     return {table: list(parents) for table, parents in rows}
 
 
+_HOST_LOCK = "host"
+
+
+def harden_host(
+    conn: psycopg.Connection, settings: ConnectionSettings, retry: RetryPolicy
+) -> list[str]:
+    """Revoke PUBLIC's access to the admin databases, once per cluster.
+
+    Checked first (nothing to do after the first tenant) and done under a cluster-wide
+    advisory lock: concurrent GRANT/REVOKE on one database fail with "tuple concurrently
+    updated".
+    """
+    query = OBSERVE_OPEN_ADMIN_DATABASES
+    if not conn.execute(query, (list(ADMIN_DATABASES),)).fetchall():
+        return []
+    with tenant_lock(conn, _HOST_LOCK):
+        still_open = [row[0] for row in conn.execute(query, (list(ADMIN_DATABASES),))]
+        return run_steps(conn, settings, retry, plan_host_hardening(still_open))
+
+
 def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
     """Hash a password into a SCRAM-SHA-256 verifier on the client (libpq), as psql's \\password.
 
@@ -127,6 +150,24 @@ def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
     """
     verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
     return verifier.decode()
+
+
+def _groups(steps: Sequence[Step]) -> list[list[Step]]:
+    """Consecutive steps for one database and one role run in one transaction; a step that
+    cannot run in a transaction (CREATE/DROP DATABASE) runs alone."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        previous = groups[-1][-1] if groups else None
+        if (
+            previous is not None
+            and step.transactional
+            and previous.transactional
+            and (step.database, step.role) == (previous.database, previous.role)
+        ):
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
 
 
 def run_steps(
@@ -137,35 +178,49 @@ def run_steps(
 ) -> list[str]:
     """Run steps in order (admin database on `conn`, others on a connection to their database).
 
-    Returns the descriptions of the steps that change something. A failing step raises
-    ProvisioningError naming the step; earlier steps stay done, and a replay converges.
+    Consecutive steps share a transaction (one commit instead of one per statement; all or
+    nothing). Returns the descriptions of the steps that changed something. A failing step
+    raises ProvisioningError naming it; committed groups stay done and a replay converges.
     """
     changed: list[str] = []
     others: dict[str, psycopg.Connection] = {}
     try:
-        for step in steps:
+        for group in _groups(steps):
+            first = group[0]
             target = conn
-            if step.database is not None and step.database != settings.dbname:
-                if step.database not in others:
-                    others[step.database] = connect(settings.for_database(step.database), retry)
-                target = others[step.database]
+            if first.database is not None and first.database != settings.dbname:
+                if first.database not in others:
+                    others[first.database] = connect(settings.for_database(first.database), retry)
+                target = others[first.database]
+            done: list[str] = []
+            step = first
             try:
-                if step.role is None:
-                    rowcount = target.execute(step.statement, step.params or None).rowcount
+                if not first.transactional:
+                    rowcount = target.execute(first.statement, first.params or None).rowcount
+                    done += _changed(first, rowcount)
                 else:
                     with target.transaction():
-                        target.execute(
-                            sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(step.role))
-                        )
-                        rowcount = target.execute(step.statement, step.params or None).rowcount
+                        if first.role is not None:
+                            target.execute(
+                                sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(first.role))
+                            )
+                        for step in group:
+                            rowcount = target.execute(step.statement, step.params or None).rowcount
+                            done += _changed(step, rowcount)
             except psycopg.Error as error:
                 raise ProvisioningError(
                     f"step '{step.description}' failed: {_first_line(error)}"
                 ) from None
-            log.info("done: %s", step.description)
-            if step.changes and (rowcount > 0 or not step.changes_only_if_rows):
-                changed.append(step.description)
+            for step in group:
+                log.info("done: %s", step.description)
+            changed += done
     finally:
         for other in others.values():
             other.close()
     return changed
+
+
+def _changed(step: Step, rowcount: int) -> list[str]:
+    if step.changes and (rowcount > 0 or not step.changes_only_if_rows):
+        return [step.description]
+    return []

@@ -204,3 +204,26 @@ def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
         for s in statements
     )
     assert statements.count('CALL "tenantkit".protect_table(%s::regclass)') == 3
+
+
+def test_steps_share_a_transaction_except_create_database() -> None:
+    from lambda_src.provisioner.postgres import _groups
+
+    steps = converge(ObservedTenant(rds_iam_exists=True))
+    groups = _groups(steps)
+    creates = [g for g in groups if any("CREATE DATABASE" in s for s in sql_of(g))]
+    assert len(creates) == 1
+    assert len(creates[0]) == 1
+    assert not creates[0][0].transactional
+    # roles before, grants after, schema inside the new database: four commits in all
+    assert len(groups) == 4
+    assert {g[0].database for g in groups} == {None, "tenant_acme"}
+
+
+def test_host_hardening_revokes_only_what_is_still_open() -> None:
+    from lambda_src.provisioner.plan import plan_host_hardening
+
+    assert sql_of(plan_host_hardening(["template1"])) == [
+        'REVOKE ALL ON DATABASE "template1" FROM PUBLIC'
+    ]
+    assert plan_host_hardening([]) == []

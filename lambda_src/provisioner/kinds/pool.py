@@ -139,6 +139,7 @@ class PoolDatabase:
         """Create or converge the pool."""
         spec = PoolDatabaseSpec.parse(properties)
         password = read_password(spec.runtime_secret_arn)
+        hardened = postgres.harden_host(db.conn, db.settings, db.retry)
         with postgres.tenant_lock(db.conn, _POOL_LOCK):
             observed = postgres.observe_pool(db.conn)
             if spec.iam_auth and not observed.rds_iam_exists:
@@ -153,7 +154,7 @@ class PoolDatabase:
                 views=spec.tenant_views,
             )
             changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
-        return self._outcome(changes)
+        return self._outcome(hardened + changes)
 
     def update(
         self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]

@@ -95,6 +95,7 @@ class TenantDatabase:
         """Create or converge the tenant; the password is read here, never carried in events."""
         spec = TenantDatabaseSpec.parse(properties)
         password = read_password(spec.password_secret_arn) if spec.password_secret_arn else None
+        hardened = postgres.harden_host(db.conn, db.settings, db.retry)
         with postgres.tenant_lock(db.conn, spec.names.tenant_id):
             observed = postgres.observe_tenant(db.conn, spec.names)
             if spec.iam_auth and not observed.rds_iam_exists:
@@ -115,7 +116,7 @@ class TenantDatabase:
                 password_verifier=verifier,
             )
             changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
-        return self._outcome(spec, changes)
+        return self._outcome(spec, hardened + changes)
 
     def update(
         self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
