@@ -162,6 +162,7 @@ def run(
                             "tier": r.tier,
                             "database": r.database,
                             "roles": list(r.roles),
+                            "secret": r.secret,
                             "status": "ready" if r.ok else "failed",
                             "changes": r.changes,
                             "seconds": round(r.seconds, 4),
@@ -386,7 +387,7 @@ def bench_onboard(
 
 def _print_summary(results: list[ProvisionResult], port: int, start_seconds: float) -> None:
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
-    for column in ("tenant", "tier", "database", "roles", "status", "changes", "time"):
+    for column in ("tenant", "tier", "database", "roles", "secret", "status", "changes", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left")
     for r in results:
         table.add_row(
@@ -394,6 +395,7 @@ def _print_summary(results: list[ProvisionResult], port: int, start_seconds: flo
             r.tier,
             r.database,
             ", ".join(role.removeprefix(r.database + "_") for role in r.roles),
+            r.secret or "-",
             "[green]ready[/green]" if r.ok else f"[red]failed[/red]: {r.error}",
             str(r.changes) if r.ok else "-",
             f"{r.seconds * 1000:.0f} ms",

@@ -83,6 +83,8 @@ class ProvisionResult:
     tier: str
     database: str
     roles: tuple[str, ...]
+    secret: str
+    """Name of the login secret in the local Secrets Manager ('' when the tenant has none)."""
     ok: bool
     changes: int
     seconds: float
@@ -150,6 +152,7 @@ def provision_tenant_databases(
                 tenant.tier,
                 names.database,
                 roles,
+                names.secret_name,
                 ok,
                 changes,
                 time.perf_counter() - started,
@@ -184,6 +187,7 @@ def provision_pool(
             "pool",
             POOL.database,
             runtime,
+            POOL.secret_name,
             False,
             0,
             time.perf_counter() - started,
@@ -196,6 +200,7 @@ def provision_pool(
             "pool",
             POOL.database,
             runtime,
+            POOL.secret_name,
             True,
             int(response["Data"]["Changes"]),
             time.perf_counter() - started,
@@ -223,6 +228,7 @@ def provision_pool(
                     "pool",
                     POOL.database,
                     (POOL.runtime_role,),
+                    "",
                     ok,
                     changes,
                     seconds,
