@@ -13,6 +13,7 @@ from cdk_nag import AwsSolutionsChecks
 from lambda_src.tenancy import BRIDGE_HOST, POOL
 from stacks import BridgeClusterStack, BridgeTenantStack, PoolStack, SiloTenantStack
 from tenantkit.catalog import Catalog, load_catalog
+from tenantkit.quotas import quota_use
 
 
 def build_app(app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None) -> cdk.App:
@@ -25,8 +26,17 @@ def build_app(app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None) -
     pool = catalog.in_tier("pool")
     if pool:
         PoolStack(app, POOL.stack_name, tenants=pool, settings=catalog.pool, ca_bundle=ca_bundle)
-    for tenant in catalog.in_tier("silo"):
+    silos = [
         SiloTenantStack(app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle)
+        for tenant in catalog.in_tier("silo")
+    ]
+    for use in quota_use(catalog):
+        if use.exceeded:
+            # On every silo stack (each tenant adds to it), else on every stack.
+            for stack in silos or [c for c in app.node.children if isinstance(c, cdk.Stack)]:
+                cdk.Annotations.of(stack).add_warning_v2(
+                    "tenantkit:quota", f"beyond a default AWS quota: {use.describe()}"
+                )
     cdk.Tags.of(app).add("app", "tenantkit")
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

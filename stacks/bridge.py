@@ -72,7 +72,7 @@ class BridgeClusterStack(cdk.Stack):
         self.host = DatabaseHost(
             self,
             "Host",
-            reference=HostReference.named(BRIDGE_HOST),
+            host=BRIDGE_HOST,
             capacity=capacity,
             ca_bundle=ca_bundle,
         )

@@ -9,7 +9,6 @@ from lambda_src.tenancy import POOL
 from tenant_constructs import (
     ClusterCapacity,
     DatabaseHost,
-    HostReference,
     PoolDatabase,
     PoolTenants,
 )
@@ -37,7 +36,7 @@ class PoolStack(cdk.Stack):
         self.host = DatabaseHost(
             self,
             "Host",
-            reference=HostReference.named(POOL.stack_name),
+            host=POOL.stack_name,
             capacity=capacity,
             ca_bundle=ca_bundle,
         )

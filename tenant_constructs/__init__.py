@@ -1,24 +1,26 @@
 """tenantkit's L3 constructs (the design card's `constructs/`; a root package by that name
 would shadow the `constructs` library that aws-cdk-lib imports)."""
 
-from .aurora import AuroraPostgres, ClusterCapacity
 from .database_host import DatabaseHost
+from .databases import ClusterCapacity, HostDatabase
 from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
+from .tenant_compute import TenantCompute
 from .tenant_database import TenantDatabase
 
 __all__ = [
-    "AuroraPostgres",
     "ClusterCapacity",
     "DatabaseHost",
     "DatabaseNetwork",
+    "HostDatabase",
     "HostReference",
     "PoolDatabase",
     "PoolTenants",
     "SecretRotator",
     "SqlProvisioner",
+    "TenantCompute",
     "TenantDatabase",
 ]

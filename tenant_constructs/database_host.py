@@ -4,10 +4,10 @@ import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 from constructs import Construct
 
-from lambda_src.tenancy import HOST_TAG
+from lambda_src.tenancy import HOST_TAG, HostNames
 
-from .aurora import AuroraPostgres, ClusterCapacity
 from .database_function import tls_environment
+from .databases import ClusterCapacity, HostDatabase
 from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
@@ -17,9 +17,9 @@ from .sql_provisioner import SqlProvisioner
 class DatabaseHost(Construct):
     """The shared cluster of the bridge or pool tier, or a silo tenant's own cluster.
 
-    Its names derive from `reference` (HostNames): the cluster identifier, the provisioner's
-    service token and the rotator, so tenant stacks reach it by name. The admin secret is
-    rotated by the host's own rotator like every login secret.
+    Its names derive from `host` (HostNames): the database identifier, the provisioner's
+    service token and the rotator, so tenant stacks reach it by name (`self.reference`). The
+    admin secret is rotated by the host's own rotator like every login secret.
     """
 
     def __init__(
@@ -27,7 +27,7 @@ class DatabaseHost(Construct):
         scope: Construct,
         id_: str,
         *,
-        reference: HostReference,
+        host: str,
         capacity: ClusterCapacity = ClusterCapacity(),
         cidr: str = "10.0.0.0/16",
         ca_bundle: str | None = None,
@@ -36,19 +36,18 @@ class DatabaseHost(Construct):
         lambda_src/certs/global-bundle.pem) for TLS verify-full; without it the functions use
         sslmode=require (encrypted, server not verified) and synth warns."""
         super().__init__(scope, id_)
-        self.reference = reference
-        names = reference.names
+        names = HostNames(host)
         self.network = DatabaseNetwork(self, "Network", cidr=cidr)
-        self.database = AuroraPostgres(
+        self.database = HostDatabase(
             self,
             "Database",
             vpc=self.network.vpc,
             subnets=self.network.subnets,
             capacity=capacity,
-            cluster_identifier=names.cluster_identifier,
+            identifier=names.database_identifier,
             admin_secret_name=names.admin_secret_name,
         )
-        self.cluster = self.database.cluster
+        self.reference = HostReference(names, self.database.kind)
         cdk.Tags.of(self.database.admin_secret).add(HOST_TAG, names.host)
         tls = tls_environment(self, ca_bundle)
         self.rotator = SecretRotator(
@@ -57,7 +56,7 @@ class DatabaseHost(Construct):
             names=names,
             vpc=self.network.vpc,
             subnets=self.network.subnets,
-            database=self.cluster,
+            database=self.database.resource,
             secrets_endpoint=self.network.secrets_manager_endpoint,
             admin_secret=self.database.admin_secret,
             tls_environment=tls,
@@ -68,7 +67,7 @@ class DatabaseHost(Construct):
             names=names,
             vpc=self.network.vpc,
             subnets=self.network.subnets,
-            database=self.cluster,
+            database=self.database.resource,
             admin_secret=self.database.admin_secret,
             secrets_endpoint=self.network.secrets_manager_endpoint,
             tls_environment=tls,

@@ -1,6 +1,7 @@
 """A database host by name: what a stack needs to put tenants on a host it did not create."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 import aws_cdk as cdk
 import aws_cdk.aws_lambda as lambda_
@@ -9,6 +10,8 @@ import aws_cdk.aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from lambda_src.tenancy import HOST_TAG, HostNames
+
+from .databases import AttachmentTarget
 
 ROTATION_PERIOD = cdk.Duration.days(30)
 
@@ -24,11 +27,13 @@ class HostReference:
     """
 
     names: HostNames
+    kind: Literal["cluster", "instance"] = "cluster"
+    """An Aurora cluster or an RDS instance."""
 
     @classmethod
-    def named(cls, host: str) -> "HostReference":
+    def named(cls, host: str, kind: Literal["cluster", "instance"] = "cluster") -> "HostReference":
         """The host called `host` (its stack name)."""
-        return cls(HostNames(host))
+        return cls(HostNames(host), kind)
 
     def service_token(self, scope: Construct) -> str:
         """ARN of the host's provisioner (the custom-resource framework function)."""
@@ -66,10 +71,7 @@ class HostReference:
         )
         cdk.Tags.of(secret).add("tenant", tenant_tag)
         cdk.Tags.of(secret).add(HOST_TAG, self.names.host)
-        cluster = rds.DatabaseCluster.from_database_cluster_attributes(
-            scope, f"{id_}Host", cluster_identifier=self.names.cluster_identifier
-        )
-        attached = secret.attach(cluster)
+        attached = secret.attach(AttachmentTarget(self.names.database_identifier, self.kind))
         rotator = lambda_.Function.from_function_attributes(
             scope,
             f"{id_}Rotator",

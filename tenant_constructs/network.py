@@ -7,7 +7,7 @@ from constructs import Construct
 
 
 class DatabaseNetwork(Construct):
-    """A VPC whose database subnets have no route to the internet.
+    """A VPC whose database and compute subnets have no route to the internet.
 
     Functions in it (the provisioner, secret rotation) reach Secrets Manager through an
     interface endpoint, so no NAT gateway is needed. Flow logs record every rejected and
@@ -27,7 +27,13 @@ class DatabaseNetwork(Construct):
             subnet_configuration=[
                 ec2.SubnetConfiguration(
                     name="data", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
-                )
+                ),
+                # For the tenants' (or the shared) compute: no route out either; AWS APIs
+                # through interface endpoints. Add a NAT gateway only if the compute needs
+                # the internet (and count the Elastic IP against the quota).
+                ec2.SubnetConfiguration(
+                    name="compute", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22
+                ),
             ],
         )
         flow_log_group = logs.LogGroup(
@@ -41,7 +47,8 @@ class DatabaseNetwork(Construct):
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
-        self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        self.subnets = ec2.SubnetSelection(subnet_group_name="data")
+        self.compute_subnets = ec2.SubnetSelection(subnet_group_name="compute")
         self.secrets_manager_endpoint = self.vpc.add_interface_endpoint(
             "SecretsManager",
             service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,

@@ -46,6 +46,31 @@ BUILTIN_DEFAULTS: dict[Tier, TierDefaults] = {
 _DATABASE_SETTINGS = ("connection_limit", "statement_timeout_ms", "iam_auth")
 
 
+class SiloSettings(BaseModel):
+    """A silo tenant's own database (`silo:` in its catalog entry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["aurora", "rds"] = "aurora"
+    """Aurora PostgreSQL Serverless v2, or an RDS for PostgreSQL instance."""
+    min_acu: Annotated[float, Field(ge=0, le=256)] = 0.5
+    max_acu: Annotated[float, Field(ge=0.5, le=256)] = 4
+    instance_class: Annotated[str, Field(pattern=r"^[a-z0-9]+\.[a-z0-9]+$")] = "t4g.medium"
+    """RDS only: the DB instance class without `db.` (e.g. m7g.large)."""
+    storage_gb: Annotated[int, Field(ge=20, le=65536)] = 20
+    """RDS only: allocated storage in GiB (grows automatically up to 5x)."""
+    multi_az: bool = False
+    """A standby (RDS) or reader (Aurora) in a second Availability Zone."""
+    dedicated_kms_key: bool = True
+    """Encrypt the tenant's storage with a KMS key of its own (else the account's aws/rds)."""
+
+    @model_validator(mode="after")
+    def _acu_order(self) -> "SiloSettings":
+        if self.min_acu > self.max_acu:
+            raise ValueError(f"min_acu ({self.min_acu}) is above max_acu ({self.max_acu})")
+        return self
+
+
 class TenantEntry(BaseModel):
     """One entry of `tenants:` as written; unset settings come from the tier's defaults."""
 
@@ -57,6 +82,7 @@ class TenantEntry(BaseModel):
     statement_timeout_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
     removal_policy: RemovalPolicy | None = None
     iam_auth: bool | None = None
+    silo: SiloSettings | None = None
 
     @field_validator("id")
     @classmethod
@@ -75,6 +101,8 @@ class TenantEntry(BaseModel):
                     f"{', '.join(given)} can be set for silo and bridge tenants only: pool "
                     "tenants share the pool's tables and runtime role"
                 )
+        if self.silo is not None and self.tier != "silo":
+            raise ValueError(f"silo settings apply to silo tenants only, not to tier {self.tier}")
         return self
 
 
@@ -89,6 +117,8 @@ class Tenant(BaseModel):
     statement_timeout_ms: int
     removal_policy: RemovalPolicy
     iam_auth: bool
+    silo: SiloSettings | None = None
+    """Set (defaults filled in) for silo tenants only."""
 
     @property
     def names(self) -> TenantNames:
@@ -197,7 +227,9 @@ def parse_catalog(doc: object, source: str = "<catalog>") -> Catalog:
         resolved = BUILTIN_DEFAULTS[entry.tier].model_dump()
         if entry.tier in parsed.defaults:
             resolved.update(parsed.defaults[entry.tier].model_dump(exclude_unset=True))
-        resolved.update(entry.model_dump(exclude_none=True))
+        resolved.update(entry.model_dump(exclude_none=True, exclude={"silo"}))
+        if entry.tier == "silo":
+            resolved["silo"] = entry.silo or SiloSettings()
         tenants.append(Tenant(**resolved))
     return Catalog(tenants, source, parsed.pool)
 

@@ -113,8 +113,8 @@ class HostNames:
     """Stack name, cluster identifier and value of the HOST_TAG tag."""
 
     @property
-    def cluster_identifier(self) -> str:
-        """The Aurora cluster's identifier."""
+    def database_identifier(self) -> str:
+        """The Aurora cluster's or RDS instance's identifier."""
         return self.host
 
     @property

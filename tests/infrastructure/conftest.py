@@ -21,6 +21,7 @@ BRIDGE = "tenantkit-bridge"
 BRIDGE_CONTOSO = "tenantkit-bridge-contoso"
 BRIDGE_FABRIKAM = "tenantkit-bridge-fabrikam"
 SILO = "tenantkit-silo-northwind"
+SILO_RDS = "tenantkit-silo-woodgrove"
 POOL_STACK = "tenantkit-pool"
 
 

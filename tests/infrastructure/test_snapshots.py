@@ -4,7 +4,7 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from .conftest import BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, Synth, normalized
+from .conftest import BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, SILO_RDS, Synth, normalized
 
 
 @pytest.fixture
@@ -12,7 +12,7 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("stack", [BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO])
+@pytest.mark.parametrize("stack", [BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, SILO_RDS])
 def test_template_matches_snapshot(
     synth: Synth, stack: str, snapshot_json: SnapshotAssertion
 ) -> None:

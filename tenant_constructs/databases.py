@@ -1,0 +1,237 @@
+"""A host's database: Aurora PostgreSQL (Serverless v2) or RDS for PostgreSQL, hardened alike.
+
+Both: storage encrypted with a customer-managed key (rotated; a dedicated key per host unless
+asked otherwise), IAM database authentication, TLS forced by the parameter group
+(rds.force_ssl), deletion protection, 14 days of backups, PostgreSQL logs exported to
+CloudWatch for a year, and removal policy SNAPSHOT: deleting the stack never deletes the data
+without a final snapshot.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import aws_cdk as cdk
+import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_kms as kms
+import aws_cdk.aws_logs as logs
+import aws_cdk.aws_rds as rds
+import aws_cdk.aws_secretsmanager as secretsmanager
+import jsii
+from constructs import Construct
+
+AURORA_VERSION = rds.AuroraPostgresEngineVersion.VER_16_9
+RDS_VERSION = rds.PostgresEngineVersion.VER_16_9
+ADMIN_USERNAME = "tenantkit_admin"
+BACKUP_RETENTION = cdk.Duration.days(14)
+Engine = Literal["aurora", "rds"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterCapacity:
+    """Size of a host's database: Serverless v2 ACUs (Aurora) or an instance class (RDS)."""
+
+    engine: Engine = "aurora"
+    min_acu: float = 0.5
+    max_acu: float = 4
+    readers: int = 0
+    """Aurora readers; one or more puts a copy in another Availability Zone."""
+    instance_class: str = "t4g.medium"
+    """RDS: the DB instance class without its `db.` prefix."""
+    storage_gb: int = 20
+    """RDS: allocated storage (grows automatically up to 5x)."""
+    multi_az: bool = False
+    """RDS: a standby in another Availability Zone."""
+    dedicated_key: bool = True
+    """A customer-managed KMS key of the host's own (else the account's aws/rds key)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_acu <= self.max_acu <= 256:
+            raise ValueError(
+                f"cluster capacity: need 0 <= min_acu <= max_acu <= 256, got "
+                f"min_acu={self.min_acu}, max_acu={self.max_acu}"
+            )
+        if not 0 <= self.readers <= 15:
+            raise ValueError(f"cluster capacity: readers must be 0..15, not {self.readers}")
+        if not 20 <= self.storage_gb <= 65536:
+            raise ValueError(
+                f"cluster capacity: storage_gb must be 20..65536, not {self.storage_gb}"
+            )
+
+    @property
+    def max_connections(self) -> int:
+        """Aurora PostgreSQL's max_connections at max_acu: LEAST(memory / 9531392, 5000), with
+        2 GiB of memory per ACU (an estimate: AWS may change the formula)."""
+        memory = self.max_acu * 2 * 1024**3
+        return min(int(memory // 9_531_392), 5000)
+
+
+@jsii.implements(secretsmanager.ISecretAttachmentTarget)
+class AttachmentTarget:
+    """A cluster or instance known by identifier, as a target for a secret attachment."""
+
+    def __init__(self, identifier: str, kind: Literal["cluster", "instance"]) -> None:
+        self._identifier = identifier
+        self._type = (
+            secretsmanager.AttachmentTargetType.RDS_DB_CLUSTER
+            if kind == "cluster"
+            else secretsmanager.AttachmentTargetType.RDS_DB_INSTANCE
+        )
+
+    def as_secret_attachment_target(self) -> secretsmanager.SecretAttachmentTargetProps:
+        """jsii: the attachment's TargetId and TargetType."""
+        return secretsmanager.SecretAttachmentTargetProps(
+            target_id=self._identifier, target_type=self._type
+        )
+
+
+def _storage_key(scope: Construct, dedicated: bool) -> kms.IKey | None:
+    if not dedicated:
+        return None
+    return kms.Key(
+        scope,
+        "StorageKey",
+        description=f"Storage encryption of {scope.node.path}",
+        enable_key_rotation=True,
+        removal_policy=cdk.RemovalPolicy.RETAIN,
+    )
+
+
+def _log_group(scope: Construct, path: str) -> logs.LogGroup:
+    # RDS writes exported logs to this group; creating it here sets its retention without
+    # the LogRetention custom-resource Lambda.
+    return logs.LogGroup(
+        scope,
+        "PostgresqlLogs",
+        log_group_name=f"/aws/rds/{path}/postgresql",
+        retention=logs.RetentionDays.ONE_YEAR,
+        removal_policy=cdk.RemovalPolicy.RETAIN,
+    )
+
+
+_TLS_PARAMETERS = {"rds.force_ssl": "1", "log_connections": "1"}
+
+
+class HostDatabase(Construct):
+    """The database of a host: Aurora cluster or RDS instance, per `capacity.engine`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        capacity: ClusterCapacity,
+        identifier: str,
+        admin_secret_name: str,
+    ) -> None:
+        """`identifier` names the cluster or instance (so its log group can be created up
+        front); `admin_secret_name` names the admin's secret."""
+        super().__init__(scope, id_)
+        self.kind: Literal["cluster", "instance"] = (
+            "cluster" if capacity.engine == "aurora" else "instance"
+        )
+        self.identifier = identifier
+        key = _storage_key(self, capacity.dedicated_key)
+        credentials = rds.Credentials.from_generated_secret(
+            ADMIN_USERNAME, secret_name=admin_secret_name
+        )
+        resource: rds.DatabaseCluster | rds.DatabaseInstance
+        if capacity.engine == "aurora":
+            engine = rds.DatabaseClusterEngine.aurora_postgres(version=AURORA_VERSION)
+            cluster = rds.DatabaseCluster(
+                self,
+                "Cluster",
+                engine=engine,
+                credentials=credentials,
+                writer=rds.ClusterInstance.serverless_v2(
+                    "Writer", enable_performance_insights=True
+                ),
+                readers=[
+                    rds.ClusterInstance.serverless_v2(
+                        f"Reader{n}", scale_with_writer=True, enable_performance_insights=True
+                    )
+                    for n in range(1, capacity.readers + 1)
+                ],
+                serverless_v2_min_capacity=capacity.min_acu,
+                serverless_v2_max_capacity=capacity.max_acu,
+                vpc=vpc,
+                vpc_subnets=subnets,
+                storage_encrypted=True,
+                storage_encryption_key=key,
+                iam_authentication=True,
+                deletion_protection=True,
+                backup=rds.BackupProps(retention=BACKUP_RETENTION),
+                cluster_identifier=identifier,
+                cloudwatch_logs_exports=["postgresql"],
+                parameter_group=rds.ParameterGroup(
+                    self,
+                    "Parameters",
+                    engine=engine,
+                    parameters=_TLS_PARAMETERS,
+                    description="tenantkit: TLS required for every connection",
+                ),
+                removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+                copy_tags_to_snapshot=True,
+            )
+            cluster.node.add_dependency(_log_group(self, f"cluster/{identifier}"))
+            self.resource_id = cluster.cluster_resource_identifier
+            resource = cluster
+        else:
+            engine_i = rds.DatabaseInstanceEngine.postgres(version=RDS_VERSION)
+            instance = rds.DatabaseInstance(
+                self,
+                "Instance",
+                engine=engine_i,
+                credentials=credentials,
+                instance_type=ec2.InstanceType(capacity.instance_class),
+                allocated_storage=capacity.storage_gb,
+                max_allocated_storage=capacity.storage_gb * 5,
+                storage_type=rds.StorageType.GP3,
+                multi_az=capacity.multi_az,
+                vpc=vpc,
+                vpc_subnets=subnets,
+                publicly_accessible=False,
+                storage_encrypted=True,
+                storage_encryption_key=key,
+                iam_authentication=True,
+                deletion_protection=True,
+                backup_retention=BACKUP_RETENTION,
+                instance_identifier=identifier,
+                cloudwatch_logs_exports=["postgresql", "upgrade"],
+                parameter_group=rds.ParameterGroup(
+                    self,
+                    "Parameters",
+                    engine=engine_i,
+                    parameters=_TLS_PARAMETERS,
+                    description="tenantkit: TLS required for every connection",
+                ),
+                enable_performance_insights=True,
+                auto_minor_version_upgrade=True,
+                removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+                copy_tags_to_snapshot=True,
+            )
+            instance.node.add_dependency(_log_group(self, f"instance/{identifier}"))
+            assert instance.instance_resource_id is not None  # known for instances it creates
+            self.resource_id = instance.instance_resource_id
+            cdk.Validations.of(instance).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-RDS11",
+                    reason="Reachable only from the host's own security groups in subnets with "
+                    "no route out; a non-default port would add no protection",
+                )
+            )
+            if not capacity.multi_az:
+                cdk.Validations.of(instance).acknowledge(
+                    cdk.Acknowledgment(
+                        id="AwsSolutions-RDS3",
+                        reason="Single-AZ chosen for this tenant in the catalog (multi_az: false);"
+                        " backups and a final snapshot protect the data",
+                    )
+                )
+            resource = instance
+        self.resource = resource
+        self.connections: ec2.Connections = resource.connections
+        assert resource.secret is not None  # from_generated_secret always makes one
+        self.admin_secret = resource.secret
+        self.attachment_target = AttachmentTarget(identifier, self.kind)
