@@ -26,7 +26,7 @@ def build_app(app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None) -
     pool = catalog.in_tier("pool")
     if pool:
         PoolStack(app, POOL.stack_name, tenants=pool, settings=catalog.pool, ca_bundle=ca_bundle)
-    silos = [
+    silos: list[cdk.Stack] = [
         SiloTenantStack(app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle)
         for tenant in catalog.in_tier("silo")
     ]
