@@ -22,9 +22,10 @@ from lambda_src.provisioner.config import settings_from_dsn
 from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names
 
 from .catalog import Catalog, CatalogError, Tenant, load_catalog
-from .embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, RunningServer
+from .embedded_pg import EmbeddedPostgresError, RunningServer
 from .local import (
     LocalSecrets,
+    LocalServers,
     ProvisionResult,
     pool_runtime_settings,
     provision_pool,
@@ -96,26 +97,32 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the local Secrets Manager's access log
 
 
-def _start_embedded(state_dir: Path) -> tuple[EmbeddedPostgres, RunningServer, float]:
+def _start_embedded(state_dir: Path, catalog: Catalog) -> tuple[LocalServers, RunningServer, float]:
+    """The shared embedded server and one per silo tenant."""
+    servers = LocalServers(state_dir, [t.id for t in catalog.in_tier("silo")])
     try:
-        pg = EmbeddedPostgres(state_dir / "pg")
         started = time.perf_counter()
-        server = pg.start()
+        shared = servers.start()
     except EmbeddedPostgresError as error:
+        servers.stop()
         err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
         raise typer.Exit(EXIT_ENVIRONMENT) from None
-    return pg, server, time.perf_counter() - started
+    return servers, shared, time.perf_counter() - started
 
 
 def _local_attacks(
-    server: RunningServer, store: LocalSecrets, db_tenants: list[Tenant], pool_ready: bool
+    servers: LocalServers, store: LocalSecrets, db_tenants: list[Tenant], pool_ready: bool
 ) -> list[AttackResult]:
     """Every attack that applies locally: per-database logins and the pool's runtime login."""
     results = run_database_attacks(
-        [(t, store.password(t.names.secret_name)) for t in db_tenants], server.settings
+        [
+            (t, store.password(t.names.secret_name), servers.server_for(t).settings)
+            for t in db_tenants
+        ]
     )
     if pool_ready:
-        results += run_pool_attacks(pool_runtime_settings(server, store))
+        shared = servers.server_for_pool()
+        results += run_pool_attacks(pool_runtime_settings(shared, store))
     return results
 
 
@@ -134,19 +141,19 @@ def run(
     _configure_logging(verbose)
     loaded = _load(catalog)
     db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
-    pg, server, start_seconds = _start_embedded(state_dir)
+    servers, server, start_seconds = _start_embedded(state_dir, loaded)
     try:
         with local_aws():
             store = LocalSecrets(state_dir / "secrets.json")
-            results = provision_tenant_databases(db_tenants, server, store)
+            results = provision_tenant_databases(db_tenants, servers.server_for, store)
             results += provision_pool(list(loaded.in_tier("pool")), server, store)
             ready = {r.tenant_id for r in results if r.ok}
             attacks = _local_attacks(
-                server, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
+                servers, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
             )
     finally:
         if not keep_running:
-            pg.stop()
+            servers.stop()
 
     verdict = report(attacks)
     ok = all(r.ok for r in results) and not verdict["leaks"]
@@ -163,6 +170,7 @@ def run(
                             "database": r.database,
                             "roles": list(r.roles),
                             "secret": r.secret,
+                            "server": r.server,
                             "status": "ready" if r.ok else "failed",
                             "changes": r.changes,
                             "seconds": round(r.seconds, 4),
@@ -180,7 +188,7 @@ def run(
         if keep_running:
             out.print(
                 f"server left running on 127.0.0.1:{server.port} (TLS CA: {server.ca_cert}); "
-                f"stop it with: pg_ctl stop -D {pg.data_dir}",
+                f"stop it with: pg_ctl stop -D {servers.shared.data_dir}",
                 highlight=False,
             )
     if not ok:
@@ -224,11 +232,11 @@ def verify(
                 highlight=False,
             )
             raise typer.Exit(EXIT_ENVIRONMENT)
-        pg, server, _ = _start_embedded(state_dir)
+        servers, _, _ = _start_embedded(state_dir, loaded)
         try:
-            attacks = _local_attacks(server, store, db_tenants, pool_ready=True)
+            attacks = _local_attacks(servers, store, db_tenants, pool_ready=True)
         finally:
-            pg.stop()
+            servers.stop()
     verdict = report(attacks)
     if as_json:
         print(json.dumps(verdict))
@@ -406,7 +414,13 @@ def _print_summary(results: list[ProvisionResult], port: int, start_seconds: flo
         "login, isolated by row-level security",
         highlight=False,
     )
-    out.print(f"embedded server ready in {start_seconds * 1000:.0f} ms", highlight=False)
+    shared = f"127.0.0.1:{port}"
+    own = [f"{r.tenant_id} on {r.server}" for r in results if r.server != shared]
+    out.print(
+        f"embedded servers ready in {start_seconds * 1000:.0f} ms: bridge and pool on {shared}"
+        + (f"; silo tenants on servers of their own: {', '.join(own)}" if own else ""),
+        highlight=False,
+    )
 
 
 def _print_verdict(

@@ -5,7 +5,7 @@ Secrets Manager."""
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from lambda_src.provisioner.kinds import (
 from lambda_src.tenancy import POOL
 
 from .catalog import Tenant
-from .embedded_pg import RunningServer
+from .embedded_pg import EmbeddedPostgres, RunningServer
 
 # The Provider framework's function ARN in a real event; unused locally.
 LOCAL_SERVICE_TOKEN = "arn:aws:lambda:us-east-1:000000000000:function:tenantkit-local"  # noqa: S105
@@ -85,6 +85,8 @@ class ProvisionResult:
     roles: tuple[str, ...]
     secret: str
     """Name of the login secret in the local Secrets Manager ('' when the tenant has none)."""
+    server: str
+    """host:port of the embedded server holding the tenant's data."""
     ok: bool
     changes: int
     seconds: float
@@ -113,12 +115,16 @@ def handler_config(server: RunningServer) -> HandlerConfig:
 
 
 def provision_tenant_databases(
-    tenants: list[Tenant], server: RunningServer, store: LocalSecrets
+    tenants: list[Tenant],
+    server_for: Callable[[Tenant], RunningServer],
+    store: LocalSecrets,
 ) -> list[ProvisionResult]:
-    """Create-or-converge each bridge or silo tenant's database through the handler."""
-    config = handler_config(server)
+    """Create-or-converge each bridge or silo tenant's database through the handler, on the
+    server `server_for` gives it."""
     results = []
     for tenant in tenants:
+        server = server_for(tenant)
+        config = handler_config(server)
         names = tenant.names
         roles = (names.owner_role, names.login_role) + (
             (names.iam_user,) if tenant.iam_auth else ()
@@ -153,6 +159,7 @@ def provision_tenant_databases(
                 names.database,
                 roles,
                 names.secret_name,
+                f"{server.host}:{server.port}",
                 ok,
                 changes,
                 time.perf_counter() - started,
@@ -188,6 +195,7 @@ def provision_pool(
             POOL.database,
             runtime,
             POOL.secret_name,
+            f"{server.host}:{server.port}",
             False,
             0,
             time.perf_counter() - started,
@@ -201,6 +209,7 @@ def provision_pool(
             POOL.database,
             runtime,
             POOL.secret_name,
+            f"{server.host}:{server.port}",
             True,
             int(response["Data"]["Changes"]),
             time.perf_counter() - started,
@@ -229,6 +238,7 @@ def provision_pool(
                     POOL.database,
                     (POOL.runtime_role,),
                     "",
+                    f"{server.host}:{server.port}",
                     ok,
                     changes,
                     seconds,
@@ -241,3 +251,34 @@ def provision_pool(
 def pool_runtime_settings(server: RunningServer, store: LocalSecrets) -> ConnectionSettings:
     """How the application logs in to the pool (what `tenantctl verify` attacks as)."""
     return server.settings(POOL.login_role, store.password(POOL.secret_name), POOL.database)
+
+
+class LocalServers:
+    """The embedded servers of local mode: one shared by the bridge and pool tiers (in
+    `<state>/pg`), and one per silo tenant (in `<state>/silo-<id>/pg`), as in AWS each silo
+    tenant has a database server of its own."""
+
+    def __init__(self, state_dir: Path, silo_ids: list[str]) -> None:
+        self.shared = EmbeddedPostgres(state_dir / "pg")
+        self.silos = {t: EmbeddedPostgres(state_dir / f"silo-{t}" / "pg") for t in silo_ids}
+        self._running: dict[str, RunningServer] = {}
+
+    def start(self) -> RunningServer:
+        """Start every server; returns the shared one."""
+        self._running["(shared)"] = self.shared.start()
+        for tenant_id, pg in self.silos.items():
+            self._running[tenant_id] = pg.start()
+        return self._running["(shared)"]
+
+    def server_for(self, tenant: Tenant) -> RunningServer:
+        """The server holding `tenant`'s database (its own for a silo tenant)."""
+        return self._running.get(tenant.id, self._running["(shared)"])
+
+    def server_for_pool(self) -> RunningServer:
+        """The server holding the pool (the shared one)."""
+        return self._running["(shared)"]
+
+    def stop(self) -> None:
+        """Stop every server (their data stays)."""
+        for pg in (self.shared, *self.silos.values()):
+            pg.stop()

@@ -272,7 +272,9 @@ def run_rls_bench(
             failures = [r for r in provision_pool(pool_tenants, server, store) if not r.ok]
             progress(f"provisioning {len(db_tenants)} tenant databases")
             failures += [
-                r for r in provision_tenant_databases(db_tenants, server, store) if not r.ok
+                r
+                for r in provision_tenant_databases(db_tenants, lambda _tenant: server, store)
+                if not r.ok
             ]
             if failures:
                 raise RuntimeError(f"provisioning failed: {failures[0].error}")

@@ -26,38 +26,55 @@ SettingsFor = Callable[[str, str, str], ConnectionSettings]
 
 @dataclass(frozen=True)
 class Login:
-    """One tenant's login on the server under test."""
+    """One tenant's login, on the server that holds its database."""
 
     tenant: Tenant
     password: str
     settings_for: SettingsFor
+    """Connection settings on this tenant's server (a silo tenant has one of its own)."""
 
-    def settings(self, database: str | None = None) -> ConnectionSettings:
-        """Settings for this login to `database` (its own by default)."""
+    def settings(
+        self, database: str | None = None, on: SettingsFor | None = None
+    ) -> ConnectionSettings:
+        """Settings for this login to `database` (its own by default) on a server (its own by
+        default)."""
         names = self.tenant.names
-        return self.settings_for(names.login_role, self.password, database or names.database)
+        server = on or self.settings_for
+        return server(names.login_role, self.password, database or names.database)
 
     @contextmanager
-    def connect(self, database: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+    def connect(
+        self, database: str | None = None, on: SettingsFor | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
         """An autocommit connection as this login."""
-        with psycopg.connect(**self.settings(database).connect_kwargs(), autocommit=True) as conn:
+        settings = self.settings(database, on)
+        with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
             yield conn
 
 
-def _connect_error(login: Login, database: str) -> str:
+def _connect_error(login: Login, database: str, on: SettingsFor | None = None) -> str:
     """'' when the login reaches `database`, else the server's reason."""
     try:
-        with login.connect(database) as conn:
+        with login.connect(database, on) as conn:
             conn.execute("SELECT 1")
     except psycopg.OperationalError as error:
         return str(error).splitlines()[0]
     return ""
 
 
-def _refused(login: Login, database: str) -> tuple[bool, str]:
-    error = _connect_error(login, database)
-    if "permission denied for database" in error:
-        return True, "refused: permission denied for database"
+# A login is refused by another database on its own server for lack of CONNECT, and by
+# another server (a silo tenant's) because it does not exist there.
+_REFUSALS = {
+    "permission denied for database": "refused: permission denied for database",
+    "password authentication failed": "refused: no such login on that server",
+}
+
+
+def _refused(login: Login, database: str, on: SettingsFor | None = None) -> tuple[bool, str]:
+    error = _connect_error(login, database, on)
+    for reason, verdict in _REFUSALS.items():
+        if reason in error:
+            return True, verdict
     return False, error or "connected"
 
 
@@ -140,15 +157,16 @@ def _attacks_of(login: Login) -> list[tuple[str, Callable[[], tuple[bool, str]]]
 
 
 def run_database_attacks(
-    tenants: Sequence[tuple[Tenant, str]], settings_for: SettingsFor
+    tenants: Sequence[tuple[Tenant, str, SettingsFor]],
 ) -> list[AttackResult]:
-    """For each (tenant, its login password): every other tenant's database and the admin
-    databases must refuse it, and inside its own database it must not gain privileges.
+    """For each (tenant, its login password, its server's settings): every other tenant's
+    database (on whichever server holds it) and its own server's admin databases must refuse
+    it, and inside its own database it must not gain privileges.
 
     Its own database must accept it, or the refusals prove nothing: a login that cannot
     reach its own database is reported as a failed precondition."""
     results = []
-    logins = [Login(tenant, password, settings_for) for tenant, password in tenants]
+    logins = [Login(tenant, password, settings_for) for tenant, password, settings_for in tenants]
     for login in logins:
         tenant = login.tenant
         own_error = _connect_error(login, tenant.names.database)
@@ -165,7 +183,7 @@ def run_database_attacks(
         for other in logins:
             if other is login:
                 continue
-            refused, detail = _refused(login, other.tenant.names.database)
+            refused, detail = _refused(login, other.tenant.names.database, on=other.settings_for)
             results.append(
                 AttackResult(
                     tenant.tier,

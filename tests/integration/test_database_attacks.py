@@ -10,6 +10,7 @@ from lambda_src.provisioner.handler import handle
 from tenantkit.catalog import Tenant, parse_catalog
 from tenantkit.embedded_pg import RunningServer
 from tenantkit.verify import run_database_attacks
+from tenantkit.verify.databases import SettingsFor
 
 from .conftest import SecretFactory, create_event, properties
 
@@ -18,8 +19,8 @@ PASSWORD = "attack-suite-password-1"
 
 @pytest.fixture
 def two_tenants(
-    tenant_id: str, make_secret: SecretFactory, config: HandlerConfig
-) -> list[tuple[Tenant, str]]:
+    tenant_id: str, make_secret: SecretFactory, config: HandlerConfig, server: RunningServer
+) -> list[tuple[Tenant, str, SettingsFor]]:
     ids = [tenant_id, f"{tenant_id}-b"]
     catalog = parse_catalog(
         {
@@ -34,7 +35,7 @@ def two_tenants(
             tenant.id, make_secret(tenant.id, PASSWORD), connection_limit=3, iam_auth=False
         )
         handle(create_event(props), config)
-    return [(tenant, PASSWORD) for tenant in catalog.tenants]
+    return [(tenant, PASSWORD, server.settings) for tenant in catalog.tenants]
 
 
 def leaks(results: list[Any]) -> dict[str, str]:
@@ -42,9 +43,9 @@ def leaks(results: list[Any]) -> dict[str, str]:
 
 
 def test_every_attack_by_a_tenant_login_is_blocked(
-    two_tenants: list[tuple[Tenant, str]], server: RunningServer
+    two_tenants: list[tuple[Tenant, str, SettingsFor]], server: RunningServer
 ) -> None:
-    results = run_database_attacks(two_tenants, server.settings)
+    results = run_database_attacks(two_tenants)
     assert len(results) >= 2 * 13
     assert leaks(results) == {}
 
@@ -74,7 +75,7 @@ def test_the_suite_reports_a_leak_when_isolation_is_broken(
     breakage: str,
     undo: str,
     leak: str,
-    two_tenants: list[tuple[Tenant, str]],
+    two_tenants: list[tuple[Tenant, str, SettingsFor]],
     server: RunningServer,
 ) -> None:
     first = two_tenants[0][0].names
@@ -82,7 +83,7 @@ def test_the_suite_reports_a_leak_when_isolation_is_broken(
     with psycopg.connect(**server.superuser_settings().connect_kwargs(), autocommit=True) as su:
         su.execute(breakage.format(**values))
         try:
-            found = leaks(run_database_attacks(two_tenants, server.settings))
+            found = leaks(run_database_attacks(two_tenants))
         finally:
             su.execute(undo.format(**values))
     assert any(leak in attack for attack in found), found
