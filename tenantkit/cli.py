@@ -410,15 +410,14 @@ def _print_summary(results: list[ProvisionResult], port: int, start_seconds: flo
         )
     out.print(table)
     out.print(
-        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime "
-        "login, isolated by row-level security",
+        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime login",
         highlight=False,
     )
     shared = f"127.0.0.1:{port}"
-    own = [f"{r.tenant_id} on {r.server}" for r in results if r.server != shared]
+    own = [f"{r.server} ({r.tenant_id})" for r in results if r.server != shared]
     out.print(
-        f"embedded servers ready in {start_seconds * 1000:.0f} ms: bridge and pool on {shared}"
-        + (f"; silo tenants on servers of their own: {', '.join(own)}" if own else ""),
+        f"embedded servers up in {start_seconds * 1000:.0f} ms: {shared} (bridge, pool)"
+        + "".join(f", {server}" for server in own),
         highlight=False,
     )
 
