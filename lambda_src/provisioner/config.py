@@ -25,6 +25,7 @@ class ConnectionSettings:
     dbname: str = "postgres"
     ssl_root_cert: Path | None = None
     connect_timeout_s: int = 5
+    application_name: str = "tenantkit-provisioner"
 
     @property
     def sslmode(self) -> str:
@@ -45,7 +46,7 @@ class ConnectionSettings:
             "dbname": self.dbname,
             "sslmode": self.sslmode,
             "connect_timeout": self.connect_timeout_s,
-            "application_name": "tenantkit-provisioner",
+            "application_name": self.application_name,
         }
         if self.ssl_root_cert:
             kwargs["sslrootcert"] = str(self.ssl_root_cert)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .ids import validate_tenant_id
 
 PG_NAME_PREFIX = "tenant_"
+IAM_USER_SUFFIX = "_iam"
 SECRET_NAME_PREFIX = "tenantkit/"  # noqa: S105 (a name prefix)
 STACK_NAME_PREFIX = "tenantkit-"
 BRIDGE_HOST = f"{STACK_NAME_PREFIX}bridge"
@@ -29,7 +30,11 @@ class TenantNames:
     login_role: str
     """Password login role of the tenant's application."""
     iam_user: str
-    """Database user for IAM authentication (granted rds_iam, so it has no password login)."""
+    """Database user for IAM authentication (granted rds_iam, so it has no password login).
+
+    Unlike the other names it keeps the id's hyphens (`tenant_acme-corp_iam`), so an IAM policy
+    can name it from a session tag: `dbuser:<resource id>/tenant_${aws:PrincipalTag/tenant}_iam`.
+    """
     secret_name: str
     """Secrets Manager name of the login role's credentials."""
     silo_stack_name: str
@@ -56,7 +61,7 @@ def tenant_names(tenant_id: str) -> TenantNames:
         database=base,
         owner_role=f"{base}_owner",
         login_role=f"{base}_app",
-        iam_user=f"{base}_iam",
+        iam_user=f"{PG_NAME_PREFIX}{tenant_id}{IAM_USER_SUFFIX}",
         secret_name=f"{SECRET_NAME_PREFIX}{tenant_id}/app",
         silo_stack_name=f"{STACK_NAME_PREFIX}silo-{tenant_id}",
         bridge_stack_name=f"{BRIDGE_HOST}-{tenant_id}",

@@ -70,7 +70,7 @@ def test_names_are_derived_deterministically_from_the_tenant_id() -> None:
     assert names.database == "tenant_acme_corp"
     assert names.owner_role == "tenant_acme_corp_owner"
     assert names.login_role == "tenant_acme_corp_app"
-    assert names.iam_user == "tenant_acme_corp_iam"
+    assert names.iam_user == "tenant_acme-corp_iam"  # keeps the id as a session tag spells it
     assert names.secret_name == "tenantkit/acme-corp/app"
     assert names.silo_stack_name == "tenantkit-silo-acme-corp"
     assert tenant_names("acme-corp") == names

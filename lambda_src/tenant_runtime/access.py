@@ -1,0 +1,295 @@
+"""One entry point for tenant compute: a connection to one tenant's data, by access pattern.
+
+    access = TenantDataAccess(AccessConfig.from_env(os.environ))
+    tenant = verifier.tenant_of(bearer_token(event["headers"]))
+    with access.connection(tenant) as conn:
+        ...
+
+The six patterns (silo or pooled compute x database per tenant or pooled database x IAM auth
+or Secrets Manager):
+- silo-iam / silo-secret: the function is the tenant's own; it serves that tenant only;
+- bridge-iam / bridge-secret: a shared function assumes the tenant-access role with the
+  session tag tenant=<id>; the role reaches only that tenant's db user or secret;
+- pool-iam / pool-secret: a shared function logs in as the pool's runtime login; the tenant is
+  the transaction-local setting (tenant_transaction), connections come from a pool.
+IAM auth mints a fresh token for every new connection (tokens live 15 minutes). Passwords are
+read from the secret, cached for a few minutes, and read again when a login fails (the secret
+was rotated). TLS is verify-full when a CA bundle is configured, else require.
+"""
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..provisioner.config import ConnectionSettings, ssl_root_cert_from_env
+from ..tenancy import POOL, tenant_names, validate_tenant_id
+from .credentials import TenantSessions, tenant_session_policy
+from .identity import UnverifiedTenantError
+from .pool import tenant_transaction
+
+APPLICATION_NAME = "tenantkit-runtime"
+
+
+class Pattern(StrEnum):
+    """How compute reaches tenant data."""
+
+    SILO_IAM = "silo-iam"
+    SILO_SECRET = "silo-secret"  # noqa: S105 (a pattern name)
+    BRIDGE_IAM = "bridge-iam"
+    BRIDGE_SECRET = "bridge-secret"  # noqa: S105
+    POOL_IAM = "pool-iam"
+    POOL_SECRET = "pool-secret"  # noqa: S105
+
+    @property
+    def iam_auth(self) -> bool:
+        """Logs in with an IAM token rather than a password."""
+        return self.value.endswith("-iam")
+
+    @property
+    def tier(self) -> str:
+        """silo, bridge or pool."""
+        return self.value.split("-")[0]
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Where the data is and how this compute may reach it."""
+
+    pattern: Pattern
+    region: str
+    host: str | None = None
+    """IAM patterns: the database endpoint (secret patterns read it from the secret)."""
+    port: int = 5432
+    ssl_root_cert: Path | None = None
+    silo_tenant: str | None = None
+    """Silo patterns: the one tenant this compute serves."""
+    tenant_access_role_arn: str | None = None
+    """Bridge patterns: the role assumed with the session tag tenant=<id>."""
+    db_resource_id: str | None = None
+    """Bridge patterns: the cluster's resource id; set, the assumed session is also narrowed
+    by a session policy to the tenant's own db user and secret (token vending)."""
+
+    def __post_init__(self) -> None:
+        missing = []
+        if self.pattern.iam_auth and not self.host:
+            missing.append("host (TENANTKIT_DB_HOST)")
+        if self.pattern.tier == "silo" and not self.silo_tenant:
+            missing.append("silo_tenant (TENANTKIT_SILO_TENANT)")
+        if self.pattern.tier == "bridge" and not self.tenant_access_role_arn:
+            missing.append("tenant_access_role_arn (TENANTKIT_TENANT_ACCESS_ROLE_ARN)")
+        if missing:
+            raise ValueError(f"pattern {self.pattern.value} needs {', '.join(missing)}")
+        if self.silo_tenant is not None:
+            validate_tenant_id(self.silo_tenant)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "AccessConfig":
+        """Read TENANTKIT_* variables (and AWS_REGION); raise ValueError naming a bad one."""
+        try:
+            pattern = Pattern(env.get("TENANTKIT_PATTERN", ""))
+        except ValueError:
+            known = ", ".join(p.value for p in Pattern)
+            raise ValueError(f"TENANTKIT_PATTERN must be one of {known}") from None
+        port = env.get("TENANTKIT_DB_PORT", "5432")
+        if not port.isdigit():
+            raise ValueError(f"TENANTKIT_DB_PORT must be a number, not {port!r}")
+        return cls(
+            pattern=pattern,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            host=env.get("TENANTKIT_DB_HOST") or None,
+            port=int(port),
+            ssl_root_cert=ssl_root_cert_from_env(env),
+            silo_tenant=env.get("TENANTKIT_SILO_TENANT") or None,
+            tenant_access_role_arn=env.get("TENANTKIT_TENANT_ACCESS_ROLE_ARN") or None,
+            db_resource_id=env.get("TENANTKIT_DB_RESOURCE_ID") or None,
+        )
+
+
+@dataclass
+class SecretLogins:
+    """Login secrets read from Secrets Manager and kept for `ttl_s` seconds."""
+
+    ttl_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _cache: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, secret_id: str, session: boto3.Session, *, fresh: bool = False) -> dict[str, Any]:
+        """The secret's JSON (username, password, host, port, dbname)."""
+        with self._lock:
+            cached = self._cache.get(secret_id)
+            if cached and not fresh and self.clock() - cached[1] < self.ttl_s:
+                return cached[0]
+        value = json.loads(
+            session.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+        )
+        with self._lock:
+            self._cache[secret_id] = (value, self.clock())
+        return value  # type: ignore[no-any-return]
+
+
+def _auth_failed(error: psycopg.OperationalError) -> bool:
+    return "password authentication failed" in str(error)
+
+
+class TenantDataAccess:
+    """Connections scoped to one tenant, for one configured access pattern."""
+
+    def __init__(
+        self,
+        config: AccessConfig,
+        *,
+        sessions: TenantSessions | None = None,
+        secrets: SecretLogins | None = None,
+        connect: Callable[..., psycopg.Connection[Any]] = psycopg.connect,
+        pool_size: int = 10,
+    ) -> None:
+        self.config = config
+        self._sessions = sessions
+        if sessions is None and config.tenant_access_role_arn is not None:
+            self._sessions = TenantSessions(
+                config.tenant_access_role_arn,
+                session_policy=self._token_vending() if config.db_resource_id else None,
+            )
+        self._secrets = secrets or SecretLogins()
+        self._connect = connect
+        self._pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    # -- the entry point ----------------------------------------------------------------------
+    @contextmanager
+    def connection(self, tenant_id: str) -> Iterator[psycopg.Connection[Any]]:
+        """A connection that reaches `tenant_id`'s data and no other tenant's.
+
+        Bridge and silo: a new connection as the tenant's own login, closed afterwards. Pool:
+        a pooled runtime connection inside tenant_transaction (committed on success).
+        """
+        tenant = validate_tenant_id(tenant_id)
+        if self.config.pattern.tier == "silo" and tenant != self.config.silo_tenant:
+            raise UnverifiedTenantError(
+                f"this compute serves tenant {self.config.silo_tenant!r} only, not {tenant!r}"
+            )
+        if self.config.pattern.tier == "pool":
+            with self._pooled().connection() as conn, tenant_transaction(conn, tenant):
+                yield conn
+            return
+        conn = self._open(tenant)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the connection pool, if one was opened."""
+        if self._pool is not None:
+            self._pool.close()
+
+    # -- credentials ----------------------------------------------------------------------------
+    def _token_vending(self) -> Callable[[str], dict[str, Any]]:
+        role_arn = str(self.config.tenant_access_role_arn)
+        _, partition, _, _, account, _ = role_arn.split(":", 5)
+        region, resource_id = self.config.region, str(self.config.db_resource_id)
+        return lambda tenant: tenant_session_policy(
+            tenant, partition=partition, region=region, account=account, db_resource_id=resource_id
+        )
+
+    def _session(self, tenant: str) -> boto3.Session:
+        if self.config.pattern.tier == "bridge":
+            assert self._sessions is not None
+            return self._sessions.session_for(tenant)
+        return boto3.Session()
+
+    def _iam_settings(self, user: str, dbname: str, session: boto3.Session) -> ConnectionSettings:
+        # A fresh token per connection: tokens expire after 15 minutes.
+        host = str(self.config.host)
+        token = session.client("rds", region_name=self.config.region).generate_db_auth_token(
+            DBHostname=host, Port=self.config.port, DBUsername=user, Region=self.config.region
+        )
+        return ConnectionSettings(
+            host=host,
+            port=self.config.port,
+            user=user,
+            password=token,
+            dbname=dbname,
+            ssl_root_cert=self.config.ssl_root_cert,
+            application_name=APPLICATION_NAME,
+        )
+
+    def _secret_settings(self, secret: Mapping[str, Any]) -> ConnectionSettings:
+        return ConnectionSettings(
+            host=str(secret["host"]),
+            port=int(secret.get("port", 5432)),
+            user=str(secret["username"]),
+            password=str(secret["password"]),
+            dbname=str(secret["dbname"]),
+            ssl_root_cert=self.config.ssl_root_cert,
+            application_name=APPLICATION_NAME,
+        )
+
+    def _login(self, tenant: str | None, *, fresh: bool = False) -> ConnectionSettings:
+        """Settings for a new connection: for `tenant`'s own login, or the pool's (None)."""
+        if tenant is None:
+            user, dbname, secret_name = POOL.iam_user, POOL.database, POOL.secret_name
+            session = boto3.Session()
+        else:
+            names = tenant_names(tenant)
+            user, dbname, secret_name = names.iam_user, names.database, names.secret_name
+            session = self._session(tenant)
+        if self.config.pattern.iam_auth:
+            return self._iam_settings(user, dbname, session)
+        return self._secret_settings(self._secrets.get(secret_name, session, fresh=fresh))
+
+    def _open(self, tenant: str | None) -> psycopg.Connection[Any]:
+        try:
+            return self._connect(**self._login(tenant).connect_kwargs())
+        except psycopg.OperationalError as error:
+            if self.config.pattern.iam_auth or not _auth_failed(error):
+                raise
+        # The password was rotated since it was cached: read the secret again, once.
+        return self._connect(**self._login(tenant, fresh=True).connect_kwargs())
+
+    def _pooled(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                access = self
+
+                class _Login(psycopg.Connection[Any]):  # a new login per pooled connection
+                    @classmethod
+                    def connect(cls, *_args: Any, **_kwargs: Any) -> Any:
+                        conn = access._open(None)
+                        conn.autocommit = True  # tenant_transaction sends its own BEGIN
+                        return conn
+
+                self._pool = ConnectionPool(
+                    connection_class=_Login,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    reset=_reset,
+                    open=True,
+                )
+            return self._pool
+
+
+def _reset(conn: psycopg.Connection[Any]) -> None:
+    """Whatever the borrower left: no held cursor, no session setting (a tenant set with SET)."""
+    conn.execute("CLOSE ALL; RESET ALL")
+
+
+def access_from_env() -> TenantDataAccess:
+    """TenantDataAccess configured from this function's environment."""
+    return TenantDataAccess(AccessConfig.from_env(os.environ))
+
+
+__all__ = ["AccessConfig", "Pattern", "SecretLogins", "TenantDataAccess", "access_from_env"]

@@ -1,0 +1,347 @@
+"""The runtime library: verified tenant identity, and connections by access pattern, against
+moto (STS session tags, Secrets Manager) and the embedded PostgreSQL."""
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import jwt
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from moto import mock_aws
+
+from lambda_src.provisioner.config import HandlerConfig, RetryPolicy
+from lambda_src.provisioner.handler import handle
+from lambda_src.provisioner.kinds import (
+    pool_batches,
+    pool_database_properties,
+    pool_tenants_properties,
+)
+from lambda_src.tenancy import POOL, tenant_names
+from lambda_src.tenant_runtime import (
+    AccessConfig,
+    Pattern,
+    TenantDataAccess,
+    TenantSessions,
+    TokenVerifier,
+    UnverifiedTenantError,
+    bearer_token,
+    tenant_session_policy,
+)
+from tenantkit.embedded_pg import RunningServer
+
+from .conftest import create_event, properties
+
+ISSUER = "https://idp.example"
+AUDIENCE = "tenantkit-tests"
+ROLE_ARN = "arn:aws:iam::123456789012:role/tenant-access"
+
+
+# -- identity ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def verifier(signing_key: rsa.RSAPrivateKey) -> TokenVerifier:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    return TokenVerifier(jwks={"keys": [jwk]}, issuer=ISSUER, audience=AUDIENCE)
+
+
+def token(key: Any, **overrides: Any) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 300,
+        "tenant_id": "acme",
+    }
+    claims.update(overrides)
+    headers = {"kid": claims.pop("kid", "k1")}
+    algorithm = claims.pop("alg", "RS256")
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm, headers)
+
+
+def test_a_verified_token_names_its_tenant(
+    verifier: TokenVerifier, signing_key: rsa.RSAPrivateKey
+) -> None:
+    bearer = token(signing_key)
+    assert verifier.tenant_of(bearer_token({"Authorization": f"Bearer {bearer}"})) == "acme"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"exp": int(time.time()) - 3600}, "expired"),
+        ({"aud": "someone-else"}, "does not verify"),
+        ({"iss": "https://evil.example"}, "does not verify"),
+        ({"exp": None}, "does not verify"),
+        ({"kid": "k2"}, "does not publish"),
+        ({"tenant_id": None}, "claim 'tenant_id'"),
+        ({"tenant_id": "acme'; DROP TABLE t; --"}, "claim 'tenant_id'"),
+        ({"tenant_id": "tenantkit-probe-a"}, "reserved"),
+    ],
+)
+def test_tokens_that_prove_no_tenant_are_refused(
+    overrides: dict[str, Any],
+    message: str,
+    verifier: TokenVerifier,
+    signing_key: rsa.RSAPrivateKey,
+) -> None:
+    with pytest.raises(UnverifiedTenantError, match=message):
+        verifier.tenant_of(token(signing_key, **overrides))
+
+
+def test_a_token_signed_by_another_key_is_refused(verifier: TokenVerifier) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(UnverifiedTenantError, match="does not verify"):
+        verifier.tenant_of(token(other))
+
+
+def test_unsigned_and_symmetric_tokens_are_refused(verifier: TokenVerifier) -> None:
+    unsigned = jwt.encode({"tenant_id": "acme"}, "", algorithm="none", headers={"kid": "k1"})
+    with pytest.raises(UnverifiedTenantError, match="'none' is not accepted"):
+        verifier.tenant_of(unsigned)
+    forged = jwt.encode(
+        {"tenant_id": "acme"}, "a-shared-secret-of-thirty-two-bytes", "HS256", {"kid": "k1"}
+    )
+    with pytest.raises(UnverifiedTenantError, match="'HS256' is not accepted"):
+        verifier.tenant_of(forged)
+
+
+def test_a_request_without_a_bearer_token_is_refused() -> None:
+    with pytest.raises(UnverifiedTenantError, match="no bearer token"):
+        bearer_token({"X-Tenant-Id": "acme"})
+
+
+# -- connections by pattern ----------------------------------------------------------------------
+
+PASSWORD = "runtime-test-password"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[Any]:
+    with mock_aws():
+        iam = boto3.client("iam")
+        iam.create_role(RoleName="tenant-access", AssumeRolePolicyDocument="{}")
+        yield boto3.client("secretsmanager")
+
+
+@pytest.fixture(scope="module")
+def world(aws: Any, server: RunningServer, pg_root: Any) -> dict[str, str]:
+    """Two tenants with databases and attached-format secrets, and the pool with two tenants,
+    on the session server; returns their ids."""
+    config = HandlerConfig(admin_settings=server.admin_settings(), retry=RetryPolicy(attempts=2))
+    ids = {"a": "rt-alpha", "b": "rt-bravo"}
+    for tenant in ids.values():
+        names = tenant_names(tenant)
+        secret = {
+            "engine": "postgres",
+            "host": server.host,
+            "port": server.port,
+            "username": names.login_role,
+            "password": PASSWORD,
+            "dbname": names.database,
+        }
+        arn = aws.create_secret(Name=names.secret_name, SecretString=json.dumps(secret))["ARN"]
+        handle(create_event(properties(tenant, arn)), config)
+    pool_secret = {
+        "host": server.host,
+        "port": server.port,
+        "username": POOL.login_role,
+        "password": PASSWORD,
+        "dbname": POOL.database,
+    }
+    arn = aws.create_secret(Name=POOL.secret_name, SecretString=json.dumps(pool_secret))["ARN"]
+    pool_props = pool_database_properties(
+        runtime_secret_arn=arn, iam_auth=True, removal_policy="retain"
+    )
+    handle({"RequestType": "Create", "ResourceProperties": pool_props}, config)
+    for batch, entries in pool_batches([(t, "retain") for t in ids.values()]).items():
+        props = pool_tenants_properties(batch, entries)
+        handle({"RequestType": "Create", "ResourceProperties": props}, config)
+    return ids
+
+
+def ssl(server: RunningServer) -> dict[str, Any]:
+    return {"region": "us-east-1", "ssl_root_cert": server.ca_cert}
+
+
+def whoami(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    row = conn.execute("SELECT current_user, current_database()").fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_silo_secret_pattern_reaches_its_tenant_and_refuses_any_other(
+    world: dict[str, str], server: RunningServer
+) -> None:
+    a, b = world["a"], world["b"]
+    access = TenantDataAccess(
+        AccessConfig(pattern=Pattern.SILO_SECRET, silo_tenant=a, **ssl(server))
+    )
+    with access.connection(a) as conn:
+        assert whoami(conn) == (tenant_names(a).login_role, tenant_names(a).database)
+        assert conn.execute("SHOW ssl").fetchone() == ("on",)
+    with (
+        pytest.raises(UnverifiedTenantError, match=f"serves tenant '{a}' only"),
+        access.connection(b),
+    ):
+        pass
+
+
+def test_bridge_secret_pattern_assumes_the_role_with_the_tenant_tag(
+    world: dict[str, str], server: RunningServer
+) -> None:
+    calls: list[dict[str, Any]] = []
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register(
+        "provide-client-params.sts.AssumeRole", lambda params, **_: calls.append(params)
+    )
+    config = AccessConfig(
+        pattern=Pattern.BRIDGE_SECRET,
+        tenant_access_role_arn=ROLE_ARN,
+        db_resource_id="cluster-ABC",
+        **ssl(server),
+    )
+    access = TenantDataAccess(config)
+    for tenant in (world["a"], world["b"], world["a"]):
+        with access.connection(tenant) as conn:
+            assert whoami(conn)[0] == tenant_names(tenant).login_role
+    # one AssumeRole per tenant (the second use of a is served from the cache)
+    assert [c["Tags"] for c in calls] == [
+        [{"Key": "tenant", "Value": world["a"]}],
+        [{"Key": "tenant", "Value": world["b"]}],
+    ]
+    policy = json.loads(calls[0]["Policy"])
+    assert policy == tenant_session_policy(
+        world["a"],
+        partition="aws",
+        region="us-east-1",
+        account="123456789012",
+        db_resource_id="cluster-ABC",
+    )
+
+
+def test_token_vending_policy_names_only_the_tenants_own_user_and_secret() -> None:
+    policy = tenant_session_policy(
+        "acme-corp", partition="aws", region="eu-west-1", account="1", db_resource_id="cluster-X"
+    )
+    resources = [s["Resource"] for s in policy["Statement"]]
+    assert resources == [
+        "arn:aws:rds-db:eu-west-1:1:dbuser:cluster-X/tenant_acme-corp_iam",
+        "arn:aws:secretsmanager:eu-west-1:1:secret:tenantkit/acme-corp/app-??????",
+    ]
+
+
+def test_cached_credentials_are_reused_until_near_expiry(aws: Any) -> None:
+    sessions = TenantSessions(ROLE_ARN, duration_s=900, refresh_before_s=120)
+    first = sessions.session_for("acme")
+    assert sessions.session_for("acme") is first
+    sessions_short = TenantSessions(ROLE_ARN, duration_s=900, refresh_before_s=10_000)
+    one = sessions_short.session_for("acme")
+    assert sessions_short.session_for("acme") is not one  # always "near expiry": refreshed
+
+
+@pytest.mark.parametrize("pattern", [Pattern.SILO_IAM, Pattern.BRIDGE_IAM])
+def test_iam_patterns_mint_a_token_per_connection_as_the_tenants_iam_user(
+    pattern: Pattern, world: dict[str, str], server: RunningServer
+) -> None:
+    captured: list[dict[str, Any]] = []
+
+    def fake_connect(**kwargs: Any) -> Any:  # IAM tokens cannot log in to a local server
+        captured.append(kwargs)
+        return psycopg.connect(**server.superuser_settings().connect_kwargs())
+
+    tenant = world["a"]
+    config = AccessConfig(
+        pattern=pattern,
+        host="db.cluster.example",
+        silo_tenant=tenant if pattern is Pattern.SILO_IAM else None,
+        tenant_access_role_arn=ROLE_ARN if pattern is Pattern.BRIDGE_IAM else None,
+        **ssl(server),
+    )
+    access = TenantDataAccess(config, connect=fake_connect)
+    for _ in range(2):
+        with access.connection(tenant):
+            pass
+    assert len(captured) == 2
+    for kwargs in captured:
+        assert kwargs["user"] == tenant_names(tenant).iam_user
+        assert kwargs["dbname"] == tenant_names(tenant).database
+        assert kwargs["sslmode"] == "verify-full"
+        token_text = kwargs["password"]
+        assert token_text.startswith("db.cluster.example:5432/?Action=connect")
+        assert f"DBUser={tenant_names(tenant).iam_user}" in token_text
+        assert "X-Amz-Expires=900" in token_text
+    if pattern is Pattern.BRIDGE_IAM:
+        # signed with the tenant session's credentials, not the function's own
+        assumed = access._sessions.session_for(tenant).get_credentials()  # type: ignore[union-attr]
+        assert f"X-Amz-Credential={assumed.access_key}" in captured[0]["password"]
+
+
+def test_a_rotated_password_is_read_again_after_one_failed_login(
+    world: dict[str, str], server: RunningServer, aws: Any
+) -> None:
+    tenant = world["b"]
+    names = tenant_names(tenant)
+    access = TenantDataAccess(
+        AccessConfig(pattern=Pattern.SILO_SECRET, silo_tenant=tenant, **ssl(server))
+    )
+    with access.connection(tenant):
+        pass  # the secret is now cached
+    # rotation: the database and the secret get a new password
+    with psycopg.connect(**server.superuser_settings().connect_kwargs(), autocommit=True) as su:
+        su.execute(
+            psycopg.sql.SQL("ALTER ROLE {} PASSWORD 'rotated-password-2'").format(
+                psycopg.sql.Identifier(names.login_role)
+            )
+        )
+    value = json.loads(aws.get_secret_value(SecretId=names.secret_name)["SecretString"])
+    aws.put_secret_value(
+        SecretId=names.secret_name,
+        SecretString=json.dumps({**value, "password": "rotated-password-2"}),
+    )
+    with access.connection(tenant) as conn:
+        assert whoami(conn)[0] == names.login_role
+
+
+def test_pool_pattern_scopes_each_borrowed_connection_and_resets_it(
+    world: dict[str, str], server: RunningServer
+) -> None:
+    access = TenantDataAccess(AccessConfig(pattern=Pattern.POOL_SECRET, **ssl(server)), pool_size=1)
+    try:
+        for tenant in (world["a"], world["b"]):
+            with access.connection(tenant) as conn:
+                conn.execute(
+                    "INSERT INTO tenantkit_sample.projects VALUES (%s, 42, 'x') "
+                    "ON CONFLICT DO NOTHING",
+                    (tenant,),
+                )
+                seen = conn.execute("SELECT DISTINCT tenant_id FROM tenantkit_sample.projects")
+                assert [row[0] for row in seen] == [tenant]
+                # a careless borrower leaves a session-level setting behind ...
+                conn.execute("SET app.tenant_id = 'someone-else'")
+        # ... the pool resets it before the next borrower
+        pool = access._pooled()
+        with pool.connection() as conn:
+            assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone() == ("",)
+    finally:
+        access.close()
+
+
+def test_configuration_errors_name_what_is_missing() -> None:
+    with pytest.raises(ValueError, match="needs host"):
+        AccessConfig(pattern=Pattern.POOL_IAM, region="us-east-1")
+    with pytest.raises(ValueError, match="needs tenant_access_role_arn"):
+        AccessConfig(pattern=Pattern.BRIDGE_SECRET, region="us-east-1")
+    with pytest.raises(ValueError, match="TENANTKIT_PATTERN must be one of"):
+        AccessConfig.from_env({"TENANTKIT_PATTERN": "shared-everything"})
