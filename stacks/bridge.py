@@ -7,13 +7,20 @@ names (HostReference), not exports, so the cluster stack never changes when a te
 goes. The cost: one CloudFormation stack per tenant (2,000 stacks per account by default).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aws_cdk as cdk
 from constructs import Construct
 
 from lambda_src.tenancy import BRIDGE_HOST
-from tenant_constructs import ClusterCapacity, DatabaseHost, HostReference
+from tenant_constructs import (
+    ClusterCapacity,
+    DatabaseHost,
+    HostReference,
+    SampleFunctions,
+    SharedCompute,
+    TenantAccessRole,
+)
 from tenantkit.catalog import Tenant
 
 from .tenant_database import tenant_database
@@ -64,10 +71,12 @@ class BridgeClusterStack(cdk.Stack):
         tenants: Sequence[Tenant] = (),
         capacity: ClusterCapacity = ClusterCapacity(),
         ca_bundle: str | None = None,
+        samples: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> None:
         """`tenants` are only checked against the cluster's connection budget here; each is
-        deployed by its own BridgeTenantStack."""
+        deployed by its own BridgeTenantStack. `samples`: the sample functions' auth
+        environment, to deploy the two pooled-compute samples (bridge-iam, bridge-secret)."""
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
         self.host = DatabaseHost(
             self,
@@ -77,6 +86,28 @@ class BridgeClusterStack(cdk.Stack):
             ca_bundle=ca_bundle,
         )
         check_connection_budget(self, capacity, tenants)
+        # Pooled compute: one shared role, one tenant-access role for every tenant, and STS
+        # in the VPC so the shared functions can assume it from subnets with no way out.
+        self.compute = SharedCompute(self, "SharedCompute", host=self.host)
+        sts = self.host.network.add_sts_endpoint()
+        sts.connections.allow_default_port_from(self.compute.security_group, "shared compute")
+        self.tenant_access = TenantAccessRole(self, "TenantAccess", shared=self.compute)
+        if samples is not None:
+            SampleFunctions(
+                self,
+                "Samples",
+                patterns={"bridge-iam": {}, "bridge-secret": {}},
+                role=self.compute.role,
+                security_group=self.compute.security_group,
+                vpc=self.host.vpc,
+                subnets=self.host.network.compute_subnets,
+                environment={
+                    **samples,
+                    **self.host.endpoint_environment(),
+                    "TENANTKIT_TENANT_ACCESS_ROLE_ARN": self.tenant_access.role.role_arn,
+                    "TENANTKIT_DB_RESOURCE_ID": self.host.database.resource_id,
+                },
+            )
 
 
 class BridgeTenantStack(cdk.Stack):

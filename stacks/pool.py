@@ -1,6 +1,6 @@
 """The pool tier: one shared Aurora cluster, shared tables guarded by Row-Level Security."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aws_cdk as cdk
 from constructs import Construct
@@ -11,6 +11,8 @@ from tenant_constructs import (
     DatabaseHost,
     PoolDatabase,
     PoolTenants,
+    SampleFunctions,
+    SharedCompute,
 )
 from tenantkit.catalog import PoolSettings, Tenant
 
@@ -27,6 +29,7 @@ class PoolStack(cdk.Stack):
         settings: PoolSettings = PoolSettings(),
         capacity: ClusterCapacity = ClusterCapacity(),
         ca_bundle: str | None = None,
+        samples: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
@@ -58,3 +61,18 @@ class PoolStack(cdk.Stack):
         )
         # Same stack: the cluster must be up and the provisioner reachable first.
         self.pool.node.add_dependency(self.host)
+        # Pooled compute, pooled database: the shared functions log in as the pool's runtime
+        # user (IAM) or read its secret; the tenant is the transaction-local setting.
+        self.compute = SharedCompute(self, "SharedCompute", host=self.host)
+        self.compute.allow_pool_login(iam_user=POOL.iam_user, secret=self.pool.secret)
+        if samples is not None:
+            SampleFunctions(
+                self,
+                "Samples",
+                patterns={"pool-iam": {}, "pool-secret": {}},
+                role=self.compute.role,
+                security_group=self.compute.security_group,
+                vpc=self.host.vpc,
+                subnets=self.host.network.compute_subnets,
+                environment={**samples, **self.host.endpoint_environment()},
+            )

@@ -1,9 +1,11 @@
 """The silo tier: a tenant's own VPC and database (Aurora or RDS), one stack per tenant."""
 
+from collections.abc import Mapping
+
 import aws_cdk as cdk
 from constructs import Construct
 
-from tenant_constructs import ClusterCapacity, DatabaseHost, TenantCompute
+from tenant_constructs import ClusterCapacity, DatabaseHost, SampleFunctions, TenantCompute
 from tenantkit.catalog import SiloSettings, Tenant
 from tenantkit.quotas import silo_consumption
 
@@ -36,6 +38,7 @@ class SiloTenantStack(cdk.Stack):
         *,
         tenant: Tenant,
         ca_bundle: str | None = None,
+        samples: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
@@ -60,6 +63,20 @@ class SiloTenantStack(cdk.Stack):
             names=tenant.names,
             secret=self.tenant_database.secret,
         )
+        if samples is not None:
+            SampleFunctions(
+                self,
+                "Samples",
+                patterns={
+                    "silo-iam": {"TENANTKIT_SILO_TENANT": tenant.id},
+                    "silo-secret": {"TENANTKIT_SILO_TENANT": tenant.id},
+                },
+                role=self.compute.role,
+                security_group=self.compute.security_group,
+                vpc=self.host.vpc,
+                subnets=self.host.network.compute_subnets,
+                environment={**samples, **self.host.endpoint_environment()},
+            )
         cdk.Tags.of(self).add("tenant", tenant.id)
         cdk.Annotations.of(self).add_info(
             silo_consumption(tenant.silo.engine, tenant.silo.multi_az)

@@ -1,14 +1,15 @@
 """tenantkit's L3 constructs (the design card's `constructs/`; a root package by that name
 would shadow the `constructs` library that aws-cdk-lib imports)."""
 
+from .compute import SharedCompute, TenantAccessRole, TenantCompute
 from .database_host import DatabaseHost
 from .databases import ClusterCapacity, HostDatabase
 from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
+from .samples import SampleFunctions, auth_environment
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
-from .tenant_compute import TenantCompute
 from .tenant_database import TenantDatabase
 
 __all__ = [
@@ -19,8 +20,12 @@ __all__ = [
     "HostReference",
     "PoolDatabase",
     "PoolTenants",
+    "SampleFunctions",
     "SecretRotator",
+    "SharedCompute",
     "SqlProvisioner",
+    "TenantAccessRole",
     "TenantCompute",
     "TenantDatabase",
+    "auth_environment",
 ]

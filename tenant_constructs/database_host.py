@@ -50,6 +50,7 @@ class DatabaseHost(Construct):
         self.reference = HostReference(names, self.database.kind)
         cdk.Tags.of(self.database.admin_secret).add(HOST_TAG, names.host)
         tls = tls_environment(self, ca_bundle)
+        self.tls_environment = tls
         self.rotator = SecretRotator(
             self,
             "Rotator",
@@ -72,6 +73,15 @@ class DatabaseHost(Construct):
             secrets_endpoint=self.network.secrets_manager_endpoint,
             tls_environment=tls,
         )
+
+    def endpoint_environment(self) -> dict[str, str]:
+        """Where compute connects with IAM auth (TENANTKIT_DB_HOST/PORT), plus the TLS setting."""
+        endpoint = self.database.endpoint
+        return {
+            "TENANTKIT_DB_HOST": endpoint.hostname,
+            "TENANTKIT_DB_PORT": cdk.Token.as_string(endpoint.port),
+            **self.tls_environment,
+        }
 
     @property
     def vpc(self) -> ec2.IVpc:

@@ -176,6 +176,7 @@ class HostDatabase(Construct):
             )
             cluster.node.add_dependency(_log_group(self, f"cluster/{identifier}"))
             self.resource_id = cluster.cluster_resource_identifier
+            self.endpoint = cluster.cluster_endpoint
             resource = cluster
         else:
             engine_i = rds.DatabaseInstanceEngine.postgres(version=RDS_VERSION)
@@ -214,6 +215,7 @@ class HostDatabase(Construct):
             instance.node.add_dependency(_log_group(self, f"instance/{identifier}"))
             assert instance.instance_resource_id is not None  # known for instances it creates
             self.resource_id = instance.instance_resource_id
+            self.endpoint = instance.instance_endpoint
             cdk.Validations.of(instance).acknowledge(
                 cdk.Acknowledgment(
                     id="AwsSolutions-RDS11",

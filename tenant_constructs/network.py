@@ -57,3 +57,13 @@ class DatabaseNetwork(Construct):
             # Ingress is granted per client (connections.allow_default_port_from), not VPC-wide.
             open=False,
         )
+
+    def add_sts_endpoint(self) -> ec2.InterfaceVpcEndpoint:
+        """STS in the VPC: shared compute assumes the tenant-access role from isolated subnets."""
+        return self.vpc.add_interface_endpoint(
+            "Sts",
+            service=ec2.InterfaceVpcEndpointAwsService.STS,
+            subnets=self.subnets,
+            private_dns_enabled=True,
+            open=False,
+        )

@@ -4,9 +4,10 @@ Errors name the file, the entry (index and id) and the field, e.g.
 `tenants.yaml: tenants[2] (id 'globex'): connection_limit: Input should be greater than 0`.
 """
 
+import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -144,6 +145,19 @@ class PoolSettings(BaseModel):
     """What deleting the pool does to its data."""
 
 
+class AuthSettings(BaseModel):
+    """How tenant compute learns the tenant (`auth:` in the catalog): a JWT claim, verified
+    against the issuer's public keys (a JWKS file next to the catalog)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: Annotated[str, Field(pattern=r"^https://")]
+    audience: Annotated[str, Field(min_length=1)]
+    jwks_file: str
+    """Path of the issuer's JWKS (public keys), relative to the catalog file."""
+    tenant_claim: str = "tenant_id"
+
+
 class CatalogFile(BaseModel):
     """The document: optional per-tier defaults, pool settings and the list of tenants."""
 
@@ -151,6 +165,7 @@ class CatalogFile(BaseModel):
 
     defaults: dict[Tier, TierDefaults] = Field(default_factory=dict)
     pool: PoolSettings = PoolSettings()
+    auth: AuthSettings | None = None
     tenants: list[TenantEntry]
 
     @model_validator(mode="after")
@@ -170,11 +185,32 @@ class Catalog:
     """The validated catalog: tenants in file order, settings resolved."""
 
     def __init__(
-        self, tenants: list[Tenant], source: str = "<catalog>", pool: PoolSettings = PoolSettings()
+        self,
+        tenants: list[Tenant],
+        source: str = "<catalog>",
+        pool: PoolSettings = PoolSettings(),
+        auth: AuthSettings | None = None,
     ) -> None:
         self.tenants = tuple(tenants)
         self.source = source
         self.pool = pool
+        self.auth = auth
+
+    def jwks(self) -> dict[str, Any]:
+        """The issuer's JWKS named by `auth.jwks_file`; CatalogError saying what is wrong."""
+        if self.auth is None:
+            raise CatalogError(f"{self.source}: no auth: section (issuer, audience, jwks_file)")
+        path = Path(self.source).parent / self.auth.jwks_file
+        try:
+            jwks: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise CatalogError(f"{self.source}: auth.jwks_file {path}: {error}") from None
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not keys or not all(isinstance(k, dict) and k.get("kid") for k in keys):
+            raise CatalogError(f"{self.source}: auth.jwks_file {path}: needs keys, each with a kid")
+        if any("d" in key for key in keys):
+            raise CatalogError(f"{self.source}: auth.jwks_file {path} holds a private key")
+        return jwks
 
     def in_tier(self, tier: Tier) -> tuple[Tenant, ...]:
         """The tenants of one tier, in catalog order."""
@@ -231,7 +267,7 @@ def parse_catalog(doc: object, source: str = "<catalog>") -> Catalog:
         if entry.tier == "silo":
             resolved["silo"] = entry.silo or SiloSettings()
         tenants.append(Tenant(**resolved))
-    return Catalog(tenants, source, parsed.pool)
+    return Catalog(tenants, source, parsed.pool, parsed.auth)
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -7,11 +7,23 @@ from .ids import (
     InvalidTenantIdError,
     validate_tenant_id,
 )
-from .names import BRIDGE_HOST, HOST_TAG, POOL, HostNames, PoolNames, TenantNames, tenant_names
+from .names import (
+    BRIDGE_HOST,
+    HOST_TAG,
+    IAM_USER_PREFIX,
+    IAM_USER_SUFFIX,
+    POOL,
+    HostNames,
+    PoolNames,
+    TenantNames,
+    tenant_names,
+)
 
 __all__ = [
     "BRIDGE_HOST",
     "HOST_TAG",
+    "IAM_USER_PREFIX",
+    "IAM_USER_SUFFIX",
     "MAX_TENANT_ID_LENGTH",
     "POOL",
     "PROBE_TENANT_IDS",

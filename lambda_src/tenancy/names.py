@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .ids import validate_tenant_id
 
 PG_NAME_PREFIX = "tenant_"
+IAM_USER_PREFIX = PG_NAME_PREFIX
 IAM_USER_SUFFIX = "_iam"
 SECRET_NAME_PREFIX = "tenantkit/"  # noqa: S105 (a name prefix)
 STACK_NAME_PREFIX = "tenantkit-"

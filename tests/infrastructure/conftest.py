@@ -52,7 +52,7 @@ def synth() -> Synth:
     """The app built from the fixture catalog; synth raises if cdk-nag finds anything."""
     outdir = tempfile.mkdtemp(prefix="tenantkit-cdk-out-")
     app = cdk.App(context=cdk_context(), outdir=outdir)
-    build_app(app, load_catalog(FIXTURE_CATALOG))
+    build_app(app, load_catalog(FIXTURE_CATALOG), samples=True)
     return Synth(app=app, assembly=app.synth())
 
 

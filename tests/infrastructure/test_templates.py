@@ -66,7 +66,7 @@ def test_network_has_no_route_to_the_internet_and_logs_flows(synth: Synth) -> No
         template.resource_count_is("AWS::EC2::NatGateway", 0)
         template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})
         endpoints = resources(synth, stack, "AWS::EC2::VPCEndpoint").values()
-        assert [e["Properties"]["PrivateDnsEnabled"] for e in endpoints] == [True]
+        assert all(e["Properties"]["PrivateDnsEnabled"] for e in endpoints)
         assert ".secretsmanager" in json.dumps([e["Properties"]["ServiceName"] for e in endpoints])
 
 
@@ -144,8 +144,11 @@ def test_host_functions_reach_only_secrets_tagged_for_their_host(synth: Synth) -
             for resource in _list(statement["Resource"]):
                 assert resource != "*"
             if "Condition" in statement:  # ABAC: any tenantkit secret tagged for this host
-                assert statement["Condition"] == {
-                    "StringEquals": {"secretsmanager:ResourceTag/tenantkit-host": stack}
+                tags = statement["Condition"]["StringEquals"]
+                assert tags["secretsmanager:ResourceTag/tenantkit-host"] == stack
+                assert set(tags) <= {
+                    "secretsmanager:ResourceTag/tenantkit-host",
+                    "secretsmanager:ResourceTag/tenant",  # the tenant-access role's session tag
                 }
                 assert ":secret:tenantkit/*" in json.dumps(statement["Resource"])
             else:  # CDK's own grant to the rotator: the admin secret, by reference

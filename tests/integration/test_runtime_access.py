@@ -345,3 +345,72 @@ def test_configuration_errors_name_what_is_missing() -> None:
         AccessConfig(pattern=Pattern.BRIDGE_SECRET, region="us-east-1")
     with pytest.raises(ValueError, match="TENANTKIT_PATTERN must be one of"):
         AccessConfig.from_env({"TENANTKIT_PATTERN": "shared-everything"})
+
+
+# -- the six sample functions, run locally -------------------------------------------------------
+
+
+def sample_config(pattern: Pattern, world: dict[str, str], server: RunningServer) -> AccessConfig:
+    return AccessConfig(
+        pattern=pattern,
+        host="db.cluster.example" if pattern.iam_auth else None,
+        silo_tenant=world["a"] if pattern.tier == "silo" else None,
+        tenant_access_role_arn=ROLE_ARN if pattern.tier == "bridge" else None,
+        **ssl(server),
+    )
+
+
+@pytest.mark.parametrize("pattern", list(Pattern))
+def test_each_sample_function_reads_its_tenants_rows_and_only_with_a_verified_token(
+    pattern: Pattern,
+    world: dict[str, str],
+    server: RunningServer,
+    verifier: TokenVerifier,
+    signing_key: rsa.RSAPrivateKey,
+) -> None:
+    from lambda_src.samples.handler import respond
+
+    tenant = world["a"]
+
+    def password_login(**kwargs: Any) -> Any:
+        # IAM tokens cannot log in locally: the minted token is checked, then the tenant's own
+        # login (password from its secret) stands in for it.
+        assert kwargs["password"].startswith("db.cluster.example:5432/?Action=connect")
+        names = tenant_names(tenant) if kwargs["user"] != POOL.iam_user else None
+        user = names.login_role if names else POOL.login_role
+        dbname = kwargs["dbname"]
+        return psycopg.connect(**server.settings(user, PASSWORD, dbname).connect_kwargs())
+
+    connect = password_login if pattern.iam_auth else psycopg.connect
+    access = TenantDataAccess(sample_config(pattern, world, server), connect=connect)
+    try:
+        if pattern.tier == "pool":
+            with access.connection(tenant) as conn:
+                conn.execute(
+                    "INSERT INTO tenantkit_sample.projects VALUES (%s, 7, 'seven') "
+                    "ON CONFLICT DO NOTHING",
+                    (tenant,),
+                )
+        headers = {"authorization": f"Bearer {token(signing_key, tenant_id=tenant)}"}
+        response = respond({"headers": headers}, verifier, access)
+        assert response["statusCode"] == 200, response
+        body = json.loads(response["body"])
+        assert body["tenant"] == tenant
+        if pattern.tier == "pool":
+            assert [7, "seven"] in [row[1:] for row in body["rows"]]
+            assert {row[0] for row in body["rows"]} == {tenant}
+        else:
+            assert body["rows"][0][:2] == [
+                tenant_names(tenant).database,
+                tenant_names(tenant).login_role,
+            ]
+        forged = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        refused = respond(
+            {"headers": {"authorization": f"Bearer {token(forged)}"}}, verifier, access
+        )
+        assert refused["statusCode"] == 401
+        if pattern.tier == "silo":
+            other = {"authorization": f"Bearer {token(signing_key, tenant_id=world['b'])}"}
+            assert respond({"headers": other}, verifier, access)["statusCode"] == 403
+    finally:
+        access.close()

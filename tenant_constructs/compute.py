@@ -1,0 +1,201 @@
+"""Compute identities: who may reach tenant data, and through which door.
+
+- TenantCompute (silo): one tenant's own compute, its db user and secret only.
+- SharedCompute (bridge, pool): one role for the shared functions of a host. In the bridge tier
+  it may do nothing but assume the TenantAccessRole with a tenant tag; in the pool tier it logs
+  in as the pool's runtime user (isolation is row-level security).
+- TenantAccessRole (bridge): ONE role for every tenant (IAM's role quota forbids a role per
+  tenant); what it reaches is decided by the session tag `tenant=<id>` the shared role sets.
+"""
+
+from collections.abc import Sequence
+
+import aws_cdk as cdk
+import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_iam as iam
+import aws_cdk.aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from lambda_src.tenancy import HOST_TAG, IAM_USER_PREFIX, IAM_USER_SUFFIX, TenantNames
+
+from .database_function import host_secrets_arn
+from .database_host import DatabaseHost
+
+# Tag values that could never be a tenant id, refused by the trust policy: IAM conditions have
+# no regular expressions, so these patterns forbid what would matter most when the value is
+# substituted into an ARN (`${*}`/`${?}` are literal * and ?) and the reserved prefixes.
+FORBIDDEN_TENANT_TAGS = [
+    "*${*}*",
+    "*${?}*",
+    "*${$}*",
+    "*/*",
+    "*:*",
+    "*_*",
+    "* *",
+    "tenantkit-*",
+    "pg-*",
+    "rds-*",
+    "aws-*",
+]
+
+
+def db_user_arn(scope: Construct, resource_id: str, user: str) -> str:
+    """`arn:<partition>:rds-db:<region>:<account>:dbuser:<resource id>/<user>`."""
+    return cdk.Stack.of(scope).format_arn(
+        service="rds-db",
+        resource="dbuser",
+        resource_name=f"{resource_id}/{user}",
+        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
+def _compute_security_group(
+    host: DatabaseHost, scope: Construct, description: str
+) -> ec2.SecurityGroup:
+    group = ec2.SecurityGroup(
+        scope, "SecurityGroup", vpc=host.vpc, allow_all_outbound=False, description=description
+    )
+    host.database.connections.allow_default_port_from(group, description)
+    host.network.secrets_manager_endpoint.connections.allow_default_port_from(group, description)
+    return group
+
+
+class TenantCompute(Construct):
+    """A security group in the host's compute subnets that may reach the database port and the
+    Secrets Manager endpoint, and a role that may `rds-db:connect` only as the tenant's IAM user
+    on this host's database and read only the tenant's secret."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        host: DatabaseHost,
+        names: TenantNames,
+        secret: secretsmanager.ISecret,
+        principals: Sequence[str] = ("lambda.amazonaws.com",),
+    ) -> None:
+        super().__init__(scope, id_)
+        self.security_group = _compute_security_group(
+            host, self, f"compute of tenant {names.tenant_id}: its database and Secrets Manager"
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.CompositePrincipal(*(iam.ServicePrincipal(p) for p in principals)),
+            description=f"compute of tenant {names.tenant_id}",
+        )
+        self.db_user_arn = db_user_arn(self, host.database.resource_id, names.iam_user)
+        self.role.add_to_policy(
+            iam.PolicyStatement(actions=["rds-db:connect"], resources=[self.db_user_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                resources=[secret.secret_arn],
+            )
+        )
+
+
+class SharedCompute(Construct):
+    """The role and security group of a host's shared (pooled) compute."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        host: DatabaseHost,
+        principals: Sequence[str] = ("lambda.amazonaws.com",),
+    ) -> None:
+        super().__init__(scope, id_)
+        self.host = host
+        self.security_group = _compute_security_group(
+            host, self, "shared compute: the database and Secrets Manager"
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.CompositePrincipal(*(iam.ServicePrincipal(p) for p in principals)),
+            description=f"shared compute of {host.reference.names.host}",
+        )
+
+    def allow_pool_login(self, *, iam_user: str, secret: secretsmanager.ISecret) -> None:
+        """Pool tier: log in as the pool's IAM user, or read the pool's runtime secret."""
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["rds-db:connect"],
+                resources=[db_user_arn(self, self.host.database.resource_id, iam_user)],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                resources=[secret.secret_arn],
+            )
+        )
+
+
+class TenantAccessRole(Construct):
+    """The bridge tier's tenant-access role, assumable only by `shared.role` with exactly one
+    session tag, `tenant`, whose value cannot be one that matches no tenant by construction.
+
+    Its policy reaches the tenant's own resources through `${aws:PrincipalTag/tenant}`: the db
+    user `tenant_<tag>_iam` on this cluster, and secrets whose `tenant` resource tag equals the
+    session tag (and whose host tag is this host). A session without the tag reaches nothing.
+    """
+
+    def __init__(self, scope: Construct, id_: str, *, shared: SharedCompute) -> None:
+        super().__init__(scope, id_)
+        host = shared.host
+        principal = iam.SessionTagsPrincipal(iam.ArnPrincipal(shared.role.role_arn))
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=principal.with_conditions(
+                {
+                    "ForAllValues:StringEquals": {"aws:TagKeys": ["tenant"]},
+                    "StringLike": {"aws:RequestTag/tenant": "?*"},
+                    "StringNotLike": {"aws:RequestTag/tenant": FORBIDDEN_TENANT_TAGS},
+                }
+            ),
+            max_session_duration=cdk.Duration.hours(1),
+            description=f"tenant access on {host.reference.names.host} (session tag tenant)",
+        )
+        tag = "${aws:PrincipalTag/tenant}"
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["rds-db:connect"],
+                resources=[
+                    db_user_arn(
+                        self,
+                        host.database.resource_id,
+                        f"{IAM_USER_PREFIX}{tag}{IAM_USER_SUFFIX}",
+                    )
+                ],
+            )
+        )
+        read = iam.PolicyStatement(
+            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            resources=[host_secrets_arn(self)],
+            conditions={
+                "StringEquals": {
+                    "secretsmanager:ResourceTag/tenant": tag,
+                    f"secretsmanager:ResourceTag/{HOST_TAG}": host.reference.names.host,
+                }
+            },
+        )
+        self.role.add_to_policy(read)
+        cdk.Validations.of(self.role).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:"
+                "<AWS::Region>:<AWS::AccountId>:secret:tenantkit/*]",
+                reason="Tenant secrets are created by tenant stacks; a session reads only the "
+                "secret whose tenant tag equals its own session tag (ABAC)",
+            )
+        )
+        shared.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["sts:AssumeRole", "sts:TagSession"], resources=[self.role.role_arn]
+            )
+        )
