@@ -19,14 +19,17 @@ def resource(synth: Synth, stack: str, prefix: str, type_: str) -> dict[str, Any
         if k.startswith(prefix) and v["Type"] == type_
     ]
     assert len(found) == 1, (prefix, type_, len(found))
-    return found[0]
+    only: dict[str, Any] = found[0]
+    return only
 
 
 def logical_id(synth: Synth, stack: str, prefix: str, type_: str) -> str:
-    return next(
-        k
-        for k, v in synth.raw(stack)["Resources"].items()
-        if k.startswith(prefix) and v["Type"] == type_
+    return str(
+        next(
+            k
+            for k, v in synth.raw(stack)["Resources"].items()
+            if k.startswith(prefix) and v["Type"] == type_
+        )
     )
 
 
