@@ -32,7 +32,13 @@ from .local import (
     provision_tenant_databases,
 )
 from .local_aws import local_aws
-from .verify import AttackResult, report, run_database_attacks, run_pool_attacks
+from .verify import (
+    AttackResult,
+    report,
+    run_database_attacks,
+    run_pool_attacks,
+    run_runtime_attacks,
+)
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -120,10 +126,11 @@ def _local_attacks(
             for t in db_tenants
         ]
     )
+    pool_runtime = None
     if pool_ready:
-        shared = servers.server_for_pool()
-        results += run_pool_attacks(pool_runtime_settings(shared, store))
-    return results
+        pool_runtime = pool_runtime_settings(servers.server_for_pool(), store)
+        results += run_pool_attacks(pool_runtime)
+    return results + run_runtime_attacks(pool_runtime)
 
 
 @app.command()
@@ -219,7 +226,7 @@ def verify(
         except ValueError as error:
             err.print(f"[red]invalid --dsn[/red]: {error}", highlight=False)
             raise typer.Exit(EXIT_INVALID) from None
-        attacks = run_pool_attacks(settings)
+        attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
     else:
         loaded = _load(catalog)
         db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]

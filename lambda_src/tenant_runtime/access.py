@@ -276,13 +276,13 @@ class TenantDataAccess:
                     connection_class=_Login,
                     min_size=1,
                     max_size=self._pool_size,
-                    reset=_reset,
+                    reset=reset_pooled_connection,
                     open=True,
                 )
             return self._pool
 
 
-def _reset(conn: psycopg.Connection[Any]) -> None:
+def reset_pooled_connection(conn: psycopg.Connection[Any]) -> None:
     """Whatever the borrower left: no held cursor, no session setting (a tenant set with SET)."""
     conn.execute("CLOSE ALL; RESET ALL")
 

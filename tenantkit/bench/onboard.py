@@ -135,8 +135,8 @@ def _concurrent(
     seconds = time.perf_counter() - started
     with psycopg.connect(**server.superuser_settings().connect_kwargs()) as conn:
         databases, roles = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'tenant\\_par\\_%'), "
-            "       (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant\\_par\\_%')"
+            "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'tenant\\_par%'), "
+            "       (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant\\_par%')"
         ).fetchone() or (0, 0)
     return {
         "tenants": len(events),

@@ -3,5 +3,12 @@
 from .databases import run_database_attacks
 from .pool import run_pool_attacks
 from .report import AttackResult, report
+from .runtime import run_runtime_attacks
 
-__all__ = ["AttackResult", "report", "run_database_attacks", "run_pool_attacks"]
+__all__ = [
+    "AttackResult",
+    "report",
+    "run_database_attacks",
+    "run_pool_attacks",
+    "run_runtime_attacks",
+]

@@ -521,6 +521,20 @@ def test_verify_cli_attacks_a_pool_given_only_a_dsn(pool: ConnectionSettings) ->
     assert verdict["leaks"] == []
 
 
+def test_runtime_attacks_are_blocked_and_a_pool_without_reset_is_caught(
+    pool: ConnectionSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tenantkit.verify import run_runtime_attacks
+    from tenantkit.verify import runtime as runtime_attacks
+
+    results = run_runtime_attacks(pool)
+    assert len(results) == 10
+    assert [r.attack for r in results if not r.blocked] == []
+    monkeypatch.setattr(runtime_attacks, "reset_pooled_connection", lambda conn: None)
+    leaks = [r.attack for r in run_runtime_attacks(pool) if not r.blocked]
+    assert leaks == ["tenant setting left on a pooled connection"]
+
+
 # -- offboarding the whole pool (last: it changes the module's pool) -----------------------------
 
 
