@@ -3,7 +3,8 @@
 
 Context (cdk.json or -c): `catalog` (path of the tenant catalog, default tenants.yaml),
 `caBundle` (a PEM bundle inside lambda_src/ for TLS verify-full), `samples` (true: deploy the
-six sample tenant functions; needs the catalog's auth: section).
+six sample tenant functions; needs the catalog's auth: section), `tenant` (an id: only the
+stacks that tenant needs) or `tier` (only that tier's stacks).
 """
 
 import json
@@ -16,6 +17,7 @@ from lambda_src.tenancy import BRIDGE_HOST, POOL
 from stacks import BridgeClusterStack, BridgeTenantStack, PoolStack, SiloTenantStack
 from tenant_constructs import auth_environment
 from tenantkit.catalog import Catalog, CatalogError, load_catalog
+from tenantkit.deployment import EVERY_STACK, DeployTarget
 from tenantkit.quotas import quota_use
 
 
@@ -35,18 +37,26 @@ def sample_environment(catalog: Catalog) -> dict[str, str]:
 
 
 def build_app(
-    app: cdk.App, catalog: Catalog, *, ca_bundle: str | None = None, samples: bool = False
+    app: cdk.App,
+    catalog: Catalog,
+    *,
+    ca_bundle: str | None = None,
+    samples: bool = False,
+    target: DeployTarget = EVERY_STACK,
 ) -> cdk.App:
-    """Add every stack the catalog needs to `app`, with cdk-nag's AwsSolutions checks;
-    `samples` adds the six sample tenant functions (one per access pattern)."""
+    """Add the stacks `target` needs (default: every stack of the catalog) to `app`, with
+    cdk-nag's AwsSolutions checks; `samples` adds the six sample tenant functions (one per
+    access pattern)."""
     env = sample_environment(catalog) if samples else None
+    wanted = set(target.stacks(catalog))
     bridge = catalog.in_tier("bridge")
-    if bridge:
+    if BRIDGE_HOST in wanted:
         BridgeClusterStack(app, BRIDGE_HOST, tenants=bridge, ca_bundle=ca_bundle, samples=env)
-        for tenant in bridge:
+    for tenant in bridge:
+        if tenant.names.bridge_stack_name in wanted:
             BridgeTenantStack(app, tenant.names.bridge_stack_name, tenant=tenant)
     pool = catalog.in_tier("pool")
-    if pool:
+    if POOL.stack_name in wanted:
         PoolStack(
             app,
             POOL.stack_name,
@@ -60,6 +70,7 @@ def build_app(
             app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle, samples=env
         )
         for tenant in catalog.in_tier("silo")
+        if tenant.names.silo_stack_name in wanted
     ]
     for use in quota_use(catalog):
         if use.exceeded:
@@ -73,13 +84,27 @@ def build_app(
     return app
 
 
+def target_from_context(app: cdk.App) -> DeployTarget:
+    """`-c tenant=<id>` or `-c tier=<tier>` (not both); neither means every stack."""
+    tenant, tier = app.node.try_get_context("tenant"), app.node.try_get_context("tier")
+    if tenant and tier:
+        raise CatalogError("give -c tenant=<id> or -c tier=<tier>, not both")
+    return DeployTarget(tenant=str(tenant) if tenant else None, tier=str(tier) if tier else None)
+
+
 def main() -> None:
     """Entry point of `cdk synth` (cdk.json: app)."""
     app = cdk.App()
     catalog_path = Path(str(app.node.try_get_context("catalog") or "tenants.yaml"))
     ca_bundle = app.node.try_get_context("caBundle")
     samples = str(app.node.try_get_context("samples") or "false").lower() == "true"
-    build_app(app, load_catalog(catalog_path), ca_bundle=ca_bundle, samples=samples)
+    build_app(
+        app,
+        load_catalog(catalog_path),
+        ca_bundle=ca_bundle,
+        samples=samples,
+        target=target_from_context(app),
+    )
     app.synth()
 
 

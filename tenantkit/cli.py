@@ -400,6 +400,52 @@ def bench_onboard(
         raise typer.Exit(EXIT_FAILED)
 
 
+@bench_app.command("synth")
+def bench_synth(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/synth.json"
+    ),
+    tenants: Annotated[
+        int, typer.Option(min=3, max=10_000, help="Tenants in the large catalog.")
+    ] = 1000,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="Synths per single-tenant case.")] = 3,
+) -> None:
+    """`cdk synth -c tenant=<id>` from a one-tenant and a large mixed catalog, per tier, and a
+    full synth of the large catalog, through the pinned CDK CLI."""
+    from .bench.synth import SynthBenchConfig, run_synth_bench
+
+    config = SynthBenchConfig(tenants=tenants, runs=runs)
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        results = run_synth_bench(
+            repo, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except (RuntimeError, OSError) as error:
+        err.print(f"[red]synth failed[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    counts = results["catalog"]
+    table = Table(
+        title=f"cdk synth, {tenants} tenants ({counts['silo']} silo, {counts['bridge']} bridge, "
+        f"{counts['pool']} pool)"
+    )
+    for column in ("what", "stacks", "1-tenant catalog", f"{tenants}-tenant catalog", "ratio"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for tier, single in results["single_tenant"].items():
+        table.add_row(
+            f"-c tenant={single['tenant']} ({tier})",
+            str(single["stacks"]),
+            f"{single['one_tenant_catalog']['median_s']:.2f} s",
+            f"{single['large_catalog']['median_s']:.2f} s",
+            f"{single['ratio']:.2f}x",
+        )
+    full = results["full"]
+    table.add_row("full synth", str(full["stacks"]), "", f"{full['seconds']:.2f} s", "")
+    out.print(table)
+    out.print(f"median of {runs} run(s) each; wrote {out_json}", highlight=False)
+
+
 def _print_summary(results: list[ProvisionResult], port: int, start_seconds: float) -> None:
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
     for column in ("tenant", "tier", "database", "roles", "secret", "status", "changes", "time"):
