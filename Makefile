@@ -18,7 +18,7 @@ help:
 	@echo "make run    synth every stack (cdk-nag + cfn-lint), provision the catalog on an embedded PostgreSQL"
 	@echo "make test   lint + the full test suite (installs what it needs first)"
 	@echo "make synth  cdk synth into cdk.out/ and lint the templates"
-	@echo "make lint   ruff (lint + format check) and mypy"
+	@echo "make lint   ruff (lint + format check), mypy and the GitHub workflows' schema check"
 	@echo "make setup  venv + pinned Python deps, pinned CDK CLI and Node 22, Lambda wheels, PostgreSQL"
 
 setup: $(STAMPS)/python $(STAMPS)/node $(STAMPS)/wheels postgres
@@ -52,6 +52,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 test: setup lint
 	$(VENV)/bin/pytest
