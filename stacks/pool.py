@@ -58,6 +58,7 @@ class PoolStack(cdk.Stack):
             pool=self.pool,
             host=self.host.reference,
             tenants=[(t.id, t.removal_policy) for t in tenants],
+            suspended=[t.id for t in tenants if t.suspended],
         )
         # Same stack: the cluster must be up and the provisioner reachable first.
         self.pool.node.add_dependency(self.host)

@@ -19,4 +19,5 @@ def tenant_database(
         statement_timeout_ms=tenant.statement_timeout_ms,
         removal_policy=tenant.removal_policy,
         iam_auth=tenant.iam_auth,
+        suspended=tenant.suspended,
     )

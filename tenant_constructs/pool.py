@@ -1,6 +1,6 @@
 """The pool tier's constructs: the shared pool database and its tenants, through the provisioner."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import aws_cdk as cdk
@@ -76,10 +76,12 @@ class PoolTenants(Construct):
         pool: PoolDatabase,
         host: HostReference,
         tenants: Sequence[tuple[str, RemovalPolicy]],
+        suspended: Collection[str] = (),
     ) -> None:
+        """`suspended`: ids of tenants kept registered (rows retained) whom the policy denies."""
         super().__init__(scope, id_)
         self.batches = {}
-        for batch_id, entries in pool_batches(tenants).items():
+        for batch_id, entries in pool_batches(tenants, suspended=suspended).items():
             resource = cdk.CustomResource(
                 self,
                 batch_id,

@@ -83,6 +83,9 @@ class TenantEntry(BaseModel):
     statement_timeout_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
     removal_policy: RemovalPolicy | None = None
     iam_auth: bool | None = None
+    suspended: bool = False
+    """Keep the tenant and its data but let nobody in (logins disabled; the pool policy
+    denies it) until this is false again."""
     silo: SiloSettings | None = None
 
     @field_validator("id")
@@ -118,6 +121,7 @@ class Tenant(BaseModel):
     statement_timeout_ms: int
     removal_policy: RemovalPolicy
     iam_auth: bool
+    suspended: bool = False
     silo: SiloSettings | None = None
     """Set (defaults filled in) for silo tenants only."""
 

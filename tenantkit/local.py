@@ -145,6 +145,7 @@ def provision_tenant_databases(
                 removal_policy=tenant.removal_policy,
                 iam_auth=tenant.iam_auth,
                 password_secret_arn=arn,
+                suspended=tenant.suspended,
             )
             response = handle(
                 provider_event("Create", "Custom::TenantDatabase", properties), config
@@ -216,7 +217,11 @@ def provision_pool(
         )
     ]
     by_id = {t.id: t for t in tenants}
-    for batch_id, entries in pool_batches([(t.id, t.removal_policy) for t in tenants]).items():
+    batches = pool_batches(
+        [(t.id, t.removal_policy) for t in tenants],
+        suspended=[t.id for t in tenants if t.suspended],
+    )
+    for batch_id, entries in batches.items():
         started = time.perf_counter()
         try:
             response = handle(

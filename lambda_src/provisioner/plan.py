@@ -128,11 +128,13 @@ def plan_converge(
     statement_timeout_ms: int,
     iam_auth: bool,
     password_verifier: str | None,
+    suspended: bool = False,
 ) -> list[Step]:
     """Steps that bring a tenant's database and roles to the desired state from any start.
 
     Used for Create, for replays of Create and for Update: every step is either skipped because
-    the observed state already matches, or is a no-op when repeated.
+    the observed state already matches, or is a no-op when repeated. A suspended tenant keeps
+    everything but its logins: they are disabled and their sessions ended.
     """
     steps: list[Step] = []
     db, owner, login, iam = names.database, names.owner_role, names.login_role, names.iam_user
@@ -155,18 +157,7 @@ def plan_converge(
     )
 
     login_roles = [login]
-    if login not in roles:
-        steps.append(
-            Step(
-                f"create login role {login}", sql.SQL("CREATE ROLE {} LOGIN").format(_ident(login))
-            )
-        )
-    elif not roles[login]:
-        steps.append(
-            Step(
-                f"re-enable login of {login}", sql.SQL("ALTER ROLE {} LOGIN").format(_ident(login))
-            )
-        )
+    steps += _login_role(login, roles, enabled=not suspended, what="login role")
     if password_verifier is not None:
         steps.append(
             Step(
@@ -180,16 +171,7 @@ def plan_converge(
 
     if iam_auth:
         login_roles.append(iam)
-        if iam not in roles:
-            steps.append(
-                Step(f"create IAM user {iam}", sql.SQL("CREATE ROLE {} LOGIN").format(_ident(iam)))
-            )
-        elif not roles[iam]:
-            steps.append(
-                Step(
-                    f"re-enable login of {iam}", sql.SQL("ALTER ROLE {} LOGIN").format(_ident(iam))
-                )
-            )
+        steps += _login_role(iam, roles, enabled=not suspended, what="IAM user")
         # rds_iam makes RDS accept IAM tokens for this user and refuse its password.
         steps.append(
             Step(
@@ -276,7 +258,30 @@ def plan_converge(
             changes=False,
         ),
     ]
+    if suspended:
+        steps.append(_terminate_sessions(names, of_database=False))
     return steps
+
+
+def _login_role(role: str, roles: Mapping[str, bool], *, enabled: bool, what: str) -> list[Step]:
+    """Create a tenant login role, or switch its login on or off to match `enabled`."""
+    attribute = sql.SQL("LOGIN" if enabled else "NOLOGIN")
+    if role not in roles:
+        return [
+            Step(
+                f"create {what} {role}",
+                sql.SQL("CREATE ROLE {} {}").format(_ident(role), attribute),
+            )
+        ]
+    if roles[role] != enabled:
+        verb = "re-enable" if enabled else "disable"
+        return [
+            Step(
+                f"{verb} login of {role}",
+                sql.SQL("ALTER ROLE {} {}").format(_ident(role), attribute),
+            )
+        ]
+    return []
 
 
 def plan_retain(names: TenantNames, observed: ObservedTenant) -> list[Step]:

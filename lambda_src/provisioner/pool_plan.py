@@ -25,6 +25,16 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from ..tenancy import POOL, PROBE_TENANT_IDS, TENANT_ID_PATTERN
+from .lifecycle import (
+    ACTIVE,
+    OFFBOARDED,
+    OFFBOARDING,
+    SUSPENDED,
+    plan_forget,
+    plan_mark,
+    plan_record,
+    plan_registry,
+)
 from .plan import RDS_IAM_ROLE, Step
 
 ISOLATION_POLICY = "tenantkit_isolation"
@@ -80,28 +90,15 @@ OBSERVE_POOL_DATABASE = sql.SQL("SELECT EXISTS (SELECT FROM pg_database WHERE da
 
 # -- the registry and the RLS machinery, run inside the pool database --------------------------
 
+# The registry's table, history and trigger come from lifecycle.plan_registry(); these are the
+# pool's own additions: the lookup index, row-level security for the runtime, and procedures.
 _REGISTRY = [
-    ("create the registry schema", "CREATE SCHEMA IF NOT EXISTS {registry} AUTHORIZATION {owner}"),
-    ("revoke PUBLIC access to the registry schema", "REVOKE ALL ON SCHEMA {registry} FROM PUBLIC"),
-    (
-        "create the tenant registry",
-        """CREATE TABLE IF NOT EXISTS {registry}.tenants (
-        tenant_id text PRIMARY KEY
-            CHECK (length(tenant_id) BETWEEN 2 AND 32 AND tenant_id ~ {id_pattern}),
-        status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'offboarded')),
-        registered_by text NOT NULL,
-        registered_at timestamptz NOT NULL DEFAULT now(),
-        status_changed_at timestamptz NOT NULL DEFAULT now()
-    )""",
-    ),
     # The tenant policy looks up the active tenant once per statement: an index-only scan.
     (
         "index the active tenants",
         "CREATE UNIQUE INDEX IF NOT EXISTS tenants_active ON {registry}.tenants (tenant_id) "
         "WHERE status = 'active'",
     ),
-    ("give the registry to the pool owner", "ALTER TABLE {registry}.tenants OWNER TO {owner}"),
-    ("revoke PUBLIC access to the registry", "REVOKE ALL ON {registry}.tenants FROM PUBLIC"),
     # The runtime may read the registry row of the tenant it claims and no other. The tenant
     # policy's sub-select reads the registry with the runtime's own privileges: no function
     # call, and the planner makes it one InitPlan (an index lookup) per statement.
@@ -455,6 +452,7 @@ def plan_pool_converge(
             changes=False,
         ),
     ]
+    steps += plan_registry(database=POOL.database, owner=POOL.owner_role)
     steps += [
         Step(description, _sql(text), database=POOL.database, changes=False)
         for description, text in _REGISTRY + _SAMPLE
@@ -560,27 +558,13 @@ def plan_pool_destroy(observed: ObservedPool) -> list[Step]:
 # -- pool tenants: the registry's rows --------------------------------------------------------
 
 
-def plan_register(tenant_ids: Sequence[str], batch: str) -> list[Step]:
-    """Register (or re-activate) tenants; `batch` records which resource registered them."""
+def plan_register(tenant_ids: Sequence[str], batch: str, *, suspended: bool = False) -> list[Step]:
+    """Register (or re-activate) tenants as active, or as suspended (the policy admits neither
+    a suspended tenant nor an offboarded one); `batch` records which resource registered them."""
     if not tenant_ids:
         return []
-    return [
-        Step(
-            f"register {len(tenant_ids)} pool tenant(s)",
-            _sql(
-                "INSERT INTO {registry}.tenants (tenant_id, registered_by) "
-                "SELECT unnest(%s::text[]), %s "
-                "ON CONFLICT (tenant_id) DO UPDATE "
-                "SET status = 'active', registered_by = EXCLUDED.registered_by, "
-                "    status_changed_at = now() "
-                "WHERE tenants.status <> 'active' "
-                "   OR tenants.registered_by <> EXCLUDED.registered_by"
-            ),
-            (list(tenant_ids), batch),
-            database=POOL.database,
-            changes_only_if_rows=True,
-        )
-    ]
+    status = SUSPENDED if suspended else ACTIVE
+    return [plan_record(tenant_ids, status, registered_by=batch, database=POOL.database)]
 
 
 def plan_offboard(tenant_ids: Sequence[str], batch: str) -> list[Step]:
@@ -588,18 +572,7 @@ def plan_offboard(tenant_ids: Sequence[str], batch: str) -> list[Step]:
     this batch registered: a tenant that moved to another batch is left alone."""
     if not tenant_ids:
         return []
-    return [
-        Step(
-            f"offboard {len(tenant_ids)} pool tenant(s), keeping their rows",
-            _sql(
-                "UPDATE {registry}.tenants SET status = 'offboarded', status_changed_at = now() "
-                "WHERE tenant_id = ANY(%s) AND registered_by = %s AND status <> 'offboarded'"
-            ),
-            (list(tenant_ids), batch),
-            database=POOL.database,
-            changes_only_if_rows=True,
-        )
-    ]
+    return [plan_mark(tenant_ids, OFFBOARDED, registered_by=batch, database=POOL.database)]
 
 
 OBSERVE_PROTECTED_TABLES = _sql(
@@ -641,6 +614,7 @@ def plan_purge(
     as the maintainer; a replay after a failure deletes what is left."""
     if not tenant_ids:
         return []
+    offboarding = plan_mark(tenant_ids, OFFBOARDING, registered_by=batch, database=POOL.database)
     steps = [
         Step(
             f"delete the rows of {len(tenant_ids)} pool tenant(s) from {table}",
@@ -655,14 +629,10 @@ def plan_purge(
         for table in purge_order(references)
     ]
     return [
+        offboarding,
         *steps,
-        Step(
-            f"remove {len(tenant_ids)} pool tenant(s) from the registry",
-            _sql("DELETE FROM {registry}.tenants WHERE tenant_id = ANY(%s) AND registered_by = %s"),
-            (list(tenant_ids), batch),
-            database=POOL.database,
-            changes_only_if_rows=True,
-        ),
+        plan_mark(tenant_ids, OFFBOARDED, registered_by=batch, database=POOL.database),
+        plan_forget(tenant_ids, registered_by=batch, database=POOL.database),
     ]
 
 

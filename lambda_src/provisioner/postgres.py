@@ -11,6 +11,14 @@ from psycopg import sql
 from ..tenancy import POOL, TenantNames
 from .config import ConnectionSettings, RetryPolicy
 from .errors import ProvisioningError
+from .lifecycle import (
+    OBSERVE_REGISTRY,
+    REGISTRY_TABLE,
+    SELECT_HISTORY,
+    SELECT_TENANTS,
+    RegistryEntry,
+    plan_registry,
+)
 from .plan import (
     ADMIN_DATABASES,
     OBSERVE_DATABASE,
@@ -141,6 +149,30 @@ def harden_host(
     with tenant_lock(conn, _HOST_LOCK):
         still_open = [row[0] for row in conn.execute(query, (list(ADMIN_DATABASES),))]
         return run_steps(conn, settings, retry, plan_host_hardening(still_open))
+
+
+def ensure_registry(
+    conn: psycopg.Connection, settings: ConnectionSettings, retry: RetryPolicy
+) -> list[str]:
+    """Create the host's tenant registry in the admin database once (under the host lock)."""
+    if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() == (True,):
+        return []
+    with tenant_lock(conn, _HOST_LOCK):
+        return run_steps(conn, settings, retry, plan_registry()) and ["create the tenant registry"]
+
+
+def read_registry(conn: psycopg.Connection) -> list[RegistryEntry]:
+    """Every row of the registry in the connection's database (none if it has no registry)."""
+    if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() != (True,):
+        return []
+    return [RegistryEntry(*row) for row in conn.execute(SELECT_TENANTS)]
+
+
+def read_history(conn: psycopg.Connection, tenant_id: str) -> list[RegistryEntry]:
+    """A tenant's recorded transitions, oldest first (none if the database has no registry)."""
+    if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() != (True,):
+        return []
+    return [RegistryEntry(*row) for row in conn.execute(SELECT_HISTORY, (tenant_id,))]
 
 
 def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:

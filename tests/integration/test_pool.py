@@ -21,6 +21,7 @@ from lambda_src.provisioner.kinds import (
     pool_database_properties,
     pool_tenants_properties,
 )
+from lambda_src.provisioner.postgres import read_history, read_registry
 from lambda_src.tenancy import POOL, InvalidTenantIdError
 from lambda_src.tenant_runtime import TenantContextError, tenant_transaction
 from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer
@@ -340,6 +341,53 @@ def test_destroy_deletes_the_tenants_rows_from_every_protected_table(
         "       (SELECT count(*) FROM tenantkit_sample.projects WHERE tenant_id = 'goner')"
     ).fetchone()
     assert left == (0,)
+
+
+def test_a_suspended_pool_tenant_keeps_its_rows_and_sees_none_until_resumed(
+    config: HandlerConfig, runtime: psycopg.Connection[Any], superuser: psycopg.Connection[Any]
+) -> None:
+    batch = pool_batch_of("napper")
+    active = [{"Id": "napper", "RemovalPolicy": "retain"}]
+    suspended = [{"Id": "napper", "RemovalPolicy": "retain", "Suspended": "true"}]
+    handle(event("Create", pool_tenants_properties(batch, active)), config)
+    insert_project(runtime, "napper", 1)
+
+    handle(
+        event(
+            "Update",
+            pool_tenants_properties(batch, suspended),
+            pool_tenants_properties(batch, active),
+        ),
+        config,
+    )
+
+    assert registry(superuser)["napper"][0] == "suspended"
+    assert rows_of(runtime, "napper") == []
+    with pytest.raises(errors.InsufficientPrivilege):  # WITH CHECK refuses its writes
+        insert_project(runtime, "napper", 2)
+    handle(
+        event(
+            "Update",
+            pool_tenants_properties(batch, active),
+            pool_tenants_properties(batch, suspended),
+        ),
+        config,
+    )
+    assert rows_of(runtime, "napper") == [(1, "project 1")]
+
+
+def test_pool_destroy_leaves_the_history_of_the_tenant(
+    config: HandlerConfig, admin: psycopg.Connection[Any]
+) -> None:
+    batch = pool_batch_of("brief")
+    entries = [{"Id": "brief", "RemovalPolicy": "destroy"}]
+    handle(event("Create", pool_tenants_properties(batch, entries)), config)
+
+    handle(event("Delete", pool_tenants_properties(batch, entries)), config)
+
+    assert "brief" not in {entry.tenant_id for entry in read_registry(admin)}
+    history = [entry.status for entry in read_history(admin, "brief")]
+    assert history == ["active", "offboarding", "offboarded"]
 
 
 def test_a_tenant_moved_to_another_batch_is_not_offboarded_by_the_old_one(

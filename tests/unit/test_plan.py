@@ -180,9 +180,16 @@ def test_purge_binds_tenant_ids_and_quotes_table_names() -> None:
     from lambda_src.provisioner.pool_plan import plan_purge
 
     steps = plan_purge(["a"], "batch-01", {'"x y".t': []})
-    assert sql_of(steps)[0] == 'DELETE FROM "x y"."t" WHERE tenant_id = ANY(%s)'
-    assert steps[0].params == (["a"],)
-    assert steps[0].role == "tenantkit_pool_maintainer"
+    # offboarding is recorded first, the rows go, then offboarded and the registry row
+    assert [s.description for s in steps] == [
+        "mark 1 tenant(s) offboarding",
+        'delete the rows of 1 pool tenant(s) from "x y".t',
+        "mark 1 tenant(s) offboarded",
+        "remove 1 tenant(s) from the registry",
+    ]
+    assert sql_of(steps)[1] == 'DELETE FROM "x y"."t" WHERE tenant_id = ANY(%s)'
+    assert steps[1].params == (["a"],)
+    assert steps[1].role == "tenantkit_pool_maintainer"
 
 
 def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
@@ -227,3 +234,22 @@ def test_host_hardening_revokes_only_what_is_still_open() -> None:
         'REVOKE ALL ON DATABASE "template1" FROM PUBLIC'
     ]
     assert plan_host_hardening([]) == []
+
+
+def test_a_suspended_tenant_converges_with_its_logins_disabled_and_sessions_ended() -> None:
+    steps = converge(CONVERGED, password_verifier=None, suspended=True)
+
+    changing = [s.description for s in steps if s.changes]
+    assert changing == [
+        f"disable login of {NAMES.login_role}",
+        f"disable login of {NAMES.iam_user}",
+    ]
+    assert steps[-1].description == f"end sessions of {NAMES.tenant_id}'s login roles"
+    assert not any(s.description.startswith("drop") for s in steps)
+
+
+def test_a_new_suspended_tenant_gets_its_roles_without_login() -> None:
+    statements = sql_of(converge(ObservedTenant(rds_iam_exists=True), suspended=True))
+
+    assert f'CREATE ROLE "{NAMES.login_role}" NOLOGIN' in statements
+    assert f'CREATE ROLE "{NAMES.iam_user}" NOLOGIN' in statements

@@ -4,13 +4,15 @@ registry rows, so 1,000 tenants are a handful of resources rather than 1,000).""
 import hashlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
 from .. import postgres
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ProvisioningError
+from ..lifecycle import ACTIVE, FAILED, SUSPENDED, plan_record
+from ..plan import Step
 from ..pool_plan import (
     plan_offboard,
     plan_pool_converge,
@@ -37,13 +39,17 @@ def pool_batch_of(tenant_id: str) -> str:
     return f"batch-{int.from_bytes(digest[:4], 'big') % POOL_BATCHES:02d}"
 
 
-def pool_batches(tenants: Sequence[tuple[str, RemovalPolicy]]) -> dict[str, list[dict[str, str]]]:
-    """Group (tenant id, removal policy) pairs into batches: batch id -> PoolTenants entries."""
+def pool_batches(
+    tenants: Sequence[tuple[str, RemovalPolicy]], *, suspended: Collection[str] = ()
+) -> dict[str, list[dict[str, str]]]:
+    """Group (tenant id, removal policy) pairs into batches: batch id -> PoolTenants entries.
+    Tenants in `suspended` get `"Suspended": "true"` (the key is absent for the others)."""
     batches: dict[str, list[dict[str, str]]] = {}
     for tenant_id, removal_policy in tenants:
-        batches.setdefault(pool_batch_of(tenant_id), []).append(
-            {"Id": tenant_id, "RemovalPolicy": removal_policy}
-        )
+        entry = {"Id": tenant_id, "RemovalPolicy": removal_policy}
+        if tenant_id in suspended:
+            entry["Suspended"] = "true"
+        batches.setdefault(pool_batch_of(tenant_id), []).append(entry)
     return dict(sorted(batches.items()))
 
 
@@ -184,6 +190,7 @@ class PoolTenantsSpec:
 
     batch_id: str
     tenants: dict[str, RemovalPolicy]
+    suspended: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, props: Mapping[str, Any]) -> "PoolTenantsSpec":
@@ -197,6 +204,7 @@ class PoolTenantsSpec:
                 f"resource property Tenants must be a list of at most {MAX_TENANTS_PER_BATCH}"
             )
         tenants: dict[str, RemovalPolicy] = {}
+        suspended: set[str] = set()
         for index, entry in enumerate(entries):
             where = f"resource property Tenants[{index}]"
             if not isinstance(entry, Mapping):
@@ -210,7 +218,19 @@ class PoolTenantsSpec:
             tenants[tenant_id] = _removal_policy(
                 entry.get("RemovalPolicy", "retain"), f"{where}.RemovalPolicy"
             )
-        return cls(batch_id=batch_id, tenants=tenants)
+            try:
+                if bool_property(entry, "Suspended", False):
+                    suspended.add(tenant_id)
+            except InvalidRequestError:
+                raise InvalidRequestError(f"{where}.Suspended must be true or false") from None
+        return cls(batch_id=batch_id, tenants=tenants, suspended=frozenset(suspended))
+
+    def register(self) -> list[Step]:
+        """Steps that register the batch's tenants: active, or suspended."""
+        active = [t for t in self.tenants if t not in self.suspended]
+        return plan_register(active, self.batch_id) + plan_register(
+            [t for t in self.tenants if t in self.suspended], self.batch_id, suspended=True
+        )
 
 
 class PoolTenants:
@@ -239,9 +259,28 @@ class PoolTenants:
         """Register every tenant of the batch (re-activating offboarded ones)."""
         spec = PoolTenantsSpec.parse(properties)
         with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
-            steps = plan_register(list(spec.tenants), spec.batch_id)
-            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+            changes = self._register(db, spec)
         return self._outcome(spec, changes)
+
+    def _register(self, db: AdminSession, spec: PoolTenantsSpec) -> list[str]:
+        """Register the batch; on failure, record it (with its reason) for the tenants the
+        registry does not already hold in a settled state."""
+        try:
+            return postgres.run_steps(db.conn, db.settings, db.retry, spec.register())
+        except ProvisioningError as error:
+            failed = plan_record(
+                list(spec.tenants),
+                FAILED,
+                registered_by=spec.batch_id,
+                cause=str(error),
+                database=POOL.database,
+                keep=(ACTIVE, SUSPENDED),
+            )
+            try:
+                postgres.run_steps(db.conn, db.settings, db.retry, [failed])
+            except ProvisioningError as unrecorded:
+                log.warning("could not record the failure in the registry: %s", unrecorded)
+            raise
 
     def update(
         self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
@@ -255,9 +294,7 @@ class PoolTenants:
             previous = PoolTenantsSpec(batch_id=spec.batch_id, tenants={})
         removed = {t: p for t, p in previous.tenants.items() if t not in spec.tenants}
         with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
-            changes = postgres.run_steps(
-                db.conn, db.settings, db.retry, plan_register(list(spec.tenants), spec.batch_id)
-            )
+            changes = self._register(db, spec)
             if previous.batch_id == spec.batch_id:
                 changes += self._remove(db, spec.batch_id, removed)
         return self._outcome(spec, changes)

@@ -7,8 +7,18 @@ from typing import Any
 
 from ...tenancy import InvalidTenantIdError, TenantNames, tenant_names
 from .. import postgres
-from ..errors import InvalidRequestError
-from ..plan import plan_converge, plan_destroy, plan_retain
+from ..errors import InvalidRequestError, ProvisioningError
+from ..lifecycle import (
+    ACTIVE,
+    FAILED,
+    OFFBOARDED,
+    OFFBOARDING,
+    PROVISIONING,
+    SUSPENDED,
+    plan_forget,
+    plan_record,
+)
+from ..plan import Step, plan_converge, plan_destroy, plan_retain
 from ..secrets import read_password
 from .base import AdminSession, Outcome, RemovalPolicy, bool_property, int_property
 
@@ -25,6 +35,7 @@ class TenantDatabaseSpec:
     removal_policy: RemovalPolicy
     iam_auth: bool
     password_secret_arn: str | None
+    suspended: bool = False
 
     @classmethod
     def parse(cls, props: Mapping[str, Any]) -> "TenantDatabaseSpec":
@@ -46,6 +57,7 @@ class TenantDatabaseSpec:
             removal_policy=removal,
             iam_auth=bool_property(props, "IamAuth", False),
             password_secret_arn=secret,
+            suspended=bool_property(props, "Suspended", False),
         )
 
 
@@ -57,11 +69,14 @@ def tenant_database_properties(
     removal_policy: RemovalPolicy,
     iam_auth: bool,
     password_secret_arn: str,
+    suspended: bool = False,
 ) -> dict[str, str]:
     """Resource properties of a TenantDatabase, as CloudFormation passes them (all strings).
 
-    The TenantDatabase construct and tenantctl's local mode both build them here.
+    The TenantDatabase construct and tenantctl's local mode both build them here. `Suspended`
+    appears only for a suspended tenant, so other tenants' templates do not change.
     """
+    suspension = {"Suspended": "true"} if suspended else {}
     return {
         "Kind": "TenantDatabase",
         "TenantId": tenant_id,
@@ -70,6 +85,7 @@ def tenant_database_properties(
         "RemovalPolicy": removal_policy,
         "IamAuth": "true" if iam_auth else "false",
         "PasswordSecretArn": password_secret_arn,
+        **suspension,
     }
 
 
@@ -96,6 +112,7 @@ class TenantDatabase:
         spec = TenantDatabaseSpec.parse(properties)
         password = read_password(spec.password_secret_arn) if spec.password_secret_arn else None
         hardened = postgres.harden_host(db.conn, db.settings, db.retry)
+        hardened += postgres.ensure_registry(db.conn, db.settings, db.retry)
         with postgres.tenant_lock(db.conn, spec.names.tenant_id):
             observed = postgres.observe_tenant(db.conn, spec.names)
             if spec.iam_auth and not observed.rds_iam_exists:
@@ -114,9 +131,45 @@ class TenantDatabase:
                 statement_timeout_ms=spec.statement_timeout_ms,
                 iam_auth=spec.iam_auth,
                 password_verifier=verifier,
+                suspended=spec.suspended,
             )
-            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+            final = SUSPENDED if spec.suspended else ACTIVE
+            changes = self._run_recorded(db, spec, steps, PROVISIONING, final)
         return self._outcome(spec, hardened + changes)
+
+    def _record(self, db: AdminSession, spec: TenantDatabaseSpec, status: str, **kw: str) -> None:
+        step = plan_record(
+            [spec.names.tenant_id], status, registered_by=self.registered_by(spec), **kw
+        )
+        postgres.run_steps(db.conn, db.settings, db.retry, [step])
+
+    def _run_recorded(
+        self,
+        db: AdminSession,
+        spec: TenantDatabaseSpec,
+        steps: list[Step],
+        working: str,
+        final: str,
+    ) -> list[str]:
+        """Run a plan, recording `working` while it changes something, `final` when it is done
+        and `failed` with the reason when a step fails."""
+        try:
+            if any(step.changes for step in steps):
+                self._record(db, spec, working)
+            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+        except ProvisioningError as error:
+            try:
+                self._record(db, spec, FAILED, cause=str(error))
+            except ProvisioningError as unrecorded:
+                log.warning("could not record the failure in the registry: %s", unrecorded)
+            raise
+        self._record(db, spec, final)
+        return changes
+
+    @staticmethod
+    def registered_by(spec: TenantDatabaseSpec) -> str:
+        """What the registry says registered the tenant: this resource's physical id."""
+        return f"tenantdb/{spec.names.tenant_id}"
 
     def update(
         self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
@@ -135,8 +188,17 @@ class TenantDatabase:
     def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Retain: logins disabled, sessions ended. Destroy: database and roles dropped."""
         spec = TenantDatabaseSpec.parse(properties)
+        postgres.ensure_registry(db.conn, db.settings, db.retry)
         with postgres.tenant_lock(db.conn, spec.names.tenant_id):
             observed = postgres.observe_tenant(db.conn, spec.names)
-            plan = plan_destroy if spec.removal_policy == "destroy" else plan_retain
-            changes = postgres.run_steps(db.conn, db.settings, db.retry, plan(spec.names, observed))
+            if spec.removal_policy == "destroy":
+                if not observed.login_enabled and not observed.database_exists:
+                    return self._outcome(spec, [])  # nothing left: a replay
+                steps = plan_destroy(spec.names, observed)
+                changes = self._run_recorded(db, spec, steps, OFFBOARDING, OFFBOARDED)
+                forget = plan_forget([spec.names.tenant_id], registered_by=self.registered_by(spec))
+                postgres.run_steps(db.conn, db.settings, db.retry, [forget])
+            else:
+                steps = plan_retain(spec.names, observed)
+                changes = self._run_recorded(db, spec, steps, OFFBOARDING, OFFBOARDED)
         return self._outcome(spec, changes)
