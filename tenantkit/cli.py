@@ -8,30 +8,54 @@ start, nothing provisioned yet).
 import json
 import logging
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from lambda_src.provisioner.config import settings_from_dsn
-from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names
+from lambda_src.provisioner.errors import ProvisioningError
+from lambda_src.provisioner.lifecycle import RegistryEntry
+from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names, validate_tenant_id
 
 from .catalog import Catalog, CatalogError, Tenant, load_catalog
+from .catalog_edit import Change, add_tenant, edit_catalog, remove_tenant, set_setting
+from .deployment import DeployTarget
 from .embedded_pg import EmbeddedPostgresError, RunningServer
+from .lifecycle import (
+    REQUESTED,
+    RecordedTenant,
+    TenantStatus,
+    histories,
+    local_silo_ids,
+    recorded_tenants,
+    state_lock,
+    tenant_statuses,
+    tier_moves,
+)
 from .local import (
     LocalSecrets,
     LocalServers,
     ProvisionResult,
+    offboard_pool_tenant,
+    offboard_tenant_database,
     pool_runtime_settings,
     provision_pool,
     provision_tenant_databases,
 )
 from .local_aws import local_aws
+from .plan import CLOUDFORMATION_RESOURCE_LIMIT, catalog_changes, stack_sizes
+from .quotas import quota_use
+from .synth import REPO_ROOT, synth_templates
 from .verify import (
     AttackResult,
     report,
@@ -57,6 +81,14 @@ CatalogOption = Annotated[
     Path, typer.Option("--catalog", "-c", help="Tenant catalog file.", show_default=True)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+
+
+class TierName(StrEnum):
+    """The isolation tiers."""
+
+    silo = "silo"
+    bridge = "bridge"
+    pool = "pool"
 
 
 def _load(catalog: Path) -> Catalog:
@@ -103,9 +135,12 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the local Secrets Manager's access log
 
 
-def _start_embedded(state_dir: Path, catalog: Catalog) -> tuple[LocalServers, RunningServer, float]:
-    """The shared embedded server and one per silo tenant."""
-    servers = LocalServers(state_dir, [t.id for t in catalog.in_tier("silo")])
+def _start_embedded(
+    state_dir: Path, catalog: Catalog, extra_silos: Sequence[str] = ()
+) -> tuple[LocalServers, RunningServer, float]:
+    """The shared embedded server and one per silo tenant (the catalog's, those left on disk,
+    and `extra_silos`)."""
+    servers = LocalServers(state_dir, local_silo_ids(state_dir, catalog) + list(extra_silos))
     try:
         started = time.perf_counter()
         shared = servers.start()
@@ -148,19 +183,21 @@ def run(
     _configure_logging(verbose)
     loaded = _load(catalog)
     db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
-    servers, server, start_seconds = _start_embedded(state_dir, loaded)
-    try:
-        with local_aws():
-            store = LocalSecrets(state_dir / "secrets.json")
-            results = provision_tenant_databases(db_tenants, servers.server_for, store)
-            results += provision_pool(list(loaded.in_tier("pool")), server, store)
-            ready = {r.tenant_id for r in results if r.ok}
-            attacks = _local_attacks(
-                servers, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
-            )
-    finally:
-        if not keep_running:
-            servers.stop()
+    with state_lock(state_dir):
+        servers, server, start_seconds = _start_embedded(state_dir, loaded)
+        try:
+            _refuse_tier_moves(servers, [(t.id, t.tier) for t in loaded.tenants], as_json)
+            with local_aws():
+                store = LocalSecrets(state_dir / "secrets.json")
+                results = provision_tenant_databases(db_tenants, servers.server_for, store)
+                results += provision_pool(list(loaded.in_tier("pool")), server, store)
+                ready = {r.tenant_id for r in results if r.ok}
+                attacks = _local_attacks(
+                    servers, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
+                )
+        finally:
+            if not keep_running:
+                servers.stop()
 
     verdict = report(attacks)
     ok = all(r.ok for r in results) and not verdict["leaks"]
@@ -239,11 +276,12 @@ def verify(
                 highlight=False,
             )
             raise typer.Exit(EXIT_ENVIRONMENT)
-        servers, _, _ = _start_embedded(state_dir, loaded)
-        try:
-            attacks = _local_attacks(servers, store, db_tenants, pool_ready=True)
-        finally:
-            servers.stop()
+        with state_lock(state_dir):
+            servers, _, _ = _start_embedded(state_dir, loaded)
+            try:
+                attacks = _local_attacks(servers, store, db_tenants, pool_ready=True)
+            finally:
+                servers.stop()
     verdict = report(attacks)
     if as_json:
         print(json.dumps(verdict))
@@ -251,6 +289,643 @@ def verify(
         _print_verdict(verdict, attacks, every_attack=True)
     if verdict["leaks"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+class Provision(StrEnum):
+    """Where onboarding and offboarding provision."""
+
+    local = "local"
+    aws = "aws"
+    none = "none"
+
+
+class Approval(StrEnum):
+    """cdk deploy's --require-approval."""
+
+    never = "never"
+    any_change = "any-change"
+    broadening = "broadening"
+
+
+TierOption = Annotated[TierName, typer.Option("--tier", help="silo, bridge or pool.")]
+ProvisionOption = Annotated[
+    Provision,
+    typer.Option(
+        "--provision",
+        help="local: on the embedded PostgreSQL; aws: cdk deploy the stacks it needs; "
+        "none: edit the catalog only.",
+    ),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the cdk commands instead of running them.")
+]
+ApprovalOption = Annotated[
+    Approval,
+    typer.Option(
+        "--require-approval",
+        help="Passed to cdk deploy; `never` for pipelines whose environment is gated.",
+    ),
+]
+
+
+def _fail(code: int, message: str, as_json: bool, **fields: object) -> NoReturn:
+    """Report a failure (as JSON on stdout with --json) and exit with `code`."""
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, **fields}))
+    else:
+        err.print(f"[red]error[/red]: {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _checked_id(tenant_id: str, as_json: bool) -> str:
+    try:
+        return validate_tenant_id(tenant_id)
+    except InvalidTenantIdError as error:
+        _fail(EXIT_INVALID, f"invalid tenant id: {error}", as_json)
+
+
+def _edit(catalog: Path, change: Change, as_json: bool) -> tuple[Catalog, str]:
+    try:
+        return edit_catalog(catalog, change)
+    except CatalogError as error:
+        _fail(EXIT_INVALID, str(error), as_json)
+
+
+def _refuse_tier_moves(
+    servers: LocalServers, wanted: Sequence[tuple[str, str]], as_json: bool
+) -> None:
+    """Exit 2, before anything is changed, if a local registry holds a tenant in another tier."""
+    moves = tier_moves(wanted, recorded_tenants(servers))
+    if moves:
+        _fail(EXIT_INVALID, "\n".join(moves), as_json)
+
+
+def _status_of(servers: LocalServers, tenant: Tenant) -> str:
+    recorded = [
+        r for r in recorded_tenants(servers) if (r.tenant_id, r.tier) == (tenant.id, tenant.tier)
+    ]
+    return recorded[0].status if recorded else REQUESTED
+
+
+def _provision_one(
+    tenant: Tenant, catalog: Catalog, servers: LocalServers, store: LocalSecrets
+) -> ProvisionResult:
+    """Provision one tenant through the handler (a pool tenant: the pool and its batches)."""
+    if tenant.tier != "pool":
+        return provision_tenant_databases([tenant], servers.server_for, store)[0]
+    results = provision_pool(list(catalog.in_tier("pool")), servers.server_for_pool(), store)
+    return next((r for r in results if r.tenant_id == tenant.id), results[0])
+
+
+def _cdk(*args: str) -> list[str]:
+    return ["cdk", *args]
+
+
+def _deploy_argv(
+    target: DeployTarget, stacks: Sequence[str], catalog: Path, approval: Approval
+) -> list[str]:
+    context = f"tenant={target.tenant}" if target.tenant else f"tier={target.tier}"
+    return _cdk(
+        "deploy",
+        *stacks,
+        "--exclusively",
+        "-c",
+        f"catalog={catalog.resolve()}",
+        "-c",
+        context,
+        "--require-approval",
+        approval.value,
+    )
+
+
+def _run_cdk(argv: Sequence[str], as_json: bool) -> int:
+    """Run the pinned CDK CLI from the project root; its output goes to stderr."""
+    env = dict(os.environ)
+    env["PATH"] = f"{REPO_ROOT / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}"
+    if not as_json:
+        err.print(f"[dim]$ {shlex.join(argv)}[/dim]", highlight=False)
+    try:
+        return subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=sys.stderr).returncode
+    except FileNotFoundError:
+        _fail(EXIT_ENVIRONMENT, "the CDK CLI is not installed: run `make setup`", as_json)
+
+
+@app.command()
+def onboard(
+    tenant_id: str,
+    tier: TierOption,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a tenant to the catalog (validated; a tenant already there in that tier is left as
+    it is, one in another tier is refused) and provision it."""
+    _configure_logging(False)
+    tenant_id = _checked_id(tenant_id, as_json)
+    tier_name = tier.value
+    report_fields: dict[str, Any] = {"tenant": tenant_id, "tier": tier_name}
+    if provision is Provision.local:
+        with state_lock(state_dir):
+            current = _load(catalog)
+            extra = [tenant_id] if tier_name == "silo" else []
+            servers, _, _ = _start_embedded(state_dir, current, extra)
+            try:
+                _refuse_tier_moves(servers, [(tenant_id, tier_name)], as_json)
+                loaded, outcome = _edit(
+                    catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json
+                )
+                with local_aws():
+                    store = LocalSecrets(state_dir / "secrets.json")
+                    result = _provision_one(loaded.get(tenant_id), loaded, servers, store)
+                status = _status_of(servers, loaded.get(tenant_id))
+            finally:
+                servers.stop()
+        report_fields.update(
+            catalog=outcome,
+            provision="local",
+            status=status,
+            server=result.server,
+            changes=result.changes,
+            seconds=round(result.seconds, 4),
+            error=result.error,
+        )
+        ok = result.ok
+    else:
+        loaded, outcome = _edit(catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json)
+        report_fields.update(catalog=outcome, provision=provision.value)
+        ok = True
+        if provision is Provision.aws:
+            target = DeployTarget(tenant=tenant_id)
+            argv = _deploy_argv(target, target.stacks(loaded), catalog, approval)
+            code = _run_cdk(argv, as_json)
+            report_fields.update(command=argv, exit_code=code)
+            ok = code == 0
+    if as_json:
+        print(json.dumps({"ok": ok, **report_fields}))
+    else:
+        verb = {"added": "added to", "unchanged": "already in"}[outcome]
+        out.print(f"{tenant_id} ({tier_name}) {verb} {catalog}", highlight=False)
+        if provision is Provision.local:
+            out.print(
+                f"provisioned locally on {report_fields['server']}: {report_fields['status']}, "
+                f"{report_fields['changes']} changes in {result.seconds * 1000:.0f} ms",
+                highlight=False,
+            )
+            if result.error:
+                err.print(f"[red]failed[/red]: {result.error}", highlight=False)
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _set_suspended(
+    tenant_id: str,
+    suspended: bool,
+    catalog: Path,
+    state_dir: Path,
+    provision: Provision,
+    approval: Approval,
+    as_json: bool,
+) -> None:
+    """Mark the tenant (un)suspended in the catalog and apply it: locally through the handler
+    (an Update of its resource), or by deploying its stacks."""
+    _configure_logging(False)
+    tenant_id = _checked_id(tenant_id, as_json)
+    fields: dict[str, Any] = {"tenant": tenant_id, "provision": provision.value}
+    if provision is Provision.local:
+        with state_lock(state_dir):
+            loaded, fields["catalog"] = _edit(
+                catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
+            )
+            tenant = loaded.get(tenant_id)
+            servers, _, _ = _start_embedded(state_dir, loaded)
+            try:
+                with local_aws():
+                    store = LocalSecrets(state_dir / "secrets.json")
+                    result = _provision_one(tenant, loaded, servers, store)
+                fields.update(tier=tenant.tier, status=_status_of(servers, tenant))
+            finally:
+                servers.stop()
+        fields.update(changes=result.changes, error=result.error)
+        ok = result.ok
+    else:
+        loaded, fields["catalog"] = _edit(
+            catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
+        )
+        fields["tier"] = loaded.get(tenant_id).tier
+        ok = True
+        if provision is Provision.aws:
+            target = DeployTarget(tenant=tenant_id)
+            argv = _deploy_argv(target, target.stacks(loaded), catalog, approval)
+            code = _run_cdk(argv, as_json)
+            fields.update(command=argv, exit_code=code)
+            ok = code == 0
+    if as_json:
+        print(json.dumps({"ok": ok, **fields}))
+    else:
+        state = fields.get("status", "suspended" if suspended else "active (after deploy)")
+        out.print(f"{tenant_id} ({fields['tier']}): {state}", highlight=False)
+        if fields.get("error"):
+            err.print(f"[red]failed[/red]: {fields['error']}", highlight=False)
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def suspend(
+    tenant_id: str,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    as_json: JsonOption = False,
+) -> None:
+    """Suspend a tenant: data kept, logins disabled and sessions ended (bridge, silo), the pool
+    policy denies it; `suspended: true` in the catalog."""
+    _set_suspended(tenant_id, True, catalog, state_dir, provision, approval, as_json)
+
+
+@app.command()
+def resume(
+    tenant_id: str,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    as_json: JsonOption = False,
+) -> None:
+    """Resume a suspended tenant: its logins (or its pool rows) work again."""
+    _set_suspended(tenant_id, False, catalog, state_dir, provision, approval, as_json)
+
+
+@app.command()
+def offboard(
+    tenant_id: str,
+    destroy_data: Annotated[
+        bool,
+        typer.Option(
+            "--destroy-data", help="Delete the tenant's data too (default: keep it, logins off)."
+        ),
+    ] = False,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Offboard a tenant: its data is kept (logins disabled, the pool policy denies it) unless
+    --destroy-data; then it leaves the catalog."""
+    _configure_logging(False)
+    tenant_id = _checked_id(tenant_id, as_json)
+    data = "destroyed" if destroy_data else "retained"
+    fields: dict[str, Any] = {"tenant": tenant_id, "data": data, "provision": provision.value}
+    if provision is Provision.local:
+        with state_lock(state_dir):
+            loaded = _load(catalog)
+            try:
+                tenant = loaded.get(tenant_id)
+            except KeyError:
+                _fail(EXIT_INVALID, f"tenant {tenant_id!r} is not in {catalog}", as_json)
+            servers, _, _ = _start_embedded(state_dir, loaded)
+            try:
+                with local_aws():
+                    store = LocalSecrets(state_dir / "secrets.json")
+                    if tenant.tier == "pool":
+                        changes = offboard_pool_tenant(
+                            tenant,
+                            list(loaded.in_tier("pool")),
+                            servers.server_for_pool(),
+                            destroy=destroy_data,
+                        )
+                    else:
+                        changes = offboard_tenant_database(
+                            tenant, servers.server_for(tenant), store, destroy=destroy_data
+                        )
+                status = _status_of(servers, tenant)
+            except ProvisioningError as error:
+                _fail(EXIT_FAILED, f"offboarding {tenant_id} failed: {error}", as_json, **fields)
+            finally:
+                servers.stop()
+            _, outcome = _edit(catalog, remove_tenant(tenant_id), as_json)
+        fields.update(
+            tier=tenant.tier,
+            catalog=outcome,
+            status="offboarded" if status == REQUESTED else status,
+            changes=changes,
+        )
+    else:
+        loaded = _load(catalog)
+        try:
+            tenant = loaded.get(tenant_id)
+        except KeyError:
+            _fail(EXIT_INVALID, f"tenant {tenant_id!r} is not in {catalog}", as_json)
+        fields["tier"] = tenant.tier
+        if provision is Provision.aws:
+            _offboard_aws(tenant, catalog, loaded, destroy_data, approval, dry_run, as_json, fields)
+        else:
+            _, fields["catalog"] = _edit(catalog, remove_tenant(tenant_id), as_json)
+    if as_json:
+        print(json.dumps({"ok": True, **fields}))
+    else:
+        out.print(
+            f"{tenant_id} ({fields['tier']}) offboarded, data {data}; "
+            f"{'removed from' if fields.get('catalog') == 'removed' else 'catalog:'} {catalog}",
+            highlight=False,
+        )
+
+
+def _offboard_aws(
+    tenant: Tenant,
+    catalog: Path,
+    loaded: Catalog,
+    destroy_data: bool,
+    approval: Approval,
+    dry_run: bool,
+    as_json: bool,
+    fields: dict[str, Any],
+) -> None:
+    """Offboard in AWS: deploy the removal policy the caller chose (CloudFormation's Delete reads
+    the deployed one), then delete the tenant's stack (bridge) or its batch entry (pool)."""
+    if tenant.tier == "silo":
+        _fail(
+            EXIT_INVALID,
+            f"{tenant.id} is a silo tenant: its database has deletion protection, so removing "
+            "its stack is a deliberate manual step (disable deletion protection, then "
+            f"`npx cdk destroy {tenant.names.silo_stack_name}`; the cluster leaves a final "
+            "snapshot). Use --provision none to remove it from the catalog.",
+            as_json,
+        )
+    policy = "destroy" if destroy_data else "retain"
+    target = DeployTarget(tenant=tenant.id)
+    stacks = target.stacks(loaded)
+    steps: list[tuple[str, list[str]]] = [
+        (f"set removal_policy: {policy} in {catalog}", []),
+        ("deploy it", _deploy_argv(target, stacks, catalog, approval)),
+    ]
+    if tenant.tier == "bridge":
+        destroy = _cdk(
+            "destroy",
+            *stacks,
+            "--force",
+            "-c",
+            f"catalog={catalog.resolve()}",
+            "-c",
+            f"tenant={tenant.id}",
+        )
+        steps += [("delete the tenant's stack", destroy), (f"remove it from {catalog}", [])]
+    else:
+        steps += [
+            (f"remove it from {catalog}", []),
+            (
+                "deploy the pool without it",
+                _deploy_argv(DeployTarget(tier="pool"), stacks, catalog, approval),
+            ),
+        ]
+    fields["steps"] = [{"step": what, "command": argv} for what, argv in steps]
+    if dry_run:
+        fields["dry_run"] = True
+        if not as_json:
+            for what, argv in steps:
+                out.print(f"{what}{': ' + shlex.join(argv) if argv else ''}", highlight=False)
+        return
+    for what, argv in steps:
+        if what.startswith("set removal_policy"):
+            _edit(catalog, set_setting(tenant.id, "removal_policy", policy), as_json)
+        elif what.startswith("remove it from"):
+            _, fields["catalog"] = _edit(catalog, remove_tenant(tenant.id), as_json)
+        elif _run_cdk(argv, as_json) != 0:
+            _fail(EXIT_FAILED, f"offboarding {tenant.id} stopped at: {what}", as_json, **fields)
+
+
+@app.command()
+def deploy(
+    target: Annotated[str, typer.Argument(help="A tenant id, or a tier: silo, bridge, pool.")],
+    catalog: CatalogOption = Path("tenants.yaml"),
+    approval: ApprovalOption = Approval.broadening,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """`cdk deploy --exclusively` exactly the stacks a tenant (or a tier) needs, synthesized
+    with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built."""
+    loaded = _load(catalog)
+    parsed = DeployTarget.parse(target)
+    if parsed.tenant is not None:
+        _checked_id(parsed.tenant, as_json)
+    try:
+        stacks = parsed.stacks(loaded)
+    except CatalogError as error:
+        _fail(EXIT_INVALID, str(error), as_json)
+    if not stacks:
+        _fail(
+            EXIT_INVALID, f"tier {target} has no tenants in {catalog}: nothing to deploy", as_json
+        )
+    argv = _deploy_argv(parsed, stacks, catalog, approval)
+    code = 0 if dry_run else _run_cdk(argv, as_json)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": code == 0,
+                    "target": target,
+                    "stacks": list(stacks),
+                    "command": argv,
+                    "dry_run": dry_run,
+                    "exit_code": code,
+                }
+            )
+        )
+    elif dry_run:
+        out.print(shlex.join(argv), highlight=False)
+    if code != 0:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _recorded(
+    state_dir: Path, catalog: Catalog, tenant_id: str | None = None
+) -> tuple[list[RecordedTenant], dict[str, list[RegistryEntry]]]:
+    """What the local registries hold (nothing if nothing was ever provisioned here), and the
+    history of `tenant_id` in each tier's registry."""
+    if not (state_dir / "pg").is_dir():
+        return [], {}
+    with state_lock(state_dir):
+        servers, _, _ = _start_embedded(state_dir, catalog)
+        try:
+            recorded = recorded_tenants(servers)
+            found = histories(servers, tenant_id) if tenant_id else {}
+        finally:
+            servers.stop()
+    return recorded, found
+
+
+@app.command("list")
+def list_tenants(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    as_json: JsonOption = False,
+) -> None:
+    """Every tenant of the catalog with its lifecycle state, and offboarded tenants the local
+    registries still know."""
+    _configure_logging(False)
+    loaded = _load(catalog)
+    recorded, _ = _recorded(state_dir, loaded)
+    statuses = tenant_statuses(loaded, recorded)
+    if as_json:
+        print(json.dumps({"tenants": [s.as_json() for s in statuses]}))
+        return
+    table = Table(title=f"tenants ({catalog}, registries in {state_dir})")
+    for column in ("tenant", "tier", "status", "since", "in catalog", "cause"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(
+            s.tenant_id,
+            s.tier,
+            s.status,
+            s.since.strftime("%Y-%m-%d %H:%M:%S") if s.since else "",
+            "yes" if s.in_catalog else "no",
+            s.cause or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def status(
+    tenant_id: str,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    as_json: JsonOption = False,
+) -> None:
+    """One tenant's lifecycle state, its failure cause if any, and its recorded history."""
+    _configure_logging(False)
+    tenant_id = _checked_id(tenant_id, as_json)
+    loaded = _load(catalog)
+    recorded, by_tier = _recorded(state_dir, loaded, tenant_id)
+    found = [s for s in tenant_statuses(loaded, recorded) if s.tenant_id == tenant_id]
+    if not found:
+        # Offboarded with its data destroyed: no row is left, only the history.
+        found = [
+            TenantStatus(
+                tenant_id,
+                tier,
+                False,
+                entries[-1].status,
+                entries[-1].cause,
+                entries[-1].at,
+                data_destroyed=True,
+            )
+            for tier, entries in by_tier.items()
+        ]
+    if not found:
+        _fail(
+            EXIT_INVALID,
+            f"tenant {tenant_id!r} is in neither {catalog} nor a local registry",
+            as_json,
+        )
+    entries = [
+        {"tier": tier, "status": e.status, "cause": e.cause, "at": e.at.isoformat()}
+        for tier, history in by_tier.items()
+        for e in history
+    ]
+    if as_json:
+        print(json.dumps({**found[0].as_json(), "history": entries}))
+        return
+    for s in found:
+        out.print(
+            f"{tenant_id} ({s.tier}): {s.status}"
+            f"{' since ' + s.since.strftime('%Y-%m-%d %H:%M:%S') if s.since else ''}"
+            f"{'' if s.in_catalog else ' (not in the catalog)'}"
+            f"{'; its data was destroyed, only its history is left' if s.data_destroyed else ''}",
+            highlight=False,
+        )
+        if s.cause:
+            out.print(f"  cause: {s.cause}", highlight=False)
+    for entry in entries:
+        out.print(
+            f"  {entry['at']}  {entry['status']}"
+            + (f"  {entry['cause']}" if entry["cause"] else ""),
+            highlight=False,
+        )
+
+
+@app.command()
+def plan(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="The catalog as deployed (e.g. from the main branch), to compare with."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What the catalog would change: tenants added, removed, changed and (refused) moved
+    between tiers; every stack's resources against the 500 limit; default AWS quotas. Exit 2
+    when the change is refused."""
+    loaded = _load(catalog)
+    before = None
+    if baseline is not None:
+        try:
+            before = load_catalog(baseline)
+        except CatalogError as error:
+            _fail(EXIT_INVALID, f"baseline: {error}", as_json)
+    changes = catalog_changes(before, loaded)
+    try:
+        sizes = stack_sizes(synth_templates(loaded))
+    except Exception as error:  # synth failures: cdk-nag, a bad setting named by its stack
+        _fail(EXIT_FAILED, f"synth failed: {error}", as_json)
+    quotas = quota_use(loaded)
+    too_big = [s for s in sizes if not s.within_limit]
+    refused = changes.moves + [
+        f"stack {s.name} has {s.resources} resources; CloudFormation accepts fewer than "
+        f"{CLOUDFORMATION_RESOURCE_LIMIT}"
+        for s in too_big
+    ]
+    result = {
+        "ok": not refused,
+        "refused": refused,
+        "tenants": {
+            "added": [{"id": t.id, "tier": t.tier} for t in changes.added],
+            "removed": [{"id": t.id, "tier": t.tier} for t in changes.removed],
+            "changed": changes.changed,
+            "total": len(loaded.tenants),
+        },
+        "stacks": [
+            {"name": s.name, "resources": s.resources, "limit": CLOUDFORMATION_RESOURCE_LIMIT}
+            for s in sizes
+        ],
+        "quotas": [
+            {"quota": q.quota, "used": q.used, "default": q.default, "exceeded": q.exceeded}
+            for q in quotas
+        ],
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for t in changes.added:
+            out.print(f"+ {t.id} ({t.tier})", highlight=False)
+        for t in changes.removed:
+            out.print(
+                f"- {t.id} ({t.tier}): offboarded, data kept unless removal_policy destroy",
+                highlight=False,
+            )
+        for tenant_id, changed in sorted(changes.changed.items()):
+            out.print(f"~ {tenant_id}: {', '.join(changed)}", highlight=False)
+        table = Table(
+            title=f"{len(sizes)} stacks "
+            f"(CloudFormation limit: {CLOUDFORMATION_RESOURCE_LIMIT} resources)"
+        )
+        table.add_column("stack")
+        table.add_column("resources", justify="right")
+        for s in sizes[:10]:
+            table.add_row(s.name, str(s.resources))
+        if len(sizes) > 10:
+            table.add_row(f"... {len(sizes) - 10} more, each smaller", "")
+        out.print(table)
+        for q in quotas:
+            out.print(f"quota: {q.describe()}", highlight=False)
+        for problem in refused:
+            err.print(f"[red]refused[/red]: {problem}", highlight=False)
+    if refused:
+        raise typer.Exit(EXIT_INVALID)
 
 
 bench_app = typer.Typer(help="Benchmarks: print a table, write JSON (and a plot).")

@@ -16,6 +16,8 @@ from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig, Ret
 from lambda_src.provisioner.errors import ProvisioningError
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
+    RemovalPolicy,
+    pool_batch_of,
     pool_batches,
     pool_database_properties,
     pool_tenants_properties,
@@ -253,6 +255,56 @@ def provision_pool(
     return results
 
 
+def offboard_tenant_database(
+    tenant: Tenant, server: RunningServer, store: LocalSecrets, *, destroy: bool
+) -> int:
+    """Send the Delete CloudFormation sends when a bridge or silo tenant's resource goes, with
+    the removal policy the caller chose; returns the number of changes."""
+    names = tenant.names
+    arn = store.ensure(
+        names.secret_name,
+        username=names.login_role,
+        dbname=names.database,
+        server=server,
+        tenant=tenant.id,
+    )
+    properties = tenant_database_properties(
+        tenant_id=tenant.id,
+        connection_limit=tenant.connection_limit,
+        statement_timeout_ms=tenant.statement_timeout_ms,
+        removal_policy="destroy" if destroy else "retain",
+        iam_auth=tenant.iam_auth,
+        password_secret_arn=arn,
+        suspended=tenant.suspended,
+    )
+    event = provider_event("Delete", "Custom::TenantDatabase", properties)
+    event["PhysicalResourceId"] = f"tenantdb/{tenant.id}"
+    response = handle(event, handler_config(server))
+    return int(response["Data"]["Changes"])
+
+
+def offboard_pool_tenant(
+    tenant: Tenant, pool_tenants: list[Tenant], server: RunningServer, *, destroy: bool
+) -> int:
+    """Send the Update of the tenant's batch that a deploy without it sends: the batch's old
+    properties hold the tenant with the chosen removal policy, the new ones do not."""
+    others = [t for t in pool_tenants if t.id != tenant.id]
+    policy: RemovalPolicy = "destroy" if destroy else "retain"
+    suspended = [t.id for t in pool_tenants if t.suspended]
+    batch = pool_batch_of(tenant.id)
+    before = pool_batches(
+        [*((t.id, t.removal_policy) for t in others), (tenant.id, policy)], suspended=suspended
+    )[batch]
+    after = pool_batches([(t.id, t.removal_policy) for t in others], suspended=suspended)
+    event = provider_event(
+        "Update", "Custom::PoolTenants", pool_tenants_properties(batch, after.get(batch, []))
+    )
+    event["PhysicalResourceId"] = f"pooltenants/{batch}"
+    event["OldResourceProperties"] = pool_tenants_properties(batch, before)
+    response = handle(event, handler_config(server))
+    return int(response["Data"]["Changes"])
+
+
 def pool_runtime_settings(server: RunningServer, store: LocalSecrets) -> ConnectionSettings:
     """How the application logs in to the pool (what `tenantctl verify` attacks as)."""
     return server.settings(POOL.login_role, store.password(POOL.secret_name), POOL.database)
@@ -278,6 +330,10 @@ class LocalServers:
     def server_for(self, tenant: Tenant) -> RunningServer:
         """The server holding `tenant`'s database (its own for a silo tenant)."""
         return self._running.get(tenant.id, self._running["(shared)"])
+
+    def running(self, tenant_id: str) -> RunningServer:
+        """The started server of a silo tenant (KeyError if it has none)."""
+        return self._running[tenant_id]
 
     def server_for_pool(self) -> RunningServer:
         """The server holding the pool (the shared one)."""

@@ -14,6 +14,7 @@ from aws_cdk.assertions import Template
 
 from app import build_app
 from tenantkit.catalog import load_catalog
+from tenantkit.synth import offline_context
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_CATALOG = REPO_ROOT / "tests" / "fixtures" / "catalog.yaml"
@@ -25,12 +26,8 @@ SILO_RDS = "tenantkit-silo-woodgrove"
 POOL_STACK = "tenantkit-pool"
 
 
-def cdk_context(**extra: Any) -> dict[str, Any]:
-    """cdk.json's context (feature flags change templates), bundling off, no version report."""
-    context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
-    context.update({"aws:cdk:bundling-stacks": [], "aws:cdk:version-reporting": False})
-    context.update(extra)
-    return context
+cdk_context = offline_context
+"""cdk.json's context (feature flags change templates), bundling off, no version report."""
 
 
 @dataclass

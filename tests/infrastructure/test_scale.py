@@ -1,8 +1,6 @@
 """Synth at scale: a 1,000-tenant mixed catalog, and per-tenant synths that build only the
 stacks a tenant needs."""
 
-from typing import Any
-
 import aws_cdk as cdk
 import pytest
 
@@ -10,6 +8,7 @@ from app import build_app, target_from_context
 from tenantkit.bench.synth import mixed_catalog
 from tenantkit.catalog import Catalog, CatalogError, parse_catalog
 from tenantkit.deployment import EVERY_STACK, DeployTarget
+from tenantkit.synth import synth_templates
 
 from .conftest import cdk_context
 
@@ -21,10 +20,7 @@ def thousand() -> Catalog:
     return parse_catalog(mixed_catalog(1000), "mixed-1000.yaml")
 
 
-def _synth(catalog: Catalog, target: DeployTarget = EVERY_STACK) -> dict[str, Any]:
-    app = cdk.App(context=cdk_context())
-    build_app(app, catalog, target=target)
-    return {stack.stack_name: stack.template for stack in app.synth().stacks}
+_synth = synth_templates
 
 
 def test_every_stack_of_a_thousand_mixed_tenants_is_under_the_resource_limit(

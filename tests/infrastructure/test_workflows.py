@@ -160,7 +160,7 @@ def test_onboard_inputs_reach_scripts_through_env() -> None:
     assert jobs["catalog"]["env"]["TIER"] == "${{ inputs.tier }}"
     scripts = "\n".join(script for _, script in run_scripts(load(ONBOARD)))
     assert 'tenantctl onboard "$TENANT_ID" --tier "$TIER" --provision none --json' in scripts
-    assert 'tenantctl deploy "$TENANT_ID" --json' in scripts
+    assert 'tenantctl deploy "$TENANT_ID" --require-approval never --json' in scripts
 
 
 def test_onboard_least_privilege() -> None:
