@@ -13,13 +13,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lambda_src.provisioner.config import settings_from_dsn
@@ -151,6 +153,29 @@ def _start_embedded(
     return servers, shared, time.perf_counter() - started
 
 
+@contextmanager
+def _progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[ProvisionResult], None]]:
+    """A progress bar on stderr while tenants are provisioned (none with --json or when
+    stderr is not a terminal); yields the callback that advances it."""
+    if quiet or not err.is_terminal:
+        yield lambda _result: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(what, total=total)
+
+        def advance(result: ProvisionResult) -> None:
+            progress.update(task, advance=1, description=f"{what} {result.tenant_id}")
+
+        yield advance
+
+
 def _local_attacks(
     servers: LocalServers, store: LocalSecrets, db_tenants: list[Tenant], pool_ready: bool
 ) -> list[AttackResult]:
@@ -189,8 +214,12 @@ def run(
             _refuse_tier_moves(servers, [(t.id, t.tier) for t in loaded.tenants], as_json)
             with local_aws():
                 store = LocalSecrets(state_dir / "secrets.json")
-                results = provision_tenant_databases(db_tenants, servers.server_for, store)
-                results += provision_pool(list(loaded.in_tier("pool")), server, store)
+                pool = list(loaded.in_tier("pool"))
+                with _progress(len(db_tenants) + len(pool) + 1, "provisioning", as_json) as done:
+                    results = provision_tenant_databases(
+                        db_tenants, servers.server_for, store, done=done
+                    )
+                    results += provision_pool(pool, server, store, done=done)
                 ready = {r.tenant_id for r in results if r.ok}
                 attacks = _local_attacks(
                     servers, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready

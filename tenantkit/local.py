@@ -120,9 +120,10 @@ def provision_tenant_databases(
     tenants: list[Tenant],
     server_for: Callable[[Tenant], RunningServer],
     store: LocalSecrets,
+    done: Callable[[ProvisionResult], None] = lambda _result: None,
 ) -> list[ProvisionResult]:
     """Create-or-converge each bridge or silo tenant's database through the handler, on the
-    server `server_for` gives it."""
+    server `server_for` gives it; `done` hears of each tenant as it finishes."""
     results = []
     for tenant in tenants:
         server = server_for(tenant)
@@ -169,13 +170,20 @@ def provision_tenant_databases(
                 error,
             )
         )
+        done(results[-1])
     return results
 
 
 def provision_pool(
-    tenants: list[Tenant], server: RunningServer, store: LocalSecrets, *, iam_auth: bool = True
+    tenants: list[Tenant],
+    server: RunningServer,
+    store: LocalSecrets,
+    *,
+    iam_auth: bool = True,
+    done: Callable[[ProvisionResult], None] = lambda _result: None,
 ) -> list[ProvisionResult]:
-    """Create-or-converge the pool database, then register the pool tenants batch by batch."""
+    """Create-or-converge the pool database, then register the pool tenants batch by batch;
+    `done` hears of the pool and of each tenant as they finish."""
     config = handler_config(server)
     runtime = (POOL.login_role,) + ((POOL.iam_user,) if iam_auth else ())
     started = time.perf_counter()
@@ -204,6 +212,7 @@ def provision_pool(
             time.perf_counter() - started,
             str(failure),
         )
+        done(failed)
         return [failed]
     results = [
         ProvisionResult(
@@ -218,6 +227,7 @@ def provision_pool(
             time.perf_counter() - started,
         )
     ]
+    done(results[0])
     by_id = {t.id: t for t in tenants}
     batches = pool_batches(
         [(t.id, t.removal_policy) for t in tenants],
@@ -252,6 +262,7 @@ def provision_pool(
                     error,
                 )
             )
+            done(results[-1])
     return results
 
 
