@@ -939,8 +939,7 @@ def plan(
         for tenant_id, changed in sorted(changes.changed.items()):
             out.print(f"~ {tenant_id}: {', '.join(changed)}", highlight=False)
         table = Table(
-            title=f"{len(sizes)} stacks "
-            f"(CloudFormation limit: {CLOUDFORMATION_RESOURCE_LIMIT} resources)"
+            title=f"{len(sizes)} stacks, limit {CLOUDFORMATION_RESOURCE_LIMIT} resources each"
         )
         table.add_column("stack")
         table.add_column("resources", justify="right")

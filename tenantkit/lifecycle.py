@@ -18,7 +18,7 @@ import psycopg
 from lambda_src.provisioner.config import ConnectionSettings
 from lambda_src.provisioner.lifecycle import RegistryEntry
 from lambda_src.provisioner.postgres import read_history, read_registry
-from lambda_src.tenancy import POOL
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 
 from .catalog import Catalog, Tier
 from .catalog_edit import tier_move_message
@@ -106,6 +106,7 @@ def recorded_tenants(servers: LocalServers) -> list[RecordedTenant]:
         RecordedTenant(e.tenant_id, registry.tier, e.status, e.cause, e.at, registry.server)
         for registry in _registries(servers)
         for e in _query(registry, read_registry)
+        if e.tenant_id not in PROBE_TENANT_IDS  # tenantctl verify's own, never a customer
     ]
 
 
