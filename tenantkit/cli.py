@@ -439,6 +439,22 @@ def _run_cdk(argv: Sequence[str], as_json: bool) -> int:
         _fail(EXIT_ENVIRONMENT, "the CDK CLI is not installed: run `make setup`", as_json)
 
 
+def _deploy_tenant(
+    tenant_id: str,
+    loaded: Catalog,
+    catalog: Path,
+    approval: Approval,
+    as_json: bool,
+    fields: dict[str, Any],
+) -> bool:
+    """cdk deploy the stacks one tenant needs; records the command and exit code in `fields`."""
+    target = DeployTarget(tenant=tenant_id)
+    argv = _deploy_argv(target, target.stacks(loaded), catalog, approval)
+    code = _run_cdk(argv, as_json)
+    fields.update(command=argv, exit_code=code)
+    return code == 0
+
+
 @app.command()
 def onboard(
     tenant_id: str,
@@ -484,13 +500,9 @@ def onboard(
     else:
         loaded, outcome = _edit(catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json)
         report_fields.update(catalog=outcome, provision=provision.value)
-        ok = True
-        if provision is Provision.aws:
-            target = DeployTarget(tenant=tenant_id)
-            argv = _deploy_argv(target, target.stacks(loaded), catalog, approval)
-            code = _run_cdk(argv, as_json)
-            report_fields.update(command=argv, exit_code=code)
-            ok = code == 0
+        ok = provision is not Provision.aws or _deploy_tenant(
+            tenant_id, loaded, catalog, approval, as_json, report_fields
+        )
     if as_json:
         print(json.dumps({"ok": ok, **report_fields}))
     else:
@@ -543,13 +555,9 @@ def _set_suspended(
             catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
         )
         fields["tier"] = loaded.get(tenant_id).tier
-        ok = True
-        if provision is Provision.aws:
-            target = DeployTarget(tenant=tenant_id)
-            argv = _deploy_argv(target, target.stacks(loaded), catalog, approval)
-            code = _run_cdk(argv, as_json)
-            fields.update(command=argv, exit_code=code)
-            ok = code == 0
+        ok = provision is not Provision.aws or _deploy_tenant(
+            tenant_id, loaded, catalog, approval, as_json, fields
+        )
     if as_json:
         print(json.dumps({"ok": ok, **fields}))
     else:

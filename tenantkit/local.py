@@ -111,6 +111,39 @@ def provider_event(
     }
 
 
+def tenant_database_event(
+    request_type: str,
+    tenant: Tenant,
+    server: RunningServer,
+    store: LocalSecrets,
+    *,
+    removal_policy: RemovalPolicy | None = None,
+) -> dict[str, Any]:
+    """The event CloudFormation sends for a bridge or silo tenant's TenantDatabase, its login
+    secret served first; `removal_policy` overrides the catalog's (offboarding)."""
+    names = tenant.names
+    arn = store.ensure(
+        names.secret_name,
+        username=names.login_role,
+        dbname=names.database,
+        server=server,
+        tenant=tenant.id,
+    )
+    properties = tenant_database_properties(
+        tenant_id=tenant.id,
+        connection_limit=tenant.connection_limit,
+        statement_timeout_ms=tenant.statement_timeout_ms,
+        removal_policy=removal_policy or tenant.removal_policy,
+        iam_auth=tenant.iam_auth,
+        password_secret_arn=arn,
+        suspended=tenant.suspended,
+    )
+    event = provider_event(request_type, "Custom::TenantDatabase", properties)
+    if request_type != "Create":
+        event["PhysicalResourceId"] = f"tenantdb/{tenant.id}"
+    return event
+
+
 def handler_config(server: RunningServer) -> HandlerConfig:
     """The provisioner's configuration against the embedded server (admin like RDS's master)."""
     return HandlerConfig(admin_settings=server.admin_settings(), retry=RetryPolicy(attempts=3))
@@ -134,25 +167,7 @@ def provision_tenant_databases(
         )
         started = time.perf_counter()
         try:
-            arn = store.ensure(
-                names.secret_name,
-                username=names.login_role,
-                dbname=names.database,
-                server=server,
-                tenant=tenant.id,
-            )
-            properties = tenant_database_properties(
-                tenant_id=tenant.id,
-                connection_limit=tenant.connection_limit,
-                statement_timeout_ms=tenant.statement_timeout_ms,
-                removal_policy=tenant.removal_policy,
-                iam_auth=tenant.iam_auth,
-                password_secret_arn=arn,
-                suspended=tenant.suspended,
-            )
-            response = handle(
-                provider_event("Create", "Custom::TenantDatabase", properties), config
-            )
+            response = handle(tenant_database_event("Create", tenant, server, store), config)
             ok, changes, error = True, int(response["Data"]["Changes"]), None
         except ProvisioningError as failure:
             ok, changes, error = False, 0, str(failure)
@@ -271,25 +286,8 @@ def offboard_tenant_database(
 ) -> int:
     """Send the Delete CloudFormation sends when a bridge or silo tenant's resource goes, with
     the removal policy the caller chose; returns the number of changes."""
-    names = tenant.names
-    arn = store.ensure(
-        names.secret_name,
-        username=names.login_role,
-        dbname=names.database,
-        server=server,
-        tenant=tenant.id,
-    )
-    properties = tenant_database_properties(
-        tenant_id=tenant.id,
-        connection_limit=tenant.connection_limit,
-        statement_timeout_ms=tenant.statement_timeout_ms,
-        removal_policy="destroy" if destroy else "retain",
-        iam_auth=tenant.iam_auth,
-        password_secret_arn=arn,
-        suspended=tenant.suspended,
-    )
-    event = provider_event("Delete", "Custom::TenantDatabase", properties)
-    event["PhysicalResourceId"] = f"tenantdb/{tenant.id}"
+    policy: RemovalPolicy = "destroy" if destroy else "retain"
+    event = tenant_database_event("Delete", tenant, server, store, removal_policy=policy)
     response = handle(event, handler_config(server))
     return int(response["Data"]["Changes"])
 

@@ -28,13 +28,18 @@ from lambda_src.provisioner.kinds import (
     pool_batch_of,
     pool_batches,
     pool_tenants_properties,
-    tenant_database_properties,
 )
 from lambda_src.provisioner.postgres import connect
 
-from ..catalog import Tenant, parse_catalog
+from ..catalog import parse_catalog
 from ..embedded_pg import EmbeddedPostgres, RunningServer
-from ..local import LocalSecrets, handler_config, provider_event, provision_pool
+from ..local import (
+    LocalSecrets,
+    handler_config,
+    provider_event,
+    provision_pool,
+    tenant_database_event,
+)
 from ..local_aws import local_aws
 
 
@@ -56,29 +61,6 @@ def _ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def _bridge_event(tenant: Tenant, store: LocalSecrets, server: RunningServer) -> dict[str, Any]:
-    names = tenant.names
-    arn = store.ensure(
-        names.secret_name,
-        username=names.login_role,
-        dbname=names.database,
-        server=server,
-        tenant=tenant.id,
-    )
-    return provider_event(
-        "Create",
-        "Custom::TenantDatabase",
-        tenant_database_properties(
-            tenant_id=tenant.id,
-            connection_limit=tenant.connection_limit,
-            statement_timeout_ms=tenant.statement_timeout_ms,
-            removal_policy=tenant.removal_policy,
-            iam_auth=tenant.iam_auth,
-            password_secret_arn=arn,
-        ),
-    )
-
-
 def _bridge_latency(
     server: RunningServer, store: LocalSecrets, config: OnboardBenchConfig
 ) -> dict[str, Any]:
@@ -89,7 +71,9 @@ def _bridge_latency(
             ]
         }
     ).tenants
-    events = [_bridge_event(t, store, server) for t in tenants]  # secrets exist before deploys
+    events = [
+        tenant_database_event("Create", t, server, store) for t in tenants
+    ]  # secrets exist before deploys
     handler = handler_config(server)
     onboard: list[float] = []
     raw: list[float] = []
@@ -116,7 +100,7 @@ def _concurrent(
     tenants = parse_catalog(
         {"tenants": [{"id": f"par-{n:03d}", "tier": "bridge"} for n in range(config.concurrent)]}
     ).tenants
-    events = [_bridge_event(t, store, server) for t in tenants]
+    events = [tenant_database_event("Create", t, server, store) for t in tenants]
     handler = handler_config(server)
     errors: list[str] = []
 
