@@ -16,18 +16,22 @@ TENANT_ID_PATTERN = r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$"
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 # Names that mean something to PostgreSQL, RDS, AWS or tenantkit itself. Derived names carry a
-# prefix so none of these could collide, but a tenant called "postgres" or "rdsadmin" is a
-# mistake or a probe, and either way it is refused.
+# prefix so most of these could not collide, but a tenant called "postgres" or "rdsadmin" is a
+# mistake or a probe, and either way it is refused. The tier names are reserved too: a tenant
+# "pool" would share its secret name (tenantkit/pool/app) with the pool's runtime login, and
+# `tenantctl deploy <tier>` reads a tier name as the tier.
 RESERVED_TENANT_IDS = frozenset(
     {
         "admin",
         "all",
         "aws",
+        "bridge",
         "current-user",
         "default",
         "master",
         "none",
         "pg",
+        "pool",
         "postgres",
         "public",
         "rds",
@@ -36,6 +40,7 @@ RESERVED_TENANT_IDS = frozenset(
         "rds-superuser",
         "root",
         "session-user",
+        "silo",
         "superuser",
         "system",
         "template0",

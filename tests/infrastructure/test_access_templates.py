@@ -1,6 +1,5 @@
-"""The access patterns' IAM, pinned exactly (no maintained offline evaluator handles session
-tags, policy variables and resource-tag conditions; moto ignores them), and the sample
-functions' wiring."""
+"""The access patterns' IAM, pinned exactly (test_iam_simulation.py evaluates the same
+documents with an IAM simulator), and the sample functions' wiring."""
 
 import json
 from typing import Any

@@ -36,6 +36,8 @@ HOSTILE_IDS = [
     pytest.param("template1", id="reserved-template1"),
     pytest.param("rdsadmin", id="reserved-rdsadmin"),
     pytest.param("public", id="reserved-public"),
+    pytest.param("pool", id="reserved-tier-pool"),  # would share the pool's secret name
+    pytest.param("bridge", id="reserved-tier-bridge"),
     pytest.param("pg-stats", id="reserved-prefix-pg"),
     pytest.param("aws-acme", id="reserved-prefix-aws"),
 ]
