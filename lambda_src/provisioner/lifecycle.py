@@ -156,9 +156,13 @@ OBSERVE_REGISTRY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
 """Whether the admin database has a registry yet (bound: the qualified table name)."""
 REGISTRY_TABLE = f"{POOL.registry_schema}.tenants"
 """The registry table's qualified name."""
+HISTORY_TABLE = f"{POOL.registry_schema}.tenant_history"
 
+# Registries made before the lifecycle have no cause column until the provisioner next runs:
+# read it through to_jsonb so the reader works on either.
 SELECT_TENANTS = _sql(
-    "SELECT tenant_id, status, cause, status_changed_at FROM {registry}.tenants ORDER BY tenant_id"
+    "SELECT tenant_id, status, to_jsonb(t) ->> 'cause', status_changed_at "
+    "FROM {registry}.tenants t ORDER BY tenant_id"
 )
 SELECT_HISTORY = _sql(
     "SELECT tenant_id, status, cause, at FROM {registry}.tenant_history "

@@ -12,6 +12,7 @@ from ..tenancy import POOL, TenantNames
 from .config import ConnectionSettings, RetryPolicy
 from .errors import ProvisioningError
 from .lifecycle import (
+    HISTORY_TABLE,
     OBSERVE_REGISTRY,
     REGISTRY_TABLE,
     SELECT_HISTORY,
@@ -169,8 +170,8 @@ def read_registry(conn: psycopg.Connection) -> list[RegistryEntry]:
 
 
 def read_history(conn: psycopg.Connection, tenant_id: str) -> list[RegistryEntry]:
-    """A tenant's recorded transitions, oldest first (none if the database has no registry)."""
-    if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() != (True,):
+    """A tenant's recorded transitions, oldest first (none if the database has no history)."""
+    if conn.execute(OBSERVE_REGISTRY, (HISTORY_TABLE,)).fetchone() != (True,):
         return []
     return [RegistryEntry(*row) for row in conn.execute(SELECT_HISTORY, (tenant_id,))]
 

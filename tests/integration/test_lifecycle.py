@@ -2,15 +2,18 @@
 PostgreSQL: provisioning -> active <-> suspended -> offboarding -> offboarded, and failed with
 its cause kept."""
 
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.errors import ProvisioningError
 from lambda_src.provisioner.handler import handle
-from lambda_src.provisioner.postgres import read_history, read_registry
+from lambda_src.provisioner.lifecycle import plan_record, plan_registry
+from lambda_src.provisioner.postgres import read_history, read_registry, run_steps
 from lambda_src.tenancy import tenant_names
 from tenantkit.embedded_pg import RunningServer
 
@@ -163,3 +166,45 @@ def test_tenant_logins_cannot_read_the_registry(
     # The registry lives in the admin database, which tenant logins may not even connect to.
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         psycopg.connect(**server.settings(names.login_role, PASSWORD, "postgres").connect_kwargs())
+
+
+OLD_REGISTRY = """
+CREATE SCHEMA tenantkit;
+CREATE TABLE tenantkit.tenants (
+    tenant_id text PRIMARY KEY,
+    status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'offboarded')),
+    registered_by text NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    status_changed_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO tenantkit.tenants (tenant_id, registered_by) VALUES ('elder', 'batch-01');
+"""
+
+
+def test_a_registry_from_before_the_lifecycle_is_read_and_brought_up_to_date(
+    server: RunningServer, admin: psycopg.Connection, config: HandlerConfig
+) -> None:
+    # GIVEN a registry as the first pool releases made it (no cause, two states, no history)
+    database = f"upgrade_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    settings = server.admin_settings(database)
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+        conn.execute(OLD_REGISTRY)
+
+        # THEN tenantctl can read it as it is
+        assert [(e.tenant_id, e.status, e.cause) for e in read_registry(conn)] == [
+            ("elder", "active", None)
+        ]
+        assert read_history(conn, "elder") == []
+
+        # WHEN the provisioner converges it THEN every lifecycle state can be recorded
+        assert config.admin_settings is not None
+        run_steps(conn, settings, config.retry, plan_registry())
+        run_steps(
+            conn,
+            settings,
+            config.retry,
+            [plan_record(["elder"], "suspended", registered_by="batch-01")],
+        )
+        assert [e.status for e in read_registry(conn)] == ["suspended"]
+        assert [e.status for e in read_history(conn, "elder")] == ["suspended"]
