@@ -106,7 +106,13 @@ def test_compute_role_may_connect_only_as_its_own_iam_user_to_its_own_database(
         attribute = "DBClusterResourceId" if "Cluster" in database else "DbiResourceId"
         assert {"Fn::GetAtt": [database, attribute]} in connect["Resource"]["Fn::Join"][1]
         read = next(s for s in statements if "secretsmanager:GetSecretValue" in s["Action"])
-        assert set(read["Resource"]) == {"Ref"}  # its own secret, by reference
+        # its own login secret (through the attachment to its database), by reference
+        template = synth.raw(stack)["Resources"]
+        target = template[read["Resource"]["Ref"]]
+        if target["Type"] == "AWS::SecretsManager::SecretTargetAttachment":
+            target = template[target["Properties"]["SecretId"]["Ref"]]
+        assert target["Type"] == "AWS::SecretsManager::Secret"
+        assert target["Properties"]["Name"] == tenant_names(tenant).secret_name
         assert len(statements) == 2
 
 
