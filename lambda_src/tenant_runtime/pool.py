@@ -1,5 +1,6 @@
 """The pool tier's tenant context: a transaction that sees exactly one tenant's rows."""
 
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,14 @@ _BEGIN_AS_TENANT = sql.SQL("BEGIN; SET LOCAL {} = ").format(
 _END = b"CLOSE ALL; COMMIT"
 
 
+@lru_cache(maxsize=4096)
+def _begin_as(tenant_id: str, allow_probes: bool) -> bytes:
+    """The first message of a tenant's transaction, rendered once per tenant id (validated
+    here, before anything can be sent)."""
+    valid = validate_tenant_id(tenant_id, allow_probes=allow_probes)
+    return sql.Composed([_BEGIN_AS_TENANT, sql.Literal(valid)]).as_bytes(None)
+
+
 def _status(conn: psycopg.Connection[Any]) -> TransactionStatus:
     return TransactionStatus(conn.info.transaction_status)
 
@@ -44,7 +53,7 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
         self, conn: psycopg.Connection[Any], tenant_id: str, *, allow_probes: bool = False
     ) -> None:
         self._conn = conn
-        self._tenant_id = validate_tenant_id(tenant_id, allow_probes=allow_probes)
+        self._begin = _begin_as(tenant_id, allow_probes)
         self._autocommit = conn.autocommit
 
     def __enter__(self) -> psycopg.Connection[Any]:
@@ -55,7 +64,7 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
             )
         if not self._autocommit:
             conn.autocommit = True  # BEGIN is ours, sent together with the setting
-        conn.execute(sql.Composed([_BEGIN_AS_TENANT, sql.Literal(self._tenant_id)]))
+        conn.execute(self._begin)
         return conn
 
     def __exit__(
