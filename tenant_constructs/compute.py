@@ -8,6 +8,7 @@
   tenant); what it reaches is decided by the session tag `tenant=<id>` the shared role sets.
 """
 
+import string
 from collections.abc import Sequence
 
 import aws_cdk as cdk
@@ -16,7 +17,13 @@ import aws_cdk.aws_iam as iam
 import aws_cdk.aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from lambda_src.tenancy import HOST_TAG, IAM_USER_PREFIX, IAM_USER_SUFFIX, TenantNames
+from lambda_src.tenancy import (
+    HOST_TAG,
+    IAM_USER_PREFIX,
+    IAM_USER_SUFFIX,
+    MAX_TENANT_ID_LENGTH,
+    TenantNames,
+)
 
 from .database_function import host_secrets_arn
 from .database_host import DatabaseHost
@@ -36,6 +43,16 @@ FORBIDDEN_TENANT_TAGS = [
     "pg-*",
     "rds-*",
     "aws-*",
+    # What else of the tenant-id rules IAM patterns can say (they are case-sensitive and have
+    # no character classes): no upper case, a letter first, no hyphen at either end or twice,
+    # 2 to MAX_TENANT_ID_LENGTH characters.
+    *(f"*{letter}*" for letter in string.ascii_uppercase),
+    *(f"{digit}*" for digit in string.digits),
+    "-*",
+    "*-",
+    "*--*",
+    "?",
+    "?" * (MAX_TENANT_ID_LENGTH + 1) + "*",
 ]
 
 

@@ -556,6 +556,15 @@ REFUSED_TENANT_TAGS = (
     " contoso",
     *(f"{prefix}x" for prefix in RESERVED_TENANT_ID_PREFIXES),
     "tenantkit-bridge",
+    "Contoso",
+    "CONTOSO",
+    "AWS-x",
+    "9lives",
+    "-contoso",
+    "contoso-",
+    "con--toso",
+    "a",
+    "a" * (MAX_TENANT_ID_LENGTH + 1),
 )
 
 
@@ -632,12 +641,14 @@ NOT_TENANT_IDS = (
     "Tenantkit-probe-a",
     "a\u00a0b",  # a no-break space
 )
+"""Values that are no tenant id; the upper-case ones the trust policy refuses too, the
+others (other Unicode) it cannot express, so the role policy must hold on its own."""
 
 
 def test_a_session_tagged_with_no_tenant_id_reaches_no_tenant(bridge: BridgeIam) -> None:
-    # GIVEN sessions tagged with values that are no tenant id; the trust policy lets these
-    # through today (IAM conditions cannot express the tenant-id rules: no regular expressions,
-    # no case-insensitive StringNotLike), so the role policy must hold on its own
+    # GIVEN sessions tagged with values that are no tenant id (defence in depth: the trust
+    # policy refuses the upper-case ones, but IAM patterns cannot express every rule, e.g.
+    # other Unicode), so the role policy must hold on its own
     cases = {
         f"{action} {tenant} tagged {tag!r}": data_request(
             bridge, bridge.access_session("other"), action, tenant, context=tagged(tag)
