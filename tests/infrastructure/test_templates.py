@@ -228,6 +228,17 @@ def test_bridge_tenant_stacks_import_nothing_from_the_cluster_stack(synth: Synth
     )
 
 
+def test_no_stack_depends_on_another_so_a_tenant_deploy_touches_only_its_own(
+    synth: Synth,
+) -> None:
+    # `cdk deploy <stack> --exclusively` deploys one stack; with no stack dependencies in the
+    # assembly, plain `cdk deploy <stack>` would not pull in another one either.
+    stacks = {artifact.stack_name for artifact in synth.assembly.stacks}
+    for artifact in synth.assembly.stacks:
+        depends_on = {d.id for d in artifact.dependencies}
+        assert not depends_on & stacks, (artifact.stack_name, depends_on)
+
+
 def test_tenant_secrets_are_generated_tagged_and_retained_unless_destroy(synth: Synth) -> None:
     def secret_of(stack: str) -> dict[str, Any]:
         return next(iter(resources(synth, stack, "AWS::SecretsManager::Secret").values()))

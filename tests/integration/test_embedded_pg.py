@@ -43,9 +43,10 @@ def test_admin_is_like_the_rds_master_user_not_a_superuser(server: RunningServer
             "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
         assert row == (False, True, True)
+        # rds_iam exists, as on RDS, and nobody can log in as it
         assert conn.execute(
-            "SELECT count(*) FROM pg_roles WHERE rolname = 'rds_iam'"
-        ).fetchone() == (1,)
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'rds_iam'"
+        ).fetchall() == [(False,)]
 
 
 def test_listens_on_loopback_only(server: RunningServer) -> None:

@@ -24,6 +24,7 @@ from lambda_src.tenancy import POOL, tenant_names
 from lambda_src.tenant_runtime import (
     AccessConfig,
     Pattern,
+    SecretLogins,
     TenantDataAccess,
     TenantSessions,
     TokenVerifier,
@@ -270,10 +271,14 @@ def test_iam_patterns_mint_a_token_per_connection_as_the_tenants_iam_user(
         **ssl(server),
     )
     access = TenantDataAccess(config, connect=fake_connect)
-    for _ in range(2):
+    for attempt in range(2):
+        if attempt:
+            time.sleep(1.05)  # tokens carry their signing time to the second
         with access.connection(tenant):
             pass
     assert len(captured) == 2
+    # a token minted for each connection, never one reused (it expires after 15 minutes)
+    assert captured[0]["password"] != captured[1]["password"]
     for kwargs in captured:
         assert kwargs["user"] == tenant_names(tenant).iam_user
         assert kwargs["dbname"] == tenant_names(tenant).database
@@ -286,6 +291,28 @@ def test_iam_patterns_mint_a_token_per_connection_as_the_tenants_iam_user(
         # signed with the tenant session's credentials, not the function's own
         assumed = access._sessions.session_for(tenant).get_credentials()  # type: ignore[union-attr]
         assert f"X-Amz-Credential={assumed.access_key}" in captured[0]["password"]
+
+
+def test_secrets_are_cached_for_their_ttl_and_read_again_after_it(aws: Any) -> None:
+    # GIVEN a secret read once through a cache with a 300 s TTL and a clock we move
+    name = "tenantkit/ttl-probe/app"
+    aws.create_secret(Name=name, SecretString=json.dumps({"password": "first"}))
+    now = [1000.0]
+    logins = SecretLogins(ttl_s=300.0, clock=lambda: now[0])
+    session = boto3.Session()
+    assert logins.get(name, session)["password"] == "first"
+
+    # WHEN the secret rotates
+    aws.put_secret_value(SecretId=name, SecretString=json.dumps({"password": "second"}))
+
+    # THEN within the TTL the cached value is served, a fresh read sees the new one, and after
+    # the TTL the new one is served
+    now[0] += 299
+    assert logins.get(name, session)["password"] == "first"
+    assert logins.get(name, session, fresh=True)["password"] == "second"
+    aws.put_secret_value(SecretId=name, SecretString=json.dumps({"password": "third"}))
+    now[0] += 301
+    assert logins.get(name, session)["password"] == "third"
 
 
 def test_a_rotated_password_is_read_again_after_one_failed_login(
