@@ -159,7 +159,8 @@ def ensure_registry(
     if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() == (True,):
         return []
     with tenant_lock(conn, _HOST_LOCK):
-        return run_steps(conn, settings, retry, plan_registry()) and ["create the tenant registry"]
+        run_steps(conn, settings, retry, plan_registry())  # idempotent: a race is harmless
+    return ["create the tenant registry"]
 
 
 def read_registry(conn: psycopg.Connection) -> list[RegistryEntry]:

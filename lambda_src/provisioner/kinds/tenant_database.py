@@ -89,12 +89,18 @@ def tenant_database_properties(
     }
 
 
+def _physical_id(spec: TenantDatabaseSpec) -> str:
+    """`tenantdb/<tenant id>`: the resource's physical id, also what the registry says
+    registered the tenant."""
+    return f"tenantdb/{spec.names.tenant_id}"
+
+
 class TenantDatabase:
     """A tenant's database, its NOLOGIN owner role, login role and optional IAM user."""
 
     def physical_id(self, properties: Mapping[str, Any]) -> str:
         """`tenantdb/<tenant id>`: a new tenant id means a new resource."""
-        return f"tenantdb/{TenantDatabaseSpec.parse(properties).names.tenant_id}"
+        return _physical_id(TenantDatabaseSpec.parse(properties))
 
     def _outcome(self, spec: TenantDatabaseSpec, changes: list[str]) -> Outcome:
         names = spec.names
@@ -105,7 +111,7 @@ class TenantDatabase:
             "LoginRole": names.login_role,
             "IamUser": names.iam_user if spec.iam_auth else "",
         }
-        return Outcome(f"tenantdb/{names.tenant_id}", data, changes)
+        return Outcome(_physical_id(spec), data, changes)
 
     def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Create or converge the tenant; the password is read here, never carried in events."""
@@ -138,9 +144,7 @@ class TenantDatabase:
         return self._outcome(spec, hardened + changes)
 
     def _record(self, db: AdminSession, spec: TenantDatabaseSpec, status: str, **kw: str) -> None:
-        step = plan_record(
-            [spec.names.tenant_id], status, registered_by=self.registered_by(spec), **kw
-        )
+        step = plan_record([spec.names.tenant_id], status, registered_by=_physical_id(spec), **kw)
         postgres.run_steps(db.conn, db.settings, db.retry, [step])
 
     def _run_recorded(
@@ -165,11 +169,6 @@ class TenantDatabase:
             raise
         self._record(db, spec, final)
         return changes
-
-    @staticmethod
-    def registered_by(spec: TenantDatabaseSpec) -> str:
-        """What the registry says registered the tenant: this resource's physical id."""
-        return f"tenantdb/{spec.names.tenant_id}"
 
     def update(
         self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
@@ -196,7 +195,7 @@ class TenantDatabase:
                     return self._outcome(spec, [])  # nothing left: a replay
                 steps = plan_destroy(spec.names, observed)
                 changes = self._run_recorded(db, spec, steps, OFFBOARDING, OFFBOARDED)
-                forget = plan_forget([spec.names.tenant_id], registered_by=self.registered_by(spec))
+                forget = plan_forget([spec.names.tenant_id], registered_by=_physical_id(spec))
                 postgres.run_steps(db.conn, db.settings, db.retry, [forget])
             else:
                 steps = plan_retain(spec.names, observed)
