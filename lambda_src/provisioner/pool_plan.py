@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from ..tenancy import POOL, PROBE_TENANT_IDS, TENANT_ID_PATTERN
+from ..tenancy import POOL, PROBE_TENANT_IDS
 from .lifecycle import (
     ACTIVE,
     OFFBOARDED,
@@ -64,7 +64,6 @@ _NAMES = {
     "runtime_name": sql.Literal(POOL.runtime_role),
     "maintainer_name": sql.Literal(POOL.maintainer_role),
     "setting": sql.Literal(POOL.tenant_setting),
-    "id_pattern": sql.Literal(TENANT_ID_PATTERN),
     "isolation": sql.Identifier(ISOLATION_POLICY),
     "maintenance": sql.Identifier(MAINTENANCE_POLICY),
     "isolation_name": sql.Literal(ISOLATION_POLICY),

@@ -1,12 +1,17 @@
 """Shared parts of resource kinds: outcomes, the admin session, typed property parsing."""
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .. import postgres
 from ..config import ConnectionSettings, RetryPolicy
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ProvisioningError
+from ..plan import Step
+
+log = logging.getLogger(__name__)
 
 RemovalPolicy = Literal["retain", "destroy"]
 
@@ -70,3 +75,12 @@ def bool_property(props: Mapping[str, Any], key: str, default: bool) -> bool:
     if raw in (False, "false", "False"):
         return False
     raise InvalidRequestError(f"resource property {key} must be true or false")
+
+
+def record_failure(db: AdminSession, step: Step) -> None:
+    """Record a failure in the registry. A registry that cannot be written (the server is gone)
+    only logs: the failure itself is what the request reports."""
+    try:
+        postgres.run_steps(db.conn, db.settings, db.retry, [step])
+    except ProvisioningError as unrecorded:
+        log.warning("could not record the failure in the registry: %s", unrecorded)

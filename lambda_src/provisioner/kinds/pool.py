@@ -22,7 +22,7 @@ from ..pool_plan import (
     plan_register,
 )
 from ..secrets import read_password
-from .base import AdminSession, Outcome, RemovalPolicy, bool_property
+from .base import AdminSession, Outcome, RemovalPolicy, bool_property, record_failure
 
 POOL_BATCHES = 32
 """Pool tenants are spread over at most this many PoolTenants resources by a hash of their id,
@@ -276,10 +276,7 @@ class PoolTenants:
                 database=POOL.database,
                 keep=(ACTIVE, SUSPENDED),
             )
-            try:
-                postgres.run_steps(db.conn, db.settings, db.retry, [failed])
-            except ProvisioningError as unrecorded:
-                log.warning("could not record the failure in the registry: %s", unrecorded)
+            record_failure(db, failed)
             raise
 
     def update(

@@ -20,7 +20,14 @@ from ..lifecycle import (
 )
 from ..plan import Step, plan_converge, plan_destroy, plan_retain
 from ..secrets import read_password
-from .base import AdminSession, Outcome, RemovalPolicy, bool_property, int_property
+from .base import (
+    AdminSession,
+    Outcome,
+    RemovalPolicy,
+    bool_property,
+    int_property,
+    record_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +169,10 @@ class TenantDatabase:
                 self._record(db, spec, working)
             changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
         except ProvisioningError as error:
-            try:
-                self._record(db, spec, FAILED, cause=str(error))
-            except ProvisioningError as unrecorded:
-                log.warning("could not record the failure in the registry: %s", unrecorded)
+            failed = plan_record(
+                [spec.names.tenant_id], FAILED, registered_by=_physical_id(spec), cause=str(error)
+            )
+            record_failure(db, failed)
             raise
         self._record(db, spec, final)
         return changes
