@@ -57,7 +57,7 @@ from .local import (
 from .local_aws import local_aws
 from .plan import CLOUDFORMATION_RESOURCE_LIMIT, catalog_changes, stack_sizes
 from .quotas import quota_use
-from .synth import REPO_ROOT, synth_templates
+from .synth import REPO_ROOT, synth_templates, with_repo_node
 from .verify import (
     AttackResult,
     report,
@@ -430,7 +430,7 @@ def _deploy_argv(
 def _run_cdk(argv: Sequence[str], as_json: bool) -> int:
     """Run the pinned CDK CLI from the project root; its output goes to stderr."""
     env = dict(os.environ)
-    env["PATH"] = f"{REPO_ROOT / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = with_repo_node(env.get("PATH", ""))
     if not as_json:
         err.print(f"[dim]$ {shlex.join(argv)}[/dim]", highlight=False)
     try:
@@ -1126,7 +1126,7 @@ def bench_synth(
     from .bench.synth import SynthBenchConfig, run_synth_bench
 
     config = SynthBenchConfig(tenants=tenants, runs=runs)
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO_ROOT
     try:
         results = run_synth_bench(
             repo, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)

@@ -22,13 +22,20 @@ def offline_context(**extra: Any) -> dict[str, Any]:
     return context
 
 
+NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
+"""The repo's pinned CDK CLI and Node 22 (package.json), ahead of whatever the machine has."""
+
+
+def with_repo_node(path: str) -> str:
+    """`path` (a PATH value) with the repo's node_modules/.bin first."""
+    return path if str(NODE_BIN) in path.split(os.pathsep) else f"{NODE_BIN}{os.pathsep}{path}"
+
+
 def synth_templates(catalog: Catalog, target: DeployTarget = EVERY_STACK) -> dict[str, Any]:
     """Stack name -> template of what `target` needs; raises what synth raises (cdk-nag's
     ValidationFailed, a catalog error naming the tenant)."""
     # jsii runs aws-cdk-lib on the repo's own Node 22, as `cdk synth` does.
-    node_bin = str(REPO_ROOT / "node_modules" / ".bin")
-    if node_bin not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = f"{node_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["PATH"] = with_repo_node(os.environ.get("PATH", ""))
     import aws_cdk as cdk
 
     from app import build_app

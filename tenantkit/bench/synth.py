@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..catalog import TIERS, Tier
+from ..synth import with_repo_node
 
 # Share of each tier in a mixed catalog: 1 % premium (silo), 29 % standard, 70 % basic.
 MIX: dict[Tier, float] = {"silo": 0.01, "bridge": 0.29, "pool": 0.70}
@@ -55,7 +56,7 @@ class SynthBenchConfig:
 def _cdk_synth(repo: Path, catalog: Path, out: Path, *context: str) -> tuple[float, int]:
     """Run `cdk synth` as a user would; return (seconds, number of templates written)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["PATH"] = f"{repo / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
+    env["PATH"] = with_repo_node(env.get("PATH", ""))
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     command = ["cdk", "synth", "--quiet", "--output", str(out), "-c", f"catalog={catalog}"]
     for item in context:
