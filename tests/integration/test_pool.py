@@ -201,6 +201,37 @@ def test_policy_evaluates_the_setting_once_and_uses_the_tenant_index(
     assert "Index Cond: (tenant_id = $0)" in plan or "Index Cond: ((tenant_id = $0)" in plan
 
 
+def test_the_registry_lookup_stays_index_only_because_autovacuum_is_told_to_keep_up(
+    runtime: psycopg.Connection[Any], superuser: psycopg.Connection[Any]
+) -> None:
+    # Every statement of every tenant looks the tenant up in the registry. Left to the
+    # default thresholds, autovacuum never vacuums a registry of under 1,000 tenants and each
+    # lookup also visits the heap; the pool sets thresholds a few changes deep instead.
+    (options,) = superuser.execute(
+        "SELECT reloptions FROM pg_class WHERE oid = 'tenantkit.tenants'::regclass"
+    ).fetchone() or (None,)
+    assert set(options or []) >= {
+        "autovacuum_vacuum_threshold=20",
+        "autovacuum_vacuum_scale_factor=0.01",
+        "autovacuum_vacuum_insert_threshold=20",
+        "autovacuum_vacuum_insert_scale_factor=0.01",
+    }
+    superuser.execute("VACUUM tenantkit.tenants")  # what autovacuum does after those changes
+    with tenant_transaction(runtime, "tenantkit-probe-a", allow_probes=True):
+        runtime.execute("SET LOCAL enable_seqscan = off")  # a few test tenants: force the index
+        plan = "\n".join(
+            row[0]
+            for row in runtime.execute(
+                sql.SQL(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+                    "SELECT * FROM {} WHERE project_id = 1"
+                ).format(PROJECTS)
+            )
+        )
+    assert "Index Only Scan using tenants_active" in plan
+    assert "Heap Fetches: 0" in plan
+
+
 def test_users_own_table_is_protected_when_listed(
     aws: Any,
     config: HandlerConfig,
