@@ -5,6 +5,8 @@ embedded PostgreSQL provisioned by the provisioner's own handler.
 
 Variants (each request: set the context, three statements, COMMIT):
 - where      no RLS; every statement says `tenant_id = $1` (the baseline);
+- control    the baseline again on a copy of its table: its ratio to `where` is the run's
+             noise floor (an A/A test);
 - tenantkit  RLS as the pool tier installs it, context from tenant_runtime.tenant_transaction;
 - naive      RLS policy `tenant_id = current_setting('app.tenant_id')`, set with a SET;
 - schema     one schema per tenant (`tenants` schemas), context by SET search_path;
@@ -14,14 +16,36 @@ Each request is one message to set the context (BEGIN with or without the settin
 statement and one COMMIT, for every variant: equal round trips. "server-side" times the three
 statements only; "end to end" the whole request including setting the context. The statements:
 list a tenant's open items, read one item, update one item.
+
+How the run is laid out, and why (each choice removed a bias measured on this machine):
+- Blocks. Each round runs a block of `block_size` requests of every variant, the variants in
+  a shuffled order, and times a block's requests only after its first `block_warmup`. A
+  variant is thus measured in the state it leaves the machine in (its code and data in the
+  CPU caches), as in an application that isolates tenants one way only, while the rounds
+  interleave the variants over the whole run so that drift (other load, CPU clocks) falls on
+  all of them alike. Interleaving single requests instead charged each variant for the
+  others' cache footprint: tenantkit measured 1.13-1.15x when it was 1 request in 6 and
+  1.02-1.03x when four copies of it ran among 7 variants, the same code; in blocks it
+  measured 1.04x alone and 1.04x, 1.04x, 1.03x as three copies.
+- Shared connections. The variants that use the pool database (where, control, tenantkit,
+  naive) draw each request's connection at random from one set of `connections`, as an
+  application's pool hands them out; schema draws from a set of its own (another database).
+  With a connection per variant, two identical variants differed by up to 5 %: one backend
+  process is faster than another for a while. The naive variant's session SET stays on the
+  connection it used, as in an application's pool; it changes nothing for the others (`where`
+  has no policy, tenantkit sets the tenant transaction-locally).
+- Steady-state tables: every table is vacuumed and analyzed before the run, as autovacuum
+  leaves them; so is the tenant registry, which the policy reads with an index-only scan and
+  which the pool has autovacuum vacuum after a few changes.
 """
 
+import itertools
 import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +64,8 @@ from ..local import LocalSecrets, pool_runtime_settings, provision_pool, provisi
 from ..local_aws import local_aws
 from .latency_proxy import latency_proxy
 
-VARIANTS = ("where", "tenantkit", "naive", "schema", "database")
+VARIANTS = ("where", "control", "tenantkit", "naive", "schema", "database")
+STEPS = ("context", "list", "read", "write", "commit")
 SCHEMAS_DATABASE = "bench_schemas"
 
 
@@ -51,19 +76,31 @@ class RlsBenchConfig:
     tenants: int = 1000
     rows_per_tenant: int = 100
     database_sample: int = 20
-    rounds: int = 2000
-    warmup: int = 200
+    blocks: int = 60
+    """Blocks per variant; the first round of blocks only warms up."""
+    block_size: int = 100
+    block_warmup: int = 20
+    """Requests at the start of each block that are not timed."""
+    connections: int = 4
     latency_ms: float = 2.0
     latency_rounds: int = 30
     seed: int = 4
 
 
+def timed_per_variant(config: RlsBenchConfig | dict[str, Any]) -> int:
+    """How many requests of each variant a run times."""
+    values = asdict(config) if isinstance(config, RlsBenchConfig) else config
+    return int(values["blocks"] * (values["block_size"] - values["block_warmup"]))
+
+
 @dataclass
 class Timing:
-    """Per-request times of one variant, in nanoseconds."""
+    """Per-request times of one variant, in nanoseconds, and the backends that served it."""
 
-    server: list[int]
-    end_to_end: list[int]
+    server: list[int] = field(default_factory=list)
+    end_to_end: list[int] = field(default_factory=list)
+    steps: list[tuple[int, ...]] = field(default_factory=list)
+    backends: set[int] = field(default_factory=set)
 
 
 def _ms(values: list[int]) -> dict[str, float]:
@@ -93,13 +130,14 @@ def _fill(table: sql.Composable) -> sql.Composed:
 
 
 def _setup_pool_tables(server: RunningServer, tenant_ids: list[str], rows: int) -> None:
-    """bench.items (tenantkit RLS), bench.items_plain (none), bench.items_naive (naive RLS)."""
+    """bench.items (tenantkit RLS), bench.items_plain and its copy bench.items_control (none),
+    bench.items_naive (naive RLS)."""
     settings = server.admin_settings(POOL.database)
     retry = RetryPolicy(attempts=2)
     with connect(settings, retry) as conn:
         conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
         conn.execute("CREATE SCHEMA bench")
-        for name in ("items", "items_plain", "items_naive"):
+        for name in ("items", "items_plain", "items_control", "items_naive"):
             table = sql.SQL("bench.{}").format(sql.Identifier(name))
             conn.execute(sql.SQL("CREATE TABLE {} (" + _ITEMS_COLUMNS + ")").format(table))
             conn.execute(sql.SQL("CREATE INDEX ON {} (tenant_id, status)").format(table))
@@ -108,9 +146,10 @@ def _setup_pool_tables(server: RunningServer, tenant_ids: list[str], rows: int) 
         runtime = sql.Identifier(POOL.runtime_role)
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA bench TO {}").format(runtime))
         conn.execute(
-            sql.SQL("GRANT SELECT, UPDATE ON bench.items_plain, bench.items_naive TO {}").format(
-                runtime
-            )
+            sql.SQL(
+                "GRANT SELECT, UPDATE ON bench.items_plain, bench.items_control, bench.items_naive "
+                "TO {}"
+            ).format(runtime)
         )
         conn.execute("ALTER TABLE bench.items_naive ENABLE ROW LEVEL SECURITY")
         # The pattern the reference implementations used: the setting compared per row.
@@ -120,7 +159,13 @@ def _setup_pool_tables(server: RunningServer, tenant_ids: list[str], rows: int) 
                 "USING (tenant_id = current_setting('app.tenant_id'))"
             ).format(runtime)
         )
-        conn.execute("ANALYZE bench.items, bench.items_plain, bench.items_naive")
+        # Steady state, as autovacuum leaves a table: statistics and a visibility map (the
+        # registry's too: the tenant policy reads it with an index-only scan).
+        registry = sql.Identifier(POOL.registry_schema, "tenants")
+        tables = sql.SQL(
+            "bench.items, bench.items_plain, bench.items_control, bench.items_naive, {}"
+        ).format(registry)
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(tables))
 
 
 def _setup_schemas(server: RunningServer, tenant_ids: list[str], rows: int) -> None:
@@ -145,7 +190,7 @@ def _setup_schemas(server: RunningServer, tenant_ids: list[str], rows: int) -> N
             conn.execute(_fill(table), ([tenant], rows))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, runtime))
             conn.execute(sql.SQL("GRANT SELECT, UPDATE ON {} TO {}").format(table, runtime))
-        conn.execute("ANALYZE")
+        conn.execute("VACUUM (ANALYZE)")
 
 
 def _schema_of(tenant: str) -> str:
@@ -165,7 +210,7 @@ def _setup_databases(
             conn.execute(sql.SQL("CREATE TABLE items (" + _ITEMS_COLUMNS + ")"))
             conn.execute("CREATE INDEX ON items (tenant_id, status)")
             conn.execute(_fill(sql.SQL("items")), ([tenant.id], rows))
-            conn.execute("ANALYZE items")
+            conn.execute("VACUUM (ANALYZE) items")
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -214,19 +259,23 @@ def _request(
     tenant: str,
     item: int,
     with_tenant: bool,
-) -> tuple[int, int]:
+) -> tuple[int, ...]:
+    """One request; the nanoseconds of each of STEPS (making and entering the context counts
+    as the context's)."""
     params: tuple[object, ...] = (tenant,) if with_tenant else ()
+    marks = [time.perf_counter_ns()]
     manager = context(conn, tenant)
-    started = time.perf_counter_ns()
     manager.__enter__()
-    inside = time.perf_counter_ns()
+    marks.append(time.perf_counter_ns())
     conn.execute(statements[0], params or None).fetchall()
+    marks.append(time.perf_counter_ns())
     conn.execute(statements[1], (item, *params)).fetchall()
+    marks.append(time.perf_counter_ns())
     conn.execute(statements[2], (item, *params))
-    done = time.perf_counter_ns()
+    marks.append(time.perf_counter_ns())
     manager.__exit__(None, None, None)
-    finished = time.perf_counter_ns()
-    return done - inside, finished - started
+    marks.append(time.perf_counter_ns())
+    return tuple(later - earlier for earlier, later in itertools.pairwise(marks))
 
 
 @dataclass
@@ -290,10 +339,11 @@ def run_rls_bench(
             connections.append(conn)
             return conn
 
-        # A connection per variant: the naive variant's session-level SET must not linger on
-        # the others' connections.
-        where_conn, tenantkit_conn, naive_conn = (open_(runtime) for _ in range(3))
-        schema_conn = open_(runtime.for_database(SCHEMAS_DATABASE))
+        # Connections shared by the variants that use one database (see the module docstring).
+        pool_conns = [open_(runtime) for _ in range(config.connections)]
+        schema_conns = [
+            open_(runtime.for_database(SCHEMAS_DATABASE)) for _ in range(config.connections)
+        ]
         db_conns = {
             t.id: open_(
                 server.settings(
@@ -302,13 +352,25 @@ def run_rls_bench(
             )
             for t in db_tenants
         }
+
+        def drawn_from(conns: list[psycopg.Connection[Any]]) -> Callable[[str], Any]:
+            return lambda _tenant: rng.choice(conns)
+
         variants = [
             _Variant(
                 "where",
                 _plain_transaction,
                 _statements("bench.items_plain", True),
                 True,
-                lambda _t: where_conn,
+                drawn_from(pool_conns),
+                pool_ids,
+            ),
+            _Variant(
+                "control",
+                _plain_transaction,
+                _statements("bench.items_control", True),
+                True,
+                drawn_from(pool_conns),
                 pool_ids,
             ),
             _Variant(
@@ -316,7 +378,7 @@ def run_rls_bench(
                 _tenantkit_context,
                 _statements("bench.items", False),
                 False,
-                lambda _t: tenantkit_conn,
+                drawn_from(pool_conns),
                 pool_ids,
             ),
             _Variant(
@@ -324,7 +386,7 @@ def run_rls_bench(
                 _session_setting("SET app.tenant_id = {}"),
                 _statements("bench.items_naive", False),
                 False,
-                lambda _t: naive_conn,
+                drawn_from(pool_conns),
                 pool_ids,
             ),
             _Variant(
@@ -332,7 +394,7 @@ def run_rls_bench(
                 _search_path,
                 _statements("items", False),
                 False,
-                lambda _t: schema_conn,
+                drawn_from(schema_conns),
                 pool_ids,
             ),
             _Variant(
@@ -344,25 +406,28 @@ def run_rls_bench(
                 [t.id for t in db_tenants],
             ),
         ]
-        timings = {v.name: Timing([], []) for v in variants}
-        progress(f"measuring {config.rounds} interleaved rounds")
-        for round_ in range(config.warmup + config.rounds):
+        timings = {v.name: Timing() for v in variants}
+        progress(
+            f"measuring {timed_per_variant(config)} requests per variant "
+            f"in blocks of {config.block_size}"
+        )
+        for round_ in range(1 + config.blocks):
             order = list(variants)
             rng.shuffle(order)
-            item = rng.randint(1, config.rows_per_tenant)
+            items = [rng.randint(1, config.rows_per_tenant) for _ in range(config.block_size)]
             for variant in order:
-                tenant = rng.choice(variant.tenants)
-                server_ns, total_ns = _request(
-                    variant.connection(tenant),
-                    variant.context,
-                    variant.statements,
-                    tenant,
-                    item,
-                    variant.with_tenant,
-                )
-                if round_ >= config.warmup:
-                    timings[variant.name].server.append(server_ns)
-                    timings[variant.name].end_to_end.append(total_ns)
+                for position, item in enumerate(items):
+                    tenant = rng.choice(variant.tenants)
+                    conn = variant.connection(tenant)
+                    steps = _request(
+                        conn, variant.context, variant.statements, tenant, item, variant.with_tenant
+                    )
+                    if round_ > 0 and position >= config.block_warmup:
+                        timing = timings[variant.name]
+                        timing.server.append(sum(steps[1:4]))
+                        timing.end_to_end.append(sum(steps))
+                        timing.steps.append(steps)
+                        timing.backends.add(conn.info.backend_pid)
 
         progress(f"counting round trips through a {config.latency_ms} ms relay")
         round_trips = _round_trips(server, runtime, config, rng, pool_ids)
@@ -387,7 +452,7 @@ def _round_trips(
             }
             for name, (context, statements, with_tenant) in cases.items():
                 totals = [
-                    _request(conn, context, statements, rng.choice(ids), 1, with_tenant)[1]
+                    sum(_request(conn, context, statements, rng.choice(ids), 1, with_tenant))
                     for _ in range(config.latency_rounds)
                 ]
                 median_ms = statistics.median(totals) / 1e6
@@ -418,6 +483,12 @@ def _results(
                 ),
                 "end_to_end_p95": round(total["p95_ms"] / _ms(base.end_to_end)["p95_ms"], 3),
             },
+            # Where the time goes: the median of each step, in microseconds.
+            "steps_median_us": {
+                step: round(statistics.median(column) / 1e3, 1)
+                for step, column in zip(STEPS, zip(*timing.steps, strict=True), strict=True)
+            },
+            "backends": len(timing.backends),
         }
     return results
 
@@ -453,7 +524,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     config = results["config"]
     fig.suptitle(
         f"tenant isolation cost: {config['tenants']} tenants x {config['rows_per_tenant']} rows, "
-        f"{config['rounds']} interleaved requests per variant",
+        f"{timed_per_variant(config)} requests per variant, in interleaved blocks",
         fontsize=11,
     )
     fig.tight_layout()

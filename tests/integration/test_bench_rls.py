@@ -10,13 +10,24 @@ def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> No
     root = pg_root / "bench"
     root.mkdir()
     config = RlsBenchConfig(
-        tenants=12, rows_per_tenant=10, database_sample=2, rounds=30, warmup=5, latency_rounds=8
+        tenants=12,
+        rows_per_tenant=10,
+        database_sample=2,
+        blocks=2,
+        block_size=12,
+        block_warmup=2,
+        connections=3,
+        latency_rounds=8,
     )
     results = run_rls_bench(root, config, progress=lambda _step: None)
     assert set(results["variants"]) == set(VARIANTS)
-    for variant in results["variants"].values():
+    for name, variant in results["variants"].items():
         assert variant["server_side"]["median_ms"] > 0
         assert variant["end_to_end"]["median_ms"] >= variant["server_side"]["median_ms"]
+        assert set(variant["steps_median_us"]) == {"context", "list", "read", "write", "commit"}
+        # the pool variants draw from one shared set of connections; database has one each
+        expected_backends = 2 if name == "database" else 3
+        assert variant["backends"] == expected_backends, name
     trips = results["round_trips"]
     # context + 3 statements + COMMIT for both: setting the tenant adds no round trip
     assert abs(trips["tenantkit"]["round_trips"] - trips["where"]["round_trips"]) < 0.5
