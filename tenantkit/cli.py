@@ -979,21 +979,43 @@ def bench_rls(
     tenants: Annotated[int, typer.Option(min=10, max=5000)] = 1000,
     rows_per_tenant: Annotated[int, typer.Option(min=10, max=10_000)] = 100,
     blocks: Annotated[
+        int, typer.Option(min=2, max=100_000, help="Timed blocks of requests per variant.")
+    ] = 150,
+    block_size: Annotated[int, typer.Option(min=1, max=10_000, help="Requests per block.")] = 100,
+    block_warmup: Annotated[
+        int,
+        typer.Option(min=0, help="Untimed requests at the start of each block (< block size)."),
+    ] = 20,
+    tenantkit_copies: Annotated[
         int,
         typer.Option(
-            min=2, max=1000, help="Blocks of 100 requests per variant (80 of them timed each)."
+            min=1, max=5, help="Identical copies of the tenantkit variant (a check of the layout)."
         ),
-    ] = 60,
+    ] = 1,
     work_dir: Annotated[
         Path, typer.Option(help="Scratch directory for the benchmark's own server.")
     ] = Path(".tenantkit/bench"),
 ) -> None:
     """RLS cost: explicit WHERE vs tenantkit's RLS vs a naive policy vs schema- and
     database-per-tenant, interleaved in one run on a fresh embedded server."""
-    from .bench.rls import VARIANTS, RlsBenchConfig, plot, run_rls_bench, timed_per_variant
+    from .bench.rls import RlsBenchConfig, plot, run_rls_bench, timed_per_variant
 
     _configure_logging(False)
-    config = RlsBenchConfig(tenants=tenants, rows_per_tenant=rows_per_tenant, blocks=blocks)
+    if block_warmup >= block_size:
+        err.print(
+            f"[red]invalid[/red]: --block-warmup ({block_warmup}) must be less than "
+            f"--block-size ({block_size})",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INVALID)
+    config = RlsBenchConfig(
+        tenants=tenants,
+        rows_per_tenant=rows_per_tenant,
+        blocks=blocks,
+        block_size=block_size,
+        block_warmup=block_warmup,
+        tenantkit_copies=tenantkit_copies,
+    )
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     work_dir.chmod(0o711)  # the server user must reach it when running as root
@@ -1020,8 +1042,7 @@ def bench_rls(
         "x where",
     ):
         table.add_column(column, justify="left" if column == "variant" else "right")
-    for name in VARIANTS:
-        v = results["variants"][name]
+    for name, v in results["variants"].items():
         table.add_row(
             name,
             f"{v['server_side']['median_ms']:.3f} ms",

@@ -3,6 +3,8 @@ from tests) and proves the tenant context costs no extra round trip."""
 
 from pathlib import Path
 
+import pytest
+
 from tenantkit.bench.rls import VARIANTS, RlsBenchConfig, run_rls_bench
 
 
@@ -17,10 +19,11 @@ def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> No
         block_size=12,
         block_warmup=2,
         connections=3,
+        tenantkit_copies=2,
         latency_rounds=8,
     )
     results = run_rls_bench(root, config, progress=lambda _step: None)
-    assert set(results["variants"]) == set(VARIANTS)
+    assert set(results["variants"]) == {*VARIANTS, "tenantkit-2"}
     for name, variant in results["variants"].items():
         assert variant["server_side"]["median_ms"] > 0
         assert variant["end_to_end"]["median_ms"] >= variant["server_side"]["median_ms"]
@@ -32,3 +35,10 @@ def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> No
     # context + 3 statements + COMMIT for both: setting the tenant adds no round trip
     assert abs(trips["tenantkit"]["round_trips"] - trips["where"]["round_trips"]) < 0.5
     assert 4.5 < trips["where"]["round_trips"] < 7
+
+
+def test_a_block_without_timed_requests_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    config = RlsBenchConfig(block_size=10, block_warmup=10)
+    with pytest.raises(ValueError, match=r"block_warmup must be .* less than block_size \(10\)"):
+        run_rls_bench(tmp_path / "never", config, progress=lambda _step: None)
+    assert not (tmp_path / "never").exists()

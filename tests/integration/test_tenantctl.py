@@ -102,6 +102,18 @@ def test_invalid_catalog_exits_2_naming_file_entry_and_field(tmp_path: Path) -> 
     assert "tenants[0] (id 'acme'): connection_limit" in result.output
 
 
+def test_bench_rls_refuses_blocks_with_nothing_timed_and_touches_nothing(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "kept").write_text("not a benchmark's")
+    args = ["bench", "rls", "--block-size", "5", "--block-warmup", "5", "--work-dir", str(work)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "rls.json")])
+    assert result.exit_code == EXIT_INVALID
+    assert "--block-warmup (5) must be less than --block-size (5)" in result.output
+    assert (work / "kept").exists()
+    assert not (tmp_path / "rls.json").exists()
+
+
 def test_names_shows_derived_names_and_refuses_hostile_ids() -> None:
     result = runner.invoke(app, ["names", "acme-corp", "--json"])
     assert result.exit_code == 0
