@@ -998,16 +998,15 @@ def bench_rls(
 ) -> None:
     """RLS cost: explicit WHERE vs tenantkit's RLS vs a naive policy vs schema- and
     database-per-tenant, interleaved in one run on a fresh embedded server."""
-    from .bench.rls import RlsBenchConfig, plot, run_rls_bench, timed_per_variant
+    from .bench.rls import (
+        RlsBenchConfig,
+        check_config,
+        plot,
+        run_rls_bench,
+        timed_per_variant,
+    )
 
     _configure_logging(False)
-    if block_warmup >= block_size:
-        err.print(
-            f"[red]invalid[/red]: --block-warmup ({block_warmup}) must be less than "
-            f"--block-size ({block_size})",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_INVALID)
     config = RlsBenchConfig(
         tenants=tenants,
         rows_per_tenant=rows_per_tenant,
@@ -1016,6 +1015,11 @@ def bench_rls(
         block_warmup=block_warmup,
         tenantkit_copies=tenantkit_copies,
     )
+    try:
+        check_config(config)
+    except ValueError as error:
+        err.print(f"[red]invalid[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     work_dir.chmod(0o711)  # the server user must reach it when running as root

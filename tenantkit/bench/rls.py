@@ -91,11 +91,12 @@ class RlsBenchConfig:
     seed: int = 4
 
 
-def _check(config: RlsBenchConfig) -> None:
+def check_config(config: RlsBenchConfig) -> None:
+    """Raise ValueError naming a setting that leaves nothing to time."""
     if not 0 <= config.block_warmup < config.block_size:
         raise ValueError(
-            f"block_warmup must be at least 0 and less than block_size ({config.block_size}), "
-            f"not {config.block_warmup}"
+            f"block warmup must be at least 0 and less than the block size "
+            f"({config.block_size}), not {config.block_warmup}"
         )
 
 
@@ -310,7 +311,7 @@ def run_rls_bench(
     root: Path, config: RlsBenchConfig, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Set everything up on a fresh embedded server in `root`, measure, return the results."""
-    _check(config)
+    check_config(config)
     rng = random.Random(config.seed)  # noqa: S311 - a reproducible workload, not a secret
     catalog = parse_catalog(
         {
