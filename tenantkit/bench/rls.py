@@ -77,7 +77,7 @@ class RlsBenchConfig:
     rows_per_tenant: int = 100
     database_sample: int = 20
     blocks: int = 150
-    """Blocks per variant; the first round of blocks only warms up."""
+    """Timed blocks per variant; one more round of blocks before them only warms up."""
     block_size: int = 100
     block_warmup: int = 20
     """Requests at the start of each block that are not timed (block_size 1 and block_warmup
