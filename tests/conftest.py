@@ -17,7 +17,17 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
 )
 
-from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer  # noqa: E402
+from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer, find_server  # noqa: E402
+from tenantkit.engine import ENGINE_VERSION  # noqa: E402
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the session's servers run, beside the version the templates deploy."""
+    install = find_server()
+    return (
+        f"embedded PostgreSQL {install.version} ({install.origin}); "
+        f"templates deploy {ENGINE_VERSION}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -196,9 +196,13 @@ def test_policy_evaluates_the_setting_once_and_uses_the_tenant_index(
                 sql.SQL("EXPLAIN SELECT * FROM {} WHERE project_id = 1").format(PROJECTS)
             )
         )
-    assert "InitPlan 1 (returns $0)" in plan
+    # PostgreSQL 16 names the InitPlan's result $0; 17 writes (InitPlan 1).col1
+    initplan = "(InitPlan 1).col1" if "(InitPlan 1).col1" in plan else "$0"
+    assert "InitPlan 1" in plan
     assert "Index Scan using projects_" in plan
-    assert "Index Cond: (tenant_id = $0)" in plan or "Index Cond: ((tenant_id = $0)" in plan
+    assert f"Index Cond: (tenant_id = {initplan})" in plan or (
+        f"Index Cond: ((tenant_id = {initplan})" in plan
+    )
 
 
 def test_the_registry_lookup_stays_index_only_because_autovacuum_is_told_to_keep_up(
@@ -216,7 +220,15 @@ def test_the_registry_lookup_stays_index_only_because_autovacuum_is_told_to_keep
         "autovacuum_vacuum_insert_threshold=20",
         "autovacuum_vacuum_insert_scale_factor=0.01",
     }
-    superuser.execute("VACUUM tenantkit.tenants")  # what autovacuum does after those changes
+    # What autovacuum does after those changes. A pass may leave the page not yet all-visible
+    # (PostgreSQL 17 after an update, say); the next pass sets it.
+    for _ in range(3):
+        superuser.execute("VACUUM tenantkit.tenants")
+        pages, all_visible = superuser.execute(
+            "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'tenantkit.tenants'::regclass"
+        ).fetchone() or (0, -1)
+        if pages == all_visible:
+            break
     with tenant_transaction(runtime, "tenantkit-probe-a", allow_probes=True):
         runtime.execute("SET LOCAL enable_seqscan = off")  # a few test tenants: force the index
         plan = "\n".join(

@@ -173,11 +173,14 @@ def test_create_finishes_a_half_made_tenant(
     superuser: psycopg.Connection,
     server: RunningServer,
 ) -> None:
-    # GIVEN a tenant whose earlier Create stopped after making the owner role only
+    # GIVEN a tenant whose earlier Create (as the admin) stopped after making the owner role
     names = tenant_names(tenant_id)
-    superuser.execute(
-        psycopg.sql.SQL("CREATE ROLE {} NOLOGIN").format(psycopg.sql.Identifier(names.owner_role))
-    )
+    with psycopg.connect(**server.admin_settings().connect_kwargs(), autocommit=True) as admin:
+        admin.execute(
+            psycopg.sql.SQL("CREATE ROLE {} NOLOGIN").format(
+                psycopg.sql.Identifier(names.owner_role)
+            )
+        )
     # WHEN Create is replayed
     handle(create_event(properties(tenant_id, make_secret(tenant_id, PASSWORD))), config)
     # THEN the tenant is complete and usable
