@@ -235,7 +235,12 @@ def run(
             json.dumps(
                 {
                     "ok": ok,
-                    "server": {"host": server.host, "port": server.port},
+                    "server": {
+                        "host": server.host,
+                        "port": server.port,
+                        "postgresql": servers.shared.install.version,
+                        "files": str(servers.shared.root),
+                    },
                     "tenants": [
                         {
                             "id": r.tenant_id,
@@ -256,7 +261,7 @@ def run(
             )
         )
     else:
-        _print_summary(results, server.port, start_seconds)
+        _print_summary(results, server.port, start_seconds, servers)
         _print_verdict(verdict, attacks)
         if keep_running:
             out.print(
@@ -1193,7 +1198,9 @@ def bench_synth(
     out.print(f"median of {runs} run(s) each; wrote {out_json}", highlight=False)
 
 
-def _print_summary(results: list[ProvisionResult], port: int, start_seconds: float) -> None:
+def _print_summary(
+    results: list[ProvisionResult], port: int, start_seconds: float, servers: LocalServers
+) -> None:
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
     for column in ("tenant", "tier", "database", "roles", "secret", "status", "changes", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left")
@@ -1216,10 +1223,13 @@ def _print_summary(results: list[ProvisionResult], port: int, start_seconds: flo
     shared = f"127.0.0.1:{port}"
     own = [f"{r.server} ({r.tenant_id})" for r in results if r.server != shared]
     out.print(
-        f"embedded servers up in {start_seconds * 1000:.0f} ms: {shared} (bridge, pool)"
+        f"embedded PostgreSQL {servers.shared.install.version} servers up in "
+        f"{start_seconds * 1000:.0f} ms: {shared} (bridge, pool)"
         + "".join(f", {server}" for server in own),
         highlight=False,
     )
+    if note := servers.placement_note():
+        out.print(note, highlight=False)
 
 
 def _print_verdict(

@@ -325,6 +325,7 @@ class LocalServers:
     tenant has a database server of its own."""
 
     def __init__(self, state_dir: Path, silo_ids: list[str]) -> None:
+        self.state_dir = state_dir
         self.shared = EmbeddedPostgres(state_dir / "pg")
         self.silos = {t: EmbeddedPostgres(state_dir / f"silo-{t}" / "pg") for t in silo_ids}
         self._running: dict[str, RunningServer] = {}
@@ -347,6 +348,18 @@ class LocalServers:
     def server_for_pool(self) -> RunningServer:
         """The server holding the pool (the shared one)."""
         return self._running["(shared)"]
+
+    def placement_note(self) -> str | None:
+        """One line saying where the servers' files are when they cannot be in the state
+        directory (as root, under a home directory the server user cannot traverse)."""
+        moved = [pg for pg in (self.shared, *self.silos.values()) if pg.moved_to is not None]
+        if not moved:
+            return None
+        homes = ", ".join(sorted({str(pg.root.parent) for pg in moved}))
+        return (
+            f"server files in {homes} (linked from {self.state_dir}): the server user "
+            f"{moved[0].server_user!r} cannot reach {self.state_dir.absolute()}"
+        )
 
     def stop(self) -> None:
         """Stop every server (their data stays)."""
