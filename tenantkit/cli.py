@@ -1229,7 +1229,7 @@ def _print_summary(
         highlight=False,
     )
     if note := servers.placement_note():
-        out.print(note, highlight=False)
+        out.print(note, highlight=False, soft_wrap=True)
 
 
 def _print_verdict(

@@ -357,8 +357,8 @@ class LocalServers:
             return None
         homes = ", ".join(sorted({str(pg.root.parent) for pg in moved}))
         return (
-            f"server files in {homes} (linked from {self.state_dir}): the server user "
-            f"{moved[0].server_user!r} cannot reach {self.state_dir.absolute()}"
+            f"servers' files in {homes}: user {moved[0].server_user!r} cannot reach "
+            f"{self.state_dir.absolute()}"
         )
 
     def stop(self) -> None:
