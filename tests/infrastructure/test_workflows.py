@@ -199,3 +199,11 @@ def test_ci_workflow() -> None:
     job = workflow["jobs"]["synth-and-snapshot"]
     assert job["runs-on"] == "ubuntu-latest"
     assert [script for _, script in run_scripts(workflow)][-1] == "make test"
+
+
+@pytest.mark.parametrize("path", [CI, ONBOARD], ids=lambda p: p.name)
+def test_workflows_install_nothing_beside_make_setup(path: Path) -> None:
+    # make setup brings every tool, PostgreSQL included (pinned npm build): no apt, no sudo,
+    # so CI runs the server version the templates deploy, not the runner's.
+    for job_id, script in run_scripts(load(path)):
+        assert "apt-get" not in script and "sudo" not in script, (job_id, script)
