@@ -206,4 +206,5 @@ def test_workflows_install_nothing_beside_make_setup(path: Path) -> None:
     # make setup brings every tool, PostgreSQL included (pinned npm build): no apt, no sudo,
     # so CI runs the server version the templates deploy, not the runner's.
     for job_id, script in run_scripts(load(path)):
-        assert "apt-get" not in script and "sudo" not in script, (job_id, script)
+        assert "apt-get" not in script, (job_id, script)
+        assert "sudo" not in script, (job_id, script)
