@@ -21,23 +21,29 @@ RDS_CA_BUNDLE_PATH = LAMBDA_SRC_DIR / RDS_CA_BUNDLE
 """Where the shipped bundle is on this machine (or inside the Lambda asset)."""
 
 
+SSLMODE = "verify-full"
+"""The only TLS mode: encrypted, the server's certificate signed by a CA of the bundle, and its
+name the host connected to. There is no unverified mode to fall back to."""
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Where and as whom to connect. TLS is never off: verify-full with a CA, else require."""
+    """Where and as whom to connect. TLS is always verify-full: against `ssl_root_cert`, by
+    default the shipped RDS CA bundle (a server signed by another CA is refused)."""
 
     host: str
     port: int
     user: str
     password: str = field(repr=False)
     dbname: str = "postgres"
-    ssl_root_cert: Path | None = None
+    ssl_root_cert: Path = RDS_CA_BUNDLE_PATH
     connect_timeout_s: int = 5
     application_name: str = "tenantkit-provisioner"
 
     @property
     def sslmode(self) -> str:
-        """verify-full when a CA bundle is configured (checks the server's name), else require."""
-        return "verify-full" if self.ssl_root_cert else "require"
+        """Always verify-full (checks the server's certificate and its name)."""
+        return SSLMODE
 
     def for_database(self, dbname: str) -> "ConnectionSettings":
         """The same server and user, another database."""
@@ -45,19 +51,17 @@ class ConnectionSettings:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect (values, never a DSN string built by hand)."""
-        kwargs: dict[str, Any] = {
+        return {
             "host": self.host,
             "port": self.port,
             "user": self.user,
             "password": self.password,
             "dbname": self.dbname,
             "sslmode": self.sslmode,
+            "sslrootcert": str(self.ssl_root_cert),
             "connect_timeout": self.connect_timeout_s,
             "application_name": self.application_name,
         }
-        if self.ssl_root_cert:
-            kwargs["sslrootcert"] = str(self.ssl_root_cert)
-        return kwargs
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class HandlerConfig:
     """AWS: the cluster's admin secret (RDS format: host, port, username, password, dbname)."""
     admin_settings: ConnectionSettings | None = None
     """Local mode: admin connection settings given directly."""
-    ssl_root_cert: Path | None = None
+    ssl_root_cert: Path = RDS_CA_BUNDLE_PATH
+    """The CA bundle the admin connection verifies the server against (AWS mode)."""
     retry: RetryPolicy = RetryPolicy()
 
     @classmethod
@@ -106,11 +111,17 @@ class HandlerConfig:
         )
 
 
-def ssl_root_cert_from_env(env: Mapping[str, str]) -> Path | None:
-    """The CA bundle named by TENANTKIT_SSL_ROOT_CERT (relative to lambda_src), if any."""
+def ssl_root_cert_from_env(env: Mapping[str, str]) -> Path:
+    """The CA bundle named by TENANTKIT_SSL_ROOT_CERT (relative to lambda_src), else the shipped
+    RDS bundle; raise ProvisioningError if the file is not there (never connect unverified)."""
     cert = env.get(ENV_SSL_ROOT_CERT)
     if not cert:
-        return None
+        if not RDS_CA_BUNDLE_PATH.is_file():
+            raise ProvisioningError(
+                f"the RDS CA bundle {RDS_CA_BUNDLE_PATH} is missing (run `make setup`, which "
+                "writes it before any Lambda asset is bundled)"
+            )
+        return RDS_CA_BUNDLE_PATH
     path = Path(cert)
     if not path.is_absolute():
         path = LAMBDA_SRC_DIR / path
@@ -120,7 +131,7 @@ def ssl_root_cert_from_env(env: Mapping[str, str]) -> Path | None:
 
 
 def settings_from_secret(
-    secret: Mapping[str, object], ssl_root_cert: Path | None
+    secret: Mapping[str, object], ssl_root_cert: Path = RDS_CA_BUNDLE_PATH
 ) -> ConnectionSettings:
     """Build admin settings from an RDS-format secret; raise naming the missing field."""
     missing = [key for key in ("host", "username", "password") if not secret.get(key)]
@@ -140,8 +151,9 @@ def settings_from_secret(
 
 
 def settings_from_dsn(dsn: str, env: Mapping[str, str] | None = None) -> ConnectionSettings:
-    """Settings from a libpq connection string (password from it or PGPASSWORD). TLS stays on:
-    sslmode becomes verify-full with the DSN's sslrootcert, else require."""
+    """Settings from a libpq connection string (password from it or PGPASSWORD). TLS is
+    verify-full whatever the DSN's sslmode says: against its sslrootcert, else the shipped RDS
+    CA bundle."""
     from psycopg.conninfo import conninfo_to_dict  # only the CLI needs it
 
     try:
@@ -159,5 +171,5 @@ def settings_from_dsn(dsn: str, env: Mapping[str, str] | None = None) -> Connect
         user=str(parts["user"]),
         password=str(password),
         dbname=str(parts["dbname"]),
-        ssl_root_cert=Path(str(root_cert)) if root_cert else None,
+        ssl_root_cert=Path(str(root_cert)) if root_cert else RDS_CA_BUNDLE_PATH,
     )

@@ -20,7 +20,12 @@ from typing import Any
 import psycopg
 
 from ..provisioner import postgres, secrets
-from ..provisioner.config import RetryPolicy, settings_from_secret, ssl_root_cert_from_env
+from ..provisioner.config import (
+    RDS_CA_BUNDLE_PATH,
+    RetryPolicy,
+    settings_from_secret,
+    ssl_root_cert_from_env,
+)
 from ..provisioner.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -40,8 +45,9 @@ def on_event(event: Mapping[str, Any], _context: object) -> None:
     rotate(event, ssl_root_cert_from_env(os.environ))
 
 
-def rotate(event: Mapping[str, Any], ssl_root_cert: Path | None = None) -> None:
-    """Run one rotation step for the secret and version in `event`."""
+def rotate(event: Mapping[str, Any], ssl_root_cert: Path = RDS_CA_BUNDLE_PATH) -> None:
+    """Run one rotation step for the secret and version in `event`; connections verify the
+    server against `ssl_root_cert` (TLS verify-full, by default the shipped RDS CA bundle)."""
     secret_id, token, step = (
         event.get("SecretId"),
         event.get("ClientRequestToken"),
@@ -69,18 +75,18 @@ def rotate(event: Mapping[str, Any], ssl_root_cert: Path | None = None) -> None:
     }[str(step)](secret_id, token, ssl_root_cert)
 
 
-def _create(secret_id: str, token: str, _ssl_root_cert: Path | None) -> None:
+def _create(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
     current = secrets.read_version(secret_id, stage="AWSCURRENT")
     if secrets.version_exists(secret_id, stage="AWSPENDING", version_id=token):
         return
     secrets.put_pending(secret_id, token, {**current, "password": secrets.random_password()})
 
 
-def _connect(secret: Mapping[str, Any], ssl_root_cert: Path | None) -> psycopg.Connection[Any]:
+def _connect(secret: Mapping[str, Any], ssl_root_cert: Path) -> psycopg.Connection[Any]:
     return postgres.connect(settings_from_secret(secret, ssl_root_cert), _QUICK)
 
 
-def _set(secret_id: str, token: str, ssl_root_cert: Path | None) -> None:
+def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     pending = secrets.read_version(secret_id, stage="AWSPENDING", version_id=token)
     current = secrets.read_version(secret_id, stage="AWSCURRENT")
     changed = [key for key in _SAME_TARGET if pending.get(key) != current.get(key)]
@@ -93,16 +99,20 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path | None) -> None:
         return
     except ProvisioningError:
         pass
-    conn = None
+    conn, reasons = None, []
     for stage, secret in (("AWSCURRENT", current), ("AWSPREVIOUS", None)):
         try:
             secret = secret or secrets.read_version(secret_id, stage=stage)
             conn = _connect(secret, ssl_root_cert)
             break
-        except ProvisioningError:
-            log.warning("setSecret: could not log in with %s", stage)
+        except ProvisioningError as error:  # its text holds no secret
+            reasons.append(f"{stage}: {error}")
+            log.warning("setSecret: could not log in with %s", reasons[-1])
     if conn is None:
-        raise RotationError(f"setSecret: no version of {secret_id} can log in")
+        # The reasons tell a wrong password from a server the CA bundle does not sign.
+        raise RotationError(
+            f"setSecret: no version of {secret_id} can log in ({'; '.join(reasons)})"
+        )
     with conn:
         user = conn.execute("SELECT current_user").fetchone()
         assert user is not None
@@ -114,13 +124,13 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path | None) -> None:
         )
 
 
-def _test(secret_id: str, token: str, ssl_root_cert: Path | None) -> None:
+def _test(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     pending = secrets.read_version(secret_id, stage="AWSPENDING", version_id=token)
     with _connect(pending, ssl_root_cert) as conn:
         conn.execute("SELECT 1")
 
 
-def _finish(secret_id: str, token: str, _ssl_root_cert: Path | None) -> None:
+def _finish(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
     versions = secrets.describe(secret_id).get("VersionIdsToStages", {})
     current = next((v for v, stages in versions.items() if "AWSCURRENT" in stages), None)
     if current is None:

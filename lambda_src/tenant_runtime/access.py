@@ -14,7 +14,8 @@ or Secrets Manager):
   the transaction-local setting (tenant_transaction), connections come from a pool.
 IAM auth mints a fresh token for every new connection (tokens live 15 minutes). Passwords are
 read from the secret, cached for a few minutes, and read again when a login fails (the secret
-was rotated). TLS is verify-full when a CA bundle is configured, else require.
+was rotated). TLS is always verify-full: against TENANTKIT_SSL_ROOT_CERT if set, else the RDS CA
+bundle shipped in lambda_src/certs (a server the bundle does not sign is refused).
 """
 
 import json
@@ -32,7 +33,7 @@ import boto3
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ..provisioner.config import ConnectionSettings, ssl_root_cert_from_env
+from ..provisioner.config import RDS_CA_BUNDLE_PATH, ConnectionSettings, ssl_root_cert_from_env
 from ..tenancy import POOL, tenant_names, validate_tenant_id
 from .credentials import TenantSessions, tenant_session_policy
 from .identity import UnverifiedTenantError
@@ -71,7 +72,8 @@ class AccessConfig:
     host: str | None = None
     """IAM patterns: the database endpoint (secret patterns read it from the secret)."""
     port: int = 5432
-    ssl_root_cert: Path | None = None
+    ssl_root_cert: Path = RDS_CA_BUNDLE_PATH
+    """The CA bundle the database's certificate must chain to (TLS verify-full)."""
     silo_tenant: str | None = None
     """Silo patterns: the one tenant this compute serves."""
     tenant_access_role_arn: str | None = None

@@ -6,10 +6,13 @@ from typing import Any
 
 import pytest
 
+from lambda_src.provisioner import config as config_module
 from lambda_src.provisioner.config import (
     ENV_ADMIN_SECRET_ARN,
     ENV_CONNECT_ATTEMPTS,
     ENV_SSL_ROOT_CERT,
+    RDS_CA_BUNDLE_PATH,
+    ConnectionSettings,
     HandlerConfig,
 )
 from lambda_src.provisioner.errors import ProvisioningError
@@ -72,17 +75,40 @@ def test_configuration_errors_name_the_variable() -> None:
         HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn", ENV_CONNECT_ATTEMPTS: "0"})
 
 
-def test_without_a_ca_bundle_tls_is_required_and_with_one_verified() -> None:
+def test_without_a_ca_bundle_the_shipped_rds_bundle_is_used_with_verify_full() -> None:
     config = HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn"})
-    assert config.ssl_root_cert is None
-    from lambda_src.provisioner.config import ConnectionSettings
-
-    settings = ConnectionSettings(host="h", port=5432, user="u", password="p")
-    assert settings.connect_kwargs()["sslmode"] == "require"
-    verified = ConnectionSettings(
-        host="h", port=5432, user="u", password="p", ssl_root_cert=Path(__file__)
+    assert config.ssl_root_cert == RDS_CA_BUNDLE_PATH
+    default = ConnectionSettings(host="h", port=5432, user="u", password="p")
+    assert (default.connect_kwargs()["sslmode"], default.connect_kwargs()["sslrootcert"]) == (
+        "verify-full",
+        str(RDS_CA_BUNDLE_PATH),
     )
-    assert verified.connect_kwargs()["sslmode"] == "verify-full"
+    other = ConnectionSettings(host="h", port=5432, user="u", password="p", ssl_root_cert=Path("x"))
+    assert (other.connect_kwargs()["sslmode"], other.connect_kwargs()["sslrootcert"]) == (
+        "verify-full",
+        "x",
+    )
+
+
+def test_a_missing_shipped_bundle_fails_closed_naming_make_setup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(config_module, "RDS_CA_BUNDLE_PATH", tmp_path / "rds-ca-bundle.pem")
+    with pytest.raises(ProvisioningError, match=r"RDS CA bundle .* is missing \(run `make setup`"):
+        HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn"})
+
+
+def test_on_event_with_the_default_bundle_refuses_a_server_it_does_not_sign_at_once(
+    secretsmanager: Any, server: RunningServer, tenant_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the Lambda's environment with no CA bundle variable (the shipped RDS bundle) and
+    # the default 6 connection attempts, and a server whose certificate a local CA signed
+    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.delenv(ENV_SSL_ROOT_CERT, raising=False)
+    monkeypatch.delenv(ENV_CONNECT_ATTEMPTS, raising=False)
+    # WHEN the provisioner runs THEN the connection is refused on the first attempt
+    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*certificate verify failed"):
+        on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
 
 
 def test_admin_secret_missing_fields_is_reported_without_values(

@@ -2,16 +2,23 @@
 
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 import pytest
 
-from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig, RetryPolicy
+from lambda_src.provisioner.config import (
+    RDS_CA_BUNDLE_PATH,
+    ConnectionSettings,
+    HandlerConfig,
+    RetryPolicy,
+)
 from lambda_src.provisioner.errors import InvalidRequestError, ProvisioningError
 from lambda_src.provisioner.handler import handle
+from lambda_src.provisioner.postgres import connect
 from lambda_src.tenancy import tenant_names
-from tenantkit.embedded_pg import RunningServer
+from tenantkit.embedded_pg import ADMIN_USER, RunningServer
 
 from .conftest import SecretFactory, create_event, delete_event, properties, update_event
 
@@ -91,7 +98,7 @@ def test_tenant_login_uses_the_password_from_its_secret(
 
 
 def test_public_has_no_connect_or_temp_and_no_create_on_schema_public(
-    created: dict[str, str], tenant_id: str, superuser: psycopg.Connection
+    created: dict[str, str], tenant_id: str, superuser: psycopg.Connection, server: RunningServer
 ) -> None:
     names = tenant_names(tenant_id)
     row = superuser.execute(
@@ -100,15 +107,7 @@ def test_public_has_no_connect_or_temp_and_no_create_on_schema_public(
         (names.database, names.database),
     ).fetchone()
     assert row == (False, False)
-    settings = superuser.info
-    with psycopg.connect(
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        password=superuser.info.password,
-        dbname=names.database,
-        sslmode="require",
-    ) as conn:
+    with psycopg.connect(**server.superuser_settings(names.database).connect_kwargs()) as conn:
         schema = conn.execute(
             "SELECT has_schema_privilege('public', 'public', 'CREATE'),"
             "       has_schema_privilege('public', 'public', 'USAGE'),"
@@ -433,6 +432,29 @@ def test_wrong_admin_password_fails_at_once_without_retries(
     with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*authentication failed"):
         handle(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), config)
     assert time.monotonic() - started < 5
+
+
+def test_a_server_the_shipped_rds_bundle_does_not_sign_is_refused_at_once(
+    server: RunningServer,
+) -> None:
+    # GIVEN the admin's settings with the default CA bundle (the shipped RDS one), while the
+    # embedded server's certificate is signed by its own local CA; retries with 5 s pauses
+    settings = ConnectionSettings(
+        host=server.host,
+        port=server.port,
+        user=ADMIN_USER,
+        password=server.credentials.admin_password,
+    )
+    assert settings.connect_kwargs()["sslrootcert"] == str(RDS_CA_BUNDLE_PATH)
+    slept: list[float] = []
+    # WHEN the provisioner connects THEN TLS verification refuses it, with no retry
+    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*certificate verify failed"):
+        connect(settings, RetryPolicy(attempts=5, first_delay_s=5), sleep=slept.append)
+    assert slept == []
+    # and the same login with the server's own CA is let in (the control)
+    with connect(replace(settings, ssl_root_cert=server.ca_cert), RetryPolicy()) as conn:
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row == (True,)
 
 
 def test_a_failing_step_reports_which_step_and_never_the_password(

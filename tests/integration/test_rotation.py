@@ -7,9 +7,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from lambda_src.provisioner.config import HandlerConfig
+from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, HandlerConfig
 from lambda_src.provisioner.handler import handle
-from lambda_src.rotation.handler import STEPS, RotationError, rotate
+from lambda_src.rotation.handler import STEPS, RotationError, on_event, rotate
 from lambda_src.tenancy import tenant_names
 from tenantkit.embedded_pg import RunningServer
 
@@ -100,6 +100,34 @@ def test_a_rotation_interrupted_after_set_secret_finishes_on_retry(
     assert not can_log_in(server, current(secretsmanager, tenant_secret))
     run_rotation(tenant_secret, server, token)
     assert can_log_in(server, current(secretsmanager, tenant_secret))
+
+
+def test_rotation_with_the_default_bundle_refuses_a_server_it_does_not_sign(
+    tenant_secret: str, secretsmanager: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the rotation Lambda's environment with no CA bundle variable (the shipped RDS
+    # bundle) and a database whose certificate a local CA signed
+    monkeypatch.delenv(ENV_SSL_ROOT_CERT, raising=False)
+    before = current(secretsmanager, tenant_secret)
+    token = str(uuid.uuid4())
+
+    def step(name: str) -> dict[str, str]:
+        return {"SecretId": tenant_secret, "ClientRequestToken": token, "Step": name}
+
+    on_event(step("createSecret"), None)  # no database connection in this step
+    # WHEN setSecret connects THEN TLS verification refuses it at the first attempt, the
+    # reason is in the error, and the password is unchanged
+    with pytest.raises(
+        RotationError,
+        match=r"can log in \(AWSCURRENT: .*after 1 attempt\(s\).*certificate verify failed",
+    ):
+        on_event(step("setSecret"), None)
+    assert can_log_in(server, before)
+    # and with the server's own CA the same rotation goes through (the control)
+    for name in STEPS[1:]:
+        rotate(step(name), server.ca_cert)
+    assert can_log_in(server, current(secretsmanager, tenant_secret))
+    assert not can_log_in(server, before)
 
 
 def test_a_pending_version_that_points_elsewhere_is_refused(

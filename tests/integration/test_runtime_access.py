@@ -13,7 +13,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
-from lambda_src.provisioner.config import HandlerConfig, RetryPolicy
+from lambda_src.provisioner.config import (
+    ENV_SSL_ROOT_CERT,
+    RDS_CA_BUNDLE_PATH,
+    HandlerConfig,
+    RetryPolicy,
+)
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batches,
@@ -363,6 +368,27 @@ def test_pool_pattern_scopes_each_borrowed_connection_and_resets_it(
             assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone() == ("",)
     finally:
         access.close()
+
+
+def test_by_default_the_runtime_verifies_against_the_shipped_rds_bundle_and_refuses_a_local_ca(
+    world: dict[str, str], server: RunningServer
+) -> None:
+    # GIVEN a silo function's environment without TENANTKIT_SSL_ROOT_CERT
+    a = world["a"]
+    env = {"TENANTKIT_PATTERN": "silo-secret", "TENANTKIT_SILO_TENANT": a}
+    config = AccessConfig.from_env(env)
+    assert config.ssl_root_cert == RDS_CA_BUNDLE_PATH
+    # WHEN it connects to the embedded server (its certificate signed by a local CA)
+    # THEN TLS verification refuses the server
+    with (
+        pytest.raises(psycopg.OperationalError, match="certificate verify failed"),
+        TenantDataAccess(config).connection(a),
+    ):
+        pass
+    # and the same function given the server's CA gets in (the control)
+    trusting = AccessConfig.from_env({**env, ENV_SSL_ROOT_CERT: str(server.ca_cert)})
+    with TenantDataAccess(trusting).connection(a) as conn:
+        assert whoami(conn) == (tenant_names(a).login_role, tenant_names(a).database)
 
 
 def test_configuration_errors_name_what_is_missing() -> None:

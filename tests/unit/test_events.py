@@ -75,15 +75,18 @@ def test_bad_property_values_are_rejected_naming_the_property(
 def test_a_dsn_becomes_tls_settings_and_bad_dsns_say_what_is_missing() -> None:
     from pathlib import Path
 
-    from lambda_src.provisioner.config import settings_from_dsn
+    from lambda_src.provisioner.config import RDS_CA_BUNDLE_PATH, settings_from_dsn
 
     settings = settings_from_dsn(
         "host=db.example port=6543 dbname=p user=u sslmode=disable sslrootcert=/ca.pem",
         {"PGPASSWORD": "from-env"},
     )
     assert (settings.host, settings.port, settings.password) == ("db.example", 6543, "from-env")
-    assert settings.connect_kwargs()["sslmode"] == "verify-full"  # TLS is never turned off
+    assert settings.connect_kwargs()["sslmode"] == "verify-full"  # never off, never unverified
     assert settings.ssl_root_cert == Path("/ca.pem")
+    default = settings_from_dsn("host=db.example dbname=p user=u password=x sslmode=require")
+    assert default.connect_kwargs()["sslmode"] == "verify-full"
+    assert default.ssl_root_cert == RDS_CA_BUNDLE_PATH  # the shipped RDS CA bundle
     with pytest.raises(ValueError, match="needs host, password"):
         settings_from_dsn("dbname=p user=u", {})
     with pytest.raises(ValueError, match="not a libpq connection string"):
