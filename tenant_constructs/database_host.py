@@ -32,9 +32,9 @@ class DatabaseHost(Construct):
         cidr: str = "10.0.0.0/16",
         ca_bundle: str | None = None,
     ) -> None:
-        """`ca_bundle`: a PEM bundle inside lambda_src (e.g. the RDS global bundle saved as
-        lambda_src/certs/global-bundle.pem) for TLS verify-full; without it the functions use
-        sslmode=require (encrypted, server not verified) and synth warns."""
+        """`ca_bundle`: a PEM bundle inside lambda_src (relative to it) that the functions verify
+        the database against instead of the shipped RDS CA bundle (lambda_src/certs/
+        rds-ca-bundle.pem); TLS is verify-full either way."""
         super().__init__(scope, id_)
         names = HostNames(host)
         self.network = DatabaseNetwork(self, "Network", cidr=cidr)
@@ -49,7 +49,7 @@ class DatabaseHost(Construct):
         )
         self.reference = HostReference(names, self.database.kind)
         cdk.Tags.of(self.database.admin_secret).add(HOST_TAG, names.host)
-        tls = tls_environment(self, ca_bundle)
+        tls = tls_environment(ca_bundle)
         self.tls_environment = tls
         self.rotator = SecretRotator(
             self,
@@ -75,7 +75,7 @@ class DatabaseHost(Construct):
         )
 
     def endpoint_environment(self) -> dict[str, str]:
-        """Where compute connects with IAM auth (TENANTKIT_DB_HOST/PORT), plus the TLS setting."""
+        """Where compute connects with IAM auth (TENANTKIT_DB_HOST/PORT), plus the CA bundle."""
         endpoint = self.database.endpoint
         return {
             "TENANTKIT_DB_HOST": endpoint.hostname,

@@ -4,12 +4,16 @@ Where the test may create a network namespace (as root, as in CI) the synth runs
 at all, which proves it needs none.
 """
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from lambda_src.provisioner.config import RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
+from tenantkit.ca_bundle import MIN_CERTIFICATES
 
 from .conftest import CFN_LINT
 
@@ -69,6 +73,26 @@ def test_lambda_bundle_holds_lambda_src_and_psycopg_for_arm64(cli_out: Path) -> 
     libs = [p.name for p in (bundle / "psycopg_binary").glob("*.so")]
     assert libs
     assert all("aarch64" in name or "cpython-314" in name for name in libs)
+
+
+def test_every_function_gets_the_rds_ca_bundle_inside_its_asset(cli_out: Path) -> None:
+    # GIVEN the one lambda_src bundle the CLI built
+    (bundle,) = [p for p in cli_out.glob("asset.*") if (p / "lambda_src").is_dir()]
+    shipped = bundle / "lambda_src" / RDS_CA_BUNDLE
+    # THEN it holds the bundle make setup extracted, byte for byte
+    assert shipped.read_bytes() == RDS_CA_BUNDLE_PATH.read_bytes()
+    assert shipped.read_text().count("-----BEGIN CERTIFICATE-----") >= MIN_CERTIFICATES
+    # and every tenantkit function names it, relative to lambda_src (as the handler resolves it)
+    named = []
+    for template in cli_out.glob("*.template.json"):
+        for resource in json.loads(template.read_text())["Resources"].values():
+            properties = resource.get("Properties", {})
+            if resource["Type"] == "AWS::Lambda::Function" and str(
+                properties.get("Handler", "")
+            ).startswith("lambda_src."):
+                named.append(properties["Environment"]["Variables"]["TENANTKIT_SSL_ROOT_CERT"])
+    assert len(named) >= 6  # provisioner and rotator of the bridge, pool and silo hosts
+    assert {bundle / "lambda_src" / value for value in named} == {shipped}
 
 
 def test_cli_output_passes_cfn_lint(cli_out: Path) -> None:

@@ -1,11 +1,13 @@
 """Construct-level behaviour: bad props fail at synth with a message naming the prop."""
 
+from pathlib import Path
+
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 
 from stacks import BridgeClusterStack, BridgeTenantStack, SiloTenantStack
-from tenant_constructs import ClusterCapacity
+from tenant_constructs import ClusterCapacity, database_function
 from tenantkit.catalog import parse_catalog
 
 from .conftest import cdk_context
@@ -36,10 +38,31 @@ def test_a_ca_bundle_inside_lambda_src_switches_the_provisioner_to_verify_full()
     Annotations.from_stack(stack).has_no_warning("*", Match.string_like_regexp("No CA bundle"))
 
 
-def test_without_a_ca_bundle_synth_warns_that_tls_is_unverified() -> None:
-    Annotations.from_stack(bridge()).has_warning(
-        "/Bridge/Host", Match.string_like_regexp("sslmode=require")
+def test_without_a_ca_bundle_the_functions_verify_against_the_shipped_rds_bundle() -> None:
+    stack = bridge()
+    for handler in ("provisioner", "rotation"):
+        Template.from_stack(stack).has_resource_properties(
+            "AWS::Lambda::Function",
+            {
+                "Handler": f"lambda_src.{handler}.handler.on_event",
+                "Environment": {
+                    "Variables": Match.object_like(
+                        {"TENANTKIT_SSL_ROOT_CERT": "certs/rds-ca-bundle.pem"}
+                    )
+                },
+            },
+        )
+    Annotations.from_stack(stack).has_no_warning("*", Match.any_value())
+
+
+def test_synth_fails_naming_make_setup_when_the_shipped_bundle_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(
+        database_function, "RDS_CA_BUNDLE_PATH", tmp_path / "certs" / "rds-ca-bundle.pem"
     )
+    with pytest.raises(ValueError, match=r"RDS CA bundle .* is missing: run `make setup`"):
+        bridge()
 
 
 @pytest.mark.parametrize("path", ["../app.py", "/etc/hostname", "certs/missing.pem"])

@@ -14,17 +14,16 @@ from .conftest import CFN_LINT, Synth, cdk_context
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_app_synthesizes_with_no_nag_findings_and_only_the_tls_warning(synth: Synth) -> None:
-    # The fixture's synth raises on any unacknowledged finding; the report agrees.
+def test_app_synthesizes_with_no_nag_findings_and_no_warnings(synth: Synth) -> None:
+    # The fixture's synth raises on any unacknowledged finding; the report agrees, and TLS is
+    # verified by default, so there is no warning left either.
     report = json.loads((Path(synth.assembly.directory) / "validation-report.json").read_text())
     findings = {
         (plugin["pluginName"], violation["ruleName"], violation["severity"])
         for plugin in report["pluginReports"]
         for violation in plugin["violations"]
     }
-    assert findings == {
-        ("Construct Annotations", "Annotation::tenantkit:tls-unverified", "warning")
-    }
+    assert findings == set()
 
 
 def test_nag_gate_fails_synth_on_a_violation() -> None:

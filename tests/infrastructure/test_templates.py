@@ -54,6 +54,30 @@ def test_tls_is_forced_by_the_cluster_parameter_group(synth: Synth) -> None:
     )
 
 
+def test_every_tenantkit_function_verifies_the_database_against_the_shipped_rds_bundle(
+    synth: Synth,
+) -> None:
+    # provisioner, rotator and the sample functions (runtime library) of every stack
+    functions = [
+        (stack.stack_name, function["Properties"])
+        for stack in synth.assembly.stacks
+        for function in resources(synth, stack.stack_name, "AWS::Lambda::Function").values()
+        if str(function["Properties"].get("Handler", "")).startswith("lambda_src.")
+    ]
+    handlers = {properties["Handler"] for _, properties in functions}
+    assert {
+        "lambda_src.provisioner.handler.on_event",
+        "lambda_src.rotation.handler.on_event",
+        "lambda_src.samples.handler.handler",
+    } <= handlers
+    for stack_name, properties in functions:
+        variables = properties.get("Environment", {}).get("Variables", {})
+        assert variables.get("TENANTKIT_SSL_ROOT_CERT") == "certs/rds-ca-bundle.pem", (
+            stack_name,
+            properties["Handler"],
+        )
+
+
 def test_database_instances_are_private(synth: Synth) -> None:
     for instance in resources(synth, BRIDGE, "AWS::RDS::DBInstance").values():
         assert instance["Properties"].get("PubliclyAccessible") is False
