@@ -51,6 +51,7 @@ class PoolStack(cdk.Stack):
             tenant_views=settings.tenant_views,
             iam_auth=settings.iam_auth,
             removal_policy=settings.removal_policy,
+            verify_probes=settings.verify_probes,
         )
         self.tenants = PoolTenants(
             self,
@@ -67,6 +68,12 @@ class PoolStack(cdk.Stack):
         self.compute = SharedCompute(self, "SharedCompute", host=self.host)
         self.compute.allow_pool_login(iam_user=POOL.iam_user, secret=self.pool.secret)
         if samples is not None:
+            if not settings.verify_probes:
+                # The pool sample functions read tenantkit_sample.projects.
+                raise ValueError(
+                    "PoolStack: the sample functions (-c samples=true) read the sample schema, "
+                    "which pool: verify_probes: false removes"
+                )
             SampleFunctions(
                 self,
                 "Samples",

@@ -147,6 +147,9 @@ class PoolSettings(BaseModel):
     """Create the IAM-auth login of the shared application."""
     removal_policy: RemovalPolicy = "retain"
     """What deleting the pool does to its data."""
+    verify_probes: bool = True
+    """Keep the sample schema (tenantkit_sample) and the probe tenants (tenantkit-probe-*) that
+    `tenantctl verify --dsn` attacks through; false: none, and removed if they exist."""
 
 
 class AuthSettings(BaseModel):

@@ -1,8 +1,8 @@
 """tenantctl: the tenantkit command line (Typer + Rich).
 
 Exit codes: 0 success; 1 provisioning failure or an isolation leak; 2 invalid input (catalog,
-tenant id, arguments); 3 local environment problem (PostgreSQL binaries missing, server would not
-start, nothing provisioned yet).
+tenant id, arguments); 3 environment problem (PostgreSQL binaries missing, server would not
+start, nothing provisioned yet; for `verify --dsn`, a pool without verify probes).
 """
 
 import json
@@ -60,6 +60,7 @@ from .quotas import quota_use
 from .synth import REPO_ROOT, synth_templates, with_repo_node
 from .verify import (
     AttackResult,
+    PoolProbesOffError,
     report,
     run_database_attacks,
     run_pool_attacks,
@@ -281,7 +282,8 @@ def verify(
         str | None,
         typer.Option(
             help="Attack this pool instead of the embedded one: a libpq connection string of "
-            "the pool's runtime login (password from it or PGPASSWORD; TLS is always on)."
+            "the pool's runtime login (password from it or PGPASSWORD; TLS verify-full against "
+            "its sslrootcert or the shipped RDS CA bundle)."
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -297,7 +299,10 @@ def verify(
         except ValueError as error:
             err.print(f"[red]invalid --dsn[/red]: {error}", highlight=False)
             raise typer.Exit(EXIT_INVALID) from None
-        attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
+        try:
+            attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
+        except PoolProbesOffError as error:
+            _fail(EXIT_ENVIRONMENT, str(error), as_json)
     else:
         loaded = _load(catalog)
         db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]

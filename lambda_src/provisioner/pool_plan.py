@@ -72,8 +72,9 @@ _NAMES = {
 }
 
 
-def _sql(text: str) -> sql.Composed:
-    return sql.SQL(text).format(**{k: v for k, v in _NAMES.items() if "{" + k + "}" in text})
+def _sql(text: str, **extra: sql.Composable) -> sql.Composed:
+    names = {**_NAMES, **extra}
+    return sql.SQL(text).format(**{k: v for k, v in names.items() if "{" + k + "}" in text})
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,11 @@ _REGISTRY = [
     ),
 ]
 
-# -- the sample schema: used by `make run`, the tests, the benchmark and `tenantctl verify` ----
+# -- the verify probes: a sample schema and three probe tenants with rows -------------------
+# `tenantctl verify` (and `make run`, the tests, the benchmark) attack the pool through them:
+# tenantkit_sample.projects / tasks / open_tasks, protected like any tenant table, and the
+# probe tenants PROBE_TENANT_IDS (two active, one offboarded, each with a project and a task).
+# They hold no customer data; the catalog's `pool: verify_probes: false` leaves them out.
 
 _SAMPLE = [
     ("create the sample schema", "CREATE SCHEMA IF NOT EXISTS {sample} AUTHORIZATION {owner}"),
@@ -292,18 +297,21 @@ PROBE_ONLY_B_PROJECT = 2
 """A project id only the second probe tenant has (for foreign-key existence probes)."""
 
 
+_PROBES_REGISTERED_BY = "tenantkit"
+
+
 def _register_probes() -> Step:
     active, other, gone = PROBE_TENANT_IDS
     statement = _sql(
         "INSERT INTO {registry}.tenants (tenant_id, status, registered_by) "
-        "VALUES (%s, 'active', 'tenantkit'), (%s, 'active', 'tenantkit'), "
-        "       (%s, 'offboarded', 'tenantkit') "
+        "VALUES (%s, 'active', %s), (%s, 'active', %s), (%s, 'offboarded', %s) "
         "ON CONFLICT (tenant_id) DO UPDATE SET status = EXCLUDED.status"
     )
+    by = _PROBES_REGISTERED_BY
     return Step(
         "register the verify probe tenants",
         statement,
-        (active, other, gone),
+        (active, by, other, by, gone, by),
         database=POOL.database,
         changes=False,
     )
@@ -350,6 +358,62 @@ def _seed_probe_rows() -> list[Step]:
     ]
 
 
+def plan_probes_removal() -> list[Step]:
+    """Steps that take the verify probes out of a pool that has them (idempotent): the probe
+    tenants' rows and the sample schema in one transaction, then their registry rows (their
+    history stays). The schema is dropped only if its tables hold nothing but the probes' rows
+    and nothing else is in it or depends on it; otherwise the step fails saying why."""
+    remove = _sql(
+        """DO $do$
+        DECLARE
+            sample_table regclass;
+            others boolean;
+        BEGIN
+            -- As the maintainer, the only role whose policy admits rows of any tenant; the
+            -- locks keep anyone from adding rows between the check and the drop.
+            FOREACH sample_table IN ARRAY ARRAY[
+                to_regclass({tasks_name}), to_regclass({projects_name})
+            ] LOOP
+                CONTINUE WHEN sample_table IS NULL;
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', sample_table);
+                EXECUTE format('DELETE FROM %s WHERE tenant_id = ANY($1)', sample_table)
+                    USING {probes};
+                EXECUTE format('SELECT EXISTS (SELECT FROM %s)', sample_table) INTO others;
+                IF others THEN
+                    RAISE EXCEPTION 'tenantkit: % holds rows of tenants other than the verify '
+                        'probes: move or delete them, or keep verify_probes on', sample_table;
+                END IF;
+            END LOOP;
+            -- As the owner of the schema and its objects. No CASCADE: an object of yours in
+            -- the schema, or one that uses its tables, makes the drop fail, not disappear.
+            EXECUTE format('SET LOCAL ROLE %I', {owner_name});
+            DROP VIEW IF EXISTS {sample}.open_tasks;
+            DROP TABLE IF EXISTS {sample}.tasks;
+            DROP TABLE IF EXISTS {sample}.projects;
+            DROP SCHEMA IF EXISTS {sample};
+        END $do$""",
+        # Constants (tenancy's reserved probe ids and names), rendered as literals: a DO block
+        # takes no parameters.
+        probes=sql.SQL("ARRAY[{}]::text[]").format(
+            sql.SQL(", ").join(sql.Literal(t) for t in PROBE_TENANT_IDS)
+        ),
+        tasks_name=sql.Literal(f"{POOL.sample_schema}.tasks"),
+        projects_name=sql.Literal(f"{POOL.sample_schema}.projects"),
+    )
+    return [
+        Step(
+            "remove the verify probes' rows and the sample schema",
+            remove,
+            database=POOL.database,
+            changes=False,
+            role=POOL.maintainer_role,
+        ),
+        plan_forget(
+            list(PROBE_TENANT_IDS), registered_by=_PROBES_REGISTERED_BY, database=POOL.database
+        ),
+    ]
+
+
 def plan_pool_converge(
     observed: ObservedPool,
     *,
@@ -357,9 +421,11 @@ def plan_pool_converge(
     password_verifier: str | None,
     tables: Sequence[str],
     views: Sequence[str],
+    verify_probes: bool,
 ) -> list[Step]:
     """Steps that bring the pool database, roles, registry, policies and grants to the desired
-    state from any start; `tables`/`views` are the user's own, protected like the sample's."""
+    state from any start; `tables`/`views` are the user's own, protected like the sample's.
+    `verify_probes`: the sample schema and probe tenants exist (true) or are removed (false)."""
     roles = observed.login_enabled
     steps: list[Step] = []
 
@@ -465,11 +531,12 @@ def plan_pool_converge(
     steps += plan_registry(database=POOL.database, owner=POOL.owner_role)
     steps += [
         Step(description, _sql(text), database=POOL.database, changes=False)
-        for description, text in _REGISTRY + _SAMPLE
+        for description, text in _REGISTRY + (_SAMPLE if verify_probes else [])
     ]
-    for table in (*SAMPLE_TABLES, *tables):
+    sample_tables, sample_views = (SAMPLE_TABLES, SAMPLE_VIEWS) if verify_probes else ((), ())
+    for table in (*sample_tables, *tables):
         steps.append(protect_table(table))
-    for view in (*SAMPLE_VIEWS, *views):
+    for view in (*sample_views, *views):
         steps.append(
             Step(
                 f"protect view {view}",
@@ -479,6 +546,8 @@ def plan_pool_converge(
                 changes=False,
             )
         )
+    if not verify_probes:
+        return steps + plan_probes_removal()
     steps += [
         _register_probes(),
         *_seed_probe_rows(),

@@ -3,7 +3,9 @@
 Each attack states the exact outcome that means "blocked"; any other outcome (more rows, a
 different error, success) is reported as a leak. The attacks use the probe tenants the
 PoolDatabase resource registers (tenancy.PROBE_TENANT_IDS) and its sample schema, so they run
-against the embedded server or any provisioned pool given the runtime login's connection.
+against the embedded server or any provisioned pool given the runtime login's connection. A
+pool provisioned with `verify_probes: false` has neither: the suite then refuses to run
+(PoolProbesOffError) rather than report every attack as a leak.
 
 What stays possible by design (documented, not tested as blocked): code that can run arbitrary
 SQL on the runtime connection can itself call set_config('app.tenant_id', ...) and read that
@@ -521,9 +523,43 @@ def _privileged_login(target: Target) -> Outcome:
     return leaked(f"superuser, bypassrls, owner = {row}")
 
 
+class PoolProbesOffError(RuntimeError):
+    """The pool has not got the sample schema and probe tenants the attacks run through."""
+
+
+def _missing_probes(target: Target) -> list[str]:
+    """What of the verify probes the runtime login cannot find in the pool. Only whether they
+    exist: what state they are in is for the attacks to judge."""
+    sample = [f"{POOL.sample_schema}.{name}" for name in ("projects", "tasks", "open_tasks")]
+    with target.connect() as conn:
+        found = conn.execute("SELECT to_regclass(x)::text FROM unnest(%s::text[]) x", (sample,))
+        missing = [name for name, (exists,) in zip(sample, found, strict=True) if exists is None]
+        for tenant in PROBE_TENANT_IDS:
+            # The runtime may read the registry row of the tenant it claims, and no other.
+            with target.as_tenant(conn, tenant):
+                row = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.tenants WHERE tenant_id = %s").format(
+                        sql.Identifier(POOL.registry_schema)
+                    ),
+                    (tenant,),
+                ).fetchone()
+            if row != (1,):
+                missing.append(f"probe tenant {tenant}")
+    return missing
+
+
 def run_pool_attacks(settings: ConnectionSettings) -> list[AttackResult]:
-    """Run every pool attack as the runtime login described by `settings`."""
+    """Run every pool attack as the runtime login described by `settings`. Raise
+    PoolProbesOffError if the pool has no verify probes, psycopg.Error if it cannot be reached."""
     target = Target(settings)
+    missing = _missing_probes(target)
+    if missing:
+        raise PoolProbesOffError(
+            f"the pool {settings.host}:{settings.port}/{settings.dbname} has no verify probes "
+            f"(missing: {', '.join(missing)}), so its attacks cannot run. They are off when the "
+            "catalog says `pool: verify_probes: false`; set it to true and deploy the pool "
+            "stack to verify this pool."
+        )
     results = []
     for name, function in ATTACKS.items():
         try:

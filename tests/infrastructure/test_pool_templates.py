@@ -4,13 +4,16 @@ import json
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk.assertions import Match
+import pytest
+from aws_cdk.assertions import Match, Template
 
 from app import build_app
 from lambda_src.provisioner.kinds import pool_batch_of
 from tenantkit.catalog import parse_catalog
 
-from .conftest import POOL_STACK, Synth, cdk_context
+from .conftest import FIXTURE_CATALOG, POOL_STACK, Synth, cdk_context
+
+FIXTURES = FIXTURE_CATALOG.parent
 
 CLOUDFORMATION_RESOURCE_LIMIT = 500
 
@@ -26,6 +29,34 @@ def test_pool_database_protects_the_catalogs_tables_and_views(synth: Synth) -> N
             "RemovalPolicy": "retain",
         },
     )
+
+
+def pool_stack_of(pool_settings: dict[str, Any], *, samples: bool = False) -> cdk.Stack:
+    catalog = parse_catalog(
+        {
+            "tenants": [{"id": "tailspin", "tier": "pool"}],
+            "pool": pool_settings,
+            "auth": {"issuer": "https://i.example/", "audience": "a", "jwks_file": "jwks.json"},
+        },
+        str(FIXTURES / "catalog.yaml"),
+    )
+    app = build_app(cdk.App(context=cdk_context()), catalog, samples=samples)
+    return next(c for c in app.node.children if isinstance(c, cdk.Stack))
+
+
+def test_the_verify_probes_property_follows_the_catalog(synth: Synth) -> None:
+    # the fixture catalog says nothing: probes on, so `tenantctl verify --dsn` works in AWS
+    synth.template(POOL_STACK).has_resource_properties(
+        "Custom::PoolDatabase", {"VerifyProbes": "true"}
+    )
+    off = Template.from_stack(pool_stack_of({"verify_probes": False}))
+    off.has_resource_properties("Custom::PoolDatabase", {"VerifyProbes": "false"})
+
+
+def test_the_pool_sample_functions_are_refused_without_the_verify_probes() -> None:
+    # they read tenantkit_sample.projects, which verify_probes: false removes
+    with pytest.raises(ValueError, match=r"sample functions .* verify_probes: false"):
+        pool_stack_of({"verify_probes": False}, samples=True)
 
 
 def test_pool_tenants_are_batched_and_wait_for_the_pool(synth: Synth) -> None:

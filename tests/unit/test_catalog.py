@@ -112,3 +112,14 @@ def test_lookup_of_an_unknown_tenant_names_the_catalog() -> None:
     catalog = parse_catalog({"tenants": [{"id": "acme", "tier": "pool"}]}, "tenants.yaml")
     with pytest.raises(KeyError, match=r"not in tenants\.yaml"):
         catalog.get("globex")
+
+
+def test_the_verify_probes_are_on_unless_the_catalog_turns_them_off() -> None:
+    tenants = [{"id": "acme", "tier": "pool"}]
+    assert parse_catalog({"tenants": tenants}).pool.verify_probes is True
+    off = parse_catalog({"tenants": tenants, "pool": {"verify_probes": False}})
+    assert off.pool.verify_probes is False
+    with pytest.raises(
+        CatalogError, match=r"t\.yaml: pool: verify_probes: Input should be a valid boolean"
+    ):
+        parse_catalog({"tenants": tenants, "pool": {"verify_probes": "sometimes"}}, "t.yaml")

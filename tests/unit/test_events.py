@@ -91,3 +91,18 @@ def test_a_dsn_becomes_tls_settings_and_bad_dsns_say_what_is_missing() -> None:
         settings_from_dsn("dbname=p user=u", {})
     with pytest.raises(ValueError, match="not a libpq connection string"):
         settings_from_dsn("this is = not = valid", {})
+
+
+def test_the_pool_verify_probes_property_is_true_unless_it_says_false() -> None:
+    from lambda_src.provisioner.kinds.pool import PoolDatabaseSpec, pool_database_properties
+
+    props = pool_database_properties(
+        runtime_secret_arn="arn:aws:secretsmanager:x", iam_auth=True, removal_policy="retain"
+    )
+    assert PoolDatabaseSpec.parse(props).verify_probes is True
+    # a pool deployed before the property existed keeps its probes
+    legacy = {k: v for k, v in props.items() if k != "VerifyProbes"}
+    assert PoolDatabaseSpec.parse(legacy).verify_probes is True
+    assert PoolDatabaseSpec.parse({**props, "VerifyProbes": "false"}).verify_probes is False
+    with pytest.raises(InvalidRequestError, match="VerifyProbes must be true or false"):
+        PoolDatabaseSpec.parse({**props, "VerifyProbes": "off"})

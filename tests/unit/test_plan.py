@@ -202,6 +202,7 @@ def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
             password_verifier=VERIFIER,
             tables=["shop.orders"],
             views=[],
+            verify_probes=True,
         )
     )
     assert 'GRANT CONNECT ON DATABASE "tenantkit_pool" TO "tenantkit_pool_runtime"' in statements
@@ -253,3 +254,30 @@ def test_a_new_suspended_tenant_gets_its_roles_without_login() -> None:
 
     assert f'CREATE ROLE "{NAMES.login_role}" NOLOGIN' in statements
     assert f'CREATE ROLE "{NAMES.iam_user}" NOLOGIN' in statements
+
+
+def test_pool_converge_without_verify_probes_creates_none_and_removes_them() -> None:
+    from lambda_src.provisioner.pool_plan import ObservedPool, plan_pool_converge
+
+    def converge_pool(verify_probes: bool) -> list[str]:
+        steps = plan_pool_converge(
+            ObservedPool(rds_iam_exists=True),
+            iam_auth=True,
+            password_verifier=VERIFIER,
+            tables=["shop.orders"],
+            views=[],
+            verify_probes=verify_probes,
+        )
+        return [step.description for step in steps]
+
+    on, off = converge_pool(True), converge_pool(False)
+    assert "create the sample schema" in on
+    assert "register the verify probe tenants" in on
+    assert not [d for d in off if "sample" in d and "remove" not in d]
+    assert not [d for d in off if "probe" in d and "remove" not in d]
+    assert off[-2:] == [
+        "remove the verify probes' rows and the sample schema",
+        "remove 3 tenant(s) from the registry",
+    ]
+    assert off.count("protect table shop.orders") == 1
+    assert [d for d in off if d.startswith("protect table")] == ["protect table shop.orders"]

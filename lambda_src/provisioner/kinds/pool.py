@@ -60,6 +60,7 @@ def pool_database_properties(
     removal_policy: RemovalPolicy,
     tenant_tables: Sequence[str] = (),
     tenant_views: Sequence[str] = (),
+    verify_probes: bool = True,
 ) -> dict[str, Any]:
     """Resource properties of the PoolDatabase, as CloudFormation passes them."""
     return {
@@ -69,6 +70,7 @@ def pool_database_properties(
         "RemovalPolicy": removal_policy,
         "TenantTables": list(tenant_tables),
         "TenantViews": list(tenant_views),
+        "VerifyProbes": "true" if verify_probes else "false",
     }
 
 
@@ -106,6 +108,9 @@ class PoolDatabaseSpec:
     removal_policy: RemovalPolicy
     tenant_tables: list[str]
     tenant_views: list[str]
+    verify_probes: bool = True
+    """The sample schema and probe tenants `tenantctl verify` attacks through (absent: true,
+    as before the property existed)."""
 
     @classmethod
     def parse(cls, props: Mapping[str, Any]) -> "PoolDatabaseSpec":
@@ -121,11 +126,13 @@ class PoolDatabaseSpec:
             ),
             tenant_tables=_names_property(props, "TenantTables"),
             tenant_views=_names_property(props, "TenantViews"),
+            verify_probes=bool_property(props, "VerifyProbes", True),
         )
 
 
 class PoolDatabase:
-    """The pool database: roles, registry, RLS procedures, sample schema, the user's tables."""
+    """The pool database: roles, registry, RLS procedures, the user's tables, and the verify
+    probes (sample schema and probe tenants) unless VerifyProbes is false."""
 
     def physical_id(self, properties: Mapping[str, Any]) -> str:
         """One pool per cluster."""
@@ -158,6 +165,7 @@ class PoolDatabase:
                 password_verifier=postgres.scram_verifier(db.conn, POOL.login_role, password),
                 tables=spec.tenant_tables,
                 views=spec.tenant_views,
+                verify_probes=spec.verify_probes,
             )
             changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
         return self._outcome(hardened + changes)
