@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 provisioning failure or an isolation leak; 2 invalid input (catalog,
 tenant id, arguments); 3 environment problem (PostgreSQL binaries missing, server would not
-start, nothing provisioned yet; for `verify --dsn`, a pool without verify probes).
+start, nothing provisioned yet; for `verify --dsn`, a pool it cannot reach or without verify
+probes).
 """
 
 import json
@@ -19,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -303,6 +305,9 @@ def verify(
             attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
         except PoolProbesOffError as error:
             _fail(EXIT_ENVIRONMENT, str(error), as_json)
+        except psycopg.OperationalError as error:  # TLS refused, wrong password, unreachable
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+            _fail(EXIT_ENVIRONMENT, f"cannot connect to the pool: {reason}", as_json)
     else:
         loaded = _load(catalog)
         db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]

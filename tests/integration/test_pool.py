@@ -612,6 +612,28 @@ def test_verify_cli_attacks_a_pool_given_only_a_dsn(pool: ConnectionSettings) ->
     assert verdict["leaks"] == []
 
 
+def test_verify_dsn_without_sslrootcert_verifies_against_the_rds_bundle_and_is_refused(
+    pool: ConnectionSettings,
+) -> None:
+    from typer.testing import CliRunner
+
+    from tenantkit.cli import app
+
+    # GIVEN a DSN that names no CA (so the shipped RDS bundle) and asks for sslmode=require,
+    # for a server whose certificate a local CA signed
+    dsn = (
+        f"host={pool.host} port={pool.port} dbname={pool.dbname} user={pool.user} "
+        f"password={pool.password} sslmode=require"
+    )
+    # WHEN verify runs THEN it cannot connect and says so: no attack is reported as a leak
+    result = CliRunner().invoke(app, ["verify", "--json", "--dsn", dsn])
+    assert result.exit_code == 3, result.output
+    verdict = json.loads(result.stdout)
+    assert "cannot connect to the pool" in verdict["error"]
+    assert "certificate verify failed" in verdict["error"]
+    assert "leaks" not in verdict
+
+
 def test_runtime_attacks_are_blocked_and_a_pool_without_reset_is_caught(
     pool: ConnectionSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
