@@ -75,10 +75,8 @@ class SecretRotator(Construct):
                 f"limited to secrets tagged {names.host} by an ABAC resource-tag condition",
             ),
         )
-        # The admin secret rotates like every login; CDK's rotation schedule also grants the
-        # function secretsmanager:GetRandomPassword, which acts on no resource.
-        admin_secret.add_rotation_schedule(
-            "AdminRotation", rotation_lambda=self.function, automatically_after=ROTATION_PERIOD
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetRandomPassword"], resources=["*"])
         )
         default_policy = rotator.role.node.find_child("DefaultPolicy")
         cdk.Validations.of(default_policy).acknowledge(
@@ -88,8 +86,28 @@ class SecretRotator(Construct):
                 "resource-level permission",
             )
         )
+        # The one invoke permission Secrets Manager gets, for this account's secrets only.
         self.function.add_permission(
             "SecretsManagerInvoke",
             principal=iam.ServicePrincipal("secretsmanager.amazonaws.com"),
             source_account=cdk.Stack.of(self).account,
         )
+        invoke_permission = self.function.node.find_child("SecretsManagerInvoke")
+        # The admin secret rotates like every login. Its schedule names the function through a
+        # reference that cannot add permissions: add_rotation_schedule on the function itself
+        # would grant Secrets Manager a second invoke permission with no SourceAccount, which
+        # makes the scoped one above pointless. The admin secret is tagged for the host, so
+        # RotateHostSecrets covers it.
+        target = lambda_.Function.from_function_attributes(
+            self,
+            "RotationTarget",
+            function_arn=self.function.function_arn,
+            same_environment=False,
+            skip_permissions=True,
+        )
+        schedule = admin_secret.add_rotation_schedule(
+            "AdminRotation", rotation_lambda=target, automatically_after=ROTATION_PERIOD
+        )
+        # The schedule rotates at once when created: the function must be invocable and
+        # allowed to rotate first.
+        schedule.node.add_dependency(invoke_permission, rotate, default_policy)

@@ -7,7 +7,7 @@ from aws_cdk.assertions import Capture, Match, Template
 
 from lambda_src.tenancy import tenant_names
 
-from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, POOL_STACK, SILO, Synth
+from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, POOL_STACK, SILO, SILO_RDS, Synth
 
 
 def resources(synth: Synth, stack: str, type_: str) -> dict[str, Any]:
@@ -214,6 +214,32 @@ def test_rotation_uses_the_hosts_own_function_and_secrets_manager_may_invoke_it(
         {"RotationRules": {"ScheduleExpression": "rate(30 days)"}},
     )
     assert "Transform" not in synth.raw(BRIDGE)  # no serverless-application rotation stacks
+
+
+def test_secrets_manager_may_invoke_each_rotator_once_and_only_for_this_account(
+    synth: Synth,
+) -> None:
+    # A second permission without SourceAccount (what add_rotation_schedule adds on its own)
+    # would let Secrets Manager invoke the rotator on behalf of any account.
+    for stack in (BRIDGE, POOL_STACK, SILO, SILO_RDS):
+        rotator = next(
+            logical_id
+            for logical_id, function in resources(synth, stack, "AWS::Lambda::Function").items()
+            if function["Properties"].get("FunctionName") == f"{stack}-rotation"
+        )
+        permissions = [
+            permission["Properties"]
+            for permission in resources(synth, stack, "AWS::Lambda::Permission").values()
+            if permission["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+        ]
+        assert permissions == [
+            {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Fn::GetAtt": [rotator, "Arn"]},
+                "Principal": "secretsmanager.amazonaws.com",
+                "SourceAccount": {"Ref": "AWS::AccountId"},
+            }
+        ], stack
 
 
 def test_tenant_database_resource_carries_settings_and_a_secret_reference_only(
