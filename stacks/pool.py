@@ -82,5 +82,6 @@ class PoolStack(cdk.Stack):
                 security_group=self.compute.security_group,
                 vpc=self.host.vpc,
                 subnets=self.host.network.compute_subnets,
+                host_logs=self.host.logs,
                 environment={**samples, **self.host.endpoint_environment()},
             )

@@ -75,6 +75,7 @@ class SiloTenantStack(cdk.Stack):
                 security_group=self.compute.security_group,
                 vpc=self.host.vpc,
                 subnets=self.host.network.compute_subnets,
+                host_logs=self.host.logs,
                 environment={**samples, **self.host.endpoint_environment()},
             )
         cdk.Tags.of(self).add("tenant", tenant.id)

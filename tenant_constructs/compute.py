@@ -23,10 +23,12 @@ from lambda_src.tenancy import (
     IAM_USER_SUFFIX,
     MAX_TENANT_ID_LENGTH,
     TenantNames,
+    login_secret_name,
 )
 
 from .database_function import host_secrets_arn
 from .database_host import DatabaseHost
+from .host_key import read_secrets_with_key
 
 # Tag values that could never be a tenant id, refused by the trust policy: IAM conditions have
 # no regular expressions, so these patterns forbid what would matter most when the value is
@@ -80,7 +82,8 @@ def _compute_security_group(
 class TenantCompute(Construct):
     """A security group in the host's compute subnets that may reach the database port and the
     Secrets Manager endpoint, and a role that may `rds-db:connect` only as the tenant's IAM user
-    on this host's database and read only the tenant's secret."""
+    on this host's database and read only the tenant's secret (decrypting only that secret
+    with the host key)."""
 
     def __init__(
         self,
@@ -112,6 +115,9 @@ class TenantCompute(Construct):
                 resources=[secret.secret_arn],
             )
         )
+        self.role.add_to_policy(
+            read_secrets_with_key(self, host.key.key_arn, secret_arn=secret.secret_arn)
+        )
 
 
 class SharedCompute(Construct):
@@ -138,7 +144,8 @@ class SharedCompute(Construct):
         )
 
     def allow_pool_login(self, *, iam_user: str, secret: secretsmanager.ISecret) -> None:
-        """Pool tier: log in as the pool's IAM user, or read the pool's runtime secret."""
+        """Pool tier: log in as the pool's IAM user, or read (and decrypt) the pool's runtime
+        secret."""
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["rds-db:connect"],
@@ -151,6 +158,9 @@ class SharedCompute(Construct):
                 resources=[secret.secret_arn],
             )
         )
+        self.role.add_to_policy(
+            read_secrets_with_key(self, self.host.key.key_arn, secret_arn=secret.secret_arn)
+        )
 
 
 class TenantAccessRole(Construct):
@@ -158,8 +168,10 @@ class TenantAccessRole(Construct):
     session tag, `tenant`, whose value cannot be one that matches no tenant by construction.
 
     Its policy reaches the tenant's own resources through `${aws:PrincipalTag/tenant}`: the db
-    user `tenant_<tag>_iam` on this cluster, and secrets whose `tenant` resource tag equals the
-    session tag (and whose host tag is this host). A session without the tag reaches nothing.
+    user `tenant_<tag>_iam` on this cluster, secrets whose `tenant` resource tag equals the
+    session tag (and whose host tag is this host), and the host key to decrypt, through
+    Secrets Manager, only the secret named for the session tag. A session without the tag
+    reaches nothing.
     """
 
     def __init__(self, scope: Construct, id_: str, *, shared: SharedCompute) -> None:
@@ -203,6 +215,19 @@ class TenantAccessRole(Construct):
             },
         )
         self.role.add_to_policy(read)
+        self.role.add_to_policy(
+            read_secrets_with_key(
+                self,
+                host.key.key_arn,
+                # Secrets Manager ARNs end in -<6 random characters>.
+                secret_arn=cdk.Stack.of(self).format_arn(
+                    service="secretsmanager",
+                    resource="secret",
+                    resource_name=f"{login_secret_name(tag)}-??????",
+                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                ),
+            )
+        )
         cdk.Validations.of(self.role).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:"

@@ -12,6 +12,7 @@ from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, RDS_CA_BUNDLE, RDS_
 from lambda_src.tenancy import HOST_TAG
 
 from .bundling import LAMBDA_RUNTIME, LAMBDA_SRC, lambda_src_code
+from .host_key import HostLogs
 from .lambda_identity import role_with_own_log_group
 
 
@@ -49,7 +50,8 @@ def host_tag_condition(host: str) -> dict[str, dict[str, str]]:
 
 class DatabaseFunction(Construct):
     """lambda_src code in the host's subnets: its security group may reach only the database
-    port and the Secrets Manager endpoint; its role may write only its own log group."""
+    port and the Secrets Manager endpoint; its role may write only its own log group (the
+    host's log group `log_purpose`)."""
 
     def __init__(
         self,
@@ -65,6 +67,8 @@ class DatabaseFunction(Construct):
         secrets_endpoint: ec2.IConnectable,
         environment: dict[str, str],
         timeout: cdk.Duration,
+        host_logs: HostLogs,
+        log_purpose: str,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
     ) -> None:
         super().__init__(scope, id_)
@@ -75,7 +79,9 @@ class DatabaseFunction(Construct):
             allow_all_outbound=False,
             description=f"{description}: egress to the database and Secrets Manager",
         )
-        self.role, log_group = role_with_own_log_group(self, "", description=description)
+        self.role, log_group = role_with_own_log_group(
+            self, "", description=description, host_logs=host_logs, purpose=log_purpose
+        )
         # The Lambda service creates the function's network interfaces with the function's
         # role; these EC2 actions do not support resource-level permissions.
         eni_policy = iam.Policy(

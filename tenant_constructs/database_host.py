@@ -2,6 +2,7 @@
 
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_kms as kms
 from constructs import Construct
 
 from lambda_src.tenancy import HOST_TAG, HostNames
@@ -18,8 +19,9 @@ class DatabaseHost(Construct):
     """The shared cluster of the bridge or pool tier, or a silo tenant's own cluster.
 
     Its names derive from `host` (HostNames): the database identifier, the provisioner's
-    service token and the rotator, so tenant stacks reach it by name (`self.reference`). The
-    admin secret is rotated by the host's own rotator like every login secret.
+    service token, the rotator and the key's alias, so tenant stacks reach it by name
+    (`self.reference`). The admin secret is rotated by the host's own rotator like every login
+    secret. One KMS key (`self.key`) encrypts the host's secrets, log groups and backups.
     """
 
     def __init__(
@@ -44,10 +46,13 @@ class DatabaseHost(Construct):
             vpc=self.network.vpc,
             subnets=self.network.subnets,
             capacity=capacity,
-            identifier=names.database_identifier,
-            admin_secret_name=names.admin_secret_name,
+            names=names,
         )
-        self.reference = HostReference(names, self.database.kind)
+        self.key = self.database.key
+        self.logs = self.database.logs
+        self.network.add_flow_logs(self.logs)
+        kms.Alias(self, "KeyAlias", alias_name=names.key_alias, target_key=self.key)
+        self.reference = HostReference(names, self.database.kind, key=self.key)
         cdk.Tags.of(self.database.admin_secret).add(HOST_TAG, names.host)
         tls = tls_environment(ca_bundle)
         self.tls_environment = tls
@@ -61,6 +66,8 @@ class DatabaseHost(Construct):
             secrets_endpoint=self.network.secrets_manager_endpoint,
             admin_secret=self.database.admin_secret,
             tls_environment=tls,
+            key=self.key,
+            host_logs=self.logs,
         )
         self.provisioner = SqlProvisioner(
             self,
@@ -72,6 +79,8 @@ class DatabaseHost(Construct):
             admin_secret=self.database.admin_secret,
             secrets_endpoint=self.network.secrets_manager_endpoint,
             tls_environment=tls,
+            key=self.key,
+            host_logs=self.logs,
         )
 
     def endpoint_environment(self) -> dict[str, str]:

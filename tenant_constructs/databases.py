@@ -12,14 +12,16 @@ from typing import Literal
 
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
-import aws_cdk.aws_kms as kms
 import aws_cdk.aws_logs as logs
 import aws_cdk.aws_rds as rds
 import aws_cdk.aws_secretsmanager as secretsmanager
 import jsii
 from constructs import Construct
 
+from lambda_src.tenancy import HostNames
 from tenantkit.engine import ENGINE_MAJOR, ENGINE_VERSION
+
+from .host_key import HostLogs, host_key
 
 # tenantkit.engine.ENGINE_VERSION: the version the embedded servers of the tests run too.
 AURORA_VERSION = rds.AuroraPostgresEngineVersion.of(ENGINE_VERSION, ENGINE_MAJOR)
@@ -27,6 +29,8 @@ RDS_VERSION = rds.PostgresEngineVersion.of(ENGINE_VERSION, ENGINE_MAJOR)
 ADMIN_USERNAME = "tenantkit_admin"
 BACKUP_RETENTION = cdk.Duration.days(14)
 Engine = Literal["aurora", "rds"]
+CLUSTER_LOG_EXPORTS = ["postgresql"]
+INSTANCE_LOG_EXPORTS = ["postgresql", "upgrade"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,30 +91,6 @@ class AttachmentTarget:
         )
 
 
-def _storage_key(scope: Construct, dedicated: bool) -> kms.IKey | None:
-    if not dedicated:
-        return None
-    return kms.Key(
-        scope,
-        "StorageKey",
-        description=f"Storage encryption of {scope.node.path}",
-        enable_key_rotation=True,
-        removal_policy=cdk.RemovalPolicy.RETAIN,
-    )
-
-
-def _log_group(scope: Construct, path: str) -> logs.LogGroup:
-    # RDS writes exported logs to this group; creating it here sets its retention without
-    # the LogRetention custom-resource Lambda.
-    return logs.LogGroup(
-        scope,
-        "PostgresqlLogs",
-        log_group_name=f"/aws/rds/{path}/postgresql",
-        retention=logs.RetentionDays.ONE_YEAR,
-        removal_policy=cdk.RemovalPolicy.RETAIN,
-    )
-
-
 _TLS_PARAMETERS = {"rds.force_ssl": "1", "log_connections": "1"}
 
 
@@ -125,19 +105,26 @@ class HostDatabase(Construct):
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         capacity: ClusterCapacity,
-        identifier: str,
-        admin_secret_name: str,
+        names: HostNames,
     ) -> None:
-        """`identifier` names the cluster or instance (so its log group can be created up
-        front); `admin_secret_name` names the admin's secret."""
+        """`names`: the cluster's or instance's identifier (so its log groups can be created
+        up front), the admin secret's name, the host's log group names."""
         super().__init__(scope, id_)
         self.kind: Literal["cluster", "instance"] = (
             "cluster" if capacity.engine == "aurora" else "instance"
         )
+        identifier = names.database_identifier
         self.identifier = identifier
-        key = _storage_key(self, capacity.dedicated_key)
+        # The host key. "StorageKey" keeps its construct id: an Aurora cluster or RDS instance
+        # is replaced when its storage key changes.
+        key_id = "StorageKey" if capacity.dedicated_key else "Key"
+        self.key = host_key(self, key_id, host=names.host)
+        key = self.key if capacity.dedicated_key else None
+        self.logs = HostLogs.allowed(
+            self.key, names, rds_log_groups=f"/aws/rds/{self.kind}/{identifier}/*"
+        )
         credentials = rds.Credentials.from_generated_secret(
-            ADMIN_USERNAME, secret_name=admin_secret_name
+            ADMIN_USERNAME, secret_name=names.admin_secret_name, encryption_key=self.key
         )
         resource: rds.DatabaseCluster | rds.DatabaseInstance
         if capacity.engine == "aurora":
@@ -166,7 +153,7 @@ class HostDatabase(Construct):
                 deletion_protection=True,
                 backup=rds.BackupProps(retention=BACKUP_RETENTION),
                 cluster_identifier=identifier,
-                cloudwatch_logs_exports=["postgresql"],
+                cloudwatch_logs_exports=CLUSTER_LOG_EXPORTS,
                 parameter_group=rds.ParameterGroup(
                     self,
                     "Parameters",
@@ -177,7 +164,7 @@ class HostDatabase(Construct):
                 removal_policy=cdk.RemovalPolicy.SNAPSHOT,
                 copy_tags_to_snapshot=True,
             )
-            cluster.node.add_dependency(_log_group(self, f"cluster/{identifier}"))
+            cluster.node.add_dependency(*self._rds_log_groups("cluster", CLUSTER_LOG_EXPORTS))
             self.resource_id = cluster.cluster_resource_identifier
             self.endpoint = cluster.cluster_endpoint
             resource = cluster
@@ -202,7 +189,7 @@ class HostDatabase(Construct):
                 deletion_protection=True,
                 backup_retention=BACKUP_RETENTION,
                 instance_identifier=identifier,
-                cloudwatch_logs_exports=["postgresql", "upgrade"],
+                cloudwatch_logs_exports=INSTANCE_LOG_EXPORTS,
                 parameter_group=rds.ParameterGroup(
                     self,
                     "Parameters",
@@ -215,7 +202,7 @@ class HostDatabase(Construct):
                 removal_policy=cdk.RemovalPolicy.SNAPSHOT,
                 copy_tags_to_snapshot=True,
             )
-            instance.node.add_dependency(_log_group(self, f"instance/{identifier}"))
+            instance.node.add_dependency(*self._rds_log_groups("instance", INSTANCE_LOG_EXPORTS))
             assert instance.instance_resource_id is not None  # known for instances it creates
             self.resource_id = instance.instance_resource_id
             self.endpoint = instance.instance_endpoint
@@ -240,3 +227,18 @@ class HostDatabase(Construct):
         assert resource.secret is not None  # from_generated_secret always makes one
         self.admin_secret = resource.secret
         self.attachment_target = AttachmentTarget(identifier, self.kind)
+
+    def _rds_log_groups(
+        self, kind: Literal["cluster", "instance"], exports: list[str]
+    ) -> list[logs.LogGroup]:
+        # RDS writes exported logs to /aws/rds/<kind>/<id>/<log>, creating the group if it is
+        # missing (unencrypted, kept forever): create each one first, encrypted, for a year.
+        return [
+            self.logs.group(
+                self,
+                "PostgresqlLogs" if log == "postgresql" else f"{log.capitalize()}Logs",
+                purpose=log,
+                name=f"/aws/rds/{kind}/{self.identifier}/{log}",
+            )
+            for log in exports
+        ]

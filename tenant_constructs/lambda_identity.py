@@ -1,24 +1,21 @@
 """A Lambda function's role and log group, the role allowed to write to that log group only."""
 
-import aws_cdk as cdk
 import aws_cdk.aws_iam as iam
 import aws_cdk.aws_logs as logs
 from constructs import Construct
 
+from .host_key import HostLogs
+
 
 def role_with_own_log_group(
-    scope: Construct, prefix: str, *, description: str
+    scope: Construct, prefix: str, *, description: str, host_logs: HostLogs, purpose: str
 ) -> tuple[iam.Role, logs.LogGroup]:
-    """Create `<prefix>Logs` (1 year, retained) and `<prefix>Role` that may write only there.
+    """Create `<prefix>Logs` (the host's log group `purpose`: encrypted, 1 year, retained)
+    and `<prefix>Role` that may write only there.
 
     Replaces AWSLambdaBasicExecutionRole, whose logs permissions cover every log group.
     """
-    log_group = logs.LogGroup(
-        scope,
-        f"{prefix}Logs",
-        retention=logs.RetentionDays.ONE_YEAR,
-        removal_policy=cdk.RemovalPolicy.RETAIN,
-    )
+    log_group = host_logs.group(scope, f"{prefix}Logs", purpose=purpose)
     role = iam.Role(
         scope,
         f"{prefix}Role",

@@ -1,17 +1,17 @@
 """The network a tenantkit database lives in: isolated subnets, flow logs, private endpoints."""
 
-import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
-import aws_cdk.aws_logs as logs
 from constructs import Construct
+
+from .host_key import HostLogs
 
 
 class DatabaseNetwork(Construct):
     """A VPC whose database and compute subnets have no route to the internet.
 
     Functions in it (the provisioner, secret rotation) reach Secrets Manager through an
-    interface endpoint, so no NAT gateway is needed. Flow logs record every rejected and
-    accepted connection for a year.
+    interface endpoint, so no NAT gateway is needed. Flow logs (`add_flow_logs`, once the
+    host's key exists) record every rejected and accepted connection for a year.
     """
 
     def __init__(
@@ -36,17 +36,6 @@ class DatabaseNetwork(Construct):
                 ),
             ],
         )
-        flow_log_group = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=logs.RetentionDays.ONE_YEAR,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        self.vpc.add_flow_log(
-            "FlowLog",
-            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
-            traffic_type=ec2.FlowLogTrafficType.ALL,
-        )
         self.subnets = ec2.SubnetSelection(subnet_group_name="data")
         self.compute_subnets = ec2.SubnetSelection(subnet_group_name="compute")
         self.secrets_manager_endpoint = self.vpc.add_interface_endpoint(
@@ -56,6 +45,15 @@ class DatabaseNetwork(Construct):
             private_dns_enabled=True,
             # Ingress is granted per client (connections.allow_default_port_from), not VPC-wide.
             open=False,
+        )
+
+    def add_flow_logs(self, host_logs: HostLogs) -> ec2.FlowLog:
+        """Log every accepted and rejected flow of the VPC to the host's `flow-logs` group."""
+        group = host_logs.group(self, "FlowLogs", purpose="flow-logs")
+        return self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(group),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
         )
 
     def add_sts_endpoint(self) -> ec2.InterfaceVpcEndpoint:

@@ -6,10 +6,10 @@ import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_iam as iam
 import aws_cdk.aws_lambda as lambda_
-import aws_cdk.aws_logs as logs
 from constructs import Construct
 
 from .bundling import LAMBDA_RUNTIME, lambda_src_code
+from .host_key import HostLogs
 
 HANDLER = "lambda_src.samples.handler.handler"
 
@@ -26,7 +26,7 @@ def auth_environment(jwks_json: str, issuer: str, audience: str, claim: str) -> 
 
 class SampleFunctions(Construct):
     """Sample functions sharing one compute role and security group (the role the access
-    pattern prescribes), each with its own log group."""
+    pattern prescribes), each with its own log group (the host's `sample-<pattern>`)."""
 
     def __init__(
         self,
@@ -39,6 +39,7 @@ class SampleFunctions(Construct):
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         environment: Mapping[str, str],
+        host_logs: HostLogs,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
     ) -> None:
         """`patterns`: access pattern -> the environment that pattern needs."""
@@ -70,12 +71,7 @@ class SampleFunctions(Construct):
         )
         self.functions: dict[str, lambda_.Function] = {}
         for pattern, pattern_environment in patterns.items():
-            log_group = logs.LogGroup(
-                self,
-                f"{pattern}-logs",
-                retention=logs.RetentionDays.ONE_YEAR,
-                removal_policy=cdk.RemovalPolicy.RETAIN,
-            )
+            log_group = host_logs.group(self, f"{pattern}-logs", purpose=f"sample-{pattern}")
             role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["logs:CreateLogStream", "logs:PutLogEvents"],

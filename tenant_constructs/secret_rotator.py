@@ -3,6 +3,7 @@
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_iam as iam
+import aws_cdk.aws_kms as kms
 import aws_cdk.aws_lambda as lambda_
 import aws_cdk.aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -10,6 +11,7 @@ from constructs import Construct
 from lambda_src.tenancy import HostNames
 
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
+from .host_key import HostLogs, read_secrets_with_key
 from .host_reference import ROTATION_PERIOD
 
 HANDLER = "lambda_src.rotation.handler.on_event"
@@ -32,6 +34,8 @@ class SecretRotator(Construct):
         secrets_endpoint: ec2.IConnectable,
         admin_secret: secretsmanager.ISecret,
         tls_environment: dict[str, str],
+        key: kms.IKey,
+        host_logs: HostLogs,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
     ) -> None:
         super().__init__(scope, id_)
@@ -47,6 +51,8 @@ class SecretRotator(Construct):
             secrets_endpoint=secrets_endpoint,
             environment=tls_environment,
             timeout=cdk.Duration.minutes(2),
+            host_logs=host_logs,
+            log_purpose="rotation",
             architecture=architecture,
         )
         self.function = rotator.function
@@ -64,6 +70,8 @@ class SecretRotator(Construct):
                     resources=[host_secrets_arn(self)],
                     conditions=host_tag_condition(names.host),
                 ),
+                # Reading a secret decrypts it, writing its new version generates a data key.
+                read_secrets_with_key(self, key.key_arn, write=True),
             ],
         )
         rotator.role.attach_inline_policy(rotate)

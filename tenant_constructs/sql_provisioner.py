@@ -3,6 +3,7 @@
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_iam as iam
+import aws_cdk.aws_kms as kms
 import aws_cdk.aws_lambda as lambda_
 import aws_cdk.aws_secretsmanager as secretsmanager
 import aws_cdk.custom_resources as cr
@@ -12,6 +13,7 @@ from lambda_src.provisioner.config import ENV_ADMIN_SECRET_ARN
 from lambda_src.tenancy import HostNames
 
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
+from .host_key import HostLogs, read_secrets_with_key
 from .lambda_identity import role_with_own_log_group
 
 HANDLER = "lambda_src.provisioner.handler.on_event"
@@ -22,7 +24,8 @@ class SqlProvisioner(Construct):
 
     Its framework function has a fixed name (HostNames.provisioner_function), so stacks
     deployed apart from this one use it as their service token without exports. The onEvent
-    function may read only secrets tagged for this host (the admin's and its tenants').
+    function may read only secrets tagged for this host (the admin's and its tenants'), and
+    decrypt them with the host key through Secrets Manager.
     """
 
     def __init__(
@@ -37,6 +40,8 @@ class SqlProvisioner(Construct):
         admin_secret: secretsmanager.ISecret,
         secrets_endpoint: ec2.IConnectable,
         tls_environment: dict[str, str],
+        key: kms.IKey,
+        host_logs: HostLogs,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
     ) -> None:
         super().__init__(scope, id_)
@@ -52,6 +57,8 @@ class SqlProvisioner(Construct):
             secrets_endpoint=secrets_endpoint,
             environment={ENV_ADMIN_SECRET_ARN: admin_secret.secret_arn, **tls_environment},
             timeout=cdk.Duration.minutes(5),
+            host_logs=host_logs,
+            log_purpose="provisioner",
             architecture=architecture,
         )
         self.function = self.handler.function
@@ -63,7 +70,8 @@ class SqlProvisioner(Construct):
                     actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                     resources=[host_secrets_arn(self)],
                     conditions=host_tag_condition(names.host),
-                )
+                ),
+                read_secrets_with_key(self, key.key_arn),
             ],
         )
         self.handler.role.attach_inline_policy(read_secrets)
@@ -77,7 +85,11 @@ class SqlProvisioner(Construct):
         )
 
         provider_role, provider_logs = role_with_own_log_group(
-            self, "Provider", description="tenantkit SQL provisioner: custom-resource framework"
+            self,
+            "Provider",
+            description="tenantkit SQL provisioner: custom-resource framework",
+            host_logs=host_logs,
+            purpose="provisioner-framework",
         )
         self.provider = cr.Provider(
             self,

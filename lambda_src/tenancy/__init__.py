@@ -16,6 +16,7 @@ from .names import (
     HostNames,
     PoolNames,
     TenantNames,
+    login_secret_name,
     tenant_names,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidTenantIdError",
     "PoolNames",
     "TenantNames",
+    "login_secret_name",
     "tenant_names",
     "validate_tenant_id",
 ]

@@ -49,6 +49,12 @@ class TenantNames:
         return (self.login_role, self.iam_user, self.owner_role)
 
 
+def login_secret_name(tenant: str) -> str:
+    """`tenantkit/<tenant>/app`; `tenant` may be an IAM policy variable (not validated here:
+    tenant_names validates real ids)."""
+    return f"{SECRET_NAME_PREFIX}{tenant}/app"
+
+
 def tenant_names(tenant_id: str) -> TenantNames:
     """Derive every physical name of `tenant_id`, validating it first.
 
@@ -63,7 +69,7 @@ def tenant_names(tenant_id: str) -> TenantNames:
         owner_role=f"{base}_owner",
         login_role=f"{base}_app",
         iam_user=f"{PG_NAME_PREFIX}{tenant_id}{IAM_USER_SUFFIX}",
-        secret_name=f"{SECRET_NAME_PREFIX}{tenant_id}/app",
+        secret_name=login_secret_name(tenant_id),
         silo_stack_name=f"{STACK_NAME_PREFIX}silo-{tenant_id}",
         bridge_stack_name=f"{BRIDGE_HOST}-{tenant_id}",
     )
@@ -137,3 +143,23 @@ class HostNames:
     def admin_secret_name(self) -> str:
         """The cluster admin's secret."""
         return f"{SECRET_NAME_PREFIX}{self.host}/admin"
+
+    @property
+    def key_alias(self) -> str:
+        """Alias of the host's KMS key, by which stacks deployed apart (a bridge tenant's)
+        encrypt their secrets with it."""
+        return f"alias/{self.host}"
+
+    @property
+    def log_group_prefix(self) -> str:
+        """Every log group of the host's own functions and network starts with this."""
+        return f"/tenantkit/{self.host}/"
+
+    def log_group(self, purpose: str) -> str:
+        """The log group of one of the host's functions (or its flow logs)."""
+        return f"{self.log_group_prefix}{purpose}"
+
+    @property
+    def backup_vault(self) -> str:
+        """The host's AWS Backup vault (at most 50 characters: a stack name is at most 47)."""
+        return self.host

@@ -60,12 +60,17 @@ class TenantSessions:
 def tenant_session_policy(
     tenant_id: str, *, partition: str, region: str, account: str, db_resource_id: str
 ) -> dict[str, Any]:
-    """The token-vending session policy: this tenant's IAM db user and secret, nothing else.
+    """The token-vending session policy: this tenant's IAM db user and secret (and the key
+    use that reading the secret needs), nothing else.
 
     The role's own policy already says the same through `${aws:PrincipalTag/tenant}`; the
     session policy makes a mistake in either one insufficient to reach another tenant.
     """
     names = tenant_names(tenant_id)
+    # Secrets Manager ARNs end in -<6 random characters>.
+    secret_arn = (
+        f"arn:{partition}:secretsmanager:{region}:{account}:secret:{names.secret_name}-??????"
+    )
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -78,9 +83,18 @@ def tenant_session_policy(
             {
                 "Effect": "Allow",
                 "Action": "secretsmanager:GetSecretValue",
-                # Secrets Manager ARNs end in -<6 random characters>.
-                "Resource": f"arn:{partition}:secretsmanager:{region}:{account}:secret:"
-                f"{names.secret_name}-??????",
+                "Resource": secret_arn,
+            },
+            {
+                # The secret is encrypted with the host's key: decrypting it, through Secrets
+                # Manager and for this secret only (its ARN is the encryption context).
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": f"arn:{partition}:kms:{region}:{account}:key/*",
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"},
+                    "StringLike": {"kms:EncryptionContext:SecretARN": secret_arn},
+                },
             },
         ],
     }

@@ -64,7 +64,7 @@ def test_tenant_access_role_reaches_only_the_tagged_tenants_user_and_secret(
         "arn:",
         {"Ref": "AWS::Partition"},
     ]
-    connect, read = policy["Properties"]["PolicyDocument"]["Statement"]
+    connect, read, decrypt = policy["Properties"]["PolicyDocument"]["Statement"]
     assert connect == {
         "Effect": "Allow",
         "Action": "rds-db:connect",
@@ -92,6 +92,17 @@ def test_tenant_access_role_reaches_only_the_tagged_tenants_user_and_secret(
         }
     }
     assert json.dumps(read["Resource"]).endswith('":secret:tenantkit/*"]]}')
+    # The host key, through Secrets Manager, for the secret named for the session tag only.
+    key = logical_id(synth, BRIDGE, "HostDatabaseStorageKey", "AWS::KMS::Key")
+    assert decrypt["Action"] == "kms:Decrypt"
+    assert decrypt["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+    assert decrypt["Condition"]["StringEquals"] == {
+        "kms:ViaService": {
+            "Fn::Join": ["", ["secretsmanager.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]
+        }
+    }
+    context = decrypt["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+    assert context["Fn::Join"][1][-1] == ":secret:tenantkit/${aws:PrincipalTag/tenant}/app-??????"
 
 
 def test_the_shared_bridge_role_can_only_assume_the_tenant_access_role(synth: Synth) -> None:

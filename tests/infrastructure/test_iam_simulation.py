@@ -12,6 +12,10 @@ Where the simulator cannot take the requests as AWS would see them:
   fails. AWS fills that key and the global `aws:ResourceTag/<key>` from the same secret tags, so
   the tests rename the prefix in the policies and pass the secret's tags as
   `aws:ResourceTag/<key>`; a tripwire test notices when the simulator learns the key.
+- `kms:EncryptionContext:<key>`: the simulator matches variable keys only in the form
+  `prefix/<name>`, so it ignores this one. The tests rename it `aws:ResourceTag/
+  encryption-context-<key>` in the policies and in the request (the same string operator on
+  the same value); a tripwire test notices when the simulator learns it.
 - AWS authorizes a tagged AssumeRole as `sts:AssumeRole` and `sts:TagSession`; the simulator
   evaluates one action per request, so the tests evaluate both with the same request tags.
 - Session policies are simulated (the package's `sessionPolicy` input, although its README
@@ -92,6 +96,8 @@ class Resolver:
                 attributes[logical_id, "Arn"] = role_arn(logical_id)
             elif type_ == "AWS::RDS::DBCluster":
                 attributes[logical_id, "DBClusterResourceId"] = CLUSTER_RESOURCE_ID
+            elif type_ == "AWS::KMS::Key":
+                attributes[logical_id, "Arn"] = key_arn(logical_id)
             elif type_ == "AWS::Logs::LogGroup":
                 attributes[logical_id, "Arn"] = (
                     f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{logical_id}:*"
@@ -132,6 +138,10 @@ class Resolver:
         return self.refs[name]
 
 
+def key_arn(logical_id: str) -> str:
+    return f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{logical_id}"
+
+
 def role_arn(name: str, account: str = ACCOUNT) -> str:
     return f"arn:{PARTITION}:iam::{account}:role/{name}"
 
@@ -170,19 +180,26 @@ def identity_policies(template: Mapping[str, Any], role: str, resolve: Resolver)
     return [resolve(document) for document in documents]
 
 
+ENCRYPTION_CONTEXT = "kms:encryptioncontext:"
+
+
+def simulated_key(key: str) -> str:
+    """The condition key as the simulator can evaluate it (see the module docstring)."""
+    if key.lower().startswith("secretsmanager:resourcetag/"):
+        return f"aws:ResourceTag/{key.split('/', 1)[1]}"
+    if key.lower().startswith(ENCRYPTION_CONTEXT):
+        return f"aws:ResourceTag/encryption-context-{key[len(ENCRYPTION_CONTEXT) :]}"
+    return key
+
+
 def with_global_resource_tag_keys(policy: Policy) -> Policy:
     """`secretsmanager:ResourceTag/<key>` renamed `aws:ResourceTag/<key>` in every condition
-    (the simulator has no data for the first; AWS fills both from the secret's tags)."""
-    prefix = "secretsmanager:resourcetag/"
+    (the simulator has no data for the first; AWS fills both from the secret's tags), and
+    `kms:EncryptionContext:<key>` renamed as simulated_key says."""
 
     def renamed(block: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            operator: {
-                f"aws:ResourceTag/{key[len(prefix) :]}"
-                if key.lower().startswith(prefix)
-                else key: value
-                for key, value in keys.items()
-            }
+            operator: {simulated_key(key): value for key, value in keys.items()}
             for operator, keys in block.items()
         }
 
@@ -223,6 +240,10 @@ class BridgeIam:
     """Each bridge tenant's login secret: the name and tags its tenant stack gives it."""
     app_secrets: Mapping[str, Secret]
     """Every secret the app's stacks create, by `<stack>/<name>`."""
+    key_arn: str
+    """The bridge host's KMS key, which encrypts its tenants' secrets."""
+    key_policy: Policy
+    """Its key policy (KMS honours identity policies only where the key policy says so)."""
 
     def access_session(self, tenant_tag: str | None) -> str:
         return session_arn(self.access_role, f"tenant-{tenant_tag or 'untagged'}")
@@ -238,6 +259,7 @@ def bridge(synth: Synth) -> BridgeIam:
     resolve = Resolver.for_template(template)
     shared = only_resource(template, "SharedComputeRole", "AWS::IAM::Role")
     access = only_resource(template, "TenantAccessRole", "AWS::IAM::Role")
+    key = only_resource(template, "HostDatabaseStorageKey", "AWS::KMS::Key")
     access_identity = identity_policies(template, access, resolve)
     app_secrets: dict[str, Secret] = {}
     for stack in synth.assembly.stacks:
@@ -265,6 +287,8 @@ def bridge(synth: Synth) -> BridgeIam:
         shared_identity=identity_policies(template, shared, resolve),
         secrets=secrets,
         app_secrets=app_secrets,
+        key_arn=key_arn(key),
+        key_policy=resolve(template["Resources"][key]["Properties"]["KeyPolicy"]),
     )
 
 
@@ -805,6 +829,113 @@ def test_a_wrong_session_tag_under_contosos_session_policy_opens_no_tenant(
     }
 
 
+# --- The host key: what decrypting a tenant's secret needs ------------------------------------
+
+SECRETS_MANAGER = f"secretsmanager.{REGION}.amazonaws.com"
+
+
+def decrypt_request(
+    bridge: BridgeIam,
+    principal: str,
+    tenant: str,
+    *,
+    tag: str | None,
+    via: str = SECRETS_MANAGER,
+    identity: Sequence[Policy] | None = None,
+    session_policy: Policy | None = None,
+) -> Request:
+    """kms:Decrypt of the bridge key as Secrets Manager asks for it when `principal` reads
+    `tenant`'s secret: the secret's ARN in the encryption context, via Secrets Manager."""
+    return Request(
+        principal=principal,
+        action="kms:Decrypt",
+        resource=bridge.key_arn,
+        context={
+            simulated_key("kms:EncryptionContext:SecretARN"): bridge.secrets[tenant].arn,
+            "kms:ViaService": via,
+            **(tagged(tag) if tag else {}),
+        },
+        identity=bridge.access_identity if identity is None else identity,
+        resource_policy=bridge.key_policy,
+        session_policy=None
+        if session_policy is None
+        else with_global_resource_tag_keys(session_policy),
+    )
+
+
+def test_a_session_tagged_contoso_decrypts_only_contosos_secret_and_only_through_secrets_manager(
+    bridge: BridgeIam,
+) -> None:
+    # GIVEN sessions of the tenant-access role tagged contoso, fabrikam or nothing
+    cases = {
+        f"{tenant} tagged {tag}": decrypt_request(
+            bridge, bridge.access_session(tag), tenant, tag=tag
+        )
+        for tenant in TENANTS
+        for tag in (*TENANTS, None)
+    }
+    # ... and contoso's session calling KMS itself rather than through Secrets Manager
+    cases["contoso tagged contoso, direct"] = decrypt_request(
+        bridge,
+        bridge.access_session("contoso"),
+        "contoso",
+        tag="contoso",
+        via=f"s3.{REGION}.amazonaws.com",
+    )
+    # WHEN each asks KMS to decrypt a tenant's secret with the host key
+    # THEN only a session tagged with that tenant, through Secrets Manager, may
+    assert verdicts(cases) == {
+        "contoso tagged contoso": ALLOWED,
+        "contoso tagged fabrikam": DENIED,
+        "contoso tagged None": DENIED,
+        "fabrikam tagged contoso": DENIED,
+        "fabrikam tagged fabrikam": ALLOWED,
+        "fabrikam tagged None": DENIED,
+        "contoso tagged contoso, direct": DENIED,
+    }
+
+
+def test_the_contoso_session_policy_decrypts_contosos_secret_and_not_fabrikams(
+    bridge: BridgeIam,
+) -> None:
+    # GIVEN a contoso session vended with contoso's session policy, under the deployed role
+    # policy or (control) under a role policy that would decrypt anything with the key
+    broad: Policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": bridge.key_arn}],
+    }
+    session = bridge.access_session("contoso")
+    cases = {
+        f"{tenant} {label}": decrypt_request(
+            bridge,
+            session,
+            tenant,
+            tag="contoso",
+            identity=identity,
+            session_policy=vended_session_policy("contoso"),
+        )
+        for tenant in TENANTS
+        for label, identity in (("deployed", None), ("broad", [broad]))
+    }
+    # WHEN it decrypts each tenant's secret THEN the session policy keeps fabrikam's closed
+    assert verdicts(cases) == {
+        "contoso deployed": ALLOWED,
+        "contoso broad": ALLOWED,
+        "fabrikam deployed": DENIED,
+        "fabrikam broad": DENIED,
+    }
+
+
+def test_the_shared_role_itself_cannot_decrypt_any_tenants_secret(bridge: BridgeIam) -> None:
+    cases = {
+        tenant: decrypt_request(
+            bridge, bridge.shared_session, tenant, tag=None, identity=bridge.shared_identity
+        )
+        for tenant in TENANTS
+    }
+    assert verdicts(cases) == dict.fromkeys(TENANTS, DENIED)
+
+
 # --- What the simulator cannot do yet ----------------------------------------------------------
 
 
@@ -824,3 +955,23 @@ def test_the_simulator_still_lacks_the_secrets_manager_resource_tag_key(bridge: 
     # THEN the simulator fails on the key: once it passes, drop with_global_resource_tag_keys
     assert answer["result"] == "Error"
     assert "secretsmanager:resourcetag/tenant not found" in answer["errors"]["message"].lower()
+
+
+def test_the_simulator_still_ignores_the_kms_encryption_context_key(bridge: BridgeIam) -> None:
+    # GIVEN a decrypt request carrying the encryption context under its real key
+    request = Request(
+        principal=bridge.access_session("contoso"),
+        action="kms:Decrypt",
+        resource=bridge.key_arn,
+        context={
+            "kms:EncryptionContext:SecretARN": bridge.secrets["contoso"].arn,
+            "kms:ViaService": SECRETS_MANAGER,
+            **tagged("contoso"),
+        },
+        identity=bridge.access_identity_as_synthesized,
+        resource_policy=bridge.key_policy,
+    )
+    # WHEN it is simulated
+    (answer,) = run_simulator([request])
+    # THEN the simulator drops the key: once it keeps it, drop the rename in simulated_key
+    assert answer["ignoredContextKeys"] == ["kms:EncryptionContext:SecretARN"]

@@ -81,6 +81,13 @@ def test_no_security_group_admits_another_tenants_sources(synth: Synth) -> None:
         assert other not in text  # nothing names the other tenant's stack
 
 
+def secret_key(synth: Synth, stack: str) -> str:
+    """The logical id of the key the stack's secrets are encrypted with (its only key)."""
+    keys = list(resources(synth, stack, "AWS::KMS::Key"))
+    assert len(keys) == 1, keys
+    return keys[0]
+
+
 def _compute_statements(synth: Synth, stack: str) -> list[dict[str, Any]]:
     policies = resources(synth, stack, "AWS::IAM::Policy")
     compute = [p for k, p in policies.items() if k.startswith("ComputeRole")]
@@ -113,7 +120,14 @@ def test_compute_role_may_connect_only_as_its_own_iam_user_to_its_own_database(
             target = template[target["Properties"]["SecretId"]["Ref"]]
         assert target["Type"] == "AWS::SecretsManager::Secret"
         assert target["Properties"]["Name"] == tenant_names(tenant).secret_name
-        assert len(statements) == 2
+        # and the tenant's own key, through Secrets Manager, for that secret only
+        decrypt = next(s for s in statements if s["Action"] == "kms:Decrypt")
+        assert decrypt["Resource"] == {"Fn::GetAtt": [secret_key(synth, stack), "Arn"]}
+        assert decrypt["Condition"]["StringLike"] == {
+            "kms:EncryptionContext:SecretARN": read["Resource"]
+        }
+        assert set(decrypt["Condition"]["StringEquals"]) == {"kms:ViaService"}
+        assert len(statements) == 3
 
 
 def test_compute_security_group_reaches_only_the_database_and_secrets_manager(
@@ -150,14 +164,19 @@ def test_more_silos_than_the_vpc_quota_warn_at_synth() -> None:
     )
 
 
-def test_a_silo_without_a_dedicated_key_uses_the_account_key() -> None:
+def test_a_silo_without_a_dedicated_key_keeps_storage_on_the_account_key() -> None:
     catalog = parse_catalog(
         {"tenants": [{"id": "plain", "tier": "silo", "silo": {"dedicated_kms_key": False}}]}
     )
     app = cdk.App(context=cdk_context())
     build_app(app, catalog)
     template = app.synth().get_stack_by_name("tenantkit-silo-plain").template
-    kinds = {v["Type"] for v in template["Resources"].values()}
-    assert "AWS::KMS::Key" not in kinds
     cluster = next(v for v in template["Resources"].values() if v["Type"] == "AWS::RDS::DBCluster")
     assert cluster["Properties"]["StorageEncrypted"] is True
+    assert "KmsKeyId" not in cluster["Properties"]  # aws/rds
+    # ... while its secrets and logs still use a key of the tenant's own
+    keys = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::KMS::Key"]
+    assert len(keys) == 1
+    for type_ in ("AWS::SecretsManager::Secret", "AWS::Logs::LogGroup"):
+        for resource in (v for v in template["Resources"].values() if v["Type"] == type_):
+            assert resource["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [keys[0], "Arn"]}

@@ -41,6 +41,72 @@ def test_cluster_is_encrypted_iam_enabled_protected_and_snapshotted_on_delete(
         template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
 
 
+HOST_STACKS = (BRIDGE, POOL_STACK, SILO, SILO_RDS)
+
+
+def only_key(synth: Synth, stack: str) -> str:
+    keys = list(resources(synth, stack, "AWS::KMS::Key"))
+    assert len(keys) == 1, (stack, keys)
+    return keys[0]
+
+
+def test_every_secret_of_a_host_is_encrypted_with_the_hosts_own_key(synth: Synth) -> None:
+    for stack in HOST_STACKS:
+        key = only_key(synth, stack)
+        secrets = resources(synth, stack, "AWS::SecretsManager::Secret")
+        assert secrets
+        for secret in secrets.values():
+            assert secret["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key, "Arn"]}, stack
+
+
+def test_a_bridge_tenant_secret_uses_the_cluster_key_by_its_fixed_alias(synth: Synth) -> None:
+    # The tenant stack imports nothing from the cluster stack: the alias is a fixed name.
+    synth.template(BRIDGE).has_resource_properties(
+        "AWS::KMS::Alias",
+        {
+            "AliasName": "alias/tenantkit-bridge",
+            "TargetKeyId": {"Fn::GetAtt": [only_key(synth, BRIDGE), "Arn"]},
+        },
+    )
+    for stack in (BRIDGE_CONTOSO, BRIDGE_FABRIKAM):
+        (secret,) = resources(synth, stack, "AWS::SecretsManager::Secret").values()
+        key_id = secret["Properties"]["KmsKeyId"]["Fn::Join"][1]
+        assert key_id[-1] == ":alias/tenantkit-bridge", key_id
+        assert key_id[2] == ":kms:"
+
+
+def test_every_log_group_is_encrypted_named_for_its_host_and_kept_a_year(synth: Synth) -> None:
+    for stack in HOST_STACKS:
+        key = only_key(synth, stack)
+        kind = "instance" if stack == SILO_RDS else "cluster"
+        groups = resources(synth, stack, "AWS::Logs::LogGroup")
+        assert len(groups) >= 6
+        for group in groups.values():
+            props = group["Properties"]
+            assert props["KmsKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
+            assert props["RetentionInDays"] == 365
+            assert group["DeletionPolicy"] == "Retain"
+            assert props["LogGroupName"].startswith(
+                (f"/tenantkit/{stack}/", f"/aws/rds/{kind}/{stack}/")
+            ), props["LogGroupName"]
+
+
+def test_cloudwatch_logs_may_use_the_key_for_the_hosts_log_groups_only(synth: Synth) -> None:
+    for stack in HOST_STACKS:
+        kind = "instance" if stack == SILO_RDS else "cluster"
+        policy = resources(synth, stack, "AWS::KMS::Key")[only_key(synth, stack)]
+        statements = policy["Properties"]["KeyPolicy"]["Statement"]
+        logs = [s for s in statements if "logs." in json.dumps(s.get("Principal", {}))]
+        assert len(logs) == 1, stack
+        condition = logs[0]["Condition"]
+        assert list(condition) == ["ArnLike"]
+        arns = condition["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+        assert [arn["Fn::Join"][1][-1] for arn in arns] == [
+            f":log-group:/tenantkit/{stack}/*",
+            f":log-group:/aws/rds/{kind}/{stack}/*",
+        ]
+
+
 def test_master_password_is_a_dynamic_reference_never_a_literal(synth: Synth) -> None:
     cluster = next(iter(resources(synth, BRIDGE, "AWS::RDS::DBCluster").values()))
     password = json.dumps(cluster["Properties"]["MasterUserPassword"])

@@ -242,10 +242,17 @@ def test_token_vending_policy_names_only_the_tenants_own_user_and_secret() -> No
         "acme-corp", partition="aws", region="eu-west-1", account="1", db_resource_id="cluster-X"
     )
     resources = [s["Resource"] for s in policy["Statement"]]
+    secret = "arn:aws:secretsmanager:eu-west-1:1:secret:tenantkit/acme-corp/app-??????"
     assert resources == [
         "arn:aws:rds-db:eu-west-1:1:dbuser:cluster-X/tenant_acme-corp_iam",
-        "arn:aws:secretsmanager:eu-west-1:1:secret:tenantkit/acme-corp/app-??????",
+        secret,
+        "arn:aws:kms:eu-west-1:1:key/*",
     ]
+    # any key, but only to decrypt that secret, and only through Secrets Manager
+    assert policy["Statement"][2]["Condition"] == {
+        "StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"},
+        "StringLike": {"kms:EncryptionContext:SecretARN": secret},
+    }
 
 
 def test_cached_credentials_are_reused_until_near_expiry(aws: Any) -> None:
