@@ -52,7 +52,14 @@ def build_app(
     wanted = set(target.stacks(catalog))
     bridge = catalog.in_tier("bridge")
     if BRIDGE_HOST in wanted:
-        BridgeClusterStack(app, BRIDGE_HOST, tenants=bridge, ca_bundle=ca_bundle, samples=env)
+        BridgeClusterStack(
+            app,
+            BRIDGE_HOST,
+            tenants=bridge,
+            cluster=catalog.clusters.bridge,
+            ca_bundle=ca_bundle,
+            samples=env,
+        )
     for tenant in bridge:
         if tenant.names.bridge_stack_name in wanted:
             BridgeTenantStack(app, tenant.names.bridge_stack_name, tenant=tenant)
@@ -63,6 +70,7 @@ def build_app(
             POOL.stack_name,
             tenants=pool,
             settings=catalog.pool,
+            cluster=catalog.clusters.pool,
             ca_bundle=ca_bundle,
             samples=env,
         )

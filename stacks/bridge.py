@@ -21,8 +21,9 @@ from tenant_constructs import (
     SharedCompute,
     TenantAccessRole,
 )
-from tenantkit.catalog import Tenant
+from tenantkit.catalog import ClusterSettings, Tenant
 
+from .host_settings import cluster_capacity, database_operations
 from .tenant_database import tenant_database
 
 # Connections kept free for the admin, the provisioner, the rotator and PostgreSQL's
@@ -33,7 +34,8 @@ RESERVED_CONNECTIONS = 20
 def check_connection_budget(
     scope: Construct, capacity: ClusterCapacity, tenants: Sequence[Tenant]
 ) -> None:
-    """Compare the tenants' CONNECTION LIMITs with the cluster's max_connections.
+    """Compare the tenants' CONNECTION LIMITs with the cluster's max_connections (estimated
+    from its configured capacity, tenantkit.capacity).
 
     A single tenant above what the cluster can ever give is an error (synth stops, naming it);
     a sum above it is a warning: limits are ceilings, not reservations, and tenants rarely
@@ -45,8 +47,9 @@ def check_connection_budget(
         listed = ", ".join(f"{t.id} ({t.connection_limit})" for t in too_big)
         raise ValueError(
             f"bridge tenants {listed}: connection_limit above the {available} connections the "
-            f"cluster offers at max_acu={capacity.max_acu} (max_connections "
-            f"{capacity.max_connections} minus {RESERVED_CONNECTIONS} reserved)"
+            f"cluster offers at {capacity.describe()} (max_connections "
+            f"{capacity.max_connections} minus {RESERVED_CONNECTIONS} reserved); raise "
+            "clusters.bridge.max_acu or instance_class in the catalog, or lower connection_limit"
         )
     total = sum(t.connection_limit for t in tenants)
     if total > available:
@@ -54,9 +57,10 @@ def check_connection_budget(
         cdk.Annotations.of(scope).add_warning_v2(
             "tenantkit:connection-budget",
             f"the {len(tenants)} bridge tenants' connection limits add up to {total}, above "
-            f"the {available} connections the cluster offers at max_acu={capacity.max_acu} "
+            f"the {available} connections the cluster offers at {capacity.describe()} "
             f"(largest: {', '.join(f'{t.id} {t.connection_limit}' for t in largest)}); raise "
-            "max_acu or lower connection_limit, or accept that not all tenants can peak at once",
+            "clusters.bridge.max_acu or instance_class, or lower connection_limit, or accept "
+            "that not all tenants can peak at once",
         )
 
 
@@ -69,20 +73,23 @@ class BridgeClusterStack(cdk.Stack):
         id_: str,
         *,
         tenants: Sequence[Tenant] = (),
-        capacity: ClusterCapacity = ClusterCapacity(),
+        cluster: ClusterSettings = ClusterSettings(),
         ca_bundle: str | None = None,
         samples: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> None:
         """`tenants` are only checked against the cluster's connection budget here; each is
-        deployed by its own BridgeTenantStack. `samples`: the sample functions' auth
-        environment, to deploy the two pooled-compute samples (bridge-iam, bridge-secret)."""
+        deployed by its own BridgeTenantStack. `cluster`: the catalog's `clusters.bridge`.
+        `samples`: the sample functions' auth environment, to deploy the two pooled-compute
+        samples (bridge-iam, bridge-secret)."""
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        capacity = cluster_capacity(cluster)
         self.host = DatabaseHost(
             self,
             "Host",
             host=BRIDGE_HOST,
             capacity=capacity,
+            operations=database_operations(cluster),
             ca_bundle=ca_bundle,
         )
         check_connection_budget(self, capacity, tenants)

@@ -7,14 +7,15 @@ from constructs import Construct
 
 from lambda_src.tenancy import POOL
 from tenant_constructs import (
-    ClusterCapacity,
     DatabaseHost,
     PoolDatabase,
     PoolTenants,
     SampleFunctions,
     SharedCompute,
 )
-from tenantkit.catalog import PoolSettings, Tenant
+from tenantkit.catalog import ClusterSettings, PoolSettings, Tenant
+
+from .host_settings import cluster_capacity, database_operations
 
 
 class PoolStack(cdk.Stack):
@@ -27,11 +28,12 @@ class PoolStack(cdk.Stack):
         *,
         tenants: Sequence[Tenant],
         settings: PoolSettings = PoolSettings(),
-        capacity: ClusterCapacity = ClusterCapacity(),
+        cluster: ClusterSettings = ClusterSettings(),
         ca_bundle: str | None = None,
         samples: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> None:
+        """`settings`: the catalog's `pool:`; `cluster`: its `clusters.pool`."""
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
         wrong_tier = [t.id for t in tenants if t.tier != "pool"]
         if wrong_tier:
@@ -40,7 +42,8 @@ class PoolStack(cdk.Stack):
             self,
             "Host",
             host=POOL.stack_name,
-            capacity=capacity,
+            capacity=cluster_capacity(cluster),
+            operations=database_operations(cluster),
             ca_bundle=ca_bundle,
         )
         self.pool = PoolDatabase(

@@ -5,25 +5,12 @@ from collections.abc import Mapping
 import aws_cdk as cdk
 from constructs import Construct
 
-from tenant_constructs import ClusterCapacity, DatabaseHost, SampleFunctions, TenantCompute
-from tenantkit.catalog import SiloSettings, Tenant
+from tenant_constructs import DatabaseHost, SampleFunctions, TenantCompute
+from tenantkit.catalog import Tenant
 from tenantkit.quotas import silo_consumption
 
+from .host_settings import database_operations, silo_capacity
 from .tenant_database import tenant_database
-
-
-def silo_capacity(settings: SiloSettings) -> ClusterCapacity:
-    """The catalog's silo settings as the host database's size."""
-    return ClusterCapacity(
-        engine=settings.engine,
-        min_acu=settings.min_acu,
-        max_acu=settings.max_acu,
-        readers=1 if settings.engine == "aurora" and settings.multi_az else 0,
-        instance_class=settings.instance_class,
-        storage_gb=settings.storage_gb,
-        multi_az=settings.engine == "rds" and settings.multi_az,
-        dedicated_key=settings.dedicated_kms_key,
-    )
 
 
 class SiloTenantStack(cdk.Stack):
@@ -49,6 +36,7 @@ class SiloTenantStack(cdk.Stack):
             "Host",
             host=tenant.names.silo_stack_name,
             capacity=silo_capacity(tenant.silo),
+            operations=database_operations(tenant.silo),
             ca_bundle=ca_bundle,
         )
         self.tenant_database = tenant_database(

@@ -1,9 +1,10 @@
 """tenantkit's L3 constructs (the design card's `constructs/`; a root package by that name
 would shadow the `constructs` library that aws-cdk-lib imports)."""
 
+from .backup import BackupCopy, DatabaseBackup
 from .compute import SharedCompute, TenantAccessRole, TenantCompute
 from .database_host import DatabaseHost
-from .databases import ClusterCapacity, HostDatabase
+from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
 from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
@@ -13,9 +14,12 @@ from .sql_provisioner import SqlProvisioner
 from .tenant_database import TenantDatabase
 
 __all__ = [
+    "BackupCopy",
     "ClusterCapacity",
+    "DatabaseBackup",
     "DatabaseHost",
     "DatabaseNetwork",
+    "DatabaseOperations",
     "HostDatabase",
     "HostReference",
     "PoolDatabase",

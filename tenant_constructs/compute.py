@@ -74,7 +74,7 @@ def _compute_security_group(
     group = ec2.SecurityGroup(
         scope, "SecurityGroup", vpc=host.vpc, allow_all_outbound=False, description=description
     )
-    host.database.connections.allow_default_port_from(group, description)
+    host.database.admit(group, description)
     host.network.secrets_manager_endpoint.connections.allow_default_port_from(group, description)
     return group
 

@@ -12,6 +12,7 @@ from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, RDS_CA_BUNDLE, RDS_
 from lambda_src.tenancy import HOST_TAG
 
 from .bundling import LAMBDA_RUNTIME, LAMBDA_SRC, lambda_src_code
+from .databases import HostDatabase
 from .host_key import HostLogs
 from .lambda_identity import role_with_own_log_group
 
@@ -63,7 +64,7 @@ class DatabaseFunction(Construct):
         function_name: str | None,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
-        database: ec2.IConnectable,
+        database: HostDatabase,
         secrets_endpoint: ec2.IConnectable,
         environment: dict[str, str],
         timeout: cdk.Duration,
@@ -128,7 +129,7 @@ class DatabaseFunction(Construct):
             environment=environment,
         )
         self.function.node.add_dependency(eni_policy)
-        database.connections.allow_default_port_from(self.security_group, description)
+        database.admit(self.security_group, description)
         secrets_endpoint.connections.allow_default_port_from(self.security_group, description)
 
     def logical_id(self) -> str:

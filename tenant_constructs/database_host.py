@@ -8,7 +8,7 @@ from constructs import Construct
 from lambda_src.tenancy import HOST_TAG, HostNames
 
 from .database_function import tls_environment
-from .databases import ClusterCapacity, HostDatabase
+from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
 from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
@@ -31,6 +31,7 @@ class DatabaseHost(Construct):
         *,
         host: str,
         capacity: ClusterCapacity = ClusterCapacity(),
+        operations: DatabaseOperations = DatabaseOperations(),
         cidr: str = "10.0.0.0/16",
         ca_bundle: str | None = None,
     ) -> None:
@@ -46,6 +47,7 @@ class DatabaseHost(Construct):
             vpc=self.network.vpc,
             subnets=self.network.subnets,
             capacity=capacity,
+            operations=operations,
             names=names,
         )
         self.key = self.database.key
@@ -62,7 +64,7 @@ class DatabaseHost(Construct):
             names=names,
             vpc=self.network.vpc,
             subnets=self.network.subnets,
-            database=self.database.resource,
+            database=self.database,
             secrets_endpoint=self.network.secrets_manager_endpoint,
             admin_secret=self.database.admin_secret,
             tls_environment=tls,
@@ -75,7 +77,7 @@ class DatabaseHost(Construct):
             names=names,
             vpc=self.network.vpc,
             subnets=self.network.subnets,
-            database=self.database.resource,
+            database=self.database,
             admin_secret=self.database.admin_secret,
             secrets_endpoint=self.network.secrets_manager_endpoint,
             tls_environment=tls,

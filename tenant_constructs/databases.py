@@ -1,12 +1,15 @@
-"""A host's database: Aurora PostgreSQL (Serverless v2) or RDS for PostgreSQL, hardened alike.
+"""A host's database: Aurora PostgreSQL (Serverless v2 or provisioned) or RDS for PostgreSQL,
+hardened alike.
 
-Both: storage encrypted with a customer-managed key (rotated; a dedicated key per host unless
-asked otherwise), IAM database authentication, TLS forced by the parameter group
-(rds.force_ssl), deletion protection, 14 days of backups, PostgreSQL logs exported to
-CloudWatch for a year, and removal policy SNAPSHOT: deleting the stack never deletes the data
-without a final snapshot.
+Both: storage encrypted with a customer-managed key (rotated; the host key unless asked
+otherwise), IAM database authentication, TLS forced by the parameter group (rds.force_ssl),
+deletion protection, automated backups and a daily AWS Backup plan into a retained vault,
+enhanced monitoring and Performance Insights, PostgreSQL logs exported to CloudWatch for a
+year, and removal policy SNAPSHOT: deleting the stack never deletes the data without a final
+snapshot, and keeps the admin secret that administers a restored snapshot.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,40 +19,47 @@ import aws_cdk.aws_logs as logs
 import aws_cdk.aws_rds as rds
 import aws_cdk.aws_secretsmanager as secretsmanager
 import jsii
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from lambda_src.tenancy import HostNames
+from tenantkit.capacity import instance_max_connections, serverless_max_connections
 from tenantkit.engine import ENGINE_MAJOR, ENGINE_VERSION
 
+from .acknowledgements import acknowledge
+from .backup import BackupCopy, DatabaseBackup
 from .host_key import HostLogs, host_key
 
 # tenantkit.engine.ENGINE_VERSION: the version the embedded servers of the tests run too.
 AURORA_VERSION = rds.AuroraPostgresEngineVersion.of(ENGINE_VERSION, ENGINE_MAJOR)
 RDS_VERSION = rds.PostgresEngineVersion.of(ENGINE_VERSION, ENGINE_MAJOR)
+RDS_INSTANCE_CLASS = "t4g.medium"
 ADMIN_USERNAME = "tenantkit_admin"
-BACKUP_RETENTION = cdk.Duration.days(14)
 Engine = Literal["aurora", "rds"]
 CLUSTER_LOG_EXPORTS = ["postgresql"]
 INSTANCE_LOG_EXPORTS = ["postgresql", "upgrade"]
+MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterCapacity:
-    """Size of a host's database: Serverless v2 ACUs (Aurora) or an instance class (RDS)."""
+    """Size of a host's database: Aurora Serverless v2 ACUs or a provisioned instance class,
+    with readers; or an RDS instance class."""
 
     engine: Engine = "aurora"
     min_acu: float = 0.5
-    max_acu: float = 4
-    readers: int = 0
-    """Aurora readers; one or more puts a copy in another Availability Zone."""
-    instance_class: str = "t4g.medium"
-    """RDS: the DB instance class without its `db.` prefix."""
+    max_acu: float = 16
+    instance_class: str | None = None
+    """The DB instance class without `db.`: Aurora, provisioned instances instead of
+    Serverless v2; RDS, the instance (default RDS_INSTANCE_CLASS)."""
+    readers: int = 1
+    """Aurora readers, the first in the other Availability Zone (promotion tier 1: the one
+    that takes over when the writer fails)."""
     storage_gb: int = 20
     """RDS: allocated storage (grows automatically up to 5x)."""
     multi_az: bool = False
     """RDS: a standby in another Availability Zone."""
     dedicated_key: bool = True
-    """A customer-managed KMS key of the host's own (else the account's aws/rds key)."""
+    """Storage encrypted with the host key (else the account's aws/rds key)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_acu <= self.max_acu <= 256:
@@ -65,11 +75,47 @@ class ClusterCapacity:
             )
 
     @property
+    def serverless(self) -> bool:
+        """Aurora Serverless v2 (no instance class)."""
+        return self.engine == "aurora" and self.instance_class is None
+
+    @property
     def max_connections(self) -> int:
-        """Aurora PostgreSQL's max_connections at max_acu: LEAST(memory / 9531392, 5000), with
-        2 GiB of memory per ACU (an estimate: AWS may change the formula)."""
-        memory = self.max_acu * 2 * 1024**3
-        return min(int(memory // 9_531_392), 5000)
+        """PostgreSQL's default max_connections at this size (tenantkit.capacity: an estimate
+        from max_acu or from the instance class's memory; ValueError for an unknown class)."""
+        if self.serverless:
+            return serverless_max_connections(self.max_acu)
+        return instance_max_connections(self.instance_class or RDS_INSTANCE_CLASS)
+
+    def describe(self) -> str:
+        """`max_acu=16` or `instance class db.r6g.large`, for messages."""
+        if self.serverless:
+            return f"max_acu={self.max_acu:g}"
+        return f"instance class db.{self.instance_class or RDS_INSTANCE_CLASS}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseOperations:
+    """Backups and monitoring of a host's database."""
+
+    backup_retention_days: int = 14
+    """Automated backups (point in time) and the AWS Backup plan's daily recovery points."""
+    backup_copy: BackupCopy | None = None
+    performance_insights: bool = True
+    monitoring_interval: int = 60
+    """Seconds between enhanced-monitoring samples; 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.backup_retention_days <= 35:
+            raise ValueError(
+                f"database operations: backup_retention_days must be 1..35, not "
+                f"{self.backup_retention_days}"
+            )
+        if self.monitoring_interval not in MONITORING_INTERVALS:
+            raise ValueError(
+                f"database operations: monitoring_interval must be one of "
+                f"{MONITORING_INTERVALS}, not {self.monitoring_interval}"
+            )
 
 
 @jsii.implements(secretsmanager.ISecretAttachmentTarget)
@@ -105,10 +151,11 @@ class HostDatabase(Construct):
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         capacity: ClusterCapacity,
+        operations: DatabaseOperations,
         names: HostNames,
     ) -> None:
         """`names`: the cluster's or instance's identifier (so its log groups can be created
-        up front), the admin secret's name, the host's log group names."""
+        up front), the admin secret's name, the host's log group names and backup vault."""
         super().__init__(scope, id_)
         self.kind: Literal["cluster", "instance"] = (
             "cluster" if capacity.engine == "aurora" else "instance"
@@ -119,114 +166,211 @@ class HostDatabase(Construct):
         # is replaced when its storage key changes.
         key_id = "StorageKey" if capacity.dedicated_key else "Key"
         self.key = host_key(self, key_id, host=names.host)
-        key = self.key if capacity.dedicated_key else None
         self.logs = HostLogs.allowed(
             self.key, names, rds_log_groups=f"/aws/rds/{self.kind}/{identifier}/*"
         )
-        credentials = rds.Credentials.from_generated_secret(
+        self._capacity = capacity
+        self._operations = operations
+        self._credentials = rds.Credentials.from_generated_secret(
             ADMIN_USERNAME, secret_name=names.admin_secret_name, encryption_key=self.key
         )
-        resource: rds.DatabaseCluster | rds.DatabaseInstance
-        if capacity.engine == "aurora":
-            engine = rds.DatabaseClusterEngine.aurora_postgres(version=AURORA_VERSION)
-            cluster = rds.DatabaseCluster(
-                self,
-                "Cluster",
-                engine=engine,
-                credentials=credentials,
-                writer=rds.ClusterInstance.serverless_v2(
-                    "Writer", enable_performance_insights=True
-                ),
-                readers=[
-                    rds.ClusterInstance.serverless_v2(
-                        f"Reader{n}", scale_with_writer=True, enable_performance_insights=True
-                    )
-                    for n in range(1, capacity.readers + 1)
-                ],
-                serverless_v2_min_capacity=capacity.min_acu,
-                serverless_v2_max_capacity=capacity.max_acu,
-                vpc=vpc,
-                vpc_subnets=subnets,
-                storage_encrypted=True,
-                storage_encryption_key=key,
-                iam_authentication=True,
-                deletion_protection=True,
-                backup=rds.BackupProps(retention=BACKUP_RETENTION),
-                cluster_identifier=identifier,
-                cloudwatch_logs_exports=CLUSTER_LOG_EXPORTS,
-                parameter_group=rds.ParameterGroup(
-                    self,
-                    "Parameters",
-                    engine=engine,
-                    parameters=_TLS_PARAMETERS,
-                    description="tenantkit: TLS required for every connection",
-                ),
-                removal_policy=cdk.RemovalPolicy.SNAPSHOT,
-                copy_tags_to_snapshot=True,
-            )
-            cluster.node.add_dependency(*self._rds_log_groups("cluster", CLUSTER_LOG_EXPORTS))
-            self.resource_id = cluster.cluster_resource_identifier
-            self.endpoint = cluster.cluster_endpoint
-            resource = cluster
-        else:
-            engine_i = rds.DatabaseInstanceEngine.postgres(version=RDS_VERSION)
-            instance = rds.DatabaseInstance(
-                self,
-                "Instance",
-                engine=engine_i,
-                credentials=credentials,
-                instance_type=ec2.InstanceType(capacity.instance_class),
-                allocated_storage=capacity.storage_gb,
-                max_allocated_storage=capacity.storage_gb * 5,
-                storage_type=rds.StorageType.GP3,
-                multi_az=capacity.multi_az,
-                vpc=vpc,
-                vpc_subnets=subnets,
-                publicly_accessible=False,
-                storage_encrypted=True,
-                storage_encryption_key=key,
-                iam_authentication=True,
-                deletion_protection=True,
-                backup_retention=BACKUP_RETENTION,
-                instance_identifier=identifier,
-                cloudwatch_logs_exports=INSTANCE_LOG_EXPORTS,
-                parameter_group=rds.ParameterGroup(
-                    self,
-                    "Parameters",
-                    engine=engine_i,
-                    parameters=_TLS_PARAMETERS,
-                    description="tenantkit: TLS required for every connection",
-                ),
-                enable_performance_insights=True,
-                auto_minor_version_upgrade=True,
-                removal_policy=cdk.RemovalPolicy.SNAPSHOT,
-                copy_tags_to_snapshot=True,
-            )
-            instance.node.add_dependency(*self._rds_log_groups("instance", INSTANCE_LOG_EXPORTS))
-            assert instance.instance_resource_id is not None  # known for instances it creates
-            self.resource_id = instance.instance_resource_id
-            self.endpoint = instance.instance_endpoint
-            cdk.Validations.of(instance).acknowledge(
-                cdk.Acknowledgment(
-                    id="AwsSolutions-RDS11",
-                    reason="Reachable only from the host's own security groups in subnets with "
-                    "no route out; a non-default port would add no protection",
-                )
-            )
-            if not capacity.multi_az:
-                cdk.Validations.of(instance).acknowledge(
-                    cdk.Acknowledgment(
-                        id="AwsSolutions-RDS3",
-                        reason="Single-AZ chosen for this tenant in the catalog (multi_az: false);"
-                        " backups and a final snapshot protect the data",
-                    )
-                )
-            resource = instance
+        self._storage_key = self.key if capacity.dedicated_key else None
+        resource = (
+            self._cluster(vpc, subnets)
+            if capacity.engine == "aurora"
+            else self._instance(vpc, subnets)
+        )
         self.resource = resource
         self.connections: ec2.Connections = resource.connections
         assert resource.secret is not None  # from_generated_secret always makes one
         self.admin_secret = resource.secret
+        # Like the data (final snapshot), the admin's credentials outlive the stack: a
+        # restored snapshot has this admin and password. Its name is fixed, so a new stack of
+        # the same name cannot be created while it exists.
+        generated = resource.node.find_child("Secret")  # the secret itself, not its attachment
+        assert isinstance(generated, secretsmanager.Secret)
+        generated.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
         self.attachment_target = AttachmentTarget(identifier, self.kind)
+        self.backup = DatabaseBackup(
+            self,
+            "Backup",
+            vault_name=names.backup_vault,
+            key=self.key,
+            database=resource,
+            retention_days=operations.backup_retention_days,
+            copy=operations.backup_copy,
+        )
+
+    def _monitoring(self) -> cdk.Duration | None:
+        interval = self._operations.monitoring_interval
+        return cdk.Duration.seconds(interval) if interval else None
+
+    def _parameters(self, engine: rds.IEngine) -> rds.ParameterGroup:
+        return rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            parameters=_TLS_PARAMETERS,
+            description="tenantkit: TLS required for every connection",
+        )
+
+    def _cluster_instance(
+        self, id_: str, availability_zone: str, *, reader: bool
+    ) -> rds.IClusterInstance:
+        capacity, insights = self._capacity, self._operations.performance_insights
+        if capacity.instance_class is None:
+            return rds.ClusterInstance.serverless_v2(
+                id_,
+                # A reader that scales with the writer (promotion tier 1) can take its load.
+                scale_with_writer=True if reader else None,
+                availability_zone=availability_zone,
+                enable_performance_insights=insights,
+            )
+        return rds.ClusterInstance.provisioned(
+            id_,
+            instance_type=ec2.InstanceType(capacity.instance_class),
+            promotion_tier=1 if reader else 0,
+            availability_zone=availability_zone,
+            enable_performance_insights=insights,
+        )
+
+    def _cluster(self, vpc: ec2.IVpc, subnets: ec2.SubnetSelection) -> rds.DatabaseCluster:
+        capacity = self._capacity
+        engine = rds.DatabaseClusterEngine.aurora_postgres(version=AURORA_VERSION)
+        # The writer in the first zone, readers from the second on, so the first reader (the
+        # failover target) is in another zone than the writer.
+        zones = vpc.availability_zones
+        cluster = rds.DatabaseCluster(
+            self,
+            "Cluster",
+            engine=engine,
+            credentials=self._credentials,
+            writer=self._cluster_instance("Writer", zones[0], reader=False),
+            readers=[
+                self._cluster_instance(f"Reader{n}", zones[n % len(zones)], reader=True)
+                for n in range(1, capacity.readers + 1)
+            ],
+            serverless_v2_min_capacity=capacity.min_acu if capacity.serverless else None,
+            serverless_v2_max_capacity=capacity.max_acu if capacity.serverless else None,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            storage_encrypted=True,
+            storage_encryption_key=self._storage_key,
+            iam_authentication=True,
+            deletion_protection=True,
+            backup=rds.BackupProps(
+                retention=cdk.Duration.days(self._operations.backup_retention_days)
+            ),
+            monitoring_interval=self._monitoring(),
+            cluster_identifier=self.identifier,
+            cloudwatch_logs_exports=CLUSTER_LOG_EXPORTS,
+            parameter_group=self._parameters(engine),
+            removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+            copy_tags_to_snapshot=True,
+        )
+        cluster.node.add_dependency(*self._rds_log_groups("cluster", CLUSTER_LOG_EXPORTS))
+        self.resource_id = cluster.cluster_resource_identifier
+        self.endpoint = cluster.cluster_endpoint
+        instances = ["Writer", *(f"Reader{n}" for n in range(1, capacity.readers + 1))]
+        for name in instances:
+            acknowledge(
+                cluster.node.find_child(name),
+                "RDSInBackupPlan",
+                "An Aurora instance has no backup of its own: AWS Backup protects Aurora by "
+                "cluster, and the cluster is in the host's backup plan",
+            )
+        self._acknowledge_monitoring(cluster, [cluster.node.find_child(n) for n in instances])
+        return cluster
+
+    def _instance(self, vpc: ec2.IVpc, subnets: ec2.SubnetSelection) -> rds.DatabaseInstance:
+        capacity = self._capacity
+        engine = rds.DatabaseInstanceEngine.postgres(version=RDS_VERSION)
+        instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            engine=engine,
+            credentials=self._credentials,
+            instance_type=ec2.InstanceType(capacity.instance_class or RDS_INSTANCE_CLASS),
+            allocated_storage=capacity.storage_gb,
+            max_allocated_storage=capacity.storage_gb * 5,
+            storage_type=rds.StorageType.GP3,
+            multi_az=capacity.multi_az,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            publicly_accessible=False,
+            storage_encrypted=True,
+            storage_encryption_key=self._storage_key,
+            iam_authentication=True,
+            deletion_protection=True,
+            backup_retention=cdk.Duration.days(self._operations.backup_retention_days),
+            monitoring_interval=self._monitoring(),
+            instance_identifier=self.identifier,
+            cloudwatch_logs_exports=INSTANCE_LOG_EXPORTS,
+            parameter_group=self._parameters(engine),
+            enable_performance_insights=self._operations.performance_insights,
+            auto_minor_version_upgrade=True,
+            removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+            copy_tags_to_snapshot=True,
+        )
+        instance.node.add_dependency(*self._rds_log_groups("instance", INSTANCE_LOG_EXPORTS))
+        assert instance.instance_resource_id is not None  # known for instances it creates
+        self.resource_id = instance.instance_resource_id
+        self.endpoint = instance.instance_endpoint
+        cdk.Validations.of(instance).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-RDS11",
+                reason="Reachable only from the host's own security groups in subnets with "
+                "no route out; a non-default port would add no protection",
+            )
+        )
+        if not capacity.multi_az:
+            reason = (
+                "Single-AZ chosen for this tenant in the catalog (multi_az: false); backups "
+                "and a final snapshot protect the data"
+            )
+            cdk.Validations.of(instance).acknowledge(
+                cdk.Acknowledgment(id="AwsSolutions-RDS3", reason=reason)
+            )
+            acknowledge(instance, "RDSMultiAZSupport", reason)
+        self._acknowledge_monitoring(instance, [instance])
+        return instance
+
+    def _acknowledge_monitoring(
+        self, database: IConstruct, instances: Sequence[IConstruct]
+    ) -> None:
+        role = database.node.try_find_child("MonitoringRole")
+        if role is not None:
+            cdk.Validations.of(role).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                    "service-role/AmazonRDSEnhancedMonitoringRole]",
+                    reason="The role RDS assumes to publish enhanced-monitoring metrics: the "
+                    "AWS-managed policy AWS documents for it, limited to the RDSOSMetrics logs",
+                )
+            )
+        if self._operations.monitoring_interval == 0:
+            for instance in instances:
+                acknowledge(
+                    instance,
+                    "RDSEnhancedMonitoringEnabled",
+                    "Enhanced monitoring turned off in the catalog (monitoring_interval: 0); "
+                    "CloudWatch keeps the standard RDS metrics",
+                )
+
+    def admit(self, peer: ec2.ISecurityGroup, description: str) -> None:
+        """Let `peer` reach the database port (a rule naming a security group, never an
+        address range)."""
+        group = self.connections.security_groups[0]
+        before = {child.node.id for child in group.node.children}
+        self.connections.allow_default_port_from(peer, description)
+        for rule in (c for c in group.node.children if c.node.id not in before):
+            for check in ("EC2RestrictedCommonPorts", "EC2RestrictedSSH"):
+                acknowledge(
+                    rule,
+                    check,
+                    "The rule admits one security group, no address range; its port is the "
+                    "database's Endpoint.Port attribute, which the check cannot read",
+                )
 
     def _rds_log_groups(
         self, kind: Literal["cluster", "instance"], exports: list[str]

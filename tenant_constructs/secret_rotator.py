@@ -11,6 +11,7 @@ from constructs import Construct
 from lambda_src.tenancy import HostNames
 
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
+from .databases import HostDatabase
 from .host_key import HostLogs, read_secrets_with_key
 from .host_reference import ROTATION_PERIOD
 
@@ -30,7 +31,7 @@ class SecretRotator(Construct):
         names: HostNames,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
-        database: ec2.IConnectable,
+        database: HostDatabase,
         secrets_endpoint: ec2.IConnectable,
         admin_secret: secretsmanager.ISecret,
         tls_environment: dict[str, str],

@@ -13,6 +13,7 @@ from lambda_src.provisioner.config import ENV_ADMIN_SECRET_ARN
 from lambda_src.tenancy import HostNames
 
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
+from .databases import HostDatabase
 from .host_key import HostLogs, read_secrets_with_key
 from .lambda_identity import role_with_own_log_group
 
@@ -36,7 +37,7 @@ class SqlProvisioner(Construct):
         names: HostNames,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
-        database: ec2.IConnectable,
+        database: HostDatabase,
         admin_secret: secretsmanager.ISecret,
         secrets_endpoint: ec2.IConnectable,
         tls_environment: dict[str, str],

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lambda_src.tenancy import InvalidTenantIdError, TenantNames, tenant_names, validate_tenant_id
 
+from .capacity import instance_max_connections
+
 Tier = Literal["silo", "bridge", "pool"]
 TIERS: tuple[Tier, ...] = ("silo", "bridge", "pool")
 RemovalPolicy = Literal["retain", "destroy"]
@@ -47,23 +49,90 @@ BUILTIN_DEFAULTS: dict[Tier, TierDefaults] = {
 _DATABASE_SETTINGS = ("connection_limit", "statement_timeout_ms", "iam_auth")
 
 
-class SiloSettings(BaseModel):
-    """A silo tenant's own database (`silo:` in its catalog entry)."""
+_INSTANCE_CLASS = r"^[a-z0-9]+\.[a-z0-9]+$"
+
+
+class BackupCopySettings(BaseModel):
+    """A copy of every backup in another vault (another Region or account), for disasters."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vault_arn: Annotated[
+        str, Field(pattern=r"^arn:aws[a-z-]*:backup:[a-z0-9-]+:\d{12}:backup-vault:[\w.-]{2,50}$")
+    ]
+    """The destination vault; its access policy must let this account copy into it."""
+    retention_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+    """How long the copies are kept (default: backup_retention_days)."""
+
+
+class HostOperationsSettings(BaseModel):
+    """Backups and monitoring of a host's database, the same for every kind of host."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backup_retention_days: Annotated[int, Field(ge=1, le=35)] = 14
+    """Automated backups (point-in-time recovery) and the daily AWS Backup recovery points."""
+    backup_copy: BackupCopySettings | None = None
+    performance_insights: bool = True
+    monitoring_interval: Literal[0, 1, 5, 10, 15, 30, 60] = 60
+    """Seconds between enhanced-monitoring samples; 0 turns enhanced monitoring off."""
+
+
+class ClusterSettings(HostOperationsSettings):
+    """A shared cluster (`clusters.bridge`, `clusters.pool`): Aurora PostgreSQL, Serverless v2
+    between min_acu and max_acu, or provisioned instances of instance_class."""
+
+    min_acu: Annotated[float, Field(ge=0, le=256)] = 0.5
+    max_acu: Annotated[float, Field(ge=0.5, le=256)] = 16
+    instance_class: Annotated[str, Field(pattern=_INSTANCE_CLASS)] | None = None
+    """Provisioned instances of this class (without `db.`, e.g. r6g.large) instead of
+    Serverless v2; it must be one whose memory tenantkit knows (tenantkit/capacity.py)."""
+    readers: Annotated[int, Field(ge=0, le=15)] = 1
+    """Readers, the first in the other Availability Zone; one takes over if the writer fails."""
+
+    @field_validator("instance_class")
+    @classmethod
+    def _known_class(cls, value: str | None) -> str | None:
+        if value is not None:
+            instance_max_connections(value)  # ValueError naming the known classes
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_capacity(self) -> "ClusterSettings":
+        if self.instance_class is not None and self.model_fields_set & {"min_acu", "max_acu"}:
+            raise ValueError(
+                "give instance_class (provisioned) or min_acu/max_acu (Serverless v2), not both"
+            )
+        if self.min_acu > self.max_acu:
+            raise ValueError(f"min_acu ({self.min_acu}) is above max_acu ({self.max_acu})")
+        return self
+
+
+class ClustersSettings(BaseModel):
+    """The shared clusters (`clusters:` in the catalog)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bridge: ClusterSettings = ClusterSettings()
+    pool: ClusterSettings = ClusterSettings()
+
+
+class SiloSettings(HostOperationsSettings):
+    """A silo tenant's own database (`silo:` in its catalog entry)."""
 
     engine: Literal["aurora", "rds"] = "aurora"
     """Aurora PostgreSQL Serverless v2, or an RDS for PostgreSQL instance."""
     min_acu: Annotated[float, Field(ge=0, le=256)] = 0.5
     max_acu: Annotated[float, Field(ge=0.5, le=256)] = 4
-    instance_class: Annotated[str, Field(pattern=r"^[a-z0-9]+\.[a-z0-9]+$")] = "t4g.medium"
+    instance_class: Annotated[str, Field(pattern=_INSTANCE_CLASS)] = "t4g.medium"
     """RDS only: the DB instance class without `db.` (e.g. m7g.large)."""
     storage_gb: Annotated[int, Field(ge=20, le=65536)] = 20
     """RDS only: allocated storage in GiB (grows automatically up to 5x)."""
     multi_az: bool = False
     """A standby (RDS) or reader (Aurora) in a second Availability Zone."""
     dedicated_kms_key: bool = True
-    """Encrypt the tenant's storage with a KMS key of its own (else the account's aws/rds)."""
+    """Encrypt the tenant's storage with its own KMS key (else the account's aws/rds; its
+    secrets, logs and backups use a key of its own either way)."""
 
     @model_validator(mode="after")
     def _acu_order(self) -> "SiloSettings":
@@ -172,6 +241,7 @@ class CatalogFile(BaseModel):
 
     defaults: dict[Tier, TierDefaults] = Field(default_factory=dict)
     pool: PoolSettings = PoolSettings()
+    clusters: ClustersSettings = ClustersSettings()
     auth: AuthSettings | None = None
     tenants: list[TenantEntry]
 
@@ -197,11 +267,13 @@ class Catalog:
         source: str = "<catalog>",
         pool: PoolSettings = PoolSettings(),
         auth: AuthSettings | None = None,
+        clusters: ClustersSettings = ClustersSettings(),
     ) -> None:
         self.tenants = tuple(tenants)
         self.source = source
         self.pool = pool
         self.auth = auth
+        self.clusters = clusters
 
     def jwks(self) -> dict[str, Any]:
         """The issuer's JWKS named by `auth.jwks_file`; CatalogError saying what is wrong."""
@@ -274,7 +346,7 @@ def parse_catalog(doc: object, source: str = "<catalog>") -> Catalog:
         if entry.tier == "silo":
             resolved["silo"] = entry.silo or SiloSettings()
         tenants.append(Tenant(**resolved))
-    return Catalog(tenants, source, parsed.pool, parsed.auth)
+    return Catalog(tenants, source, parsed.pool, parsed.auth, parsed.clusters)
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -8,6 +8,7 @@ has; exit 1 if any finding is left.
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -36,6 +37,11 @@ def compliance_packs() -> "list[NagPack]":
     )
 
     return [AwsSolutionsChecks(), HIPAASecurityChecks(), NIST80053R5Checks(), PCIDSS321Checks()]
+
+
+def acknowledged_rule(key: str) -> str:
+    """The rule id of an acknowledgement's metadata key (CDK writes `Annotation::<id>`)."""
+    return re.sub(r"^annotation::", "", key, flags=re.IGNORECASE)
 
 
 def pack_of(rule_id: str) -> str | None:
@@ -68,7 +74,7 @@ def acknowledgements(app: "cdk.App") -> Counter[str]:
         for entry in construct.node.metadata:
             if entry.type == key:
                 for rule in entry.data:
-                    pack = pack_of(rule)
+                    pack = pack_of(acknowledged_rule(rule))
                     if pack is not None:
                         counts[pack] += 1
     return counts

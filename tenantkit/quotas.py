@@ -15,8 +15,9 @@ DEFAULT_QUOTAS = {
     "CloudFormation stacks": 2000,
     "IAM roles": 1000,
 }
-ROLES_PER_HOST = 5
-"""Provisioner, its framework, rotator, VPC flow logs, default-security-group restriction."""
+ROLES_PER_HOST = 7
+"""Provisioner, its framework, rotator, VPC flow logs, default-security-group restriction,
+enhanced monitoring, AWS Backup."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,13 @@ def quota_use(catalog: Catalog) -> list[QuotaUse]:
     shared = [tier for tier in ("bridge", "pool") if catalog.in_tier(tier)]
     silos = catalog.in_tier("silo")
     aurora_silos = [t for t in silos if t.silo and t.silo.engine == "aurora"]
+    # a shared cluster's writer and its readers
+    shared_instances = {
+        "bridge": 1 + catalog.clusters.bridge.readers,
+        "pool": 1 + catalog.clusters.pool.readers,
+    }
     instances = (
-        len(shared)
+        sum(shared_instances[tier] for tier in shared)
         + sum(1 + (1 if t.silo and t.silo.multi_az else 0) for t in aurora_silos)
         + sum(1 for t in silos if t.silo and t.silo.engine == "rds")
     )

@@ -8,7 +8,7 @@ from aws_cdk.assertions import Annotations, Match, Template
 
 from stacks import BridgeClusterStack, BridgeTenantStack, SiloTenantStack
 from tenant_constructs import ClusterCapacity, database_function
-from tenantkit.catalog import parse_catalog
+from tenantkit.catalog import ClusterSettings, parse_catalog
 
 from .conftest import cdk_context
 
@@ -90,11 +90,41 @@ def test_connection_limits_above_the_cluster_budget_warn_at_synth() -> None:
     )
     app = cdk.App(context=cdk_context())
     stack = BridgeClusterStack(
-        app, "Bridge", tenants=catalog.tenants, capacity=ClusterCapacity(max_acu=4)
+        app, "Bridge", tenants=catalog.tenants, cluster=ClusterSettings(max_acu=4)
     )
     Annotations.from_stack(stack).has_warning(
-        "/Bridge", Match.string_like_regexp("add up to 1200, above the 881 connections")
+        "/Bridge",
+        Match.string_like_regexp("add up to 1200, above the 881 connections .* at max_acu=4 "),
     )
+
+
+def test_the_connection_budget_follows_the_configured_capacity() -> None:
+    # GIVEN three tenants of 400 connections (1,200) WHEN the cluster has 16 ACUs (3,584
+    # connections) THEN no warning; with db.t4g.medium instances (405) one tenant is too many
+    catalog = parse_catalog(
+        {"tenants": [{"id": f"b{n}", "tier": "bridge", "connection_limit": 400} for n in range(3)]}
+    )
+    roomy = BridgeClusterStack(
+        cdk.App(context=cdk_context()),
+        "Bridge",
+        tenants=catalog.tenants,
+        cluster=ClusterSettings(max_acu=16),
+    )
+    Annotations.from_stack(roomy).has_no_warning(
+        "*", Match.string_like_regexp("connection limits add up")
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"b0 \(400\), b1 \(400\), b2 \(400\): connection_limit above the 385 "
+        r"connections the cluster offers at instance class db\.t4g\.medium .*"
+        r"clusters\.bridge\.max_acu or instance_class",
+    ):
+        BridgeClusterStack(
+            cdk.App(context=cdk_context()),
+            "Bridge",
+            tenants=catalog.tenants,
+            cluster=ClusterSettings(instance_class="t4g.medium"),
+        )
 
 
 def test_a_tenant_limit_the_cluster_can_never_give_stops_synth_naming_it() -> None:
@@ -103,9 +133,13 @@ def test_a_tenant_limit_the_cluster_can_never_give_stops_synth_naming_it() -> No
     )
     app = cdk.App(context=cdk_context())
     with pytest.raises(ValueError, match=r"bridge tenants greedy \(5000\): connection_limit above"):
-        BridgeClusterStack(app, "Bridge", tenants=catalog.tenants, capacity=ClusterCapacity())
+        BridgeClusterStack(app, "Bridge", tenants=catalog.tenants, cluster=ClusterSettings())
 
 
 def test_max_connections_follows_auroras_formula() -> None:
     assert ClusterCapacity(max_acu=4).max_connections == 901
     assert ClusterCapacity(max_acu=128).max_connections == 5000
+    # an instance class: 90 % of its memory (db.t4g.medium's documented 405)
+    assert ClusterCapacity(instance_class="t4g.medium").max_connections == 405
+    assert ClusterCapacity(instance_class="r6g.large").max_connections == 1622
+    assert ClusterCapacity(instance_class="r6g.16xlarge").max_connections == 5000

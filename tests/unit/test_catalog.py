@@ -1,6 +1,7 @@
 """The tenant catalog: typed, validated, defaults per tier, errors that say where."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,30 @@ def test_the_verify_probes_are_on_unless_the_catalog_turns_them_off() -> None:
         CatalogError, match=r"t\.yaml: pool: verify_probes: Input should be a valid boolean"
     ):
         parse_catalog({"tenants": tenants, "pool": {"verify_probes": "sometimes"}}, "t.yaml")
+
+
+def test_shared_clusters_default_to_a_serverless_writer_and_a_reader_with_backups() -> None:
+    clusters = parse_catalog({"tenants": []}).clusters
+    for cluster in (clusters.bridge, clusters.pool):
+        assert (cluster.min_acu, cluster.max_acu, cluster.instance_class) == (0.5, 16, None)
+        assert cluster.readers == 1
+        assert cluster.backup_retention_days == 14
+        assert cluster.backup_copy is None
+        assert (cluster.performance_insights, cluster.monitoring_interval) == (True, 60)
+
+
+@pytest.mark.parametrize(
+    ("clusters", "message"),
+    [
+        ({"bridge": {"instance_class": "r6g.large", "max_acu": 8}}, "not both"),
+        ({"pool": {"instance_class": "q9.huge"}}, r"pool\.instance_class: unknown instance class"),
+        ({"bridge": {"readers": 16}}, r"bridge\.readers: Input should be less than or equal"),
+        ({"bridge": {"backup_copy": {"vault_arn": "my-vault"}}}, r"backup_copy\.vault_arn"),
+        ({"silo": {}}, r"clusters: silo: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_cluster_settings_are_refused_naming_the_field(
+    clusters: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CatalogError, match=message):
+        parse_catalog({"tenants": [], "clusters": clusters}, "tenants.yaml")
