@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks
 
 from lambda_src.tenancy import BRIDGE_HOST, POOL
 from stacks import BridgeClusterStack, BridgeTenantStack, PoolStack, SiloTenantStack
 from tenant_constructs import auth_environment
 from tenantkit.catalog import Catalog, CatalogError, load_catalog
+from tenantkit.compliance import compliance_packs
 from tenantkit.deployment import EVERY_STACK, DeployTarget
 from tenantkit.quotas import quota_use
 
@@ -46,8 +46,8 @@ def build_app(
     target: DeployTarget = EVERY_STACK,
 ) -> cdk.App:
     """Add the stacks `target` needs (default: every stack of the catalog) to `app`, with
-    cdk-nag's AwsSolutions checks; `samples` adds the six sample tenant functions (one per
-    access pattern)."""
+    cdk-nag's AwsSolutions, HIPAA Security, NIST 800-53 rev. 5 and PCI DSS 3.2.1 packs as the
+    synth gate; `samples` adds the six sample tenant functions (one per access pattern)."""
     env = sample_environment(catalog) if samples else None
     wanted = set(target.stacks(catalog))
     bridge = catalog.in_tier("bridge")
@@ -89,7 +89,7 @@ def build_app(
                     "tenantkit:quota", f"beyond a default AWS quota: {use.describe()}"
                 )
     cdk.Tags.of(app).add("app", "tenantkit")
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    cdk.Validations.of(app).add_plugins(*compliance_packs())
     return app
 
 

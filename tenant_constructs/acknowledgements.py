@@ -42,11 +42,26 @@ INLINE_POLICY = (
 """Why IAMNoInlinePolicy is acknowledged on every role policy tenantkit creates."""
 
 
-def acknowledge_inline_policy(policy: IConstruct) -> None:
-    """IAMNoInlinePolicy on one role's policy (an iam.Policy or a role's DefaultPolicy)."""
-    acknowledge(policy, "IAMNoInlinePolicy", INLINE_POLICY)
+def acknowledge_inline_policy(policy_or_role: IConstruct) -> None:
+    """IAMNoInlinePolicy on one role's policy: an iam.Policy, or a role (for its
+    DefaultPolicy, which CDK creates at the first grant, whenever that comes)."""
+    acknowledge(policy_or_role, "IAMNoInlinePolicy", INLINE_POLICY)
 
 
-def acknowledge_default_policy(role: IConstruct) -> None:
-    """IAMNoInlinePolicy on `role`'s DefaultPolicy (which holds its add_to_policy grants)."""
-    acknowledge_inline_policy(role.node.find_child("DefaultPolicy"))
+BOUNDED_BY_CALLERS = (
+    "Its callers bound its concurrency (one CloudFormation event per tenant resource, one "
+    "rotation step per secret); a reserved limit would throttle parallel tenant deploys into "
+    "failures and take from the account's unreserved concurrency (new accounts may have 10)"
+)
+"""Why LambdaConcurrency is acknowledged on the host's own functions."""
+
+
+def acknowledge_synchronous(function: IConstruct, invoked_by: str) -> None:
+    """LambdaDLQ on a function only ever invoked synchronously, by `invoked_by` (which then
+    gets and handles every error)."""
+    acknowledge(
+        function,
+        "LambdaDLQ",
+        f"Invoked synchronously by {invoked_by}, which receives every error; a dead-letter "
+        "queue only ever receives asynchronous invocations",
+    )

@@ -26,6 +26,7 @@ from lambda_src.tenancy import (
     login_secret_name,
 )
 
+from .acknowledgements import acknowledge_inline_policy
 from .database_function import host_secrets_arn
 from .database_host import DatabaseHost
 from .host_key import read_secrets_with_key
@@ -105,6 +106,7 @@ class TenantCompute(Construct):
             assumed_by=iam.CompositePrincipal(*(iam.ServicePrincipal(p) for p in principals)),
             description=f"compute of tenant {names.tenant_id}",
         )
+        acknowledge_inline_policy(self.role)
         self.db_user_arn = db_user_arn(self, host.database.resource_id, names.iam_user)
         self.role.add_to_policy(
             iam.PolicyStatement(actions=["rds-db:connect"], resources=[self.db_user_arn])
@@ -142,6 +144,7 @@ class SharedCompute(Construct):
             assumed_by=iam.CompositePrincipal(*(iam.ServicePrincipal(p) for p in principals)),
             description=f"shared compute of {host.reference.names.host}",
         )
+        acknowledge_inline_policy(self.role)
 
     def allow_pool_login(self, *, iam_user: str, secret: secretsmanager.ISecret) -> None:
         """Pool tier: log in as the pool's IAM user, or read (and decrypt) the pool's runtime
@@ -191,6 +194,7 @@ class TenantAccessRole(Construct):
             max_session_duration=cdk.Duration.hours(1),
             description=f"tenant access on {host.reference.names.host} (session tag tenant)",
         )
+        acknowledge_inline_policy(self.role)
         tag = "${aws:PrincipalTag/tenant}"
         self.role.add_to_policy(
             iam.PolicyStatement(

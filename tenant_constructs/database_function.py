@@ -11,6 +11,12 @@ from constructs import Construct
 from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
 from lambda_src.tenancy import HOST_TAG
 
+from .acknowledgements import (
+    BOUNDED_BY_CALLERS,
+    acknowledge,
+    acknowledge_inline_policy,
+    acknowledge_synchronous,
+)
 from .bundling import LAMBDA_RUNTIME, LAMBDA_SRC, lambda_src_code
 from .databases import HostDatabase
 from .host_key import HostLogs
@@ -70,8 +76,10 @@ class DatabaseFunction(Construct):
         timeout: cdk.Duration,
         host_logs: HostLogs,
         log_purpose: str,
+        invoked_by: str,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
     ) -> None:
+        """`invoked_by`: who invokes the function, synchronously (e.g. Secrets Manager)."""
         super().__init__(scope, id_)
         self.security_group = ec2.SecurityGroup(
             self,
@@ -103,6 +111,7 @@ class DatabaseFunction(Construct):
             ],
         )
         self.role.attach_inline_policy(eni_policy)
+        acknowledge_inline_policy(eni_policy)
         cdk.Validations.of(eni_policy).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
@@ -129,6 +138,8 @@ class DatabaseFunction(Construct):
             environment=environment,
         )
         self.function.node.add_dependency(eni_policy)
+        acknowledge_synchronous(self.function, invoked_by)
+        acknowledge(self.function, "LambdaConcurrency", BOUNDED_BY_CALLERS)
         database.admit(self.security_group, description)
         secrets_endpoint.connections.allow_default_port_from(self.security_group, description)
 

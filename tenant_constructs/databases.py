@@ -316,7 +316,11 @@ class HostDatabase(Construct):
         assert instance.instance_resource_id is not None  # known for instances it creates
         self.resource_id = instance.instance_resource_id
         self.endpoint = instance.instance_endpoint
-        cdk.Validations.of(instance).acknowledge(
+        # On the CfnDBInstance itself: the instance construct also holds its secret,
+        # subnet group, security group and monitoring role.
+        database = instance.node.default_child
+        assert database is not None
+        cdk.Validations.of(database).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-RDS11",
                 reason="Reachable only from the host's own security groups in subnets with "
@@ -328,11 +332,11 @@ class HostDatabase(Construct):
                 "Single-AZ chosen for this tenant in the catalog (multi_az: false); backups "
                 "and a final snapshot protect the data"
             )
-            cdk.Validations.of(instance).acknowledge(
+            cdk.Validations.of(database).acknowledge(
                 cdk.Acknowledgment(id="AwsSolutions-RDS3", reason=reason)
             )
-            acknowledge(instance, "RDSMultiAZSupport", reason)
-        self._acknowledge_monitoring(instance, [instance])
+            acknowledge(database, "RDSMultiAZSupport", reason)
+        self._acknowledge_monitoring(instance, [database])
         return instance
 
     def _acknowledge_monitoring(

@@ -4,6 +4,7 @@ import aws_cdk.aws_iam as iam
 import aws_cdk.aws_logs as logs
 from constructs import Construct
 
+from .acknowledgements import acknowledge_inline_policy
 from .host_key import HostLogs
 
 
@@ -28,4 +29,5 @@ def role_with_own_log_group(
             resources=[log_group.log_group_arn],
         )
     )
+    acknowledge_inline_policy(role)
     return role, log_group

@@ -3,6 +3,7 @@
 import aws_cdk.aws_ec2 as ec2
 from constructs import Construct
 
+from .acknowledgements import acknowledge_inline_policy
 from .host_key import HostLogs
 
 
@@ -50,11 +51,13 @@ class DatabaseNetwork(Construct):
     def add_flow_logs(self, host_logs: HostLogs) -> ec2.FlowLog:
         """Log every accepted and rejected flow of the VPC to the host's `flow-logs` group."""
         group = host_logs.group(self, "FlowLogs", purpose="flow-logs")
-        return self.vpc.add_flow_log(
+        flow_log = self.vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(group),
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
+        acknowledge_inline_policy(flow_log.node.find_child("IAMRole"))
+        return flow_log
 
     def add_sts_endpoint(self) -> ec2.InterfaceVpcEndpoint:
         """STS in the VPC: shared compute assumes the tenant-access role from isolated subnets."""

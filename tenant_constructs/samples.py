@@ -8,6 +8,7 @@ import aws_cdk.aws_iam as iam
 import aws_cdk.aws_lambda as lambda_
 from constructs import Construct
 
+from .acknowledgements import acknowledge, acknowledge_inline_policy, acknowledge_synchronous
 from .bundling import LAMBDA_RUNTIME, lambda_src_code
 from .host_key import HostLogs
 
@@ -62,6 +63,7 @@ class SampleFunctions(Construct):
             ],
         )
         role.attach_inline_policy(network)
+        acknowledge_inline_policy(network)
         cdk.Validations.of(network).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
@@ -96,4 +98,11 @@ class SampleFunctions(Construct):
                 environment={"TENANTKIT_PATTERN": pattern, **environment, **pattern_environment},
             )
             function.node.add_dependency(network)
+            acknowledge_synchronous(function, "the application that calls it")
+            acknowledge(
+                function,
+                "LambdaConcurrency",
+                "A sample of the application's own function, whose concurrency is the "
+                "application's to set; each tenant's database caps its connections anyway",
+            )
             self.functions[pattern] = function

@@ -10,6 +10,7 @@ from constructs import Construct
 
 from lambda_src.tenancy import HostNames
 
+from .acknowledgements import acknowledge_inline_policy
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
 from .databases import HostDatabase
 from .host_key import HostLogs, read_secrets_with_key
@@ -54,6 +55,7 @@ class SecretRotator(Construct):
             timeout=cdk.Duration.minutes(2),
             host_logs=host_logs,
             log_purpose="rotation",
+            invoked_by="Secrets Manager (which records a failed step and retries the rotation)",
             architecture=architecture,
         )
         self.function = rotator.function
@@ -76,6 +78,7 @@ class SecretRotator(Construct):
             ],
         )
         rotator.role.attach_inline_policy(rotate)
+        acknowledge_inline_policy(rotate)
         cdk.Validations.of(rotate).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:"

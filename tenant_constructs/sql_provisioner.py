@@ -12,6 +12,7 @@ from constructs import Construct
 from lambda_src.provisioner.config import ENV_ADMIN_SECRET_ARN
 from lambda_src.tenancy import HostNames
 
+from .acknowledgements import BOUNDED_BY_CALLERS, acknowledge, acknowledge_inline_policy
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
 from .databases import HostDatabase
 from .host_key import HostLogs, read_secrets_with_key
@@ -60,6 +61,7 @@ class SqlProvisioner(Construct):
             timeout=cdk.Duration.minutes(5),
             host_logs=host_logs,
             log_purpose="provisioner",
+            invoked_by="the custom-resource framework (which reports it to CloudFormation)",
             architecture=architecture,
         )
         self.function = self.handler.function
@@ -76,6 +78,7 @@ class SqlProvisioner(Construct):
             ],
         )
         self.handler.role.attach_inline_policy(read_secrets)
+        acknowledge_inline_policy(read_secrets)
         cdk.Validations.of(read_secrets).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:"
@@ -107,4 +110,20 @@ class SqlProvisioner(Construct):
                 "versions (ARN:*) of that one function only",
             )
         )
+        framework = self.provider.node.find_child("framework-onEvent")
+        acknowledge(
+            framework,
+            "LambdaInsideVPC",
+            "The custom-resource framework touches no database: it relays CloudFormation's "
+            "events to the onEvent function (in the VPC) and answers CloudFormation's "
+            "pre-signed S3 URL, which the isolated subnets cannot reach",
+        )
+        acknowledge(
+            framework,
+            "LambdaDLQ",
+            "Invoked by CloudFormation, to which the framework answers FAILED on any error, so "
+            "the stack's events hold it; a dead-letter queue would only keep events with "
+            "pre-signed response URLs",
+        )
+        acknowledge(framework, "LambdaConcurrency", BOUNDED_BY_CALLERS)
         self.service_token = self.provider.service_token

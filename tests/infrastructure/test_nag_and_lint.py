@@ -1,13 +1,28 @@
-"""The gates CI relies on: cdk-nag AwsSolutions and cfn-lint, plus acknowledgement hygiene."""
+"""The gates CI relies on: cdk-nag (AwsSolutions, HIPAA Security, NIST 800-53 rev. 5, PCI DSS
+3.2.1) and cfn-lint, plus acknowledgement hygiene."""
 
 import json
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
+import aws_cdk.aws_logs as logs
 import pytest
-from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+from app import build_app
+from tenant_constructs.acknowledgements import RULE_PACKS
+from tenantkit.catalog import load_catalog, parse_catalog
+from tenantkit.compliance import (
+    PACK_NAMES,
+    PackFindings,
+    acknowledged_rule,
+    nag_findings,
+    pack_of,
+    render,
+)
 
 from .conftest import CFN_LINT, Synth, cdk_context
 
@@ -26,35 +41,68 @@ def test_app_synthesizes_with_no_nag_findings_and_no_warnings(synth: Synth) -> N
     assert findings == set()
 
 
-def test_nag_gate_fails_synth_on_a_violation() -> None:
+@pytest.fixture(scope="module")
+def gate_failure() -> str:
+    """What synth raises when the app's gate (build_app) meets an open security group and an
+    unencrypted log group."""
     app = cdk.App(context=cdk_context())
+    build_app(app, parse_catalog({"tenants": []}))
     stack = cdk.Stack(app, "Violating")
     vpc = ec2.Vpc(stack, "Vpc", nat_gateways=0, max_azs=1)
     group = ec2.SecurityGroup(stack, "Open", vpc=vpc)
     group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(5432))
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    logs.LogGroup(stack, "Plain")
     with pytest.raises(RuntimeError, match="ValidationFailed") as raised:
         app.synth()
-    assert "AwsSolutions-EC23" in str(raised.value)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "AwsSolutions-EC23",
+        "HIPAA.Security-CloudWatchLogGroupEncrypted",
+        "NIST.800.53.R5-CloudWatchLogGroupEncrypted",
+        "PCI.DSS.321-CloudWatchLogGroupEncrypted",
+    ],
+)
+def test_each_pack_of_the_nag_gate_fails_synth_on_a_violation(gate_failure: str, rule: str) -> None:
+    assert rule in gate_failure
+
+
+def _acknowledgements(synth: Synth) -> list[tuple[IConstruct, str, str]]:
+    key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+    return [
+        (construct, acknowledged_rule(rule), reason)
+        for construct in synth.app.node.find_all()
+        for entry in construct.node.metadata
+        if entry.type == key
+        for rule, reason in entry.data.items()
+        if pack_of(acknowledged_rule(rule)) is not None  # not CDK's own validation notes
+    ]
 
 
 def test_acknowledgements_are_narrow_and_explained(synth: Synth) -> None:
-    key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
-    found = 0
-    for construct in synth.app.node.find_all():
-        for entry in construct.node.metadata:
-            if entry.type != key:
-                continue
-            for rule, reason in entry.data.items():
-                if "AwsSolutions" not in rule:
-                    continue  # CDK's own template-validation notes
-                found += 1
-                assert not isinstance(construct, cdk.Stack | cdk.App), (rule, construct.node.path)
-                if "IAM4" in rule or "IAM5" in rule:  # rules with one finding per permission
-                    assert "[" in rule, f"{rule} acknowledges a whole rule, not one finding"
-                assert len(reason) > 40, (rule, reason)
-                assert "TODO" not in reason, (rule, reason)
-    assert found > 0
+    found: Counter[str] = Counter()
+    for construct, rule, reason in _acknowledgements(synth):
+        pack = pack_of(rule)
+        assert pack is not None
+        found[pack] += 1
+        where = construct.node.path
+        assert not isinstance(construct, cdk.Stack | cdk.App), (rule, where)
+        # narrow: one resource, or a role with its default policy, a function with its
+        # permission
+        resources = [c for c in construct.node.find_all() if isinstance(c, cdk.CfnResource)]
+        assert 1 <= len(resources) <= 2, (rule, where, [r.node.path for r in resources])
+        if pack == "AwsSolutions":
+            if "IAM4" in rule or "IAM5" in rule:  # rules with one finding per permission
+                assert "[" in rule, f"{rule} acknowledges a whole rule, not one finding"
+        else:
+            name = rule.removeprefix(f"{pack}-")
+            assert pack in RULE_PACKS[name], f"{rule}: {pack} has no rule {name}"
+        assert len(reason) > 40, (rule, reason)
+        assert "TODO" not in reason, (rule, reason)
+    assert set(found) == set(PACK_NAMES), found
 
 
 def test_cfn_lint_finds_no_errors_in_any_template(synth: Synth) -> None:
@@ -80,3 +128,22 @@ def test_cfn_lint_gate_catches_a_broken_template(synth: Synth, tmp_path: Path) -
     )
     assert result.returncode == 2
     assert f"{broken}:1:" in result.stdout
+
+
+def test_the_findings_report_counts_nothing_left_on_the_sample_catalog() -> None:
+    # `python -m tenantkit.compliance` on tenants.yaml: every pack runs, nothing is left, and
+    # each pack's acknowledgements are counted
+    findings = nag_findings(load_catalog(REPO_ROOT / "tenants.yaml"))
+    assert list(findings) == list(PACK_NAMES)
+    assert {name: pack.total for name, pack in findings.items()} == dict.fromkeys(PACK_NAMES, 0)
+    assert all(pack.acknowledgements > 0 for pack in findings.values())
+
+
+def test_the_findings_report_lists_each_rule_and_resource() -> None:
+    findings = {name: PackFindings() for name in PACK_NAMES}
+    findings["PCI.DSS.321"].findings["PCI.DSS.321-LambdaInsideVPC"] = 2
+    findings["PCI.DSS.321"].resources["PCI.DSS.321-LambdaInsideVPC"] = ["s/a", "s/b"]
+    text = render(findings, resources=True)
+    assert "PCI.DSS.321             2                0" in text
+    assert "     2  PCI.DSS.321-LambdaInsideVPC" in text
+    assert "      s/b" in text
