@@ -48,8 +48,8 @@ def silo_consumption(engine: str, multi_az: bool) -> str:
     )
     return (
         f"this silo tenant uses 1 VPC (default quota 5 per Region), {database} (default 40 "
-        f"each), {ROLES_PER_HOST + 1} IAM roles, 1 KMS key, 1 interface endpoint, no NAT "
-        "gateway and no Elastic IP"
+        f"each), {ROLES_PER_HOST + 1} IAM roles, 1 KMS key, 1 backup vault, 1 interface "
+        "endpoint, no NAT gateway and no Elastic IP"
     )
 
 
