@@ -3,16 +3,13 @@ tenant context, the attack suite, and proof that the suite catches a broken pool
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 from psycopg import errors, sql
 
-from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig, RetryPolicy
+from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig
 from lambda_src.provisioner.errors import InvalidRequestError, ProvisioningError
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
@@ -24,37 +21,12 @@ from lambda_src.provisioner.kinds import (
 from lambda_src.provisioner.postgres import read_history, read_registry
 from lambda_src.tenancy import POOL, InvalidTenantIdError
 from lambda_src.tenant_runtime import TenantContextError, tenant_transaction
-from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer
+from tenantkit.embedded_pg import RunningServer
 from tenantkit.verify import run_pool_attacks
 
-PASSWORD = "pool-runtime-password"
+from .pool_fixtures import PASSWORD, aws, config, pool_server  # noqa: F401 (fixtures)
+
 PROJECTS = sql.SQL("{}.projects").format(sql.Identifier(POOL.sample_schema))
-
-
-@pytest.fixture(scope="module")
-def pool_server(pg_root: Path) -> Iterator[RunningServer]:
-    """A server of its own: these tests create and destroy the (one per server) pool."""
-    pg = EmbeddedPostgres(pg_root / "pool", durable=False)
-    server = pg.start()
-    yield server
-    pg.destroy()
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[Any]:
-    """moto for the module, holding the pool runtime's secret."""
-    with mock_aws():
-        client = boto3.client("secretsmanager")
-        client.create_secret(Name=POOL.secret_name, SecretString=json.dumps({"password": PASSWORD}))
-        yield client
-
-
-@pytest.fixture(scope="module")
-def config(pool_server: RunningServer) -> HandlerConfig:
-    return HandlerConfig(
-        admin_settings=pool_server.admin_settings(),
-        retry=RetryPolicy(attempts=2, first_delay_s=0.01),
-    )
 
 
 def event(

@@ -3,17 +3,13 @@ PostgreSQL: a pool without them, turning them on and off, and `tenantctl verify 
 a pool that has none."""
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
-from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig, RetryPolicy
+from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig
 from lambda_src.provisioner.errors import ProvisioningError
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
@@ -23,41 +19,17 @@ from lambda_src.provisioner.kinds import (
 )
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 from tenantkit.cli import app
-from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer
+from tenantkit.embedded_pg import RunningServer
 from tenantkit.verify import PoolProbesOffError, run_pool_attacks
 
-PASSWORD = "pool-runtime-password"
+from .pool_fixtures import PASSWORD, aws, config, pool_server  # noqa: F401 (fixtures)
+
 TENANT = "acme"
 
 
 @pytest.fixture(scope="module")
-def probes_server(pg_root: Path) -> Iterator[RunningServer]:
-    """A server of its own: these tests change what the (one per server) pool holds."""
-    pg = EmbeddedPostgres(pg_root / "pool-probes", durable=False)
-    server = pg.start()
-    yield server
-    pg.destroy()
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("secretsmanager")
-        client.create_secret(Name=POOL.secret_name, SecretString=json.dumps({"password": PASSWORD}))
-        yield client
-
-
-@pytest.fixture(scope="module")
-def config(probes_server: RunningServer) -> HandlerConfig:
-    return HandlerConfig(
-        admin_settings=probes_server.admin_settings(),
-        retry=RetryPolicy(attempts=2, first_delay_s=0.01),
-    )
-
-
-@pytest.fixture(scope="module")
-def runtime(probes_server: RunningServer) -> ConnectionSettings:
-    return probes_server.settings(POOL.login_role, PASSWORD, POOL.database)
+def runtime(pool_server: RunningServer) -> ConnectionSettings:
+    return pool_server.settings(POOL.login_role, PASSWORD, POOL.database)
 
 
 def provision(aws: Any, config: HandlerConfig, *, verify_probes: bool) -> int:
@@ -100,12 +72,12 @@ def verify_dsn(runtime: ConnectionSettings, *args: str) -> Any:
 
 
 def test_a_pool_created_without_verify_probes_has_no_sample_schema_and_no_probe_tenants(
-    probes_server: RunningServer, aws: Any, config: HandlerConfig
+    pool_server: RunningServer, aws: Any, config: HandlerConfig
 ) -> None:
     # GIVEN a fresh server WHEN the pool is created with verify_probes off
     provision(aws, config, verify_probes=False)
     # THEN there is no sample schema and no probe tenant, and a replay changes nothing
-    assert probes_in(probes_server) == (False, [])
+    assert probes_in(pool_server) == (False, [])
     assert provision(aws, config, verify_probes=False) == 0
     # while the pool itself works: a tenant registers and is active
     for batch, entries in pool_batches([(TENANT, "retain")]).items():
@@ -115,7 +87,7 @@ def test_a_pool_created_without_verify_probes_has_no_sample_schema_and_no_probe_
             "ResourceProperties": pool_tenants_properties(batch, entries),
         }
         handle(event, config)
-    with superuser(probes_server) as conn:
+    with superuser(pool_server) as conn:
         status = conn.execute(
             "SELECT status FROM tenantkit.tenants WHERE tenant_id = %s", (TENANT,)
         ).fetchone()
@@ -141,39 +113,39 @@ def test_verify_against_a_pool_without_probes_says_they_are_off_instead_of_leaks
 
 
 def test_turning_the_probes_on_and_off_again_adds_and_removes_them(
-    probes_server: RunningServer, aws: Any, config: HandlerConfig, runtime: ConnectionSettings
+    pool_server: RunningServer, aws: Any, config: HandlerConfig, runtime: ConnectionSettings
 ) -> None:
     # GIVEN a pool whose probes are turned on: the suite runs and finds nothing (the control)
     provision(aws, config, verify_probes=True)
-    assert probes_in(probes_server) == (True, sorted(PROBE_TENANT_IDS))
+    assert probes_in(pool_server) == (True, sorted(PROBE_TENANT_IDS))
     assert [r.attack for r in run_pool_attacks(runtime) if not r.blocked] == []
     assert verify_dsn(runtime).exit_code == 0
     # WHEN they are turned off again
     assert provision(aws, config, verify_probes=False) == 1  # the registry rows removed
     # THEN schema and probe tenants are gone, the real tenant is untouched, a replay is a no-op
-    assert probes_in(probes_server) == (False, [])
-    with superuser(probes_server) as conn:
+    assert probes_in(pool_server) == (False, [])
+    with superuser(pool_server) as conn:
         tenants = conn.execute("SELECT tenant_id, status FROM tenantkit.tenants").fetchall()
     assert tenants == [(TENANT, "active")]
     assert provision(aws, config, verify_probes=False) == 0
 
 
 def test_turning_the_probes_off_is_refused_while_the_sample_holds_another_tenants_rows(
-    probes_server: RunningServer, aws: Any, config: HandlerConfig
+    pool_server: RunningServer, aws: Any, config: HandlerConfig
 ) -> None:
     # GIVEN probes on and a row of a real tenant in the sample table
     provision(aws, config, verify_probes=True)
-    with superuser(probes_server) as conn:
+    with superuser(pool_server) as conn:
         conn.execute("INSERT INTO tenantkit_sample.projects VALUES (%s, 7, 'real data')", (TENANT,))
     # WHEN the probes are turned off THEN it is refused, saying why, and nothing is removed
     with pytest.raises(ProvisioningError, match="holds rows of tenants other than the verify"):
         provision(aws, config, verify_probes=False)
-    assert probes_in(probes_server) == (True, sorted(PROBE_TENANT_IDS))
-    with superuser(probes_server) as conn:
+    assert probes_in(pool_server) == (True, sorted(PROBE_TENANT_IDS))
+    with superuser(pool_server) as conn:
         rows = conn.execute("SELECT count(*) FROM tenantkit_sample.projects").fetchone()
     assert rows == (len(PROBE_TENANT_IDS) + 2,)  # a project each, one more for b, and acme's
     # and once that row is gone, turning them off goes through
-    with superuser(probes_server) as conn:
+    with superuser(pool_server) as conn:
         conn.execute("DELETE FROM tenantkit_sample.projects WHERE tenant_id = %s", (TENANT,))
     provision(aws, config, verify_probes=False)
-    assert probes_in(probes_server) == (False, [])
+    assert probes_in(pool_server) == (False, [])
