@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import aws_cdk as cdk
 from constructs import Construct
 
+from lambda_src.core import environment as env_names
 from lambda_src.tenancy import BRIDGE_HOST
 from tenant_constructs import (
     ClusterCapacity,
@@ -112,8 +113,8 @@ class BridgeClusterStack(cdk.Stack):
                 environment={
                     **samples,
                     **self.host.endpoint_environment(),
-                    "TENANTKIT_TENANT_ACCESS_ROLE_ARN": self.tenant_access.role.role_arn,
-                    "TENANTKIT_DB_RESOURCE_ID": self.host.database.resource_id,
+                    env_names.TENANT_ACCESS_ROLE_ARN: self.tenant_access.role.role_arn,
+                    env_names.DB_RESOURCE_ID: self.host.database.resource_id,
                 },
             )
 

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 import aws_cdk as cdk
 from constructs import Construct
 
+from lambda_src.core import environment as env_names
 from tenant_constructs import DatabaseHost, SampleFunctions, TenantCompute
 from tenantkit.catalog import Tenant
 from tenantkit.quotas import silo_consumption
@@ -56,8 +57,8 @@ class SiloTenantStack(cdk.Stack):
                 self,
                 "Samples",
                 patterns={
-                    "silo-iam": {"TENANTKIT_SILO_TENANT": tenant.id},
-                    "silo-secret": {"TENANTKIT_SILO_TENANT": tenant.id},
+                    "silo-iam": {env_names.SILO_TENANT: tenant.id},
+                    "silo-secret": {env_names.SILO_TENANT: tenant.id},
                 },
                 role=self.compute.role,
                 security_group=self.compute.security_group,

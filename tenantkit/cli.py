@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lambda_src.provisioner.config import settings_from_dsn
-from lambda_src.provisioner.errors import ProvisioningError
+from lambda_src.core.connection import settings_from_dsn
+from lambda_src.core.errors import TenantkitError
 from lambda_src.provisioner.lifecycle import RegistryEntry
 from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names, validate_tenant_id
 
@@ -656,7 +656,7 @@ def offboard(
                             tenant, servers.server_for(tenant), store, destroy=destroy_data
                         )
                 status = _status_of(servers, tenant)
-            except ProvisioningError as error:
+            except TenantkitError as error:
                 _fail(EXIT_FAILED, f"offboarding {tenant_id} failed: {error}", as_json, **fields)
             finally:
                 servers.stop()

@@ -27,7 +27,8 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-from lambda_src.provisioner.config import ConnectionSettings
+from lambda_src.core import environment as env_names
+from lambda_src.core.connection import ConnectionSettings
 from lambda_src.provisioner.plan import RDS_IAM_ROLE
 
 from .engine import ENV_PG_VERSION, version_matches, wanted_server_version
@@ -39,7 +40,7 @@ ADMIN_USER = "tenantkit_admin"
 RDS_SUPERUSER_ROLE = "rds_superuser"
 """The role RDS and Aurora make their master user a member of."""
 _BINARIES = ("initdb", "pg_ctl", "postgres")
-ENV_BINDIR = "TENANTKIT_PG_BINDIR"
+ENV_BINDIR = env_names.PG_BINDIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = REPO_ROOT / "node_modules"
@@ -270,14 +271,14 @@ class EmbeddedPostgres:
     def _pick_server_user() -> pwd.struct_passwd | None:
         if os.geteuid() != 0:
             return None
-        name = os.environ.get("TENANTKIT_PG_USER", "postgres")
+        name = os.environ.get(env_names.PG_USER, "postgres")
         try:
             return pwd.getpwnam(name)
         except KeyError:
             raise EmbeddedPostgresError(
                 f"running as root, the server must run as an unprivileged user, but user "
                 f"{name!r} does not exist: create it (useradd --system {name}), set "
-                "TENANTKIT_PG_USER, or run as a normal user"
+                f"{env_names.PG_USER}, or run as a normal user"
             ) from None
 
     def _run(self, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -10,10 +10,12 @@ import os
 import re
 from collections.abc import Mapping
 
+from lambda_src.core import environment as env_names
+
 ENGINE_VERSION = "16.9"
 """major.minor of every cluster and instance the templates deploy."""
 ENGINE_MAJOR = ENGINE_VERSION.split(".")[0]
-ENV_PG_VERSION = "TENANTKIT_PG_VERSION"
+ENV_PG_VERSION = env_names.PG_VERSION
 """Run the embedded servers on another version: a major (`17`) or a major.minor (`17.9`)."""
 
 _VERSION = re.compile(r"^\d+(\.\d+)?$")

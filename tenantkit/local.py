@@ -12,8 +12,9 @@ from typing import Any
 
 import boto3
 
-from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig, RetryPolicy
-from lambda_src.provisioner.errors import ProvisioningError
+from lambda_src.core.connection import ConnectionSettings, RetryPolicy
+from lambda_src.core.errors import TenantkitError
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     RemovalPolicy,
@@ -169,7 +170,7 @@ def provision_tenant_databases(
         try:
             response = handle(tenant_database_event("Create", tenant, server, store), config)
             ok, changes, error = True, int(response["Data"]["Changes"]), None
-        except ProvisioningError as failure:
+        except TenantkitError as failure:
             ok, changes, error = False, 0, str(failure)
         results.append(
             ProvisionResult(
@@ -214,7 +215,7 @@ def provision_pool(
             runtime_secret_arn=arn, iam_auth=iam_auth, removal_policy="retain"
         )
         response = handle(provider_event("Create", "Custom::PoolDatabase", properties), config)
-    except ProvisioningError as failure:
+    except TenantkitError as failure:
         failed = ProvisionResult(
             "(pool)",
             "pool",
@@ -258,7 +259,7 @@ def provision_pool(
                 config,
             )
             ok, changes, error = True, int(response["Data"]["Changes"]), None
-        except ProvisioningError as failure:
+        except TenantkitError as failure:
             ok, changes, error = False, 0, str(failure)
         seconds = (time.perf_counter() - started) / len(entries)
         for entry in entries:

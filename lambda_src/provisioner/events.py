@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from .errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 
 RequestType = Literal["Create", "Update", "Delete"]
 _REQUEST_TYPES: tuple[RequestType, ...] = ("Create", "Update", "Delete")

@@ -10,12 +10,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import postgres
-from .config import HandlerConfig, settings_from_secret
-from .errors import InvalidRequestError
+from ..core.connection import connect, settings_from_secret
+from ..core.errors import InvalidRequestError
+from ..core.secrets import read_secret_json
+from .config import APPLICATION_NAME, HandlerConfig
 from .events import ProviderEvent, parse_event
 from .kinds import KINDS, AdminSession, Outcome, ResourceKind
-from .secrets import read_secret_json
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,11 @@ def handle(event: Mapping[str, Any], config: HandlerConfig) -> dict[str, Any]:
     if settings is None:
         assert config.admin_secret_arn, "HandlerConfig needs admin settings or a secret"
         settings = settings_from_secret(
-            read_secret_json(config.admin_secret_arn), config.ssl_root_cert
+            read_secret_json(config.admin_secret_arn),
+            config.ssl_root_cert,
+            application_name=APPLICATION_NAME,
         )
-    conn = postgres.connect(settings, config.retry)
+    conn = connect(settings, config.retry)
     try:
         session = AdminSession(conn=conn, settings=settings, retry=config.retry)
         if request.request_type == "Create":

@@ -20,8 +20,8 @@ from datetime import datetime
 
 from psycopg import sql
 
+from ..core.steps import Step
 from ..tenancy import POOL, TENANT_ID_PATTERN
-from .plan import Step
 
 PROVISIONING = "provisioning"
 ACTIVE = "active"

@@ -11,29 +11,10 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from ..core.steps import Step
 from ..tenancy import TenantNames
 
 RDS_IAM_ROLE = "rds_iam"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One SQL statement of a plan, where to run it, and whether it changes anything."""
-
-    description: str
-    """What the step does, for logs and summaries; never holds a secret."""
-    statement: sql.SQL | sql.Composed
-    params: tuple[object, ...] = ()
-    database: str | None = None
-    """None: the admin connection's database; else run inside this database."""
-    changes: bool = True
-    """False for re-assertions that are no-ops once the tenant has converged."""
-    changes_only_if_rows: bool = False
-    """For DML: the step changed something only if it touched a row."""
-    role: str | None = None
-    """Run as this role (SET LOCAL ROLE), e.g. the pool maintainer."""
-    transactional: bool = True
-    """False for statements PostgreSQL refuses inside a transaction block (CREATE DATABASE)."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from ..core.steps import Step
 from ..tenancy import POOL, PROBE_TENANT_IDS
 from .lifecycle import (
     ACTIVE,
@@ -35,7 +36,7 @@ from .lifecycle import (
     plan_record,
     plan_registry,
 )
-from .plan import RDS_IAM_ROLE, Step
+from .plan import RDS_IAM_ROLE
 
 ISOLATION_POLICY = "tenantkit_isolation"
 MAINTENANCE_POLICY = "tenantkit_maintenance"

@@ -1,16 +1,15 @@
-"""The one module of the provisioner that talks to PostgreSQL (psycopg 3)."""
+"""What the provisioner reads from a server (what exists of a tenant or the pool, the registry)
+and the advisory locks it takes; statements run through core.steps."""
 
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from psycopg import sql
 
+from ..core.connection import ConnectionSettings, RetryPolicy, connect
+from ..core.steps import run_steps
 from ..tenancy import POOL, TenantNames
-from .config import ConnectionSettings, RetryPolicy
-from .errors import ProvisioningError
 from .lifecycle import (
     HISTORY_TABLE,
     OBSERVE_REGISTRY,
@@ -28,63 +27,12 @@ from .plan import (
     OBSERVE_ROLES,
     RDS_IAM_ROLE,
     ObservedTenant,
-    Step,
     advisory_lock_key,
     plan_host_hardening,
 )
 from .pool_plan import OBSERVE_POOL_DATABASE, OBSERVE_PROTECTED_TABLES, ObservedPool
 
 log = logging.getLogger(__name__)
-
-# Connection failures that retrying cannot fix: fail at once with the server's reason.
-_PERMANENT_FAILURES = ("authentication failed", "SSL error", "certificate", "does not exist")
-
-# Provisioning waits at most this long for another provisioning run of the same tenant.
-LOCK_TIMEOUT_MS = 120_000
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def connect(
-    settings: ConnectionSettings,
-    retry: RetryPolicy,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-) -> psycopg.Connection:
-    """Open an autocommit connection, retrying connection errors with bounded backoff.
-
-    A cluster that is starting, failing over or resuming from zero capacity refuses connections
-    for a while; anything else (bad password, missing database) fails just the same on retry.
-    """
-    delays = retry.delays()
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            return psycopg.connect(
-                **settings.connect_kwargs(),
-                autocommit=True,
-                options=f"-c lock_timeout={LOCK_TIMEOUT_MS}",
-            )
-        except psycopg.OperationalError as error:
-            reason = _first_line(error)
-            if attempt == retry.attempts or any(p in reason for p in _PERMANENT_FAILURES):
-                raise ProvisioningError(
-                    f"could not connect to {settings.host}:{settings.port}/{settings.dbname} "
-                    f"as {settings.user} after {attempt} attempt(s): {reason}"
-                ) from None
-            delay = delays[attempt - 1]
-            log.warning(
-                "connect attempt %d/%d to %s:%s failed (%s); retrying in %.1fs",
-                attempt,
-                retry.attempts,
-                settings.host,
-                settings.port,
-                reason,
-                delay,
-            )
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextmanager
@@ -175,86 +123,3 @@ def read_history(conn: psycopg.Connection, tenant_id: str) -> list[RegistryEntry
     if conn.execute(OBSERVE_REGISTRY, (HISTORY_TABLE,)).fetchone() != (True,):
         return []
     return [RegistryEntry(*row) for row in conn.execute(SELECT_HISTORY, (tenant_id,))]
-
-
-def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
-    """Hash a password into a SCRAM-SHA-256 verifier on the client (libpq), as psql's \\password.
-
-    Only the verifier is ever sent, so the password never appears in SQL text or server logs.
-    """
-    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
-    return verifier.decode()
-
-
-def _groups(steps: Sequence[Step]) -> list[list[Step]]:
-    """Consecutive steps for one database and one role run in one transaction; a step that
-    cannot run in a transaction (CREATE/DROP DATABASE) runs alone."""
-    groups: list[list[Step]] = []
-    for step in steps:
-        previous = groups[-1][-1] if groups else None
-        if (
-            previous is not None
-            and step.transactional
-            and previous.transactional
-            and (step.database, step.role) == (previous.database, previous.role)
-        ):
-            groups[-1].append(step)
-        else:
-            groups.append([step])
-    return groups
-
-
-def run_steps(
-    conn: psycopg.Connection,
-    settings: ConnectionSettings,
-    retry: RetryPolicy,
-    steps: Sequence[Step],
-) -> list[str]:
-    """Run steps in order (admin database on `conn`, others on a connection to their database).
-
-    Consecutive steps share a transaction (one commit instead of one per statement; all or
-    nothing). Returns the descriptions of the steps that changed something. A failing step
-    raises ProvisioningError naming it; committed groups stay done and a replay converges.
-    """
-    changed: list[str] = []
-    others: dict[str, psycopg.Connection] = {}
-    try:
-        for group in _groups(steps):
-            first = group[0]
-            target = conn
-            if first.database is not None and first.database != settings.dbname:
-                if first.database not in others:
-                    others[first.database] = connect(settings.for_database(first.database), retry)
-                target = others[first.database]
-            done: list[str] = []
-            step = first
-            try:
-                if not first.transactional:
-                    rowcount = target.execute(first.statement, first.params or None).rowcount
-                    done += _changed(first, rowcount)
-                else:
-                    with target.transaction():
-                        if first.role is not None:
-                            target.execute(
-                                sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(first.role))
-                            )
-                        for step in group:
-                            rowcount = target.execute(step.statement, step.params or None).rowcount
-                            done += _changed(step, rowcount)
-            except psycopg.Error as error:
-                raise ProvisioningError(
-                    f"step '{step.description}' failed: {_first_line(error)}"
-                ) from None
-            for step in group:
-                log.info("done: %s", step.description)
-            changed += done
-    finally:
-        for other in others.values():
-            other.close()
-    return changed
-
-
-def _changed(step: Step, rowcount: int) -> list[str]:
-    if step.changes and (rowcount > 0 or not step.changes_only_if_rows):
-        return [step.description]
-    return []

@@ -19,23 +19,26 @@ from typing import Any
 
 import psycopg
 
-from ..provisioner import postgres, secrets
-from ..provisioner.config import (
+from ..core import secrets
+from ..core.connection import (
     RDS_CA_BUNDLE_PATH,
     RetryPolicy,
+    connect,
+    scram_verifier,
     settings_from_secret,
     ssl_root_cert_from_env,
 )
-from ..provisioner.errors import ProvisioningError
+from ..core.errors import TenantkitError
 
 log = logging.getLogger(__name__)
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 _SAME_TARGET = ("host", "port", "dbname", "username")
 _QUICK = RetryPolicy(attempts=2, first_delay_s=0.5)
+APPLICATION_NAME = "tenantkit-rotation"
 
 
-class RotationError(ProvisioningError):
+class RotationError(TenantkitError):
     """A rotation step cannot go on; Secrets Manager retries and then marks rotation failed."""
 
 
@@ -83,7 +86,8 @@ def _create(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
 
 
 def _connect(secret: Mapping[str, Any], ssl_root_cert: Path) -> psycopg.Connection[Any]:
-    return postgres.connect(settings_from_secret(secret, ssl_root_cert), _QUICK)
+    settings = settings_from_secret(secret, ssl_root_cert, application_name=APPLICATION_NAME)
+    return connect(settings, _QUICK)
 
 
 def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
@@ -97,7 +101,7 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
         _connect(pending, ssl_root_cert).close()
         log.info("setSecret: the pending password already works")
         return
-    except ProvisioningError:
+    except TenantkitError:
         pass
     conn, reasons = None, []
     for stage, secret in (("AWSCURRENT", current), ("AWSPREVIOUS", None)):
@@ -105,7 +109,7 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
             secret = secret or secrets.read_version(secret_id, stage=stage)
             conn = _connect(secret, ssl_root_cert)
             break
-        except ProvisioningError as error:  # its text holds no secret
+        except TenantkitError as error:  # its text holds no secret
             reasons.append(f"{stage}: {error}")
             log.warning("setSecret: could not log in with %s", reasons[-1])
     if conn is None:
@@ -116,7 +120,7 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     with conn:
         user = conn.execute("SELECT current_user").fetchone()
         assert user is not None
-        verifier = postgres.scram_verifier(conn, str(user[0]), str(pending["password"]))
+        verifier = scram_verifier(conn, str(user[0]), str(pending["password"]))
         conn.execute(
             psycopg.sql.SQL("ALTER ROLE CURRENT_USER PASSWORD {}").format(
                 psycopg.sql.Literal(verifier)

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from ..core import environment as env_names
 from ..tenant_runtime import (
     Pattern,
     TenantDataAccess,
@@ -25,10 +26,10 @@ from ..tenant_runtime import (
 @cache
 def _verifier() -> TokenVerifier:
     return TokenVerifier(
-        jwks=json.loads(os.environ["TENANTKIT_JWKS"]),
-        issuer=os.environ["TENANTKIT_JWT_ISSUER"],
-        audience=os.environ["TENANTKIT_JWT_AUDIENCE"],
-        claim=os.environ.get("TENANTKIT_TENANT_CLAIM", "tenant_id"),
+        jwks=json.loads(os.environ[env_names.JWKS]),
+        issuer=os.environ[env_names.JWT_ISSUER],
+        audience=os.environ[env_names.JWT_AUDIENCE],
+        claim=os.environ.get(env_names.TENANT_CLAIM, "tenant_id"),
     )
 
 

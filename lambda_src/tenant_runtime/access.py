@@ -33,7 +33,8 @@ import boto3
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ..provisioner.config import RDS_CA_BUNDLE_PATH, ConnectionSettings, ssl_root_cert_from_env
+from ..core import environment as env_names
+from ..core.connection import RDS_CA_BUNDLE_PATH, ConnectionSettings, ssl_root_cert_from_env
 from ..tenancy import POOL, tenant_names, validate_tenant_id
 from .credentials import TenantSessions, tenant_session_policy
 from .identity import UnverifiedTenantError
@@ -99,22 +100,22 @@ class AccessConfig:
     def from_env(cls, env: Mapping[str, str]) -> "AccessConfig":
         """Read TENANTKIT_* variables (and AWS_REGION); raise ValueError naming a bad one."""
         try:
-            pattern = Pattern(env.get("TENANTKIT_PATTERN", ""))
+            pattern = Pattern(env.get(env_names.PATTERN, ""))
         except ValueError:
             known = ", ".join(p.value for p in Pattern)
-            raise ValueError(f"TENANTKIT_PATTERN must be one of {known}") from None
-        port = env.get("TENANTKIT_DB_PORT", "5432")
+            raise ValueError(f"{env_names.PATTERN} must be one of {known}") from None
+        port = env.get(env_names.DB_PORT, "5432")
         if not port.isdigit():
-            raise ValueError(f"TENANTKIT_DB_PORT must be a number, not {port!r}")
+            raise ValueError(f"{env_names.DB_PORT} must be a number, not {port!r}")
         return cls(
             pattern=pattern,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            host=env.get("TENANTKIT_DB_HOST") or None,
+            host=env.get(env_names.DB_HOST) or None,
             port=int(port),
             ssl_root_cert=ssl_root_cert_from_env(env),
-            silo_tenant=env.get("TENANTKIT_SILO_TENANT") or None,
-            tenant_access_role_arn=env.get("TENANTKIT_TENANT_ACCESS_ROLE_ARN") or None,
-            db_resource_id=env.get("TENANTKIT_DB_RESOURCE_ID") or None,
+            silo_tenant=env.get(env_names.SILO_TENANT) or None,
+            tenant_access_role_arn=env.get(env_names.TENANT_ACCESS_ROLE_ARN) or None,
+            db_resource_id=env.get(env_names.DB_RESOURCE_ID) or None,
         )
 
 

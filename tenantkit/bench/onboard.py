@@ -22,14 +22,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from lambda_src.provisioner.config import RetryPolicy
+from lambda_src.core.connection import RetryPolicy, connect
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batch_of,
     pool_batches,
     pool_tenants_properties,
 )
-from lambda_src.provisioner.postgres import connect
 
 from ..catalog import parse_catalog
 from ..embedded_pg import EmbeddedPostgres, RunningServer

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from lambda_src.provisioner.config import ConnectionSettings
+from lambda_src.core.connection import ConnectionSettings
 from lambda_src.provisioner.plan import ADMIN_DATABASES
 
 from ..catalog import Tenant

@@ -11,7 +11,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric import rsa
 from psycopg import sql
 
-from lambda_src.provisioner.config import ConnectionSettings
+from lambda_src.core.connection import ConnectionSettings
 from lambda_src.tenancy import POOL
 from lambda_src.tenant_runtime import (
     AccessConfig,

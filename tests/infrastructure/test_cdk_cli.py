@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lambda_src.provisioner.config import RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
+from lambda_src.core.connection import RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
 from tenantkit.ca_bundle import MIN_CERTIFICATES
 
 from .conftest import CFN_LINT

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from moto import mock_aws
 
-from lambda_src.provisioner.config import HandlerConfig, RetryPolicy
+from lambda_src.core.connection import RetryPolicy
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.kinds import tenant_database_properties
 from tenantkit.embedded_pg import RunningServer
 

@@ -13,7 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from lambda_src.provisioner.config import HandlerConfig, RetryPolicy
+from lambda_src.core.connection import RetryPolicy
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.tenancy import POOL
 from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer
 

@@ -6,16 +6,11 @@ from typing import Any
 
 import pytest
 
-from lambda_src.provisioner import config as config_module
-from lambda_src.provisioner.config import (
-    ENV_ADMIN_SECRET_ARN,
-    ENV_CONNECT_ATTEMPTS,
-    ENV_SSL_ROOT_CERT,
-    RDS_CA_BUNDLE_PATH,
-    ConnectionSettings,
-    HandlerConfig,
-)
-from lambda_src.provisioner.errors import ProvisioningError
+from lambda_src.core import connection as connection_module
+from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, ConnectionSettings
+from lambda_src.core.environment import ADMIN_SECRET_ARN, CONNECT_ATTEMPTS, SSL_ROOT_CERT
+from lambda_src.core.errors import TenantkitError
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import on_event
 from tenantkit.embedded_pg import ADMIN_USER, RunningServer
 
@@ -43,8 +38,8 @@ def test_on_event_reads_the_admin_secret_and_provisions_with_verify_full(
     tenant_id: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
-    monkeypatch.setenv(ENV_SSL_ROOT_CERT, str(server.ca_cert))
+    monkeypatch.setenv(ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.setenv(SSL_ROOT_CERT, str(server.ca_cert))
     response = on_event(create_event(properties(tenant_id, make_secret(tenant_id, "pw"))), None)
     assert response["PhysicalResourceId"] == f"tenantdb/{tenant_id}"
 
@@ -59,24 +54,24 @@ def test_verify_full_refuses_a_server_whose_certificate_the_bundle_does_not_sign
     from tenantkit.tls import write_server_tls
 
     other_ca = write_server_tls(tmp_path, tmp_path).ca_cert
-    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
-    monkeypatch.setenv(ENV_SSL_ROOT_CERT, str(other_ca))
-    monkeypatch.setenv(ENV_CONNECT_ATTEMPTS, "1")
-    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*SSL error"):
+    monkeypatch.setenv(ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.setenv(SSL_ROOT_CERT, str(other_ca))
+    monkeypatch.setenv(CONNECT_ATTEMPTS, "1")
+    with pytest.raises(TenantkitError, match=r"after 1 attempt\(s\).*SSL error"):
         on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
 
 
 def test_configuration_errors_name_the_variable() -> None:
-    with pytest.raises(ProvisioningError, match=f"{ENV_ADMIN_SECRET_ARN} is not set"):
+    with pytest.raises(TenantkitError, match=f"{ADMIN_SECRET_ARN} is not set"):
         HandlerConfig.from_env({})
-    with pytest.raises(ProvisioningError, match=f"{ENV_SSL_ROOT_CERT}: no CA bundle"):
-        HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn", ENV_SSL_ROOT_CERT: "nope.pem"})
-    with pytest.raises(ProvisioningError, match=f"{ENV_CONNECT_ATTEMPTS} must be 1..20"):
-        HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn", ENV_CONNECT_ATTEMPTS: "0"})
+    with pytest.raises(TenantkitError, match=f"{SSL_ROOT_CERT}: no CA bundle"):
+        HandlerConfig.from_env({ADMIN_SECRET_ARN: "arn", SSL_ROOT_CERT: "nope.pem"})
+    with pytest.raises(TenantkitError, match=f"{CONNECT_ATTEMPTS} must be 1..20"):
+        HandlerConfig.from_env({ADMIN_SECRET_ARN: "arn", CONNECT_ATTEMPTS: "0"})
 
 
 def test_without_a_ca_bundle_the_shipped_rds_bundle_is_used_with_verify_full() -> None:
-    config = HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn"})
+    config = HandlerConfig.from_env({ADMIN_SECRET_ARN: "arn"})
     assert config.ssl_root_cert == RDS_CA_BUNDLE_PATH
     default = ConnectionSettings(host="h", port=5432, user="u", password="p")
     assert (default.connect_kwargs()["sslmode"], default.connect_kwargs()["sslrootcert"]) == (
@@ -93,9 +88,9 @@ def test_without_a_ca_bundle_the_shipped_rds_bundle_is_used_with_verify_full() -
 def test_a_missing_shipped_bundle_fails_closed_naming_make_setup(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(config_module, "RDS_CA_BUNDLE_PATH", tmp_path / "rds-ca-bundle.pem")
-    with pytest.raises(ProvisioningError, match=r"RDS CA bundle .* is missing \(run `make setup`"):
-        HandlerConfig.from_env({ENV_ADMIN_SECRET_ARN: "arn"})
+    monkeypatch.setattr(connection_module, "RDS_CA_BUNDLE_PATH", tmp_path / "rds-ca-bundle.pem")
+    with pytest.raises(TenantkitError, match=r"RDS CA bundle .* is missing \(run `make setup`"):
+        HandlerConfig.from_env({ADMIN_SECRET_ARN: "arn"})
 
 
 def test_on_event_with_the_default_bundle_refuses_a_server_it_does_not_sign_at_once(
@@ -103,11 +98,11 @@ def test_on_event_with_the_default_bundle_refuses_a_server_it_does_not_sign_at_o
 ) -> None:
     # GIVEN the Lambda's environment with no CA bundle variable (the shipped RDS bundle) and
     # the default 6 connection attempts, and a server whose certificate a local CA signed
-    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
-    monkeypatch.delenv(ENV_SSL_ROOT_CERT, raising=False)
-    monkeypatch.delenv(ENV_CONNECT_ATTEMPTS, raising=False)
+    monkeypatch.setenv(ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.delenv(SSL_ROOT_CERT, raising=False)
+    monkeypatch.delenv(CONNECT_ATTEMPTS, raising=False)
     # WHEN the provisioner runs THEN the connection is refused on the first attempt
-    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*certificate verify failed"):
+    with pytest.raises(TenantkitError, match=r"after 1 attempt\(s\).*certificate verify failed"):
         on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
 
 
@@ -117,7 +112,7 @@ def test_admin_secret_missing_fields_is_reported_without_values(
     arn = secretsmanager.create_secret(
         Name="bad-admin", SecretString=json.dumps({"host": "h", "password": "s3cr3t-value"})
     )["ARN"]
-    monkeypatch.setenv(ENV_ADMIN_SECRET_ARN, arn)
-    with pytest.raises(ProvisioningError, match="admin secret lacks field") as raised:
+    monkeypatch.setenv(ADMIN_SECRET_ARN, arn)
+    with pytest.raises(TenantkitError, match="admin secret lacks field") as raised:
         on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
     assert "s3cr3t-value" not in str(raised.value)

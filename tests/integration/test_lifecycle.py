@@ -9,11 +9,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lambda_src.core.errors import TenantkitError
+from lambda_src.core.steps import run_steps
 from lambda_src.provisioner.config import HandlerConfig
-from lambda_src.provisioner.errors import ProvisioningError
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.lifecycle import plan_record, plan_registry
-from lambda_src.provisioner.postgres import read_history, read_registry, run_steps
+from lambda_src.provisioner.postgres import read_history, read_registry
 from lambda_src.tenancy import tenant_names
 from tenantkit.embedded_pg import RunningServer
 
@@ -139,7 +140,7 @@ def test_a_failed_step_is_recorded_with_its_cause_and_kept_after_a_retry(
     database = tenant_names(tenant_id).database
     superuser.execute(f'CREATE DATABASE "{database}"')
 
-    with pytest.raises(ProvisioningError, match="must be owner of database") as failure:
+    with pytest.raises(TenantkitError, match="must be owner of database") as failure:
         handle(create_event(props), config)
 
     entry = next(e for e in read_registry(admin) if e.tenant_id == tenant_id)

@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig
-from lambda_src.provisioner.errors import InvalidRequestError, ProvisioningError
+from lambda_src.core.connection import ConnectionSettings
+from lambda_src.core.errors import InvalidRequestError, TenantkitError
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batch_of,
@@ -278,7 +279,7 @@ def test_protecting_a_table_that_could_leak_through_keys_is_refused(
     admin.execute("CREATE SCHEMA bad")
     admin.execute(ddl)
     table = "bad." + ddl.split("bad.")[1].split(" ")[0]
-    with pytest.raises(ProvisioningError, match=message):
+    with pytest.raises(TenantkitError, match=message):
         handle(event("Create", pool_props(aws, tenant_tables=[table])), config)
     admin.execute("DROP SCHEMA bad CASCADE")
 

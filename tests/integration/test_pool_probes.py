@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from lambda_src.provisioner.config import ConnectionSettings, HandlerConfig
-from lambda_src.provisioner.errors import ProvisioningError
+from lambda_src.core.connection import ConnectionSettings
+from lambda_src.core.errors import TenantkitError
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batches,
@@ -138,7 +139,7 @@ def test_turning_the_probes_off_is_refused_while_the_sample_holds_another_tenant
     with superuser(pool_server) as conn:
         conn.execute("INSERT INTO tenantkit_sample.projects VALUES (%s, 7, 'real data')", (TENANT,))
     # WHEN the probes are turned off THEN it is refused, saying why, and nothing is removed
-    with pytest.raises(ProvisioningError, match="holds rows of tenants other than the verify"):
+    with pytest.raises(TenantkitError, match="holds rows of tenants other than the verify"):
         provision(aws, config, verify_probes=False)
     assert probes_in(pool_server) == (True, sorted(PROBE_TENANT_IDS))
     with superuser(pool_server) as conn:

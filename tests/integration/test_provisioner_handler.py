@@ -8,15 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from lambda_src.provisioner.config import (
-    RDS_CA_BUNDLE_PATH,
-    ConnectionSettings,
-    HandlerConfig,
-    RetryPolicy,
-)
-from lambda_src.provisioner.errors import InvalidRequestError, ProvisioningError
+from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, ConnectionSettings, RetryPolicy, connect
+from lambda_src.core.errors import InvalidRequestError, TenantkitError
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
-from lambda_src.provisioner.postgres import connect
 from lambda_src.tenancy import tenant_names
 from tenantkit.embedded_pg import ADMIN_USER, RunningServer
 
@@ -358,15 +353,16 @@ HOSTILE = [
 
 
 @pytest.fixture
-def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[ConnectionSettings]:
+def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Record every connection attempt the handler makes (and refuse it)."""
-    attempts: list[ConnectionSettings] = []
+    attempts: list[dict[str, Any]] = []
 
-    def refuse(settings: ConnectionSettings, retry: RetryPolicy) -> Any:
-        attempts.append(settings)
+    def refuse(**kwargs: Any) -> Any:
+        attempts.append(kwargs)
         raise AssertionError("the handler tried to connect")
 
-    monkeypatch.setattr("lambda_src.provisioner.postgres.connect", refuse)
+    # psycopg.connect itself: whichever module opens a connection, it is seen here.
+    monkeypatch.setattr(psycopg, "connect", refuse)
     return attempts
 
 
@@ -376,7 +372,7 @@ def test_hostile_tenant_ids_are_rejected_before_any_sql(
     hostile_id: str,
     request_type: str,
     config: HandlerConfig,
-    no_connections: list[ConnectionSettings],
+    no_connections: list[dict[str, Any]],
 ) -> None:
     props = {**properties("acme", "arn:aws:secretsmanager:x"), "TenantId": hostile_id}
     event = create_event(props) if request_type == "Create" else update_event(props, props)
@@ -387,7 +383,7 @@ def test_hostile_tenant_ids_are_rejected_before_any_sql(
 
 @pytest.mark.parametrize("hostile_id", HOSTILE)
 def test_delete_of_an_invalid_resource_is_a_no_op_without_sql(
-    hostile_id: str, config: HandlerConfig, no_connections: list[ConnectionSettings]
+    hostile_id: str, config: HandlerConfig, no_connections: list[dict[str, Any]]
 ) -> None:
     # Its Create was refused before any SQL, so nothing exists; failing would wedge the stack.
     props = {**properties("acme", "arn:aws:secretsmanager:x"), "TenantId": hostile_id}
@@ -397,7 +393,7 @@ def test_delete_of_an_invalid_resource_is_a_no_op_without_sql(
 
 
 def test_unknown_kind_is_rejected_naming_the_known_kinds(
-    config: HandlerConfig, no_connections: list[ConnectionSettings]
+    config: HandlerConfig, no_connections: list[dict[str, Any]]
 ) -> None:
     with pytest.raises(InvalidRequestError, match="unknown resource Kind 'Nope'; known kinds"):
         handle(create_event({"Kind": "Nope"}), config)
@@ -418,7 +414,7 @@ def test_unreachable_database_is_retried_a_bounded_number_of_times_then_fails(
         admin_settings=settings, retry=RetryPolicy(attempts=3, first_delay_s=0.05)
     )
     started = time.monotonic()
-    with pytest.raises(ProvisioningError, match=r"after 3 attempt\(s\)"):
+    with pytest.raises(TenantkitError, match=r"after 3 attempt\(s\)"):
         handle(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), config)
     assert time.monotonic() - started < 10
 
@@ -429,7 +425,7 @@ def test_wrong_admin_password_fails_at_once_without_retries(
     settings = server.settings("tenantkit_admin", "not-the-password")
     config = HandlerConfig(admin_settings=settings, retry=RetryPolicy(attempts=5, first_delay_s=5))
     started = time.monotonic()
-    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*authentication failed"):
+    with pytest.raises(TenantkitError, match=r"after 1 attempt\(s\).*authentication failed"):
         handle(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), config)
     assert time.monotonic() - started < 5
 
@@ -448,7 +444,7 @@ def test_a_server_the_shipped_rds_bundle_does_not_sign_is_refused_at_once(
     assert settings.connect_kwargs()["sslrootcert"] == str(RDS_CA_BUNDLE_PATH)
     slept: list[float] = []
     # WHEN the provisioner connects THEN TLS verification refuses it, with no retry
-    with pytest.raises(ProvisioningError, match=r"after 1 attempt\(s\).*certificate verify failed"):
+    with pytest.raises(TenantkitError, match=r"after 1 attempt\(s\).*certificate verify failed"):
         connect(settings, RetryPolicy(attempts=5, first_delay_s=5), sleep=slept.append)
     assert slept == []
     # and the same login with the server's own CA is let in (the control)
@@ -469,7 +465,7 @@ def test_a_failing_step_reports_which_step_and_never_the_password(
         psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(names.database))
     )
     try:
-        with pytest.raises(ProvisioningError) as raised:
+        with pytest.raises(TenantkitError) as raised:
             handle(create_event(properties(tenant_id, make_secret(tenant_id, PASSWORD))), config)
         assert f"give database {names.database} to {names.owner_role}" in str(raised.value)
         assert PASSWORD not in str(raised.value)
@@ -483,7 +479,7 @@ def test_missing_secret_fails_with_a_reason_naming_the_secret(
     tenant_id: str, secretsmanager: Any, config: HandlerConfig
 ) -> None:
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tenantkit/none-AbCdEf"
-    with pytest.raises(ProvisioningError, match=r"could not read secret .*ResourceNotFound"):
+    with pytest.raises(TenantkitError, match=r"could not read secret .*ResourceNotFound"):
         handle(create_event(properties(tenant_id, arn)), config)
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from lambda_src.provisioner.config import ENV_SSL_ROOT_CERT, HandlerConfig
+from lambda_src.core.environment import SSL_ROOT_CERT
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.rotation.handler import STEPS, RotationError, on_event, rotate
 from lambda_src.tenancy import tenant_names
@@ -107,7 +108,7 @@ def test_rotation_with_the_default_bundle_refuses_a_server_it_does_not_sign(
 ) -> None:
     # GIVEN the rotation Lambda's environment with no CA bundle variable (the shipped RDS
     # bundle) and a database whose certificate a local CA signed
-    monkeypatch.delenv(ENV_SSL_ROOT_CERT, raising=False)
+    monkeypatch.delenv(SSL_ROOT_CERT, raising=False)
     before = current(secretsmanager, tenant_secret)
     token = str(uuid.uuid4())
 

@@ -13,12 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
-from lambda_src.provisioner.config import (
-    ENV_SSL_ROOT_CERT,
-    RDS_CA_BUNDLE_PATH,
-    HandlerConfig,
-    RetryPolicy,
-)
+from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, RetryPolicy
+from lambda_src.core.environment import SSL_ROOT_CERT
+from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batches,
@@ -393,7 +390,7 @@ def test_by_default_the_runtime_verifies_against_the_shipped_rds_bundle_and_refu
     ):
         pass
     # and the same function given the server's CA gets in (the control)
-    trusting = AccessConfig.from_env({**env, ENV_SSL_ROOT_CERT: str(server.ca_cert)})
+    trusting = AccessConfig.from_env({**env, SSL_ROOT_CERT: str(server.ca_cert)})
     with TenantDataAccess(trusting).connection(a) as conn:
         assert whoami(conn) == (tenant_names(a).login_role, tenant_names(a).database)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from cryptography.x509.oid import NameOID
 
-from lambda_src.provisioner.config import RDS_CA_BUNDLE_PATH
+from lambda_src.core.connection import RDS_CA_BUNDLE_PATH
 from tenantkit.ca_bundle import (
     MIN_CERTIFICATES,
     CaBundleError,

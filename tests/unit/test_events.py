@@ -2,7 +2,7 @@
 
 import pytest
 
-from lambda_src.provisioner.errors import InvalidRequestError
+from lambda_src.core.errors import InvalidRequestError
 from lambda_src.provisioner.events import parse_event
 from lambda_src.provisioner.kinds import TenantDatabaseSpec, tenant_database_properties
 
@@ -75,7 +75,7 @@ def test_bad_property_values_are_rejected_naming_the_property(
 def test_a_dsn_becomes_tls_settings_and_bad_dsns_say_what_is_missing() -> None:
     from pathlib import Path
 
-    from lambda_src.provisioner.config import RDS_CA_BUNDLE_PATH, settings_from_dsn
+    from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, settings_from_dsn
 
     settings = settings_from_dsn(
         "host=db.example port=6543 dbname=p user=u sslmode=disable sslrootcert=/ca.pem",

@@ -1,8 +1,8 @@
 """Pure SQL planning: observed state in, ordered steps out. No database needed."""
 
+from lambda_src.core.steps import Step
 from lambda_src.provisioner.plan import (
     ObservedTenant,
-    Step,
     advisory_lock_key,
     plan_converge,
     plan_destroy,
@@ -215,7 +215,7 @@ def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
 
 
 def test_steps_share_a_transaction_except_create_database() -> None:
-    from lambda_src.provisioner.postgres import _groups
+    from lambda_src.core.steps import _groups
 
     steps = converge(ObservedTenant(rds_iam_exists=True))
     groups = _groups(steps)

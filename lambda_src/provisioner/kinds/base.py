@@ -2,14 +2,13 @@
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from .. import postgres
-from ..config import ConnectionSettings, RetryPolicy
-from ..errors import InvalidRequestError, ProvisioningError
-from ..plan import Step
+from ...core.connection import ConnectionSettings, RetryPolicy
+from ...core.errors import InvalidRequestError, TenantkitError
+from ...core.steps import Step, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,10 @@ class AdminSession:
     settings: ConnectionSettings
     retry: RetryPolicy
 
+    def run(self, steps: Sequence[Step]) -> list[str]:
+        """Run a plan on this session (core.steps.run_steps); the steps that changed something."""
+        return run_steps(self.conn, self.settings, self.retry, steps)
+
 
 def int_property(props: Mapping[str, Any], key: str, low: int, high: int) -> int:
     """An integer property within [low, high]; CloudFormation sends it as a string."""
@@ -81,6 +84,6 @@ def record_failure(db: AdminSession, step: Step) -> None:
     """Record a failure in the registry. A registry that cannot be written (the server is gone)
     only logs: the failure itself is what the request reports."""
     try:
-        postgres.run_steps(db.conn, db.settings, db.retry, [step])
-    except ProvisioningError as unrecorded:
+        db.run([step])
+    except TenantkitError as unrecorded:
         log.warning("could not record the failure in the registry: %s", unrecorded)

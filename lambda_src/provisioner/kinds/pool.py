@@ -8,11 +8,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...core.connection import scram_verifier
+from ...core.errors import InvalidRequestError, TenantkitError
+from ...core.secrets import read_password
+from ...core.steps import Step
 from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
 from .. import postgres
-from ..errors import InvalidRequestError, ProvisioningError
 from ..lifecycle import ACTIVE, FAILED, SUSPENDED, plan_record
-from ..plan import Step
 from ..pool_plan import (
     plan_offboard,
     plan_pool_converge,
@@ -21,7 +23,6 @@ from ..pool_plan import (
     plan_purge,
     plan_register,
 )
-from ..secrets import read_password
 from .base import AdminSession, Outcome, RemovalPolicy, bool_property, record_failure
 
 POOL_BATCHES = 32
@@ -162,12 +163,12 @@ class PoolDatabase:
             steps = plan_pool_converge(
                 observed,
                 iam_auth=spec.iam_auth,
-                password_verifier=postgres.scram_verifier(db.conn, POOL.login_role, password),
+                password_verifier=scram_verifier(db.conn, POOL.login_role, password),
                 tables=spec.tenant_tables,
                 views=spec.tenant_views,
                 verify_probes=spec.verify_probes,
             )
-            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
+            changes = db.run(steps)
         return self._outcome(hardened + changes)
 
     def update(
@@ -188,7 +189,7 @@ class PoolDatabase:
         with postgres.tenant_lock(db.conn, _POOL_LOCK):
             observed = postgres.observe_pool(db.conn)
             plan = plan_pool_destroy if spec.removal_policy == "destroy" else plan_pool_retain
-            changes = postgres.run_steps(db.conn, db.settings, db.retry, plan(observed))
+            changes = db.run(plan(observed))
         return self._outcome(changes)
 
 
@@ -261,7 +262,7 @@ class PoolTenants:
         if purge:
             references = postgres.protected_tables(db.settings, db.retry)
             steps += plan_purge(purge, batch, references)
-        return postgres.run_steps(db.conn, db.settings, db.retry, steps)
+        return db.run(steps)
 
     def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Register every tenant of the batch (re-activating offboarded ones)."""
@@ -274,8 +275,8 @@ class PoolTenants:
         """Register the batch; on failure, record it (with its reason) for the tenants the
         registry does not already hold in a settled state."""
         try:
-            return postgres.run_steps(db.conn, db.settings, db.retry, spec.register())
-        except ProvisioningError as error:
+            return db.run(spec.register())
+        except TenantkitError as error:
             failed = plan_record(
                 list(spec.tenants),
                 FAILED,

@@ -5,9 +5,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...core.connection import scram_verifier
+from ...core.errors import InvalidRequestError, TenantkitError
+from ...core.secrets import read_password
+from ...core.steps import Step
 from ...tenancy import InvalidTenantIdError, TenantNames, tenant_names
 from .. import postgres
-from ..errors import InvalidRequestError, ProvisioningError
 from ..lifecycle import (
     ACTIVE,
     FAILED,
@@ -18,8 +21,7 @@ from ..lifecycle import (
     plan_forget,
     plan_record,
 )
-from ..plan import Step, plan_converge, plan_destroy, plan_retain
-from ..secrets import read_password
+from ..plan import plan_converge, plan_destroy, plan_retain
 from .base import (
     AdminSession,
     Outcome,
@@ -133,7 +135,7 @@ class TenantDatabase:
                     "IamAuth is true but the server has no rds_iam role (is it RDS or Aurora?)"
                 )
             verifier = (
-                postgres.scram_verifier(db.conn, spec.names.login_role, password)
+                scram_verifier(db.conn, spec.names.login_role, password)
                 if password is not None
                 else None
             )
@@ -152,7 +154,7 @@ class TenantDatabase:
 
     def _record(self, db: AdminSession, spec: TenantDatabaseSpec, status: str, **kw: str) -> None:
         step = plan_record([spec.names.tenant_id], status, registered_by=_physical_id(spec), **kw)
-        postgres.run_steps(db.conn, db.settings, db.retry, [step])
+        db.run([step])
 
     def _run_recorded(
         self,
@@ -167,8 +169,8 @@ class TenantDatabase:
         try:
             if any(step.changes for step in steps):
                 self._record(db, spec, working)
-            changes = postgres.run_steps(db.conn, db.settings, db.retry, steps)
-        except ProvisioningError as error:
+            changes = db.run(steps)
+        except TenantkitError as error:
             failed = plan_record(
                 [spec.names.tenant_id], FAILED, registered_by=_physical_id(spec), cause=str(error)
             )
@@ -203,7 +205,7 @@ class TenantDatabase:
                 steps = plan_destroy(spec.names, observed)
                 changes = self._run_recorded(db, spec, steps, OFFBOARDING, OFFBOARDED)
                 forget = plan_forget([spec.names.tenant_id], registered_by=_physical_id(spec))
-                postgres.run_steps(db.conn, db.settings, db.retry, [forget])
+                db.run([forget])
             else:
                 steps = plan_retain(spec.names, observed)
                 changes = self._run_recorded(db, spec, steps, OFFBOARDING, OFFBOARDED)

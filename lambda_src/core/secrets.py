@@ -1,9 +1,9 @@
-"""The one module of tenantkit's Lambdas that talks to AWS: Secrets Manager.
+"""The Secrets Manager calls of tenantkit's functions: reading a login or admin secret, and the
+rotation protocol's steps.
 
 In AWS the provisioner may read, and the rotation function rotate, only the secrets tagged for
 their host (tenantkit-host=<host>). Locally tenantctl points boto3 at a moto Secrets Manager
-(AWS_ENDPOINT_URL), so this is the same code either way.
-"""
+(AWS_ENDPOINT_URL), so this is the same code either way."""
 
 import functools
 import json
@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ProvisioningError
+from .errors import TenantkitError
 
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_DEFAULT_REGION")
 
@@ -30,23 +30,23 @@ def _cached_client(_endpoint_settings: tuple[str | None, ...]) -> Any:
 
 
 def read_secret_json(secret_arn: str) -> dict[str, Any]:
-    """Return the JSON object stored in a secret; raise ProvisioningError without its value."""
+    """Return the JSON object stored in a secret; raise TenantkitError without its value."""
     try:
         response = _client().get_secret_value(SecretId=secret_arn)
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
-        raise ProvisioningError(f"could not read secret {secret_arn}: {code}") from None
+        raise TenantkitError(f"could not read secret {secret_arn}: {code}") from None
     except BotoCoreError as error:
-        raise ProvisioningError(
+        raise TenantkitError(
             f"could not read secret {secret_arn}: {type(error).__name__}"
         ) from None
     try:
         value = json.loads(response["SecretString"])
     except (KeyError, ValueError):
         # Never echo the text: it is the secret.
-        raise ProvisioningError(f"secret {secret_arn} does not hold a JSON object") from None
+        raise TenantkitError(f"secret {secret_arn} does not hold a JSON object") from None
     if not isinstance(value, dict):
-        raise ProvisioningError(f"secret {secret_arn} does not hold a JSON object")
+        raise TenantkitError(f"secret {secret_arn} does not hold a JSON object")
     return value
 
 
@@ -54,7 +54,7 @@ def read_password(secret_arn: str) -> str:
     """Return the `password` field of a secret."""
     password = read_secret_json(secret_arn).get("password")
     if not isinstance(password, str) or not password:
-        raise ProvisioningError(f"secret {secret_arn} has no password field")
+        raise TenantkitError(f"secret {secret_arn} has no password field")
     return password
 
 
@@ -75,9 +75,9 @@ def read_version(secret_id: str, *, stage: str, version_id: str | None = None) -
         value = json.loads(_client().get_secret_value(**kwargs)["SecretString"])
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
-        raise ProvisioningError(f"could not read {stage} of secret {secret_id}: {code}") from None
+        raise TenantkitError(f"could not read {stage} of secret {secret_id}: {code}") from None
     if not isinstance(value, dict):
-        raise ProvisioningError(f"secret {secret_id} does not hold a JSON object")
+        raise TenantkitError(f"secret {secret_id} does not hold a JSON object")
     return value
 
 
