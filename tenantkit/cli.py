@@ -28,7 +28,7 @@ from rich.table import Table
 
 from lambda_src.core.connection import settings_from_dsn
 from lambda_src.core.errors import TenantkitError
-from lambda_src.provisioner.lifecycle import RegistryEntry
+from lambda_src.provisioner.plans.lifecycle import RegistryEntry
 from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names, validate_tenant_id
 
 from .catalog import Catalog, CatalogError, Tenant, load_catalog

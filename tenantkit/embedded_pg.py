@@ -29,7 +29,7 @@ from psycopg import sql
 
 from lambda_src.core import environment as env_names
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.provisioner.plan import RDS_IAM_ROLE
+from lambda_src.provisioner.plans.access import RDS_IAM_ROLE
 
 from .engine import ENV_PG_VERSION, version_matches, wanted_server_version
 from .tls import write_server_tls

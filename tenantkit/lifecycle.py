@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.provisioner.lifecycle import RegistryEntry
+from lambda_src.provisioner.plans.lifecycle import RegistryEntry
 from lambda_src.provisioner.postgres import read_history, read_registry
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 

@@ -3,7 +3,7 @@ by the provisioner's plans), run_steps sends them in order, grouping consecutive
 database and role into one transaction."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -13,6 +13,12 @@ from .connection import ConnectionSettings, RetryPolicy, connect, first_line
 from .errors import TenantkitError
 
 log = logging.getLogger(__name__)
+
+
+def compose(text: str, names: Mapping[str, sql.Composable]) -> sql.Composed:
+    """`text` with the `names` (identifiers and literals of constants) its {placeholders} use;
+    values from a request are never formatted in: they are bound parameters (%s)."""
+    return sql.SQL(text).format(**{k: v for k, v in names.items() if "{" + k + "}" in text})
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Step:
     """False for statements PostgreSQL refuses inside a transaction block (CREATE DATABASE)."""
 
 
-def _groups(steps: Sequence[Step]) -> list[list[Step]]:
+def transaction_groups(steps: Sequence[Step]) -> list[list[Step]]:
     """Consecutive steps for one database and one role run in one transaction; a step that
     cannot run in a transaction (CREATE/DROP DATABASE) runs alone."""
     groups: list[list[Step]] = []
@@ -68,7 +74,7 @@ def run_steps(
     changed: list[str] = []
     others: dict[str, psycopg.Connection] = {}
     try:
-        for group in _groups(steps):
+        for group in transaction_groups(steps):
             first = group[0]
             target = conn
             if first.database is not None and first.database != settings.dbname:

@@ -1,6 +1,6 @@
 """The SQL provisioner: a custom-resource handler for aws_cdk.custom_resources.Provider.
 
-handler.py parses and dispatches, kinds.py maps resource kinds to plans, plan.py holds the SQL as
-pure functions, postgres.py is the one module that talks to PostgreSQL and secrets.py the one
-that talks to AWS.
+handler.py parses the event (events.py) and dispatches to a resource kind (kinds/: TenantDatabase,
+PoolDatabase, PoolTenants), which reads what exists (postgres.py), plans the SQL (plans/, pure
+functions) and runs it (lambda_src.core.steps). config.py reads the Lambda's environment.
 """

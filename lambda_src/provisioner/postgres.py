@@ -1,16 +1,20 @@
 """What the provisioner reads from a server (what exists of a tenant or the pool, the registry)
 and the advisory locks it takes; statements run through core.steps."""
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 
 from ..core.connection import ConnectionSettings, RetryPolicy, connect
 from ..core.steps import run_steps
 from ..tenancy import POOL, TenantNames
-from .lifecycle import (
+from .plans.access import RDS_IAM_ROLE
+from .plans.host import ADMIN_DATABASES, plan_host_hardening
+from .plans.lifecycle import (
     HISTORY_TABLE,
     OBSERVE_REGISTRY,
     REGISTRY_TABLE,
@@ -19,20 +23,32 @@ from .lifecycle import (
     RegistryEntry,
     plan_registry,
 )
-from .plan import (
-    ADMIN_DATABASES,
-    OBSERVE_DATABASE,
-    OBSERVE_OPEN_ADMIN_DATABASES,
-    OBSERVE_RDS_IAM,
-    OBSERVE_ROLES,
-    RDS_IAM_ROLE,
-    ObservedTenant,
-    advisory_lock_key,
-    plan_host_hardening,
-)
-from .pool_plan import OBSERVE_POOL_DATABASE, OBSERVE_PROTECTED_TABLES, ObservedPool
+from .plans.pool import ObservedPool
+from .plans.pool_rls import OBSERVE_PROTECTED_TABLES
+from .plans.tenant_database import ObservedTenant
 
 log = logging.getLogger(__name__)
+
+# What exists on a server: catalog reads, every value bound.
+OBSERVE_ROLES = sql.SQL("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s)")
+OBSERVE_DATABASE = sql.SQL(
+    "SELECT pg_get_userbyid(d.datdba), d.datconnlimit, "
+    "coalesce((SELECT s.setconfig FROM pg_db_role_setting s "
+    "          WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}') "
+    "FROM pg_database d WHERE d.datname = %s"
+)
+OBSERVE_RDS_IAM = sql.SQL("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)")
+OBSERVE_POOL_DATABASE = sql.SQL("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)")
+OBSERVE_OPEN_ADMIN_DATABASES = sql.SQL(
+    "SELECT datname FROM pg_database "
+    "WHERE datname = ANY(%s) AND has_database_privilege('public', oid, 'CONNECT')"
+)
+
+
+def advisory_lock_key(tenant_id: str) -> int:
+    """A stable signed 64-bit key that serializes all provisioning of one tenant."""
+    digest = hashlib.sha256(f"tenantkit:{tenant_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 @contextmanager

@@ -54,7 +54,7 @@ from psycopg import sql
 
 from lambda_src.core.connection import RetryPolicy, connect
 from lambda_src.core.steps import run_steps
-from lambda_src.provisioner.pool_plan import protect_table
+from lambda_src.provisioner.plans.pool_rls import protect_table
 from lambda_src.tenancy import POOL
 from lambda_src.tenant_runtime import tenant_transaction
 

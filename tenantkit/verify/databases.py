@@ -15,7 +15,7 @@ import psycopg
 from psycopg import errors
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.provisioner.plan import ADMIN_DATABASES
+from lambda_src.provisioner.plans.host import ADMIN_DATABASES
 
 from ..catalog import Tenant
 from .report import AttackResult

@@ -22,7 +22,8 @@ import psycopg
 from psycopg import errors, sql
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.provisioner.pool_plan import ISOLATION_POLICY, PROBE_ONLY_B_PROJECT
+from lambda_src.provisioner.plans.pool_probes import PROBE_ONLY_B_PROJECT
+from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 from lambda_src.tenant_runtime import tenant_transaction
 

@@ -13,7 +13,7 @@ from lambda_src.core.errors import TenantkitError
 from lambda_src.core.steps import run_steps
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
-from lambda_src.provisioner.lifecycle import plan_record, plan_registry
+from lambda_src.provisioner.plans.lifecycle import plan_record, plan_registry
 from lambda_src.provisioner.postgres import read_history, read_registry
 from lambda_src.tenancy import tenant_names
 from tenantkit.embedded_pg import RunningServer

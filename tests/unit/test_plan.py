@@ -1,13 +1,13 @@
 """Pure SQL planning: observed state in, ordered steps out. No database needed."""
 
-from lambda_src.core.steps import Step
-from lambda_src.provisioner.plan import (
+from lambda_src.core.steps import Step, transaction_groups
+from lambda_src.provisioner.plans.tenant_database import (
     ObservedTenant,
-    advisory_lock_key,
     plan_converge,
     plan_destroy,
     plan_retain,
 )
+from lambda_src.provisioner.postgres import advisory_lock_key
 from lambda_src.tenancy import tenant_names
 
 NAMES = tenant_names("acme")
@@ -147,7 +147,7 @@ def test_advisory_lock_key_is_stable_signed_64_bit_and_per_tenant() -> None:
 
 
 def test_purge_order_deletes_referencing_tables_first() -> None:
-    from lambda_src.provisioner.pool_plan import purge_order
+    from lambda_src.provisioner.plans.pool_rls import purge_order
 
     order = purge_order(
         {
@@ -162,22 +162,22 @@ def test_purge_order_deletes_referencing_tables_first() -> None:
 
 
 def test_purge_order_survives_a_self_reference_and_a_cycle() -> None:
-    from lambda_src.provisioner.pool_plan import purge_order
+    from lambda_src.provisioner.plans.pool_rls import purge_order
 
     order = purge_order({"a.t": ["a.t", "a.u"], "a.u": ["a.t"]})
     assert sorted(order) == ["a.t", "a.u"]
 
 
 def test_qualified_names_from_regclass_output_split_into_identifiers() -> None:
-    from lambda_src.provisioner.pool_plan import _split_qualified
+    from lambda_src.provisioner.plans.pool_rls import split_qualified_name
 
-    assert _split_qualified("app.tasks") == ["app", "tasks"]
-    assert _split_qualified('"My Schema"."odd.name"') == ["My Schema", "odd.name"]
-    assert _split_qualified('"quo""te".t') == ['quo"te', "t"]
+    assert split_qualified_name("app.tasks") == ["app", "tasks"]
+    assert split_qualified_name('"My Schema"."odd.name"') == ["My Schema", "odd.name"]
+    assert split_qualified_name('"quo""te".t') == ['quo"te', "t"]
 
 
 def test_purge_binds_tenant_ids_and_quotes_table_names() -> None:
-    from lambda_src.provisioner.pool_plan import plan_purge
+    from lambda_src.provisioner.plans.pool import plan_purge
 
     steps = plan_purge(["a"], "batch-01", {'"x y".t': []})
     # offboarding is recorded first, the rows go, then offboarded and the registry row
@@ -193,7 +193,7 @@ def test_purge_binds_tenant_ids_and_quotes_table_names() -> None:
 
 
 def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
-    from lambda_src.provisioner.pool_plan import ObservedPool, plan_pool_converge
+    from lambda_src.provisioner.plans.pool import ObservedPool, plan_pool_converge
 
     statements = sql_of(
         plan_pool_converge(
@@ -215,10 +215,9 @@ def test_pool_converge_keeps_the_runtime_away_from_owner_and_temp() -> None:
 
 
 def test_steps_share_a_transaction_except_create_database() -> None:
-    from lambda_src.core.steps import _groups
 
     steps = converge(ObservedTenant(rds_iam_exists=True))
-    groups = _groups(steps)
+    groups = transaction_groups(steps)
     creates = [g for g in groups if any("CREATE DATABASE" in s for s in sql_of(g))]
     assert len(creates) == 1
     assert len(creates[0]) == 1
@@ -229,7 +228,7 @@ def test_steps_share_a_transaction_except_create_database() -> None:
 
 
 def test_host_hardening_revokes_only_what_is_still_open() -> None:
-    from lambda_src.provisioner.plan import plan_host_hardening
+    from lambda_src.provisioner.plans.host import plan_host_hardening
 
     assert sql_of(plan_host_hardening(["template1"])) == [
         'REVOKE ALL ON DATABASE "template1" FROM PUBLIC'
@@ -257,7 +256,7 @@ def test_a_new_suspended_tenant_gets_its_roles_without_login() -> None:
 
 
 def test_pool_converge_without_verify_probes_creates_none_and_removes_them() -> None:
-    from lambda_src.provisioner.pool_plan import ObservedPool, plan_pool_converge
+    from lambda_src.provisioner.plans.pool import ObservedPool, plan_pool_converge
 
     def converge_pool(verify_probes: bool) -> list[str]:
         steps = plan_pool_converge(

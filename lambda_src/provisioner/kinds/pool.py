@@ -14,8 +14,9 @@ from ...core.secrets import read_password
 from ...core.steps import Step
 from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
 from .. import postgres
-from ..lifecycle import ACTIVE, FAILED, SUSPENDED, plan_record
-from ..pool_plan import (
+from ..plans.access import require_rds_iam
+from ..plans.lifecycle import ACTIVE, FAILED, SUSPENDED, plan_record
+from ..plans.pool import (
     plan_offboard,
     plan_pool_converge,
     plan_pool_destroy,
@@ -156,10 +157,7 @@ class PoolDatabase:
         hardened = postgres.harden_host(db.conn, db.settings, db.retry)
         with postgres.tenant_lock(db.conn, _POOL_LOCK):
             observed = postgres.observe_pool(db.conn)
-            if spec.iam_auth and not observed.rds_iam_exists:
-                raise InvalidRequestError(
-                    "IamAuth is true but the server has no rds_iam role (is it RDS or Aurora?)"
-                )
+            require_rds_iam(spec.iam_auth, observed.rds_iam_exists)
             steps = plan_pool_converge(
                 observed,
                 iam_auth=spec.iam_auth,

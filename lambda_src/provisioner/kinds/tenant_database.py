@@ -11,7 +11,8 @@ from ...core.secrets import read_password
 from ...core.steps import Step
 from ...tenancy import InvalidTenantIdError, TenantNames, tenant_names
 from .. import postgres
-from ..lifecycle import (
+from ..plans.access import require_rds_iam
+from ..plans.lifecycle import (
     ACTIVE,
     FAILED,
     OFFBOARDED,
@@ -21,7 +22,7 @@ from ..lifecycle import (
     plan_forget,
     plan_record,
 )
-from ..plan import plan_converge, plan_destroy, plan_retain
+from ..plans.tenant_database import plan_converge, plan_destroy, plan_retain
 from .base import (
     AdminSession,
     Outcome,
@@ -130,10 +131,7 @@ class TenantDatabase:
         hardened += postgres.ensure_registry(db.conn, db.settings, db.retry)
         with postgres.tenant_lock(db.conn, spec.names.tenant_id):
             observed = postgres.observe_tenant(db.conn, spec.names)
-            if spec.iam_auth and not observed.rds_iam_exists:
-                raise InvalidRequestError(
-                    "IamAuth is true but the server has no rds_iam role (is it RDS or Aurora?)"
-                )
+            require_rds_iam(spec.iam_auth, observed.rds_iam_exists)
             verifier = (
                 scram_verifier(db.conn, spec.names.login_role, password)
                 if password is not None

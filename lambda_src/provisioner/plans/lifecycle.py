@@ -20,8 +20,8 @@ from datetime import datetime
 
 from psycopg import sql
 
-from ..core.steps import Step
-from ..tenancy import POOL, TENANT_ID_PATTERN
+from ...core.steps import Step, compose
+from ...tenancy import POOL, TENANT_ID_PATTERN
 
 PROVISIONING = "provisioning"
 ACTIVE = "active"
@@ -45,8 +45,7 @@ _NAMES = {
 
 
 def _sql(text: str, **extra: sql.Composable) -> sql.Composed:
-    names = {**_NAMES, **extra}
-    return sql.SQL(text).format(**{k: v for k, v in names.items() if "{" + k + "}" in text})
+    return compose(text, {**_NAMES, **extra})
 
 
 _REGISTRY = [

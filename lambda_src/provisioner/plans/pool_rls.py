@@ -1,0 +1,307 @@
+"""The pool's row-level security: the tenant policy, the registry's RLS for the runtime, and the
+procedures that put a table or a view under the policies.
+
+How the pool isolates tenants:
+- every tenant table has `tenant_id text NOT NULL` leading its primary, unique and foreign keys
+  and its indexes (unique and FK checks bypass RLS, so they may only ever compare rows of one
+  tenant);
+- ENABLE and FORCE ROW LEVEL SECURITY, and one policy for the runtime group, TENANT_CONDITION,
+  for reads (USING) and writes (WITH CHECK): tenant_id equals the registry's row for the
+  transaction-local setting app.tenant_id, if that tenant is active. The scalar sub-select is
+  evaluated once per statement (an InitPlan) and tenant_id is compared with a constant, so the
+  index leading with tenant_id is used. NULL, '' (what current_setting returns after a
+  transaction that set it locally), unknown and offboarded tenants all yield NULL: no rows,
+  and every write fails its WITH CHECK;
+- a NOLOGIN maintainer role has the only other policy (all rows) and is used by the provisioner
+  alone (purging an offboarded tenant that asked for `destroy`, seeding the verify probes).
+Nothing here interpolates input into SQL: names are constants (tenancy.names.POOL) rendered
+with psycopg.sql.Identifier, tenant ids and table names are bound parameters.
+"""
+
+from collections.abc import Mapping, Sequence
+
+from psycopg import sql
+
+from ...core.steps import Step, compose
+from ...tenancy import POOL
+
+ISOLATION_POLICY = "tenantkit_isolation"
+MAINTENANCE_POLICY = "tenantkit_maintenance"
+
+TENANT_CONDITION = (
+    sql.SQL(
+        "tenant_id = (SELECT r.tenant_id FROM {}.tenants r "
+        "WHERE r.tenant_id = nullif(current_setting({}, true), '') AND r.status = 'active')"
+    )
+    .format(sql.Identifier(POOL.registry_schema), sql.Literal(POOL.tenant_setting))
+    .as_string(None)
+)
+"""The tenant policy: rows of the tenant named by the transaction-local setting, if that tenant
+is registered and active. NULL (never set), '' (set locally by an earlier transaction), unknown
+and offboarded tenants all give NULL: no row matches and every write fails WITH CHECK."""
+
+POOL_NAMES: dict[str, sql.Composable] = {
+    "db": sql.Identifier(POOL.database),
+    "owner": sql.Identifier(POOL.owner_role),
+    "runtime": sql.Identifier(POOL.runtime_role),
+    "maintainer": sql.Identifier(POOL.maintainer_role),
+    "registry": sql.Identifier(POOL.registry_schema),
+    "sample": sql.Identifier(POOL.sample_schema),
+    # Inside PL/pgSQL bodies the role names travel as string literals for format('%I').
+    "owner_name": sql.Literal(POOL.owner_role),
+    "runtime_name": sql.Literal(POOL.runtime_role),
+    "maintainer_name": sql.Literal(POOL.maintainer_role),
+    "setting": sql.Literal(POOL.tenant_setting),
+    "isolation": sql.Identifier(ISOLATION_POLICY),
+    "maintenance": sql.Identifier(MAINTENANCE_POLICY),
+    "isolation_name": sql.Literal(ISOLATION_POLICY),
+    "tenant_expr": sql.Literal(TENANT_CONDITION),
+    "maintenance_name": sql.Literal(MAINTENANCE_POLICY),
+}
+
+
+def pool_sql(text: str, **extra: sql.Composable) -> sql.Composed:
+    """`text` with the pool's names (POOL_NAMES) and `extra` filled into its {placeholders}."""
+    return compose(text, {**POOL_NAMES, **extra})
+
+
+# The registry's table, history and trigger come from lifecycle.plan_registry(); these are the
+# pool's own additions: the lookup index, row-level security for the runtime, and procedures.
+_RLS = [
+    # The tenant policy looks up the active tenant once per statement: an index-only scan.
+    (
+        "index the active tenants",
+        "CREATE UNIQUE INDEX IF NOT EXISTS tenants_active ON {registry}.tenants (tenant_id) "
+        "WHERE status = 'active'",
+    ),
+    # That scan stays index-only (no heap visit, no dead index entries to step over) only
+    # while the registry is vacuumed. With the default thresholds autovacuum would leave a
+    # registry of under 1,000 tenants unvacuumed for good (1,000 inserts before the first
+    # pass), and every statement of every tenant would pay for it; the registry is small, so
+    # vacuuming it after a few changes is cheap.
+    (
+        "have autovacuum keep the registry vacuumed",
+        "ALTER TABLE {registry}.tenants SET (autovacuum_vacuum_threshold = 20, "
+        "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 20, "
+        "autovacuum_vacuum_insert_scale_factor = 0.01)",
+    ),
+    # The runtime may read the registry row of the tenant it claims and no other. The tenant
+    # policy's sub-select reads the registry with the runtime's own privileges: no function
+    # call, and the planner makes it one InitPlan (an index lookup) per statement.
+    (
+        "protect the registry with row-level security",
+        "ALTER TABLE {registry}.tenants ENABLE ROW LEVEL SECURITY",
+    ),
+    (
+        "let the runtime see the registry row of the tenant it claims",
+        """DO $do$ BEGIN
+            DROP POLICY IF EXISTS tenantkit_claimed_tenant ON {registry}.tenants;
+            CREATE POLICY tenantkit_claimed_tenant ON {registry}.tenants FOR SELECT TO {runtime}
+                USING (tenant_id = nullif(current_setting({setting}, true), ''));
+        END $do$""",
+    ),
+    (
+        "grant the runtime use of the registry schema",
+        "GRANT USAGE ON SCHEMA {registry} TO {runtime}",
+    ),
+    ("grant the runtime SELECT on the registry", "GRANT SELECT ON {registry}.tenants TO {runtime}"),
+    (
+        "create protect_table()",
+        """CREATE OR REPLACE PROCEDURE {registry}.protect_table(target regclass)
+        LANGUAGE plpgsql
+        SET search_path = pg_catalog, pg_temp
+        AS $proc$
+        DECLARE
+            tenant_attnum smallint;
+            offenders text;
+            target_schema name;
+            sequence regclass;
+        BEGIN
+            SELECT a.attnum INTO tenant_attnum
+              FROM pg_attribute a
+             WHERE a.attrelid = target AND a.attname = 'tenant_id' AND NOT a.attisdropped
+               AND a.atttypid = 'text'::regtype AND a.attnotnull;
+            IF tenant_attnum IS NULL THEN
+                RAISE EXCEPTION 'tenantkit: table % needs a column tenant_id text NOT NULL',
+                    target;
+            END IF;
+            -- Unique and foreign-key checks bypass RLS: each must compare within one tenant.
+            SELECT string_agg(c.relname, ', ') INTO offenders
+              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = target AND i.indkey[0] <> tenant_attnum;
+            IF offenders IS NOT NULL THEN
+                RAISE EXCEPTION 'tenantkit: index(es) % of % must lead with tenant_id',
+                    offenders, target;
+            END IF;
+            SELECT string_agg(k.conname, ', ') INTO offenders
+              FROM pg_constraint k
+             WHERE k.contype = 'f' AND (k.conrelid = target OR k.confrelid = target)
+               AND (k.conkey[1] IS DISTINCT FROM (SELECT attnum FROM pg_attribute
+                        WHERE attrelid = k.conrelid AND attname = 'tenant_id')
+                    OR k.confkey[1] IS DISTINCT FROM (SELECT attnum FROM pg_attribute
+                        WHERE attrelid = k.confrelid AND attname = 'tenant_id'));
+            IF offenders IS NOT NULL THEN
+                RAISE EXCEPTION 'tenantkit: foreign key(s) % on % must lead with tenant_id',
+                    offenders, target;
+            END IF;
+            IF NOT EXISTS (SELECT FROM pg_index WHERE indrelid = target) THEN
+                RAISE EXCEPTION 'tenantkit: table % needs a primary key leading with tenant_id',
+                    target;
+            END IF;
+
+            SELECT relnamespace::regnamespace::name INTO target_schema
+              FROM pg_class WHERE oid = target;
+            -- The pool owner takes the table (a new owner needs CREATE on its schema).
+            EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', target_schema, {owner_name});
+            EXECUTE format('ALTER TABLE %s OWNER TO %I', target, {owner_name});
+            EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
+            EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);
+            EXECUTE format('DROP POLICY IF EXISTS %I ON %s', {isolation_name}, target);
+            EXECUTE format(
+                'CREATE POLICY %I ON %s AS PERMISSIVE FOR ALL TO %I USING (%s) WITH CHECK (%s)',
+                {isolation_name}, target, {runtime_name}, {tenant_expr}, {tenant_expr});
+            EXECUTE format('DROP POLICY IF EXISTS %I ON %s', {maintenance_name}, target);
+            EXECUTE format(
+                'CREATE POLICY %I ON %s AS PERMISSIVE FOR ALL TO %I USING (true) WITH CHECK (true)',
+                {maintenance_name}, target, {maintainer_name});
+            EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', target);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I',
+                           target, {runtime_name});
+            EXECUTE format('GRANT SELECT, INSERT, DELETE ON %s TO %I', target, {maintainer_name});
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, %I',
+                           target_schema, {runtime_name}, {maintainer_name});
+            -- serial/identity sequences of the table: the runtime may take values from them.
+            FOR sequence IN
+                SELECT d.objid::regclass FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+                 WHERE d.refobjid = target AND d.classid = 'pg_class'::regclass
+                   AND d.deptype IN ('a', 'i') AND c.relkind = 'S'
+            LOOP
+                EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', sequence, {runtime_name});
+            END LOOP;
+        END
+        $proc$""",
+    ),
+    (
+        "give protect_table() to the pool owner",
+        "ALTER PROCEDURE {registry}.protect_table(regclass) OWNER TO {owner}",
+    ),
+    (
+        "revoke PUBLIC execute on protect_table()",
+        "REVOKE ALL ON PROCEDURE {registry}.protect_table(regclass) FROM PUBLIC",
+    ),
+    (
+        "create protect_view()",
+        """CREATE OR REPLACE PROCEDURE {registry}.protect_view(target regclass)
+        LANGUAGE plpgsql
+        SET search_path = pg_catalog, pg_temp
+        AS $proc$
+        BEGIN
+            IF (SELECT relkind FROM pg_class WHERE oid = target) <> 'v' THEN
+                RAISE EXCEPTION 'tenantkit: % is not a view', target;
+            END IF;
+            -- security_invoker: base-table policies apply to the querying role, not the owner.
+            EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', target);
+            EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I',
+                           (SELECT relnamespace::regnamespace::name FROM pg_class
+                             WHERE oid = target), {owner_name});
+            EXECUTE format('ALTER VIEW %s OWNER TO %I', target, {owner_name});
+            EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', target);
+            EXECUTE format('GRANT SELECT ON %s TO %I', target, {runtime_name});
+        END
+        $proc$""",
+    ),
+    (
+        "give protect_view() to the pool owner",
+        "ALTER PROCEDURE {registry}.protect_view(regclass) OWNER TO {owner}",
+    ),
+    (
+        "revoke PUBLIC execute on protect_view()",
+        "REVOKE ALL ON PROCEDURE {registry}.protect_view(regclass) FROM PUBLIC",
+    ),
+]
+
+
+def plan_rls() -> list[Step]:
+    """Steps that create (or bring up to date) the registry's lookup index and RLS, and the
+    protect_table()/protect_view() procedures, in the pool database. All idempotent."""
+    return [
+        Step(description, pool_sql(text), database=POOL.database, changes=False)
+        for description, text in _RLS
+    ]
+
+
+def protect_table(table: str) -> Step:
+    """Apply the tenant policies, FORCE RLS and grants to a table (by name, bound)."""
+    return Step(
+        f"protect table {table}",
+        pool_sql("CALL {registry}.protect_table(%s::regclass)"),
+        (table,),
+        database=POOL.database,
+        changes=False,
+    )
+
+
+def protect_view(view: str) -> Step:
+    """Make a view security_invoker and give it to the pool owner (by name, bound)."""
+    return Step(
+        f"protect view {view}",
+        pool_sql("CALL {registry}.protect_view(%s::regclass)"),
+        (view,),
+        database=POOL.database,
+        changes=False,
+    )
+
+
+OBSERVE_PROTECTED_TABLES = pool_sql(
+    "SELECT p.polrelid::regclass::text, "
+    "       coalesce(array_agg(DISTINCT k.confrelid::regclass::text) "
+    "                FILTER (WHERE k.confrelid IS NOT NULL), '{{}}') "
+    "  FROM pg_policy p "
+    "  LEFT JOIN pg_constraint k ON k.conrelid = p.polrelid AND k.contype = 'f' "
+    " WHERE p.polname = {isolation_name} "
+    " GROUP BY p.polrelid"
+)
+
+
+def purge_order(references: Mapping[str, Sequence[str]]) -> list[str]:
+    """Protected tables ordered so every table comes before the tables it references."""
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(table: str) -> None:
+        if table in ordered or table in visiting:
+            return
+        visiting.add(table)
+        for child, parents in sorted(references.items()):
+            if table in parents and child != table:
+                visit(child)
+        visiting.discard(table)
+        ordered.append(table)
+
+    for table in sorted(references):
+        visit(table)
+    return ordered
+
+
+def split_qualified_name(name: str) -> list[str]:
+    """Split regclass text output ('schema.table', quoted parts allowed) into identifiers."""
+    parts: list[str] = []
+    current = ""
+    quoted = False
+    i = 0
+    while i < len(name):
+        char = name[i]
+        if char == '"':
+            if quoted and i + 1 < len(name) and name[i + 1] == '"':
+                current += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif char == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+        i += 1
+    parts.append(current)
+    return parts

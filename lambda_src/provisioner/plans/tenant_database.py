@@ -1,0 +1,164 @@
+"""The SQL of a bridge or silo tenant's database and roles: observed state in, ordered steps out.
+
+Nothing here touches a connection. Identifiers go through psycopg.sql.Identifier, values are
+bound; the only literals are integers already validated and a SCRAM verifier.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from ...core.steps import Step
+from ...tenancy import TenantNames
+from .access import (
+    act_as,
+    create_role,
+    disable_logins,
+    drop_database,
+    drop_roles,
+    end_sessions_in,
+    end_sessions_of,
+    iam_user,
+    lock_down_schema_public,
+    login_role,
+    revoke_public_access,
+    set_password,
+)
+
+
+@dataclass(frozen=True)
+class ObservedTenant:
+    """What already exists of one tenant on the server."""
+
+    login_enabled: Mapping[str, bool] = field(default_factory=dict)
+    """Existing tenant roles -> whether each can log in."""
+    database_owner: str | None = None
+    """Owner of the tenant's database, None when the database does not exist."""
+    connection_limit: int | None = None
+    database_settings: tuple[str, ...] = ()
+    """Per-database settings, e.g. ('statement_timeout=30000',)."""
+    rds_iam_exists: bool = False
+
+    @property
+    def database_exists(self) -> bool:
+        """Whether the tenant's database exists."""
+        return self.database_owner is not None
+
+
+def _end_login_sessions(names: TenantNames) -> Step:
+    return end_sessions_of([names.login_role, names.iam_user], f"{names.tenant_id}'s login roles")
+
+
+def plan_converge(
+    names: TenantNames,
+    observed: ObservedTenant,
+    *,
+    connection_limit: int,
+    statement_timeout_ms: int,
+    iam_auth: bool,
+    password_verifier: str | None,
+    suspended: bool = False,
+) -> list[Step]:
+    """Steps that bring a tenant's database and roles to the desired state from any start.
+
+    Used for Create, for replays of Create and for Update: every step is either skipped because
+    the observed state already matches, or is a no-op when repeated. A suspended tenant keeps
+    everything but its logins: they are disabled and their sessions ended.
+    """
+    db, owner, login, iam = names.database, names.owner_role, names.login_role, names.iam_user
+    roles = observed.login_enabled
+    steps = [
+        *create_role(owner, roles, login=False, what="owner role"),
+        act_as(owner),
+        *login_role(login, roles, enabled=not suspended),
+    ]
+    if password_verifier is not None:
+        steps.append(set_password(login, password_verifier))
+    steps += iam_user(iam, roles, iam_auth=iam_auth, enabled=not suspended)
+    login_roles = [login, iam] if iam_auth else [login]
+
+    limit = sql.Literal(int(connection_limit))
+    if not observed.database_exists:
+        steps.append(
+            Step(
+                f"create database {db}",
+                sql.SQL("CREATE DATABASE {} OWNER {} CONNECTION LIMIT {}").format(
+                    sql.Identifier(db), sql.Identifier(owner), limit
+                ),
+                transactional=False,
+            )
+        )
+    else:
+        if observed.database_owner != owner:
+            steps.append(
+                Step(
+                    f"give database {db} to {owner}",
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(db), sql.Identifier(owner)
+                    ),
+                )
+            )
+        if observed.connection_limit != connection_limit:
+            steps.append(
+                Step(
+                    f"set connection limit of {db} to {connection_limit}",
+                    sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+                        sql.Identifier(db), limit
+                    ),
+                )
+            )
+
+    wanted_timeout = f"statement_timeout={statement_timeout_ms}" if statement_timeout_ms else None
+    current_timeout = next(
+        (s for s in observed.database_settings if s.startswith("statement_timeout=")), None
+    )
+    if wanted_timeout != current_timeout:
+        if wanted_timeout:
+            statement: sql.Composed = sql.SQL(
+                "ALTER DATABASE {} SET statement_timeout = {}"
+            ).format(sql.Identifier(db), sql.Literal(int(statement_timeout_ms)))
+        else:
+            statement = sql.SQL("ALTER DATABASE {} RESET statement_timeout").format(
+                sql.Identifier(db)
+            )
+        steps.append(Step(f"set statement_timeout of {db} to {statement_timeout_ms} ms", statement))
+
+    grantees = sql.SQL(", ").join(sql.Identifier(role) for role in login_roles)
+    steps += [
+        # Only the tenant's own roles keep CONNECT and TEMP.
+        revoke_public_access(db),
+        Step(
+            f"grant CONNECT, TEMPORARY on {db} to the tenant's logins",
+            sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(db), grantees
+            ),
+            changes=False,
+        ),
+        *lock_down_schema_public(db, owner),
+        Step(
+            f"grant USAGE, CREATE on schema public in {db} to the tenant's logins",
+            sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(grantees),
+            database=db,
+            changes=False,
+        ),
+    ]
+    if suspended:
+        steps.append(_end_login_sessions(names))
+    return steps
+
+
+def plan_retain(names: TenantNames, observed: ObservedTenant) -> list[Step]:
+    """Offboard keeping every object: logins disabled, open sessions ended, data untouched."""
+    return [
+        *disable_logins((names.login_role, names.iam_user), observed.login_enabled),
+        _end_login_sessions(names),
+    ]
+
+
+def plan_destroy(names: TenantNames, observed: ObservedTenant) -> list[Step]:
+    """Drop the tenant's database and roles: only for an explicit `destroy` removal policy."""
+    steps = plan_retain(names, observed)
+    if observed.database_exists:
+        steps += [end_sessions_in(names.database), *drop_database(names.database, names.owner_role)]
+    return steps + drop_roles(role for role in names.roles if role in observed.login_enabled)
