@@ -21,11 +21,11 @@ from tenant_constructs import (
     SampleFunctions,
     SharedCompute,
     TenantAccessRole,
+    TenantDatabase,
 )
 from tenantkit.catalog import ClusterSettings, Tenant
 
 from .host_settings import cluster_capacity, database_operations
-from .tenant_database import tenant_database
 
 # Connections kept free for the admin, the provisioner, the rotator and PostgreSQL's
 # superuser_reserved_connections.
@@ -126,7 +126,11 @@ class BridgeTenantStack(cdk.Stack):
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
         if tenant.tier != "bridge":
             raise ValueError(f"BridgeTenantStack: tenant {tenant.id!r} is in tier {tenant.tier!r}")
-        self.tenant_database = tenant_database(
-            self, "Tenant", host=HostReference.named(BRIDGE_HOST), tenant=tenant
+        self.tenant_database = TenantDatabase(
+            self,
+            "Tenant",
+            host=HostReference.named(BRIDGE_HOST),
+            tenant_id=tenant.id,
+            settings=tenant.database_settings,
         )
         cdk.Tags.of(self).add("tenant", tenant.id)

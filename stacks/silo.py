@@ -6,12 +6,11 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from lambda_src.core import environment as env_names
-from tenant_constructs import DatabaseHost, SampleFunctions, TenantCompute
+from tenant_constructs import DatabaseHost, SampleFunctions, TenantCompute, TenantDatabase
 from tenantkit.catalog import Tenant
 from tenantkit.quotas import silo_consumption
 
 from .host_settings import database_operations, silo_capacity
-from .tenant_database import tenant_database
 
 
 class SiloTenantStack(cdk.Stack):
@@ -40,8 +39,12 @@ class SiloTenantStack(cdk.Stack):
             operations=database_operations(tenant.silo),
             ca_bundle=ca_bundle,
         )
-        self.tenant_database = tenant_database(
-            self, "Tenant", host=self.host.reference, tenant=tenant
+        self.tenant_database = TenantDatabase(
+            self,
+            "Tenant",
+            host=self.host.reference,
+            tenant_id=tenant.id,
+            settings=tenant.database_settings,
         )
         # Same stack: the database must be up and the provisioner reachable first.
         self.tenant_database.node.add_dependency(self.host)

@@ -6,19 +6,37 @@ Errors name the file, the entry (index and id) and the field, e.g.
 
 import json
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lambda_src.tenancy import InvalidTenantIdError, TenantNames, tenant_names, validate_tenant_id
+from lambda_src.provisioner.settings import (
+    CONNECTION_LIMIT,
+    STATEMENT_TIMEOUT_MS,
+    RemovalPolicy,
+    TenantDatabaseSettings,
+    tenant_database_only_settings,
+)
+from lambda_src.tenancy import (
+    TIERS,
+    InvalidTenantIdError,
+    TenantNames,
+    Tier,
+    tenant_names,
+    validate_tenant_id,
+)
 
 from .capacity import instance_max_connections
 
-Tier = Literal["silo", "bridge", "pool"]
-TIERS: tuple[Tier, ...] = ("silo", "bridge", "pool")
-RemovalPolicy = Literal["retain", "destroy"]
+__all__ = ["TIERS", "Catalog", "CatalogError", "RemovalPolicy", "Tenant", "Tier", "load_catalog"]
+
+ConnectionLimit = Annotated[int, Field(ge=CONNECTION_LIMIT.low, le=CONNECTION_LIMIT.high)]
+StatementTimeoutMs = Annotated[
+    int, Field(ge=STATEMENT_TIMEOUT_MS.low, le=STATEMENT_TIMEOUT_MS.high)
+]
 
 
 class CatalogError(ValueError):
@@ -30,9 +48,9 @@ class TierDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    connection_limit: Annotated[int, Field(ge=1, le=5000)] = 20
+    connection_limit: ConnectionLimit = 20
     """Connections the tenant's database accepts (CONNECTION LIMIT)."""
-    statement_timeout_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 30_000
+    statement_timeout_ms: StatementTimeoutMs = 30_000
     """Default statement_timeout in the tenant's database; 0 means none."""
     removal_policy: RemovalPolicy = "retain"
     """What offboarding does to data: retain (default) or destroy."""
@@ -46,7 +64,7 @@ BUILTIN_DEFAULTS: dict[Tier, TierDefaults] = {
     "pool": TierDefaults(),
 }
 # Settings that belong to a tenant's own database: pool tenants share tables and a runtime role.
-_DATABASE_SETTINGS = ("connection_limit", "statement_timeout_ms", "iam_auth")
+_DATABASE_SETTINGS = tenant_database_only_settings()
 
 
 _INSTANCE_CLASS = r"^[a-z0-9]+\.[a-z0-9]+$"
@@ -148,8 +166,8 @@ class TenantEntry(BaseModel):
 
     id: str
     tier: Tier
-    connection_limit: Annotated[int, Field(ge=1, le=5000)] | None = None
-    statement_timeout_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
+    connection_limit: ConnectionLimit | None = None
+    statement_timeout_ms: StatementTimeoutMs | None = None
     removal_policy: RemovalPolicy | None = None
     iam_auth: bool | None = None
     suspended: bool = False
@@ -198,6 +216,16 @@ class Tenant(BaseModel):
     def names(self) -> TenantNames:
         """Physical names of this tenant's objects."""
         return tenant_names(self.id)
+
+    @property
+    def database_settings(self) -> TenantDatabaseSettings:
+        """What its TenantDatabase is given (silo and bridge tenants)."""
+        return TenantDatabaseSettings(
+            **{
+                setting.name: getattr(self, setting.name)
+                for setting in fields(TenantDatabaseSettings)
+            }
+        )
 
 
 _QUALIFIED_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"

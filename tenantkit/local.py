@@ -5,7 +5,7 @@ Secrets Manager."""
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,12 @@ import boto3
 from lambda_src.core.connection import ConnectionSettings, RetryPolicy
 from lambda_src.core.errors import TenantkitError
 from lambda_src.provisioner.config import HandlerConfig
+from lambda_src.provisioner.events import (
+    RequestType,
+    pool_tenants_physical_id,
+    provider_event,
+    tenant_database_physical_id,
+)
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     RemovalPolicy,
@@ -22,15 +28,11 @@ from lambda_src.provisioner.kinds import (
     pool_batches,
     pool_database_properties,
     pool_tenants_properties,
-    tenant_database_properties,
 )
 from lambda_src.tenancy import POOL
 
 from .catalog import Tenant
 from .embedded_pg import EmbeddedPostgres, RunningServer
-
-# The Provider framework's function ARN in a real event; unused locally.
-LOCAL_SERVICE_TOKEN = "arn:aws:lambda:us-east-1:000000000000:function:tenantkit-local"  # noqa: S105
 
 
 class LocalSecrets:
@@ -96,24 +98,8 @@ class ProvisionResult:
     error: str | None = None
 
 
-def provider_event(
-    request_type: str, resource_type: str, properties: Mapping[str, Any]
-) -> dict[str, Any]:
-    """An event as CloudFormation's Provider framework sends it to the onEvent handler."""
-    return {
-        "RequestType": request_type,
-        "ServiceToken": LOCAL_SERVICE_TOKEN,
-        "ResponseURL": "http://127.0.0.1/unused",
-        "StackId": "arn:aws:cloudformation:us-east-1:000000000000:stack/tenantkit-local/0",
-        "RequestId": secrets.token_hex(8),
-        "LogicalResourceId": "Local",
-        "ResourceType": resource_type,
-        "ResourceProperties": {"ServiceToken": LOCAL_SERVICE_TOKEN, **properties},
-    }
-
-
 def tenant_database_event(
-    request_type: str,
+    request_type: RequestType,
     tenant: Tenant,
     server: RunningServer,
     store: LocalSecrets,
@@ -130,19 +116,14 @@ def tenant_database_event(
         server=server,
         tenant=tenant.id,
     )
-    properties = tenant_database_properties(
-        tenant_id=tenant.id,
-        connection_limit=tenant.connection_limit,
-        statement_timeout_ms=tenant.statement_timeout_ms,
-        removal_policy=removal_policy or tenant.removal_policy,
-        iam_auth=tenant.iam_auth,
-        password_secret_arn=arn,
-        suspended=tenant.suspended,
+    settings = tenant.database_settings
+    if removal_policy is not None:
+        settings = settings.with_removal_policy(removal_policy)
+    return provider_event(
+        request_type,
+        settings.properties(tenant_id=tenant.id, password_secret_arn=arn),
+        physical_id=None if request_type == "Create" else tenant_database_physical_id(tenant.id),
     )
-    event = provider_event(request_type, "Custom::TenantDatabase", properties)
-    if request_type != "Create":
-        event["PhysicalResourceId"] = f"tenantdb/{tenant.id}"
-    return event
 
 
 def handler_config(server: RunningServer) -> HandlerConfig:
@@ -214,7 +195,7 @@ def provision_pool(
         properties = pool_database_properties(
             runtime_secret_arn=arn, iam_auth=iam_auth, removal_policy="retain"
         )
-        response = handle(provider_event("Create", "Custom::PoolDatabase", properties), config)
+        response = handle(provider_event("Create", properties), config)
     except TenantkitError as failure:
         failed = ProvisionResult(
             "(pool)",
@@ -253,10 +234,7 @@ def provision_pool(
         started = time.perf_counter()
         try:
             response = handle(
-                provider_event(
-                    "Create", "Custom::PoolTenants", pool_tenants_properties(batch_id, entries)
-                ),
-                config,
+                provider_event("Create", pool_tenants_properties(batch_id, entries)), config
             )
             ok, changes, error = True, int(response["Data"]["Changes"]), None
         except TenantkitError as failure:
@@ -307,10 +285,11 @@ def offboard_pool_tenant(
     )[batch]
     after = pool_batches([(t.id, t.removal_policy) for t in others], suspended=suspended)
     event = provider_event(
-        "Update", "Custom::PoolTenants", pool_tenants_properties(batch, after.get(batch, []))
+        "Update",
+        pool_tenants_properties(batch, after.get(batch, [])),
+        physical_id=pool_tenants_physical_id(batch),
+        old_properties=pool_tenants_properties(batch, before),
     )
-    event["PhysicalResourceId"] = f"pooltenants/{batch}"
-    event["OldResourceProperties"] = pool_tenants_properties(batch, before)
     response = handle(event, handler_config(server))
     return int(response["Data"]["Changes"])
 

@@ -53,7 +53,7 @@ def handle(event: Mapping[str, Any], config: HandlerConfig) -> dict[str, Any]:
     try:
         kind = _kind_of(request)
         # Validate everything before the first connection, so bad input never reaches SQL.
-        kind.physical_id(request.properties)
+        kind.validate(request.properties)
     except InvalidRequestError as error:
         if request.request_type == "Delete":
             # A resource whose properties never validated never ran SQL: nothing to remove.

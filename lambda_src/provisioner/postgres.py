@@ -5,6 +5,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -45,22 +46,47 @@ OBSERVE_OPEN_ADMIN_DATABASES = sql.SQL(
 )
 
 
-def advisory_lock_key(tenant_id: str) -> int:
-    """A stable signed 64-bit key that serializes all provisioning of one tenant."""
-    digest = hashlib.sha256(f"tenantkit:{tenant_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+@dataclass(frozen=True)
+class AdvisoryLock:
+    """What a session advisory lock serializes: `scope` (tenant, host, pool, pool-batch) and,
+    for a tenant or a batch, which one. Tenant ids cannot contain ':', so a tenant named `host`
+    or `pool-batch` never shares a key with the host's or a batch's lock."""
+
+    scope: str
+    name: str = ""
+
+    @property
+    def key(self) -> int:
+        """A stable signed 64-bit key (pg_advisory_lock's argument)."""
+        digest = hashlib.sha256(f"tenantkit:{self.scope}:{self.name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def tenant_lock(tenant_id: str) -> AdvisoryLock:
+    """Serializes all provisioning of one tenant."""
+    return AdvisoryLock("tenant", tenant_id)
+
+
+HOST_LOCK = AdvisoryLock("host")
+"""Serializes the host-wide steps (hardening, creating the registry)."""
+POOL_LOCK = AdvisoryLock("pool")
+"""Serializes changes to the pool database itself."""
+
+
+def pool_batch_lock(batch_id: str) -> AdvisoryLock:
+    """Serializes the changes of one PoolTenants batch."""
+    return AdvisoryLock("pool-batch", batch_id)
 
 
 @contextmanager
-def tenant_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
-    """Hold the tenant's session advisory lock: concurrent runs for one tenant go one by one."""
-    key = advisory_lock_key(tenant_id)
-    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+def holding(conn: psycopg.Connection, lock: AdvisoryLock) -> Iterator[None]:
+    """Hold a session advisory lock: concurrent runs that take the same lock go one by one."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (lock.key,))
     try:
         yield
     finally:
         if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock.key,))
 
 
 def observe_tenant(conn: psycopg.Connection, names: TenantNames) -> ObservedTenant:
@@ -96,9 +122,6 @@ def protected_tables(settings: ConnectionSettings, retry: RetryPolicy) -> dict[s
     return {table: list(parents) for table, parents in rows}
 
 
-_HOST_LOCK = "host"
-
-
 def harden_host(
     conn: psycopg.Connection, settings: ConnectionSettings, retry: RetryPolicy
 ) -> list[str]:
@@ -111,7 +134,7 @@ def harden_host(
     query = OBSERVE_OPEN_ADMIN_DATABASES
     if not conn.execute(query, (list(ADMIN_DATABASES),)).fetchall():
         return []
-    with tenant_lock(conn, _HOST_LOCK):
+    with holding(conn, HOST_LOCK):
         still_open = [row[0] for row in conn.execute(query, (list(ADMIN_DATABASES),))]
         return run_steps(conn, settings, retry, plan_host_hardening(still_open))
 
@@ -122,7 +145,7 @@ def ensure_registry(
     """Create the host's tenant registry in the admin database once (under the host lock)."""
     if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() == (True,):
         return []
-    with tenant_lock(conn, _HOST_LOCK):
+    with holding(conn, HOST_LOCK):
         run_steps(conn, settings, retry, plan_registry())  # idempotent: a race is harmless
     return ["create the tenant registry"]
 

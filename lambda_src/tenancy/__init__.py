@@ -1,4 +1,4 @@
-"""Tenant identity: the tenant-id rules and every physical name derived from a tenant id."""
+"""Tenant identity: the tiers, the tenant-id rules and every physical name derived from an id."""
 
 from .ids import (
     MAX_TENANT_ID_LENGTH,
@@ -19,6 +19,7 @@ from .names import (
     login_secret_name,
     tenant_names,
 )
+from .tiers import TIERS, TIERS_WITH_TENANT_DATABASES, Tier
 
 __all__ = [
     "BRIDGE_HOST",
@@ -29,10 +30,13 @@ __all__ = [
     "POOL",
     "PROBE_TENANT_IDS",
     "TENANT_ID_PATTERN",
+    "TIERS",
+    "TIERS_WITH_TENANT_DATABASES",
     "HostNames",
     "InvalidTenantIdError",
     "PoolNames",
     "TenantNames",
+    "Tier",
     "login_secret_name",
     "tenant_names",
     "validate_tenant_id",

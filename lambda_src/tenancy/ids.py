@@ -8,6 +8,8 @@ hyphens into underscores (names.py) can never map two tenant ids onto one name.
 
 import re
 
+from .tiers import TIERS
+
 MAX_TENANT_ID_LENGTH = 32
 MIN_TENANT_ID_LENGTH = 2
 
@@ -22,16 +24,15 @@ _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 # `tenantctl deploy <tier>` reads a tier name as the tier.
 RESERVED_TENANT_IDS = frozenset(
     {
+        *TIERS,
         "admin",
         "all",
         "aws",
-        "bridge",
         "current-user",
         "default",
         "master",
         "none",
         "pg",
-        "pool",
         "postgres",
         "public",
         "rds",
@@ -40,7 +41,6 @@ RESERVED_TENANT_IDS = frozenset(
         "rds-superuser",
         "root",
         "session-user",
-        "silo",
         "superuser",
         "system",
         "template0",

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from lambda_src.core.connection import RetryPolicy, connect
+from lambda_src.provisioner.events import pool_tenants_physical_id, provider_event
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batch_of,
@@ -32,13 +33,7 @@ from lambda_src.provisioner.kinds import (
 
 from ..catalog import parse_catalog
 from ..embedded_pg import EmbeddedPostgres, RunningServer
-from ..local import (
-    LocalSecrets,
-    handler_config,
-    provider_event,
-    provision_pool,
-    tenant_database_event,
-)
+from ..local import LocalSecrets, handler_config, provision_pool, tenant_database_event
 from ..local_aws import local_aws
 
 
@@ -139,12 +134,7 @@ def _pool(server: RunningServer, store: LocalSecrets, config: OnboardBenchConfig
     batches = pool_batches([(t, "retain") for t in ids])
     started = time.perf_counter()
     for batch_id, entries in batches.items():
-        handle(
-            provider_event(
-                "Create", "Custom::PoolTenants", pool_tenants_properties(batch_id, entries)
-            ),
-            handler,
-        )
+        handle(provider_event("Create", pool_tenants_properties(batch_id, entries)), handler)
     batched = time.perf_counter() - started
 
     # One tenant per request: each request is an Update of its batch that adds one tenant.
@@ -156,9 +146,11 @@ def _pool(server: RunningServer, store: LocalSecrets, config: OnboardBenchConfig
         old = pool_tenants_properties(batch, registered.get(batch, []))
         registered.setdefault(batch, []).append({"Id": tenant, "RemovalPolicy": "retain"})
         event = provider_event(
-            "Update", "Custom::PoolTenants", pool_tenants_properties(batch, registered[batch])
+            "Update",
+            pool_tenants_properties(batch, registered[batch]),
+            physical_id=pool_tenants_physical_id(batch),
+            old_properties=old,
         )
-        event.update(PhysicalResourceId=f"pooltenants/{batch}", OldResourceProperties=old)
         started = time.perf_counter()
         handle(event, handler)
         latencies.append(time.perf_counter() - started)

@@ -12,7 +12,8 @@ from moto import mock_aws
 
 from lambda_src.core.connection import RetryPolicy
 from lambda_src.provisioner.config import HandlerConfig
-from lambda_src.provisioner.kinds import tenant_database_properties
+from lambda_src.provisioner.events import provider_event, tenant_database_physical_id
+from lambda_src.provisioner.settings import TenantDatabaseSettings
 from tenantkit.embedded_pg import RunningServer
 
 
@@ -62,40 +63,27 @@ def make_secret(secretsmanager: Any) -> SecretFactory:
 
 
 def properties(tenant_id: str, secret_arn: str, **overrides: Any) -> dict[str, str]:
-    """TenantDatabase properties as CloudFormation sends them."""
-    settings: dict[str, Any] = {
-        "tenant_id": tenant_id,
-        "connection_limit": 5,
-        "statement_timeout_ms": 2000,
-        "removal_policy": "retain",
-        "iam_auth": True,
-        "password_secret_arn": secret_arn,
-    }
-    settings.update(overrides)
-    return {"ServiceToken": "arn:aws:lambda:local", **tenant_database_properties(**settings)}
+    """TenantDatabase properties as CloudFormation sends them (the settings `overrides` say)."""
+    settings = {"connection_limit": 5, "statement_timeout_ms": 2000, **overrides}
+    return TenantDatabaseSettings(**settings).properties(
+        tenant_id=tenant_id, password_secret_arn=secret_arn
+    )
 
 
 def create_event(props: dict[str, str]) -> dict[str, Any]:
     """A Provider Create event."""
-    return {"RequestType": "Create", "LogicalResourceId": "Tenant", "ResourceProperties": props}
+    return provider_event("Create", props, logical_id="Tenant")
 
 
 def update_event(props: dict[str, str], old: dict[str, str]) -> dict[str, Any]:
-    """A Provider Update event."""
-    return {
-        "RequestType": "Update",
-        "LogicalResourceId": "Tenant",
-        "PhysicalResourceId": f"tenantdb/{old['TenantId']}",
-        "ResourceProperties": props,
-        "OldResourceProperties": old,
-    }
+    """A Provider Update event (of the resource the old properties made)."""
+    physical_id = tenant_database_physical_id(old["TenantId"])
+    return provider_event(
+        "Update", props, physical_id=physical_id, old_properties=old, logical_id="Tenant"
+    )
 
 
 def delete_event(props: dict[str, str]) -> dict[str, Any]:
     """A Provider Delete event."""
-    return {
-        "RequestType": "Delete",
-        "LogicalResourceId": "Tenant",
-        "PhysicalResourceId": f"tenantdb/{props['TenantId']}",
-        "ResourceProperties": props,
-    }
+    physical_id = tenant_database_physical_id(props["TenantId"])
+    return provider_event("Delete", props, physical_id=physical_id, logical_id="Tenant")

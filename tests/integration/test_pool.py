@@ -12,6 +12,7 @@ from psycopg import errors, sql
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.core.errors import InvalidRequestError, TenantkitError
 from lambda_src.provisioner.config import HandlerConfig
+from lambda_src.provisioner.events import RequestType, provider_event
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batch_of,
@@ -31,18 +32,10 @@ PROJECTS = sql.SQL("{}.projects").format(sql.Identifier(POOL.sample_schema))
 
 
 def event(
-    request_type: str, props: dict[str, Any], old: dict[str, Any] | None = None
+    request_type: RequestType, props: dict[str, Any], old: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    built: dict[str, Any] = {
-        "RequestType": request_type,
-        "LogicalResourceId": "Pool",
-        "ResourceProperties": props,
-    }
-    if request_type != "Create":
-        built["PhysicalResourceId"] = "existing"
-    if old is not None:
-        built["OldResourceProperties"] = old
-    return built
+    physical_id = None if request_type == "Create" else "existing"
+    return provider_event(request_type, props, physical_id=physical_id, old_properties=old)
 
 
 def pool_props(aws: Any, **overrides: Any) -> dict[str, Any]:

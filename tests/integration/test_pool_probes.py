@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.core.errors import TenantkitError
 from lambda_src.provisioner.config import HandlerConfig
+from lambda_src.provisioner.events import provider_event
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batches,
@@ -41,8 +42,7 @@ def provision(aws: Any, config: HandlerConfig, *, verify_probes: bool) -> int:
         removal_policy="retain",
         verify_probes=verify_probes,
     )
-    event = {"RequestType": "Create", "LogicalResourceId": "Pool", "ResourceProperties": props}
-    return int(handle(event, config)["Data"]["Changes"])
+    return int(handle(provider_event("Create", props), config)["Data"]["Changes"])
 
 
 def superuser(server: RunningServer) -> psycopg.Connection[Any]:
@@ -82,12 +82,7 @@ def test_a_pool_created_without_verify_probes_has_no_sample_schema_and_no_probe_
     assert provision(aws, config, verify_probes=False) == 0
     # while the pool itself works: a tenant registers and is active
     for batch, entries in pool_batches([(TENANT, "retain")]).items():
-        event = {
-            "RequestType": "Create",
-            "LogicalResourceId": "Tenants",
-            "ResourceProperties": pool_tenants_properties(batch, entries),
-        }
-        handle(event, config)
+        handle(provider_event("Create", pool_tenants_properties(batch, entries)), config)
     with superuser(pool_server) as conn:
         status = conn.execute(
             "SELECT status FROM tenantkit.tenants WHERE tenant_id = %s", (TENANT,)

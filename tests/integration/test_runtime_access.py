@@ -16,6 +16,7 @@ from moto import mock_aws
 from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, RetryPolicy
 from lambda_src.core.environment import SSL_ROOT_CERT
 from lambda_src.provisioner.config import HandlerConfig
+from lambda_src.provisioner.events import provider_event
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
     pool_batches,
@@ -167,10 +168,10 @@ def world(aws: Any, server: RunningServer, pg_root: Any) -> dict[str, str]:
     pool_props = pool_database_properties(
         runtime_secret_arn=arn, iam_auth=True, removal_policy="retain"
     )
-    handle({"RequestType": "Create", "ResourceProperties": pool_props}, config)
+    handle(provider_event("Create", pool_props), config)
     for batch, entries in pool_batches([(t, "retain") for t in ids.values()]).items():
         props = pool_tenants_properties(batch, entries)
-        handle({"RequestType": "Create", "ResourceProperties": props}, config)
+        handle(provider_event("Create", props), config)
     return ids
 
 

@@ -4,14 +4,11 @@ import pytest
 
 from lambda_src.core.errors import InvalidRequestError
 from lambda_src.provisioner.events import parse_event
-from lambda_src.provisioner.kinds import TenantDatabaseSpec, tenant_database_properties
+from lambda_src.provisioner.kinds import TenantDatabaseSettings, TenantDatabaseSpec
 
-PROPS = tenant_database_properties(
+SETTINGS = TenantDatabaseSettings(connection_limit=10, statement_timeout_ms=1000)
+PROPS = SETTINGS.properties(
     tenant_id="acme",
-    connection_limit=10,
-    statement_timeout_ms=1000,
-    removal_policy="retain",
-    iam_auth=True,
     password_secret_arn="arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
 )
 
@@ -44,9 +41,9 @@ def test_malformed_events_are_rejected_naming_the_field(
 
 def test_properties_arrive_as_strings_and_parse_into_typed_values() -> None:
     spec = TenantDatabaseSpec.parse(PROPS)
-    assert spec.connection_limit == 10
-    assert spec.statement_timeout_ms == 1000
-    assert spec.iam_auth is True
+    assert spec.settings == SETTINGS
+    assert (spec.settings.connection_limit, spec.settings.statement_timeout_ms) == (10, 1000)
+    assert spec.settings.iam_auth is True
     assert spec.names.database == "tenant_acme"
 
 

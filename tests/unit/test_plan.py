@@ -1,5 +1,7 @@
 """Pure SQL planning: observed state in, ordered steps out. No database needed."""
 
+from typing import Any
+
 from lambda_src.core.steps import Step, transaction_groups
 from lambda_src.provisioner.plans.tenant_database import (
     ObservedTenant,
@@ -7,8 +9,9 @@ from lambda_src.provisioner.plans.tenant_database import (
     plan_destroy,
     plan_retain,
 )
-from lambda_src.provisioner.postgres import advisory_lock_key
-from lambda_src.tenancy import tenant_names
+from lambda_src.provisioner.postgres import HOST_LOCK, POOL_LOCK, pool_batch_lock, tenant_lock
+from lambda_src.provisioner.settings import TenantDatabaseSettings
+from lambda_src.tenancy import tenant_names, validate_tenant_id
 
 NAMES = tenant_names("acme")
 VERIFIER = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"
@@ -18,15 +21,13 @@ def sql_of(steps: list[Step]) -> list[str]:
     return [step.statement.as_string(None) for step in steps]
 
 
-def converge(observed: ObservedTenant, **overrides: object) -> list[Step]:
-    settings: dict[str, object] = {
-        "connection_limit": 20,
-        "statement_timeout_ms": 30000,
-        "iam_auth": True,
-        "password_verifier": VERIFIER,
-    }
-    settings.update(overrides)
-    return plan_converge(NAMES, observed, **settings)  # type: ignore[arg-type]
+def converge(
+    observed: ObservedTenant, *, password_verifier: str | None = VERIFIER, **overrides: Any
+) -> list[Step]:
+    settings = TenantDatabaseSettings(
+        **{"connection_limit": 20, "statement_timeout_ms": 30000, **overrides}
+    )
+    return plan_converge(NAMES, observed, settings, password_verifier=password_verifier)
 
 
 CONVERGED = ObservedTenant(
@@ -140,10 +141,25 @@ def test_session_termination_binds_role_names_as_values() -> None:
 
 
 def test_advisory_lock_key_is_stable_signed_64_bit_and_per_tenant() -> None:
-    key = advisory_lock_key("acme")
-    assert key == advisory_lock_key("acme")
-    assert key != advisory_lock_key("globex")
+    key = tenant_lock("acme").key
+    assert key == tenant_lock("acme").key
+    assert key != tenant_lock("globex").key
     assert -(2**63) <= key < 2**63
+
+
+def test_a_tenant_named_like_a_host_wide_lock_does_not_share_its_key() -> None:
+    # `host` and `pool-batch` are valid tenant ids; their locks must not be the host's or a
+    # batch's, or onboarding such a tenant would wait for (or block) unrelated work.
+    assert validate_tenant_id("host") == "host"
+    keys = {
+        tenant_lock("host").key,
+        tenant_lock("pool").key,
+        tenant_lock("batch-07").key,
+        HOST_LOCK.key,
+        POOL_LOCK.key,
+        pool_batch_lock("batch-07").key,
+    }
+    assert len(keys) == 6
 
 
 def test_purge_order_deletes_referencing_tables_first() -> None:

@@ -1,6 +1,7 @@
 """Resource kinds the provisioner understands; the `Kind` resource property selects one."""
 
-from .base import AdminSession, Outcome, RemovalPolicy, ResourceKind
+from ..settings import RemovalPolicy, TenantDatabaseSettings
+from .base import AdminSession, Outcome, ResourceKind
 from .pool import (
     PoolDatabase,
     PoolTenants,
@@ -9,7 +10,7 @@ from .pool import (
     pool_database_properties,
     pool_tenants_properties,
 )
-from .tenant_database import TenantDatabase, TenantDatabaseSpec, tenant_database_properties
+from .tenant_database import TenantDatabase, TenantDatabaseSpec
 
 KINDS: dict[str, ResourceKind] = {
     "TenantDatabase": TenantDatabase(),
@@ -26,10 +27,10 @@ __all__ = [
     "RemovalPolicy",
     "ResourceKind",
     "TenantDatabase",
+    "TenantDatabaseSettings",
     "TenantDatabaseSpec",
     "pool_batch_of",
     "pool_batches",
     "pool_database_properties",
     "pool_tenants_properties",
-    "tenant_database_properties",
 ]

@@ -1,18 +1,15 @@
-"""Shared parts of resource kinds: outcomes, the admin session, typed property parsing."""
+"""Shared parts of resource kinds: outcomes, the admin session, boolean properties."""
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ...core.connection import ConnectionSettings, RetryPolicy
 from ...core.errors import InvalidRequestError, TenantkitError
 from ...core.steps import Step, run_steps
 
 log = logging.getLogger(__name__)
-
-RemovalPolicy = Literal["retain", "destroy"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +24,8 @@ class Outcome:
 class ResourceKind(Protocol):
     """Create/Update/Delete of one kind of resource on a PostgreSQL server."""
 
-    def physical_id(self, properties: Mapping[str, Any]) -> str:
-        """The physical id the properties would give (validates them)."""
+    def validate(self, properties: Mapping[str, Any]) -> None:
+        """Raise InvalidRequestError for anything wrong in the properties, before any SQL."""
         ...
 
     def create(self, db: "AdminSession", properties: Mapping[str, Any]) -> Outcome:
@@ -57,15 +54,6 @@ class AdminSession:
     def run(self, steps: Sequence[Step]) -> list[str]:
         """Run a plan on this session (core.steps.run_steps); the steps that changed something."""
         return run_steps(self.conn, self.settings, self.retry, steps)
-
-
-def int_property(props: Mapping[str, Any], key: str, low: int, high: int) -> int:
-    """An integer property within [low, high]; CloudFormation sends it as a string."""
-    raw = props.get(key)
-    text = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
-    if not re.fullmatch(r"-?[0-9]{1,12}", text) or not low <= int(text) <= high:
-        raise InvalidRequestError(f"resource property {key} must be an integer {low}..{high}")
-    return int(text)
 
 
 def bool_property(props: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -14,6 +14,7 @@ from ...core.secrets import read_password
 from ...core.steps import Step
 from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
 from .. import postgres
+from ..events import pool_database_physical_id, pool_tenants_physical_id
 from ..plans.access import require_rds_iam
 from ..plans.lifecycle import ACTIVE, FAILED, SUSPENDED, plan_record
 from ..plans.pool import (
@@ -24,14 +25,14 @@ from ..plans.pool import (
     plan_purge,
     plan_register,
 )
-from .base import AdminSession, Outcome, RemovalPolicy, bool_property, record_failure
+from ..settings import REMOVAL_POLICIES, RemovalPolicy
+from .base import AdminSession, Outcome, bool_property, record_failure
 
 POOL_BATCHES = 32
 """Pool tenants are spread over at most this many PoolTenants resources by a hash of their id,
 so a tenant never changes batch and adding one updates one small resource."""
 MAX_TENANTS_PER_BATCH = 5000
 _QUALIFIED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
-_POOL_LOCK = "pool"
 log = logging.getLogger(__name__)
 
 
@@ -94,10 +95,9 @@ def _names_property(props: Mapping[str, Any], key: str) -> list[str]:
 
 
 def _removal_policy(raw: object, where: str) -> RemovalPolicy:
-    if raw == "retain":
-        return "retain"
-    if raw == "destroy":
-        return "destroy"
+    for policy in REMOVAL_POLICIES:
+        if raw == policy:
+            return policy
     raise InvalidRequestError(f"{where} must be retain or destroy")
 
 
@@ -136,10 +136,9 @@ class PoolDatabase:
     """The pool database: roles, registry, RLS procedures, the user's tables, and the verify
     probes (sample schema and probe tenants) unless VerifyProbes is false."""
 
-    def physical_id(self, properties: Mapping[str, Any]) -> str:
-        """One pool per cluster."""
+    def validate(self, properties: Mapping[str, Any]) -> None:
+        """Raise InvalidRequestError for anything wrong in the properties, before any SQL."""
         PoolDatabaseSpec.parse(properties)
-        return f"pool/{POOL.database}"
 
     def _outcome(self, changes: list[str]) -> Outcome:
         data = {
@@ -148,14 +147,14 @@ class PoolDatabase:
             "LoginRole": POOL.login_role,
             "IamUser": POOL.iam_user,
         }
-        return Outcome(f"pool/{POOL.database}", data, changes)
+        return Outcome(pool_database_physical_id(POOL.database), data, changes)
 
     def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Create or converge the pool."""
         spec = PoolDatabaseSpec.parse(properties)
         password = read_password(spec.runtime_secret_arn)
         hardened = postgres.harden_host(db.conn, db.settings, db.retry)
-        with postgres.tenant_lock(db.conn, _POOL_LOCK):
+        with postgres.holding(db.conn, postgres.POOL_LOCK):
             observed = postgres.observe_pool(db.conn)
             require_rds_iam(spec.iam_auth, observed.rds_iam_exists)
             steps = plan_pool_converge(
@@ -184,7 +183,7 @@ class PoolDatabase:
     def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Retain: the application's logins disabled, data kept. Destroy: pool dropped."""
         spec = PoolDatabaseSpec.parse(properties)
-        with postgres.tenant_lock(db.conn, _POOL_LOCK):
+        with postgres.holding(db.conn, postgres.POOL_LOCK):
             observed = postgres.observe_pool(db.conn)
             plan = plan_pool_destroy if spec.removal_policy == "destroy" else plan_pool_retain
             changes = db.run(plan(observed))
@@ -243,13 +242,13 @@ class PoolTenantsSpec:
 class PoolTenants:
     """A batch of pool tenants in the registry; Update registers and offboards the difference."""
 
-    def physical_id(self, properties: Mapping[str, Any]) -> str:
-        """`pooltenants/<batch id>`."""
-        return f"pooltenants/{PoolTenantsSpec.parse(properties).batch_id}"
+    def validate(self, properties: Mapping[str, Any]) -> None:
+        """Raise InvalidRequestError for anything wrong in the batch, before any SQL."""
+        PoolTenantsSpec.parse(properties)
 
     def _outcome(self, spec: PoolTenantsSpec, changes: list[str]) -> Outcome:
         data = {"BatchId": spec.batch_id, "TenantCount": str(len(spec.tenants))}
-        return Outcome(f"pooltenants/{spec.batch_id}", data, changes)
+        return Outcome(pool_tenants_physical_id(spec.batch_id), data, changes)
 
     def _remove(
         self, db: AdminSession, batch: str, removed: Mapping[str, RemovalPolicy]
@@ -265,7 +264,7 @@ class PoolTenants:
     def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Register every tenant of the batch (re-activating offboarded ones)."""
         spec = PoolTenantsSpec.parse(properties)
-        with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
+        with postgres.holding(db.conn, postgres.pool_batch_lock(spec.batch_id)):
             changes = self._register(db, spec)
         return self._outcome(spec, changes)
 
@@ -297,7 +296,7 @@ class PoolTenants:
         except InvalidRequestError:
             previous = PoolTenantsSpec(batch_id=spec.batch_id, tenants={})
         removed = {t: p for t, p in previous.tenants.items() if t not in spec.tenants}
-        with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
+        with postgres.holding(db.conn, postgres.pool_batch_lock(spec.batch_id)):
             changes = self._register(db, spec)
             if previous.batch_id == spec.batch_id:
                 changes += self._remove(db, spec.batch_id, removed)
@@ -306,6 +305,6 @@ class PoolTenants:
     def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Offboard every tenant of the batch (retain keeps rows; destroy purges them)."""
         spec = PoolTenantsSpec.parse(properties)
-        with postgres.tenant_lock(db.conn, f"{_POOL_LOCK}:{spec.batch_id}"):
+        with postgres.holding(db.conn, postgres.pool_batch_lock(spec.batch_id)):
             changes = self._remove(db, spec.batch_id, spec.tenants)
         return self._outcome(spec, changes)

@@ -11,6 +11,7 @@ from psycopg import sql
 
 from ...core.steps import Step
 from ...tenancy import TenantNames
+from ..settings import TenantDatabaseSettings
 from .access import (
     act_as,
     create_role,
@@ -53,12 +54,9 @@ def _end_login_sessions(names: TenantNames) -> Step:
 def plan_converge(
     names: TenantNames,
     observed: ObservedTenant,
+    settings: TenantDatabaseSettings,
     *,
-    connection_limit: int,
-    statement_timeout_ms: int,
-    iam_auth: bool,
     password_verifier: str | None,
-    suspended: bool = False,
 ) -> list[Step]:
     """Steps that bring a tenant's database and roles to the desired state from any start.
 
@@ -68,6 +66,11 @@ def plan_converge(
     """
     db, owner, login, iam = names.database, names.owner_role, names.login_role, names.iam_user
     roles = observed.login_enabled
+    suspended, iam_auth = settings.suspended, settings.iam_auth
+    connection_limit, statement_timeout_ms = (
+        settings.connection_limit,
+        settings.statement_timeout_ms,
+    )
     steps = [
         *create_role(owner, roles, login=False, what="owner role"),
         act_as(owner),

@@ -1,0 +1,12 @@
+"""The isolation tiers, named once: the catalog, the stacks, the CLI and the reserved tenant ids
+all read them here."""
+
+from typing import Literal, get_args
+
+Tier = Literal["silo", "bridge", "pool"]
+"""silo: a VPC and a database server per tenant; bridge: a database per tenant on a shared
+cluster; pool: shared tables under row-level security."""
+TIERS: tuple[Tier, ...] = get_args(Tier)
+"""Every tier, from the most isolated to the least."""
+TIERS_WITH_TENANT_DATABASES: tuple[Tier, ...] = ("silo", "bridge")
+"""The tiers whose tenants have a database of their own (TenantDatabase)."""
