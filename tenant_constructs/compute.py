@@ -22,6 +22,8 @@ from lambda_src.tenancy import (
     IAM_USER_PREFIX,
     IAM_USER_SUFFIX,
     MAX_TENANT_ID_LENGTH,
+    MIN_TENANT_ID_LENGTH,
+    RESERVED_TENANT_ID_PREFIXES,
     TenantNames,
     login_secret_name,
 )
@@ -42,10 +44,7 @@ FORBIDDEN_TENANT_TAGS = [
     "*:*",
     "*_*",
     "* *",
-    "tenantkit-*",
-    "pg-*",
-    "rds-*",
-    "aws-*",
+    *(f"{prefix}*" for prefix in RESERVED_TENANT_ID_PREFIXES),
     # What else of the tenant-id rules IAM patterns can say (they are case-sensitive and have
     # no character classes): no upper case, a letter first, no hyphen at either end or twice,
     # 2 to MAX_TENANT_ID_LENGTH characters.
@@ -54,7 +53,7 @@ FORBIDDEN_TENANT_TAGS = [
     "-*",
     "*-",
     "*--*",
-    "?",
+    *("?" * length for length in range(1, MIN_TENANT_ID_LENGTH)),
     "?" * (MAX_TENANT_ID_LENGTH + 1) + "*",
 ]
 

@@ -2,7 +2,9 @@
 
 from .ids import (
     MAX_TENANT_ID_LENGTH,
+    MIN_TENANT_ID_LENGTH,
     PROBE_TENANT_IDS,
+    RESERVED_TENANT_ID_PREFIXES,
     TENANT_ID_PATTERN,
     InvalidTenantIdError,
     validate_tenant_id,
@@ -27,8 +29,10 @@ __all__ = [
     "IAM_USER_PREFIX",
     "IAM_USER_SUFFIX",
     "MAX_TENANT_ID_LENGTH",
+    "MIN_TENANT_ID_LENGTH",
     "POOL",
     "PROBE_TENANT_IDS",
+    "RESERVED_TENANT_ID_PREFIXES",
     "TENANT_ID_PATTERN",
     "TIERS",
     "TIERS_WITH_TENANT_DATABASES",

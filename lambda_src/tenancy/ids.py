@@ -50,7 +50,7 @@ RESERVED_TENANT_IDS = frozenset(
         "user",
     }
 )
-RESERVED_TENANT_ID_PREFIXES = ("pg-", "rds-", "aws-", "tenantkit-")
+RESERVED_TENANT_ID_PREFIXES = ("tenantkit-", "pg-", "rds-", "aws-")
 
 PROBE_TENANT_IDS = ("tenantkit-probe-a", "tenantkit-probe-b", "tenantkit-probe-gone")
 """Synthetic tenants `tenantctl verify` attacks with: in the reserved `tenantkit-` namespace, so

@@ -15,7 +15,13 @@ from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.plans.lifecycle import plan_record, plan_registry
 from lambda_src.provisioner.postgres import read_history, read_registry
-from lambda_src.tenancy import tenant_names
+from lambda_src.tenancy import (
+    MAX_TENANT_ID_LENGTH,
+    MIN_TENANT_ID_LENGTH,
+    InvalidTenantIdError,
+    tenant_names,
+    validate_tenant_id,
+)
 from tenantkit.embedded_pg import RunningServer
 
 from .conftest import SecretFactory, create_event, delete_event, properties, update_event
@@ -209,3 +215,37 @@ def test_a_registry_from_before_the_lifecycle_is_read_and_brought_up_to_date(
         )
         assert [e.status for e in read_registry(conn)] == ["suspended"]
         assert [e.status for e in read_history(conn, "elder")] == ["suspended"]
+
+
+@pytest.mark.parametrize(
+    ("tenant_id", "valid"),
+    [
+        ("a" * MIN_TENANT_ID_LENGTH, True),
+        ("a" * MAX_TENANT_ID_LENGTH, True),
+        ("a" * (MIN_TENANT_ID_LENGTH - 1), False),
+        ("a" * (MAX_TENANT_ID_LENGTH + 1), False),
+        ("Upper", False),
+        ("two--hyphens", False),
+    ],
+)
+def test_the_registry_refuses_what_the_tenant_id_rules_refuse(
+    admin: psycopg.Connection, config: HandlerConfig, tenant_id: str, valid: bool
+) -> None:
+    # The registry's CHECK is derived from the id rules: it agrees with validate_tenant_id.
+    try:
+        validate_tenant_id(tenant_id)
+        assert valid
+    except InvalidTenantIdError:
+        assert not valid
+    assert config.admin_settings is not None
+    run_steps(admin, config.admin_settings, config.retry, plan_registry())
+    step = plan_record([tenant_id], "offboarded", registered_by="test")
+    try:
+        if valid:
+            run_steps(admin, config.admin_settings, config.retry, [step])
+            assert status_of(admin, tenant_id) == "offboarded"
+        else:
+            with pytest.raises(TenantkitError, match="tenants_tenant_id_check"):
+                run_steps(admin, config.admin_settings, config.retry, [step])
+    finally:
+        admin.execute("DELETE FROM tenantkit.tenants WHERE tenant_id = %s", (tenant_id,))

@@ -21,7 +21,7 @@ from datetime import datetime
 from psycopg import sql
 
 from ...core.steps import Step, compose
-from ...tenancy import POOL, TENANT_ID_PATTERN
+from ...tenancy import MAX_TENANT_ID_LENGTH, MIN_TENANT_ID_LENGTH, POOL, TENANT_ID_PATTERN
 
 PROVISIONING = "provisioning"
 ACTIVE = "active"
@@ -41,6 +41,8 @@ _NAMES = {
         sql.SQL(", ").join(sql.Literal(s) for s in STATES)
     ),
     "id_pattern": sql.Literal(TENANT_ID_PATTERN),
+    "min_length": sql.Literal(MIN_TENANT_ID_LENGTH),
+    "max_length": sql.Literal(MAX_TENANT_ID_LENGTH),
 }
 
 
@@ -55,7 +57,8 @@ _REGISTRY = [
         "create the tenant registry",
         """CREATE TABLE IF NOT EXISTS {registry}.tenants (
         tenant_id text PRIMARY KEY
-            CHECK (length(tenant_id) BETWEEN 2 AND 32 AND tenant_id ~ {id_pattern}),
+            CHECK (length(tenant_id) BETWEEN {min_length} AND {max_length}
+                   AND tenant_id ~ {id_pattern}),
         status text NOT NULL CONSTRAINT tenants_status_check {status_check},
         cause text,
         registered_by text NOT NULL,
