@@ -1,5 +1,6 @@
 """Shared fixtures: a real PostgreSQL for the session, moto for AWS, one CDK synth per session."""
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,20 @@ def pytest_report_header() -> str:
         f"embedded PostgreSQL {install.version} ({install.origin}); "
         f"templates deploy {ENGINE_VERSION}"
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_function_logger_after_a_test() -> Iterator[None]:
+    """A test that calls a Lambda entry point configures its JSON logger for the process (as a
+    Lambda execution environment keeps it); undo that, so later tests log as tenantctl does."""
+    yield
+    from lambda_src.core import log
+
+    if log._function_logger is not None:
+        package = logging.getLogger(log.PACKAGE)
+        package.handlers, package.propagate = [], True
+        package.setLevel(logging.NOTSET)
+        log._function_logger = None
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.connection import connect, settings_from_secret
-from ..core.errors import InvalidRequestError
+from ..core.errors import InvalidRequestError, TenantkitError
+from ..core.log import function_logger, logged_request
 from ..core.secrets import read_secret_json
 from .config import APPLICATION_NAME, HandlerConfig
 from .events import ProviderEvent, parse_event
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def on_event(event: Mapping[str, Any], _context: object) -> dict[str, Any]:
-    """Lambda handler for the Provider framework's onEvent."""
-    logging.getLogger().setLevel(logging.INFO)
+    """Lambda handler for the Provider framework's onEvent (JSON logs, core.log)."""
+    function_logger(APPLICATION_NAME)
     return handle(event, HandlerConfig.from_env(os.environ))
 
 
@@ -42,8 +43,25 @@ def _response(outcome: Outcome) -> dict[str, Any]:
 
 
 def handle(event: Mapping[str, Any], config: HandlerConfig) -> dict[str, Any]:
-    """Validate the request, then run it against the admin connection."""
+    """Validate the request, then run it against the admin connection; every log line of the
+    request carries its kind, tenant (or pool batch) and logical resource id."""
     request = parse_event(event)
+    properties = request.properties
+    with logged_request(
+        request_type=request.request_type,
+        kind=properties.get("Kind"),
+        tenant=properties.get("TenantId"),
+        batch=properties.get("BatchId"),
+        logical_resource_id=request.logical_resource_id,
+    ):
+        try:
+            return _handle(request, config)
+        except TenantkitError as error:  # its text holds no secret
+            log.error("%s %s failed: %s", request.request_type, properties.get("Kind"), error)
+            raise
+
+
+def _handle(request: ProviderEvent, config: HandlerConfig) -> dict[str, Any]:
     log.info(
         "%s %s (%s)",
         request.request_type,

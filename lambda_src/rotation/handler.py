@@ -29,6 +29,8 @@ from ..core.connection import (
     ssl_root_cert_from_env,
 )
 from ..core.errors import TenantkitError
+from ..core.log import function_logger, logged_request
+from ..tenancy import secret_owner
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,20 @@ class RotationError(TenantkitError):
 
 
 def on_event(event: Mapping[str, Any], _context: object) -> None:
-    """Lambda handler for Secrets Manager rotation."""
-    logging.getLogger().setLevel(logging.INFO)
-    rotate(event, ssl_root_cert_from_env(os.environ))
+    """Lambda handler for Secrets Manager rotation (JSON logs, core.log): every line carries
+    the step, the secret and whose secret it is."""
+    function_logger(APPLICATION_NAME)
+    secret_id = event.get("SecretId")
+    with logged_request(
+        step=event.get("Step"),
+        secret=secret_id,
+        owner=secret_owner(secret_id) if isinstance(secret_id, str) else None,
+    ):
+        try:
+            rotate(event, ssl_root_cert_from_env(os.environ))
+        except TenantkitError as error:
+            log.error("rotation step failed: %s", error)
+            raise
 
 
 def rotate(event: Mapping[str, Any], ssl_root_cert: Path = RDS_CA_BUNDLE_PATH) -> None:

@@ -19,6 +19,7 @@ from .names import (
     PoolNames,
     TenantNames,
     login_secret_name,
+    secret_owner,
     tenant_names,
 )
 from .tiers import TIERS, TIERS_WITH_TENANT_DATABASES, Tier
@@ -42,6 +43,7 @@ __all__ = [
     "TenantNames",
     "Tier",
     "login_secret_name",
+    "secret_owner",
     "tenant_names",
     "validate_tenant_id",
 ]

@@ -55,6 +55,16 @@ def login_secret_name(tenant: str) -> str:
     return f"{SECRET_NAME_PREFIX}{tenant}/app"
 
 
+def secret_owner(secret_id: str) -> str | None:
+    """Whose secret `secret_id` (a name or an ARN) is: the tenant or host segment of
+    `tenantkit/<owner>/...`, or None for a secret tenantkit did not name."""
+    name = secret_id.split(":secret:", 1)[-1]
+    if not name.startswith(SECRET_NAME_PREFIX):
+        return None
+    owner = name.removeprefix(SECRET_NAME_PREFIX).split("/", 1)[0]
+    return owner or None
+
+
 def tenant_names(tenant_id: str) -> TenantNames:
     """Derive every physical name of `tenant_id`, validating it first.
 

@@ -116,3 +116,32 @@ def test_admin_secret_missing_fields_is_reported_without_values(
     with pytest.raises(TenantkitError, match="admin secret lacks field") as raised:
         on_event(create_event(properties(tenant_id, "arn:aws:secretsmanager:x")), None)
     assert "s3cr3t-value" not in str(raised.value)
+
+
+def test_every_log_line_is_json_with_the_requests_keys_and_no_secret(
+    secretsmanager: Any,
+    server: RunningServer,
+    make_secret: SecretFactory,
+    tenant_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the Lambda's entry point, as in AWS (a fresh function logger)
+    monkeypatch.setenv(ADMIN_SECRET_ARN, admin_secret(secretsmanager, server))
+    monkeypatch.setenv(SSL_ROOT_CERT, str(server.ca_cert))
+    password = "log-me-never-0123456789"
+    # WHEN a tenant is created
+    on_event(create_event(properties(tenant_id, make_secret(tenant_id, password))), None)
+    # THEN every line is a JSON object carrying the kind, the tenant and the logical resource id
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) > 5  # the request, each step, each change
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        assert record["service"] == "tenantkit-provisioner"
+        assert (record["kind"], record["tenant"]) == ("TenantDatabase", tenant_id)
+        assert record["logical_resource_id"] == "Tenant"
+        assert record["request_type"] == "Create"
+    assert any(r["message"].startswith("done: create database") for r in records)
+    assert any(r["name"].startswith("lambda_src.core.steps") for r in records)
+    assert password not in "\n".join(lines)
+    assert server.credentials.admin_password not in "\n".join(lines)

@@ -176,3 +176,30 @@ def test_the_password_never_reaches_the_server_log(
     log = embedded_pg.log_file.read_text()
     assert "ALTER ROLE CURRENT_USER PASSWORD 'SCRAM-SHA-256$" in log
     assert password not in log
+
+
+def test_every_rotation_log_line_is_json_with_the_step_and_whose_secret_and_no_password(
+    tenant_secret: str,
+    tenant_id: str,
+    secretsmanager: Any,
+    server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the rotation Lambda's entry point, verifying against the server's CA
+    monkeypatch.setenv(SSL_ROOT_CERT, str(server.ca_cert))
+    capsys.readouterr()
+    token = str(uuid.uuid4())
+    # WHEN a whole rotation runs through it
+    for step in STEPS:
+        on_event({"SecretId": tenant_secret, "ClientRequestToken": token, "Step": step}, None)
+    # THEN each line is JSON naming its step, the secret and the tenant it belongs to
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert {record["step"] for record in records} == set(STEPS)
+    for record in records:
+        assert record["service"] == "tenantkit-rotation"
+        assert (record["secret"], record["owner"]) == (tenant_secret, tenant_id)
+    new_password = current(secretsmanager, tenant_secret)["password"]
+    assert new_password not in "\n".join(lines)
+    assert "first-password-0" not in "\n".join(lines)
