@@ -5,7 +5,8 @@ Secrets Manager."""
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from lambda_src.provisioner.kinds import (
 )
 from lambda_src.tenancy import POOL
 
-from .catalog import Tenant
-from .embedded_pg import EmbeddedPostgres, RunningServer
+from .catalog import Catalog, Tenant
+from .embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, RunningServer
+from .local_aws import local_aws
 
 
 class LocalSecrets:
@@ -345,3 +347,49 @@ class LocalServers:
         """Stop every server (their data stays)."""
         for pg in (self.shared, *self.silos.values()):
             pg.stop()
+
+
+@dataclass(frozen=True)
+class LocalSession:
+    """What a local operation works with: the started servers, the shared one (bridge and
+    pool), the login secrets and how long the servers took to start."""
+
+    servers: LocalServers
+    shared: RunningServer
+    store: LocalSecrets
+    start_seconds: float
+
+
+@contextmanager
+def local_session(
+    state_dir: Path,
+    catalog: Catalog,
+    *,
+    extra_silos: Sequence[str] = (),
+    keep_running: bool = False,
+) -> Iterator[LocalSession]:
+    """One local operation on `state_dir`: its lock held, the embedded servers started (the
+    shared one and one per silo tenant: the catalog's, those left on disk and `extra_silos`),
+    the local Secrets Manager up and the secrets store open. On exit the servers stop unless
+    `keep_running`. Raises EmbeddedPostgresError if a server cannot start, after stopping
+    those that did."""
+    # tenantkit.lifecycle imports this module (LocalServers), so its lock is imported here.
+    from .lifecycle import local_silo_ids, state_lock
+
+    with state_lock(state_dir):
+        servers = LocalServers(state_dir, [*local_silo_ids(state_dir, catalog), *extra_silos])
+        started = time.perf_counter()
+        try:
+            shared = servers.start()
+        except EmbeddedPostgresError:
+            servers.stop()
+            raise
+        start_seconds = time.perf_counter() - started
+        try:
+            with local_aws():
+                yield LocalSession(
+                    servers, shared, LocalSecrets(state_dir / "secrets.json"), start_seconds
+                )
+        finally:
+            if not keep_running:
+                servers.stop()
