@@ -1,0 +1,59 @@
+"""tenantctl: the tenantkit command line (Typer + Rich).
+
+Exit codes: 0 success; 1 provisioning failure or an isolation leak; 2 invalid input (catalog,
+tenant id, arguments); 3 environment problem (PostgreSQL binaries missing, server would not
+start, nothing provisioned yet; for `verify --dsn`, a pool it cannot reach or without verify
+probes).
+
+The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
+(onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan) and
+bench_commands (bench rls, onboard, synth).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from .bench_commands import bench_onboard, bench_rls, bench_synth
+from .deploy_commands import deploy, plan
+from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
+from .local_commands import names, run, validate, verify
+from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
+
+__all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
+
+app = typer.Typer(
+    help="tenantkit: tenant isolation tiers for PostgreSQL on AWS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: print a table, write JSON (and a plot).")
+
+
+def _register(group: typer.Typer, command: Callable[..., Any], name: str | None = None) -> None:
+    group.command(name)(command)
+
+
+# In the order `tenantctl --help` lists them.
+_register(app, validate)
+_register(app, names)
+_register(app, run)
+_register(app, verify)
+_register(app, onboard)
+_register(app, suspend)
+_register(app, resume)
+_register(app, offboard)
+_register(app, deploy)
+_register(app, list_tenants, "list")
+_register(app, status)
+_register(app, plan)
+_register(bench_app, bench_rls, "rls")
+_register(bench_app, bench_onboard, "onboard")
+_register(bench_app, bench_synth, "synth")
+app.add_typer(bench_app, name="bench")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

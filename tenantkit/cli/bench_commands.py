@@ -1,0 +1,242 @@
+"""tenantctl bench rls, onboard and synth: each prints a table and writes its JSON."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..embedded_pg import EmbeddedPostgresError
+from ..synth import REPO_ROOT
+from .output import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    configure_logging,
+    err,
+    out,
+)
+
+
+def bench_rls(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/rls.json"
+    ),
+    plot_png: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw a PNG (needs matplotlib).")
+    ] = None,
+    tenants: Annotated[int, typer.Option(min=10, max=5000)] = 1000,
+    rows_per_tenant: Annotated[int, typer.Option(min=10, max=10_000)] = 100,
+    blocks: Annotated[
+        int, typer.Option(min=2, max=100_000, help="Timed blocks of requests per variant.")
+    ] = 150,
+    block_size: Annotated[int, typer.Option(min=1, max=10_000, help="Requests per block.")] = 100,
+    block_warmup: Annotated[
+        int,
+        typer.Option(min=0, help="Untimed requests at the start of each block (< block size)."),
+    ] = 20,
+    tenantkit_copies: Annotated[
+        int,
+        typer.Option(
+            min=1, max=5, help="Identical copies of the tenantkit variant (a check of the layout)."
+        ),
+    ] = 1,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch directory for the benchmark's own server.")
+    ] = Path(".tenantkit/bench"),
+) -> None:
+    """RLS cost: explicit WHERE vs tenantkit's RLS vs a naive policy vs schema- and
+    database-per-tenant, interleaved in one run on a fresh embedded server."""
+    from ..bench.rls import (
+        RlsBenchConfig,
+        check_config,
+        plot,
+        run_rls_bench,
+        timed_per_variant,
+    )
+
+    configure_logging(False)
+    config = RlsBenchConfig(
+        tenants=tenants,
+        rows_per_tenant=rows_per_tenant,
+        blocks=blocks,
+        block_size=block_size,
+        block_warmup=block_warmup,
+        tenantkit_copies=tenantkit_copies,
+    )
+    try:
+        check_config(config)
+    except ValueError as error:
+        err.print(f"[red]invalid[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    work_dir.chmod(0o711)  # the server user must reach it when running as root
+    try:
+        results = run_rls_bench(
+            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except EmbeddedPostgresError as error:
+        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    table = Table(
+        title=f"RLS benchmark ({tenants} tenants x {rows_per_tenant} rows, "
+        f"{timed_per_variant(config)} requests per variant)"
+    )
+    for column in (
+        "variant",
+        "server median",
+        "server p95",
+        "x where",
+        "e2e median",
+        "e2e p95",
+        "x where",
+    ):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, v in results["variants"].items():
+        table.add_row(
+            name,
+            f"{v['server_side']['median_ms']:.3f} ms",
+            f"{v['server_side']['p95_ms']:.3f} ms",
+            f"{v['ratio']['server_side_median']:.3f}",
+            f"{v['end_to_end']['median_ms']:.3f} ms",
+            f"{v['end_to_end']['p95_ms']:.3f} ms",
+            f"{v['ratio']['end_to_end_median']:.3f}",
+        )
+    out.print(table)
+    trips = results["round_trips"]
+    out.print(
+        "control is the baseline again on a copy of its table: its ratio is this run's noise "
+        f"floor; the pool variants shared {config.connections} connections",
+        highlight=False,
+    )
+    out.print(
+        f"round trips per request through a {trips['delay_ms_each_way']} ms relay: "
+        f"where {trips['where']['round_trips']}, tenantkit {trips['tenantkit']['round_trips']}",
+        highlight=False,
+    )
+    out.print(f"wrote {out_json}", highlight=False)
+    if plot_png is not None:
+        plot(results, plot_png)
+        out.print(f"wrote {plot_png}", highlight=False)
+
+
+def bench_onboard(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/onboard.json"
+    ),
+    bridge_tenants: Annotated[int, typer.Option(min=5, max=500)] = 40,
+    concurrent: Annotated[int, typer.Option(min=2, max=100)] = 20,
+    pool_tenants: Annotated[int, typer.Option(min=10, max=100_000)] = 2000,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch directory for the benchmark's own server.")
+    ] = Path(".tenantkit/bench"),
+) -> None:
+    """Onboarding latency (bridge vs a bare CREATE DATABASE), concurrent onboarding, and pool
+    onboarding throughput, on a fresh embedded server."""
+    from ..bench.onboard import OnboardBenchConfig, run_onboard_bench
+
+    configure_logging(False)
+    config = OnboardBenchConfig(
+        bridge_tenants=bridge_tenants, concurrent=concurrent, pool_tenants=pool_tenants
+    )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    work_dir.chmod(0o711)  # the server user must reach it when running as root
+    try:
+        results = run_onboard_bench(
+            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except EmbeddedPostgresError as error:
+        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    bridge, parallel, pool = results["bridge"], results["concurrent"], results["pool"]
+    table = Table(title="onboarding benchmark")
+    for column in ("what", "median", "p95", "note"):
+        table.add_column(column, justify="left" if column in ("what", "note") else "right")
+    table.add_row(
+        "bridge tenant (handler)",
+        f"{bridge['onboard']['median_ms']:.1f} ms",
+        f"{bridge['onboard']['p95_ms']:.1f} ms",
+        f"{bridge['ratio_median']:.2f}x CREATE DATABASE (p95 {bridge['ratio_p95']:.2f}x)",
+    )
+    table.add_row(
+        "bare CREATE DATABASE",
+        f"{bridge['raw_create_database']['median_ms']:.1f} ms",
+        f"{bridge['raw_create_database']['p95_ms']:.1f} ms",
+        f"{bridge['tenants']} of each, interleaved",
+    )
+    table.add_row(
+        f"{parallel['tenants']} concurrent (x2)",
+        f"{parallel['seconds'] * 1000:.0f} ms total",
+        "",
+        f"{len(parallel['errors'])} errors, {parallel['databases']} databases, "
+        f"{parallel['roles']}/{parallel['expected_roles']} roles",
+    )
+    table.add_row(
+        "pool tenant, alone",
+        f"{pool['one_per_request']['median_ms']:.1f} ms",
+        f"{pool['one_per_request']['p95_ms']:.1f} ms",
+        f"{pool['one_per_request']['tenants_per_second']:.0f} tenants/s",
+    )
+    table.add_row(
+        f"pool, {pool['batched']['tenants']} in {pool['batched']['batches']} batches",
+        f"{pool['batched']['seconds'] * 1000:.0f} ms total",
+        "",
+        f"{pool['batched']['tenants_per_second']:.0f} tenants/s",
+    )
+    out.print(table)
+    out.print(f"wrote {out_json}", highlight=False)
+    if parallel["errors"] or parallel["roles"] != parallel["expected_roles"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def bench_synth(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/synth.json"
+    ),
+    tenants: Annotated[
+        int, typer.Option(min=3, max=10_000, help="Tenants in the large catalog.")
+    ] = 1000,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="Synths per single-tenant case.")] = 3,
+) -> None:
+    """`cdk synth -c tenant=<id>` from a one-tenant and a large mixed catalog, per tier, and a
+    full synth of the large catalog, through the pinned CDK CLI."""
+    from ..bench.synth import SynthBenchConfig, run_synth_bench
+
+    config = SynthBenchConfig(tenants=tenants, runs=runs)
+    repo = REPO_ROOT
+    try:
+        results = run_synth_bench(
+            repo, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except (RuntimeError, OSError) as error:
+        err.print(f"[red]synth failed[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    counts = results["catalog"]
+    table = Table(
+        title=f"cdk synth, {tenants} tenants ({counts['silo']} silo, {counts['bridge']} bridge, "
+        f"{counts['pool']} pool)"
+    )
+    for column in ("what", "stacks", "1-tenant catalog", f"{tenants}-tenant catalog", "ratio"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for tier, single in results["single_tenant"].items():
+        table.add_row(
+            f"-c tenant={single['tenant']} ({tier})",
+            str(single["stacks"]),
+            f"{single['one_tenant_catalog']['median_s']:.2f} s",
+            f"{single['large_catalog']['median_s']:.2f} s",
+            f"{single['ratio']:.2f}x",
+        )
+    full = results["full"]
+    table.add_row("full synth", str(full["stacks"]), "", f"{full['seconds']:.2f} s", "")
+    out.print(table)
+    out.print(f"median of {runs} run(s) each; wrote {out_json}", highlight=False)

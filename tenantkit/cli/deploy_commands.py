@@ -1,0 +1,204 @@
+"""tenantctl deploy and plan: the CDK CLI run for exactly the stacks a target needs, and what a
+catalog change would do before anything is deployed."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..catalog import Catalog, CatalogError, load_catalog
+from ..deployment import DeployTarget
+from ..plan import CLOUDFORMATION_RESOURCE_LIMIT, catalog_changes, stack_sizes
+from ..quotas import quota_use
+from ..synth import REPO_ROOT, synth_templates, with_repo_node
+from .options import (
+    Approval,
+    ApprovalOption,
+    CatalogOption,
+    DryRunOption,
+    JsonOption,
+)
+from .output import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    checked_id,
+    err,
+    fail,
+    load,
+    out,
+)
+
+
+def cdk(*args: str) -> list[str]:
+    return ["cdk", *args]
+
+
+def deploy_argv(
+    target: DeployTarget, stacks: Sequence[str], catalog: Path, approval: Approval
+) -> list[str]:
+    context = f"tenant={target.tenant}" if target.tenant else f"tier={target.tier}"
+    return cdk(
+        "deploy",
+        *stacks,
+        "--exclusively",
+        "-c",
+        f"catalog={catalog.resolve()}",
+        "-c",
+        context,
+        "--require-approval",
+        approval.value,
+    )
+
+
+def run_cdk(argv: Sequence[str], as_json: bool) -> int:
+    """Run the pinned CDK CLI from the project root; its output goes to stderr."""
+    env = dict(os.environ)
+    env["PATH"] = with_repo_node(env.get("PATH", ""))
+    if not as_json:
+        err.print(f"[dim]$ {shlex.join(argv)}[/dim]", highlight=False)
+    try:
+        return subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=sys.stderr).returncode
+    except FileNotFoundError:
+        fail(EXIT_ENVIRONMENT, "the CDK CLI is not installed: run `make setup`", as_json)
+
+
+def deploy_tenant(
+    tenant_id: str,
+    loaded: Catalog,
+    catalog: Path,
+    approval: Approval,
+    as_json: bool,
+    fields: dict[str, Any],
+) -> bool:
+    """cdk deploy the stacks one tenant needs; records the command and exit code in `fields`."""
+    target = DeployTarget(tenant=tenant_id)
+    argv = deploy_argv(target, target.stacks(loaded), catalog, approval)
+    code = run_cdk(argv, as_json)
+    fields.update(command=argv, exit_code=code)
+    return code == 0
+
+
+def deploy(
+    target: Annotated[str, typer.Argument(help="A tenant id, or a tier: silo, bridge, pool.")],
+    catalog: CatalogOption = Path("tenants.yaml"),
+    approval: ApprovalOption = Approval.broadening,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """`cdk deploy --exclusively` exactly the stacks a tenant (or a tier) needs, synthesized
+    with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built."""
+    loaded = load(catalog)
+    parsed = DeployTarget.parse(target)
+    if parsed.tenant is not None:
+        checked_id(parsed.tenant, as_json)
+    try:
+        stacks = parsed.stacks(loaded)
+    except CatalogError as error:
+        fail(EXIT_INVALID, str(error), as_json)
+    if not stacks:
+        fail(EXIT_INVALID, f"tier {target} has no tenants in {catalog}: nothing to deploy", as_json)
+    argv = deploy_argv(parsed, stacks, catalog, approval)
+    code = 0 if dry_run else run_cdk(argv, as_json)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": code == 0,
+                    "target": target,
+                    "stacks": list(stacks),
+                    "command": argv,
+                    "dry_run": dry_run,
+                    "exit_code": code,
+                }
+            )
+        )
+    elif dry_run:
+        out.print(shlex.join(argv), highlight=False)
+    if code != 0:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def plan(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="The catalog as deployed (e.g. from the main branch), to compare with."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What the catalog would change: tenants added, removed, changed and (refused) moved
+    between tiers; every stack's resources against the 500 limit; default AWS quotas. Exit 2
+    when the change is refused."""
+    loaded = load(catalog)
+    before = None
+    if baseline is not None:
+        try:
+            before = load_catalog(baseline)
+        except CatalogError as error:
+            fail(EXIT_INVALID, f"baseline: {error}", as_json)
+    changes = catalog_changes(before, loaded)
+    try:
+        sizes = stack_sizes(synth_templates(loaded))
+    except Exception as error:  # synth failures: cdk-nag, a bad setting named by its stack
+        fail(EXIT_FAILED, f"synth failed: {error}", as_json)
+    quotas = quota_use(loaded)
+    too_big = [s for s in sizes if not s.within_limit]
+    refused = changes.moves + [
+        f"stack {s.name} has {s.resources} resources; CloudFormation accepts fewer than "
+        f"{CLOUDFORMATION_RESOURCE_LIMIT}"
+        for s in too_big
+    ]
+    result = {
+        "ok": not refused,
+        "refused": refused,
+        "tenants": {
+            "added": [{"id": t.id, "tier": t.tier} for t in changes.added],
+            "removed": [{"id": t.id, "tier": t.tier} for t in changes.removed],
+            "changed": changes.changed,
+            "total": len(loaded.tenants),
+        },
+        "stacks": [
+            {"name": s.name, "resources": s.resources, "limit": CLOUDFORMATION_RESOURCE_LIMIT}
+            for s in sizes
+        ],
+        "quotas": [
+            {"quota": q.quota, "used": q.used, "default": q.default, "exceeded": q.exceeded}
+            for q in quotas
+        ],
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for t in changes.added:
+            out.print(f"+ {t.id} ({t.tier})", highlight=False)
+        for t in changes.removed:
+            out.print(
+                f"- {t.id} ({t.tier}): offboarded, data kept unless removal_policy destroy",
+                highlight=False,
+            )
+        for tenant_id, changed in sorted(changes.changed.items()):
+            out.print(f"~ {tenant_id}: {', '.join(changed)}", highlight=False)
+        table = Table(
+            title=f"{len(sizes)} stacks, limit {CLOUDFORMATION_RESOURCE_LIMIT} resources each"
+        )
+        table.add_column("stack")
+        table.add_column("resources", justify="right")
+        for s in sizes[:10]:
+            table.add_row(s.name, str(s.resources))
+        if len(sizes) > 10:
+            table.add_row(f"... {len(sizes) - 10} more, each smaller", "")
+        out.print(table)
+        for q in quotas:
+            out.print(f"quota: {q.describe()}", highlight=False)
+        for problem in refused:
+            err.print(f"[red]refused[/red]: {problem}", highlight=False)
+    if refused:
+        raise typer.Exit(EXIT_INVALID)

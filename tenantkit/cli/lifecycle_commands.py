@@ -1,0 +1,469 @@
+"""tenantctl onboard, suspend, resume, offboard, list and status: a tenant's lifecycle, in the
+catalog and provisioned locally (the embedded PostgreSQL) or in AWS (cdk deploy)."""
+
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from lambda_src.core.errors import TenantkitError
+from lambda_src.provisioner.plans.lifecycle import RegistryEntry
+
+from ..catalog import Catalog, Tenant
+from ..catalog_edit import add_tenant, remove_tenant, set_setting
+from ..deployment import DeployTarget
+from ..lifecycle import (
+    REQUESTED,
+    RecordedTenant,
+    TenantStatus,
+    histories,
+    recorded_tenants,
+    state_lock,
+    tenant_statuses,
+    tier_moves,
+)
+from ..local import (
+    LocalSecrets,
+    LocalServers,
+    ProvisionResult,
+    offboard_pool_tenant,
+    offboard_tenant_database,
+    provision_pool,
+    provision_tenant_databases,
+)
+from ..local_aws import local_aws
+from .deploy_commands import cdk, deploy_argv, deploy_tenant, run_cdk
+from .options import (
+    Approval,
+    ApprovalOption,
+    CatalogOption,
+    DryRunOption,
+    JsonOption,
+    Provision,
+    ProvisionOption,
+    StateDirOption,
+    TierOption,
+)
+from .output import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    checked_id,
+    configure_logging,
+    edit,
+    err,
+    fail,
+    load,
+    out,
+    start_embedded,
+)
+
+
+def refuse_tier_moves(
+    servers: LocalServers, wanted: Sequence[tuple[str, str]], as_json: bool
+) -> None:
+    """Exit 2, before anything is changed, if a local registry holds a tenant in another tier."""
+    moves = tier_moves(wanted, recorded_tenants(servers))
+    if moves:
+        fail(EXIT_INVALID, "\n".join(moves), as_json)
+
+
+def status_of(servers: LocalServers, tenant: Tenant) -> str:
+    recorded = [
+        r for r in recorded_tenants(servers) if (r.tenant_id, r.tier) == (tenant.id, tenant.tier)
+    ]
+    return recorded[0].status if recorded else REQUESTED
+
+
+def provision_one(
+    tenant: Tenant, catalog: Catalog, servers: LocalServers, store: LocalSecrets
+) -> ProvisionResult:
+    """Provision one tenant through the handler (a pool tenant: the pool and its batches)."""
+    if tenant.tier != "pool":
+        return provision_tenant_databases([tenant], servers.server_for, store)[0]
+    results = provision_pool(list(catalog.in_tier("pool")), servers.server_for_pool(), store)
+    return next((r for r in results if r.tenant_id == tenant.id), results[0])
+
+
+def onboard(
+    tenant_id: str,
+    tier: TierOption,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a tenant to the catalog (validated; a tenant already there in that tier is left as
+    it is, one in another tier is refused) and provision it."""
+    configure_logging(False)
+    tenant_id = checked_id(tenant_id, as_json)
+    tier_name = tier.value
+    report_fields: dict[str, Any] = {"tenant": tenant_id, "tier": tier_name}
+    if provision is Provision.local:
+        with state_lock(state_dir):
+            current = load(catalog)
+            extra = [tenant_id] if tier_name == "silo" else []
+            servers, _, _ = start_embedded(state_dir, current, extra)
+            try:
+                refuse_tier_moves(servers, [(tenant_id, tier_name)], as_json)
+                loaded, outcome = edit(
+                    catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json
+                )
+                with local_aws():
+                    store = LocalSecrets(state_dir / "secrets.json")
+                    result = provision_one(loaded.get(tenant_id), loaded, servers, store)
+                status = status_of(servers, loaded.get(tenant_id))
+            finally:
+                servers.stop()
+        report_fields.update(
+            catalog=outcome,
+            provision="local",
+            status=status,
+            server=result.server,
+            changes=result.changes,
+            seconds=round(result.seconds, 4),
+            error=result.error,
+        )
+        ok = result.ok
+    else:
+        loaded, outcome = edit(catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json)
+        report_fields.update(catalog=outcome, provision=provision.value)
+        ok = provision is not Provision.aws or deploy_tenant(
+            tenant_id, loaded, catalog, approval, as_json, report_fields
+        )
+    if as_json:
+        print(json.dumps({"ok": ok, **report_fields}))
+    else:
+        verb = {"added": "added to", "unchanged": "already in"}[outcome]
+        out.print(f"{tenant_id} ({tier_name}) {verb} {catalog}", highlight=False)
+        if provision is Provision.local:
+            out.print(
+                f"provisioned locally on {report_fields['server']}: {report_fields['status']}, "
+                f"{report_fields['changes']} changes in {result.seconds * 1000:.0f} ms",
+                highlight=False,
+            )
+            if result.error:
+                err.print(f"[red]failed[/red]: {result.error}", highlight=False)
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def set_suspended(
+    tenant_id: str,
+    suspended: bool,
+    catalog: Path,
+    state_dir: Path,
+    provision: Provision,
+    approval: Approval,
+    as_json: bool,
+) -> None:
+    """Mark the tenant (un)suspended in the catalog and apply it: locally through the handler
+    (an Update of its resource), or by deploying its stacks."""
+    configure_logging(False)
+    tenant_id = checked_id(tenant_id, as_json)
+    fields: dict[str, Any] = {"tenant": tenant_id, "provision": provision.value}
+    if provision is Provision.local:
+        with state_lock(state_dir):
+            loaded, fields["catalog"] = edit(
+                catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
+            )
+            tenant = loaded.get(tenant_id)
+            servers, _, _ = start_embedded(state_dir, loaded)
+            try:
+                with local_aws():
+                    store = LocalSecrets(state_dir / "secrets.json")
+                    result = provision_one(tenant, loaded, servers, store)
+                fields.update(tier=tenant.tier, status=status_of(servers, tenant))
+            finally:
+                servers.stop()
+        fields.update(changes=result.changes, error=result.error)
+        ok = result.ok
+    else:
+        loaded, fields["catalog"] = edit(
+            catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
+        )
+        fields["tier"] = loaded.get(tenant_id).tier
+        ok = provision is not Provision.aws or deploy_tenant(
+            tenant_id, loaded, catalog, approval, as_json, fields
+        )
+    if as_json:
+        print(json.dumps({"ok": ok, **fields}))
+    else:
+        state = fields.get("status", "suspended" if suspended else "active (after deploy)")
+        out.print(f"{tenant_id} ({fields['tier']}): {state}", highlight=False)
+        if fields.get("error"):
+            err.print(f"[red]failed[/red]: {fields['error']}", highlight=False)
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def suspend(
+    tenant_id: str,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    as_json: JsonOption = False,
+) -> None:
+    """Suspend a tenant: data kept, logins disabled and sessions ended (bridge, silo), the pool
+    policy denies it; `suspended: true` in the catalog."""
+    set_suspended(tenant_id, True, catalog, state_dir, provision, approval, as_json)
+
+
+def resume(
+    tenant_id: str,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    as_json: JsonOption = False,
+) -> None:
+    """Resume a suspended tenant: its logins (or its pool rows) work again."""
+    set_suspended(tenant_id, False, catalog, state_dir, provision, approval, as_json)
+
+
+def offboard(
+    tenant_id: str,
+    destroy_data: Annotated[
+        bool,
+        typer.Option(
+            "--destroy-data", help="Delete the tenant's data too (default: keep it, logins off)."
+        ),
+    ] = False,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    provision: ProvisionOption = Provision.local,
+    approval: ApprovalOption = Approval.broadening,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Offboard a tenant: its data is kept (logins disabled, the pool policy denies it) unless
+    --destroy-data; then it leaves the catalog."""
+    configure_logging(False)
+    tenant_id = checked_id(tenant_id, as_json)
+    data = "destroyed" if destroy_data else "retained"
+    fields: dict[str, Any] = {"tenant": tenant_id, "data": data, "provision": provision.value}
+    if provision is Provision.local:
+        with state_lock(state_dir):
+            loaded = load(catalog)
+            try:
+                tenant = loaded.get(tenant_id)
+            except KeyError:
+                fail(EXIT_INVALID, f"tenant {tenant_id!r} is not in {catalog}", as_json)
+            servers, _, _ = start_embedded(state_dir, loaded)
+            try:
+                with local_aws():
+                    store = LocalSecrets(state_dir / "secrets.json")
+                    if tenant.tier == "pool":
+                        changes = offboard_pool_tenant(
+                            tenant,
+                            list(loaded.in_tier("pool")),
+                            servers.server_for_pool(),
+                            destroy=destroy_data,
+                        )
+                    else:
+                        changes = offboard_tenant_database(
+                            tenant, servers.server_for(tenant), store, destroy=destroy_data
+                        )
+                status = status_of(servers, tenant)
+            except TenantkitError as error:
+                fail(EXIT_FAILED, f"offboarding {tenant_id} failed: {error}", as_json, **fields)
+            finally:
+                servers.stop()
+            _, outcome = edit(catalog, remove_tenant(tenant_id), as_json)
+        fields.update(
+            tier=tenant.tier,
+            catalog=outcome,
+            status="offboarded" if status == REQUESTED else status,
+            changes=changes,
+        )
+    else:
+        loaded = load(catalog)
+        try:
+            tenant = loaded.get(tenant_id)
+        except KeyError:
+            fail(EXIT_INVALID, f"tenant {tenant_id!r} is not in {catalog}", as_json)
+        fields["tier"] = tenant.tier
+        if provision is Provision.aws:
+            offboard_aws(tenant, catalog, loaded, destroy_data, approval, dry_run, as_json, fields)
+        else:
+            _, fields["catalog"] = edit(catalog, remove_tenant(tenant_id), as_json)
+    if as_json:
+        print(json.dumps({"ok": True, **fields}))
+    else:
+        out.print(
+            f"{tenant_id} ({fields['tier']}) offboarded, data {data}; "
+            f"{'removed from' if fields.get('catalog') == 'removed' else 'catalog:'} {catalog}",
+            highlight=False,
+        )
+
+
+def offboard_aws(
+    tenant: Tenant,
+    catalog: Path,
+    loaded: Catalog,
+    destroy_data: bool,
+    approval: Approval,
+    dry_run: bool,
+    as_json: bool,
+    fields: dict[str, Any],
+) -> None:
+    """Offboard in AWS: deploy the removal policy the caller chose (CloudFormation's Delete reads
+    the deployed one), then delete the tenant's stack (bridge) or its batch entry (pool)."""
+    if tenant.tier == "silo":
+        fail(
+            EXIT_INVALID,
+            f"{tenant.id} is a silo tenant: its database has deletion protection, so removing "
+            "its stack is a deliberate manual step (disable deletion protection, then "
+            f"`npx cdk destroy {tenant.names.silo_stack_name}`; the cluster leaves a final "
+            "snapshot). Use --provision none to remove it from the catalog.",
+            as_json,
+        )
+    policy = "destroy" if destroy_data else "retain"
+    target = DeployTarget(tenant=tenant.id)
+    stacks = target.stacks(loaded)
+    steps: list[tuple[str, list[str]]] = [
+        (f"set removal_policy: {policy} in {catalog}", []),
+        ("deploy it", deploy_argv(target, stacks, catalog, approval)),
+    ]
+    if tenant.tier == "bridge":
+        destroy = cdk(
+            "destroy",
+            *stacks,
+            "--force",
+            "-c",
+            f"catalog={catalog.resolve()}",
+            "-c",
+            f"tenant={tenant.id}",
+        )
+        steps += [("delete the tenant's stack", destroy), (f"remove it from {catalog}", [])]
+    else:
+        steps += [
+            (f"remove it from {catalog}", []),
+            (
+                "deploy the pool without it",
+                deploy_argv(DeployTarget(tier="pool"), stacks, catalog, approval),
+            ),
+        ]
+    fields["steps"] = [{"step": what, "command": argv} for what, argv in steps]
+    if dry_run:
+        fields["dry_run"] = True
+        if not as_json:
+            for what, argv in steps:
+                out.print(f"{what}{': ' + shlex.join(argv) if argv else ''}", highlight=False)
+        return
+    for what, argv in steps:
+        if what.startswith("set removal_policy"):
+            edit(catalog, set_setting(tenant.id, "removal_policy", policy), as_json)
+        elif what.startswith("remove it from"):
+            _, fields["catalog"] = edit(catalog, remove_tenant(tenant.id), as_json)
+        elif run_cdk(argv, as_json) != 0:
+            fail(EXIT_FAILED, f"offboarding {tenant.id} stopped at: {what}", as_json, **fields)
+
+
+def recorded(
+    state_dir: Path, catalog: Catalog, tenant_id: str | None = None
+) -> tuple[list[RecordedTenant], dict[str, list[RegistryEntry]]]:
+    """What the local registries hold (nothing if nothing was ever provisioned here), and the
+    history of `tenant_id` in each tier's registry."""
+    if not (state_dir / "pg").is_dir():
+        return [], {}
+    with state_lock(state_dir):
+        servers, _, _ = start_embedded(state_dir, catalog)
+        try:
+            recorded = recorded_tenants(servers)
+            found = histories(servers, tenant_id) if tenant_id else {}
+        finally:
+            servers.stop()
+    return recorded, found
+
+
+def list_tenants(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    as_json: JsonOption = False,
+) -> None:
+    """Every tenant of the catalog with its lifecycle state, and offboarded tenants the local
+    registries still know."""
+    configure_logging(False)
+    loaded = load(catalog)
+    registered, _ = recorded(state_dir, loaded)
+    statuses = tenant_statuses(loaded, registered)
+    if as_json:
+        print(json.dumps({"tenants": [s.as_json() for s in statuses]}))
+        return
+    table = Table(title=f"tenants ({catalog}, registries in {state_dir})")
+    for column in ("tenant", "tier", "status", "since", "in catalog", "cause"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(
+            s.tenant_id,
+            s.tier,
+            s.status,
+            s.since.strftime("%Y-%m-%d %H:%M:%S") if s.since else "",
+            "yes" if s.in_catalog else "no",
+            s.cause or "",
+        )
+    out.print(table)
+
+
+def status(
+    tenant_id: str,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    as_json: JsonOption = False,
+) -> None:
+    """One tenant's lifecycle state, its failure cause if any, and its recorded history."""
+    configure_logging(False)
+    tenant_id = checked_id(tenant_id, as_json)
+    loaded = load(catalog)
+    registered, by_tier = recorded(state_dir, loaded, tenant_id)
+    found = [s for s in tenant_statuses(loaded, registered) if s.tenant_id == tenant_id]
+    if not found:
+        # Offboarded with its data destroyed: no row is left, only the history.
+        found = [
+            TenantStatus(
+                tenant_id,
+                tier,
+                False,
+                entries[-1].status,
+                entries[-1].cause,
+                entries[-1].at,
+                data_destroyed=True,
+            )
+            for tier, entries in by_tier.items()
+        ]
+    if not found:
+        fail(
+            EXIT_INVALID,
+            f"tenant {tenant_id!r} is in neither {catalog} nor a local registry",
+            as_json,
+        )
+    entries = [
+        {"tier": tier, "status": e.status, "cause": e.cause, "at": e.at.isoformat()}
+        for tier, history in by_tier.items()
+        for e in history
+    ]
+    if as_json:
+        print(json.dumps({**found[0].as_json(), "history": entries}))
+        return
+    for s in found:
+        out.print(
+            f"{tenant_id} ({s.tier}): {s.status}"
+            f"{' since ' + s.since.strftime('%Y-%m-%d %H:%M:%S') if s.since else ''}"
+            f"{'' if s.in_catalog else ' (not in the catalog)'}"
+            f"{'; its data was destroyed, only its history is left' if s.data_destroyed else ''}",
+            highlight=False,
+        )
+        if s.cause:
+            out.print(f"  cause: {s.cause}", highlight=False)
+    for entry in entries:
+        out.print(
+            f"  {entry['at']}  {entry['status']}"
+            + (f"  {entry['cause']}" if entry["cause"] else ""),
+            highlight=False,
+        )

@@ -1,0 +1,318 @@
+"""tenantctl validate, names, run and verify: the catalog checked, the names a tenant id derives,
+and the whole catalog provisioned and attacked on the embedded PostgreSQL."""
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lambda_src.core.connection import settings_from_dsn
+from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names
+
+from ..catalog import Tenant
+from ..lifecycle import (
+    state_lock,
+)
+from ..local import (
+    LocalSecrets,
+    LocalServers,
+    ProvisionResult,
+    pool_runtime_settings,
+    provision_pool,
+    provision_tenant_databases,
+)
+from ..local_aws import local_aws
+from ..verify import (
+    AttackResult,
+    PoolProbesOffError,
+    report,
+    run_database_attacks,
+    run_pool_attacks,
+    run_runtime_attacks,
+)
+from .lifecycle_commands import refuse_tier_moves
+from .options import (
+    CatalogOption,
+    JsonOption,
+    StateDirOption,
+)
+from .output import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    configure_logging,
+    err,
+    fail,
+    load,
+    out,
+    start_embedded,
+)
+
+
+def validate(catalog: CatalogOption = Path("tenants.yaml"), as_json: JsonOption = False) -> None:
+    """Check the tenant catalog and print its tenants."""
+    loaded = load(catalog)
+    if as_json:
+        print(json.dumps({"tenants": [t.model_dump() for t in loaded.tenants]}))
+        return
+    out.print(f"{catalog}: {len(loaded.tenants)} tenants, valid")
+
+
+def names(tenant_id: str, as_json: JsonOption = False) -> None:
+    """Show every physical name derived from a tenant id."""
+    try:
+        derived = tenant_names(tenant_id)
+    except InvalidTenantIdError as error:
+        err.print(f"[red]invalid tenant id[/red]: {error}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    fields = {k: v for k, v in vars(derived).items()}
+    if as_json:
+        print(json.dumps(fields))
+        return
+    for key, value in fields.items():
+        out.print(f"{key:16} {value}", highlight=False)
+
+
+@contextmanager
+def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[ProvisionResult], None]]:
+    """A progress bar on stderr while tenants are provisioned (none with --json or when
+    stderr is not a terminal); yields the callback that advances it."""
+    if quiet or not err.is_terminal:
+        yield lambda _result: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(what, total=total)
+
+        def advance(result: ProvisionResult) -> None:
+            progress.update(task, advance=1, description=f"{what} {result.tenant_id}")
+
+        yield advance
+
+
+def local_attacks(
+    servers: LocalServers, store: LocalSecrets, db_tenants: list[Tenant], pool_ready: bool
+) -> list[AttackResult]:
+    """Every attack that applies locally: per-database logins and the pool's runtime login."""
+    results = run_database_attacks(
+        [
+            (t, store.password(t.names.secret_name), servers.server_for(t).settings)
+            for t in db_tenants
+        ]
+    )
+    pool_runtime = None
+    if pool_ready:
+        pool_runtime = pool_runtime_settings(servers.server_for_pool(), store)
+        results += run_pool_attacks(pool_runtime)
+    return results + run_runtime_attacks(pool_runtime)
+
+
+def run(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the embedded server running and print how to reach it.")
+    ] = False,
+    as_json: JsonOption = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every SQL step.")] = False,
+) -> None:
+    """Provision the whole catalog on the embedded PostgreSQL with the provisioner's own handler,
+    then attack it: every tenant login against every other database, and the pool's policies."""
+    configure_logging(verbose)
+    loaded = load(catalog)
+    db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
+    with state_lock(state_dir):
+        servers, server, start_seconds = start_embedded(state_dir, loaded)
+        try:
+            refuse_tier_moves(servers, [(t.id, t.tier) for t in loaded.tenants], as_json)
+            with local_aws():
+                store = LocalSecrets(state_dir / "secrets.json")
+                pool = list(loaded.in_tier("pool"))
+                with progress(len(db_tenants) + len(pool) + 1, "provisioning", as_json) as done:
+                    results = provision_tenant_databases(
+                        db_tenants, servers.server_for, store, done=done
+                    )
+                    results += provision_pool(pool, server, store, done=done)
+                ready = {r.tenant_id for r in results if r.ok}
+                attacks = local_attacks(
+                    servers, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
+                )
+        finally:
+            if not keep_running:
+                servers.stop()
+
+    verdict = report(attacks)
+    ok = all(r.ok for r in results) and not verdict["leaks"]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "server": {
+                        "host": server.host,
+                        "port": server.port,
+                        "postgresql": servers.shared.install.version,
+                        "files": str(servers.shared.root),
+                    },
+                    "tenants": [
+                        {
+                            "id": r.tenant_id,
+                            "tier": r.tier,
+                            "database": r.database,
+                            "roles": list(r.roles),
+                            "secret": r.secret,
+                            "server": r.server,
+                            "status": "ready" if r.ok else "failed",
+                            "changes": r.changes,
+                            "seconds": round(r.seconds, 4),
+                            "error": r.error,
+                        }
+                        for r in results
+                    ],
+                    "verify": verdict,
+                }
+            )
+        )
+    else:
+        print_summary(results, server.port, start_seconds, servers)
+        print_verdict(verdict, attacks)
+        if keep_running:
+            out.print(
+                f"server left running on 127.0.0.1:{server.port} (TLS CA: {server.ca_cert}); "
+                f"stop it with: pg_ctl stop -D {servers.shared.data_dir}",
+                highlight=False,
+            )
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def verify(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            help="Attack this pool instead of the embedded one: a libpq connection string of "
+            "the pool's runtime login (password from it or PGPASSWORD; TLS verify-full against "
+            "its sslrootcert or the shipped RDS CA bundle)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the isolation attacks and report them; exit 1 on any leak.
+
+    Locally (after `tenantctl run`): every bridge/silo login against every other tenant's
+    database, and the pool attacks as the pool's runtime login. With --dsn: the pool attacks."""
+    configure_logging(False)
+    if dsn is not None:
+        try:
+            settings = settings_from_dsn(dsn, os.environ)
+        except ValueError as error:
+            err.print(f"[red]invalid --dsn[/red]: {error}", highlight=False)
+            raise typer.Exit(EXIT_INVALID) from None
+        try:
+            attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
+        except PoolProbesOffError as error:
+            fail(EXIT_ENVIRONMENT, str(error), as_json)
+        except psycopg.OperationalError as error:  # TLS refused, wrong password, unreachable
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+            fail(EXIT_ENVIRONMENT, f"cannot connect to the pool: {reason}", as_json)
+    else:
+        loaded = load(catalog)
+        db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
+        store = LocalSecrets(state_dir / "secrets.json")
+        missing = [t.id for t in db_tenants if not store.has(t.names.secret_name)]
+        if missing or not store.has(POOL.secret_name):
+            err.print(
+                f"nothing provisioned locally for {', '.join(missing) or 'the pool'}: "
+                "run `tenantctl run` first",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_ENVIRONMENT)
+        with state_lock(state_dir):
+            servers, _, _ = start_embedded(state_dir, loaded)
+            try:
+                attacks = local_attacks(servers, store, db_tenants, pool_ready=True)
+            finally:
+                servers.stop()
+    verdict = report(attacks)
+    if as_json:
+        print(json.dumps(verdict))
+    else:
+        print_verdict(verdict, attacks, every_attack=True)
+    if verdict["leaks"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def print_summary(
+    results: list[ProvisionResult], port: int, start_seconds: float, servers: LocalServers
+) -> None:
+    table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
+    for column in ("tenant", "tier", "database", "roles", "secret", "status", "changes", "time"):
+        table.add_column(column, justify="right" if column in ("changes", "time") else "left")
+    for r in results:
+        table.add_row(
+            r.tenant_id,
+            r.tier,
+            r.database,
+            ", ".join(role.removeprefix(r.database + "_") for role in r.roles),
+            r.secret or "-",
+            "[green]ready[/green]" if r.ok else f"[red]failed[/red]: {r.error}",
+            str(r.changes) if r.ok else "-",
+            f"{r.seconds * 1000:.0f} ms",
+        )
+    out.print(table)
+    out.print(
+        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime login",
+        highlight=False,
+    )
+    shared = f"127.0.0.1:{port}"
+    own = [f"{r.server} ({r.tenant_id})" for r in results if r.server != shared]
+    out.print(
+        f"embedded PostgreSQL {servers.shared.install.version} servers up in "
+        f"{start_seconds * 1000:.0f} ms: {shared} (bridge, pool)"
+        + "".join(f", {server}" for server in own),
+        highlight=False,
+    )
+    if note := servers.placement_note():
+        out.print(note, highlight=False, soft_wrap=True)
+
+
+def print_verdict(
+    verdict: dict[str, Any], attacks: list[AttackResult], *, every_attack: bool = False
+) -> None:
+    if every_attack:
+        table = Table(title="isolation attacks")
+        for column in ("tier", "attack", "result", "detail"):
+            table.add_column(column)
+        for a in attacks:
+            result = "[green]blocked[/green]" if a.blocked else "[red]LEAK[/red]"
+            table.add_row(a.tier, a.attack, result, a.detail)
+        out.print(table)
+    tiers = sorted({a.tier for a in attacks})
+    per_tier = ", ".join(
+        f"{tier} {sum(a.blocked for a in attacks if a.tier == tier)}/"
+        f"{sum(1 for a in attacks if a.tier == tier)}"
+        for tier in tiers
+    )
+    colour = "red" if verdict["leaks"] else "green"
+    out.print(
+        f"[{colour}]verify[/{colour}]: {verdict['attacks']} attacks, {verdict['blocked']} "
+        f"blocked, {len(verdict['leaks'])} leaks ({per_tier})",
+        highlight=False,
+    )
+    for leak in verdict["leaks"]:
+        out.print(f"[red]leak[/red] {leak['tier']}: {leak['attack']}: {leak['detail']}")

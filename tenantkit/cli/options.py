@@ -1,0 +1,59 @@
+"""The options several tenantctl commands share, and the choices they take."""
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class TierName(StrEnum):
+    """The isolation tiers."""
+
+    silo = "silo"
+    bridge = "bridge"
+    pool = "pool"
+
+
+class Provision(StrEnum):
+    """Where onboarding and offboarding provision."""
+
+    local = "local"
+    aws = "aws"
+    none = "none"
+
+
+class Approval(StrEnum):
+    """cdk deploy's --require-approval."""
+
+    never = "never"
+    any_change = "any-change"
+    broadening = "broadening"
+
+
+CatalogOption = Annotated[
+    Path, typer.Option("--catalog", "-c", help="Tenant catalog file.", show_default=True)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+StateDirOption = Annotated[
+    Path, typer.Option(help="Where the embedded PostgreSQL and local secrets are kept.")
+]
+TierOption = Annotated[TierName, typer.Option("--tier", help="silo, bridge or pool.")]
+ProvisionOption = Annotated[
+    Provision,
+    typer.Option(
+        "--provision",
+        help="local: on the embedded PostgreSQL; aws: cdk deploy the stacks it needs; "
+        "none: edit the catalog only.",
+    ),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the cdk commands instead of running them.")
+]
+ApprovalOption = Annotated[
+    Approval,
+    typer.Option(
+        "--require-approval",
+        help="Passed to cdk deploy; `never` for pipelines whose environment is gated.",
+    ),
+]
