@@ -10,14 +10,7 @@ from rich.table import Table
 
 from ..embedded_pg import EmbeddedPostgresError
 from ..synth import REPO_ROOT
-from .output import (
-    EXIT_ENVIRONMENT,
-    EXIT_FAILED,
-    EXIT_INVALID,
-    configure_logging,
-    err,
-    out,
-)
+from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, configure_logging, err, fail, out
 
 
 def bench_rls(
@@ -69,8 +62,7 @@ def bench_rls(
     try:
         check_config(config)
     except ValueError as error:
-        err.print(f"[red]invalid[/red]: {error}", highlight=False)
-        raise typer.Exit(EXIT_INVALID) from None
+        fail(EXIT_INVALID, str(error), False, label="invalid")
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     work_dir.chmod(0o711)  # the server user must reach it when running as root
@@ -79,8 +71,7 @@ def bench_rls(
             work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
         )
     except EmbeddedPostgresError as error:
-        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        fail(EXIT_ENVIRONMENT, str(error), False, label="embedded PostgreSQL")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(
@@ -152,8 +143,7 @@ def bench_onboard(
             work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
         )
     except EmbeddedPostgresError as error:
-        err.print(f"[red]embedded PostgreSQL[/red]: {error}", highlight=False)
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        fail(EXIT_ENVIRONMENT, str(error), False, label="embedded PostgreSQL")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2) + "\n")
     bridge, parallel, pool = results["bridge"], results["concurrent"], results["pool"]
@@ -194,7 +184,12 @@ def bench_onboard(
     out.print(table)
     out.print(f"wrote {out_json}", highlight=False)
     if parallel["errors"] or parallel["roles"] != parallel["expected_roles"]:
-        raise typer.Exit(EXIT_FAILED)
+        fail(
+            EXIT_FAILED,
+            f"concurrent onboarding: {len(parallel['errors'])} errors, "
+            f"{parallel['roles']} of {parallel['expected_roles']} roles",
+            False,
+        )
 
 
 def bench_synth(
@@ -217,8 +212,7 @@ def bench_synth(
             repo, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
         )
     except (RuntimeError, OSError) as error:
-        err.print(f"[red]synth failed[/red]: {error}", highlight=False)
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        fail(EXIT_ENVIRONMENT, str(error), False, label="synth failed")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2) + "\n")
     counts = results["catalog"]

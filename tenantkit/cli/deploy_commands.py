@@ -18,32 +18,19 @@ from ..deployment import DeployTarget
 from ..plan import CLOUDFORMATION_RESOURCE_LIMIT, catalog_changes, stack_sizes
 from ..quotas import quota_use
 from ..synth import REPO_ROOT, synth_templates, with_repo_node
-from .options import (
-    Approval,
-    ApprovalOption,
-    CatalogOption,
-    DryRunOption,
-    JsonOption,
-)
-from .output import (
-    EXIT_ENVIRONMENT,
-    EXIT_FAILED,
-    EXIT_INVALID,
-    checked_id,
-    err,
-    fail,
-    load,
-    out,
-)
+from .options import Approval, ApprovalOption, CatalogOption, DryRunOption, JsonOption
+from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, checked_id, err, fail, load, out
 
 
 def cdk(*args: str) -> list[str]:
+    """A command line of the pinned CDK CLI."""
     return ["cdk", *args]
 
 
 def deploy_argv(
     target: DeployTarget, stacks: Sequence[str], catalog: Path, approval: Approval
 ) -> list[str]:
+    """`cdk deploy --exclusively` of `stacks`, synthesized for `target` only."""
     context = f"tenant={target.tenant}" if target.tenant else f"tier={target.tier}"
     return cdk(
         "deploy",
@@ -95,7 +82,7 @@ def deploy(
 ) -> None:
     """`cdk deploy --exclusively` exactly the stacks a tenant (or a tier) needs, synthesized
     with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built."""
-    loaded = load(catalog)
+    loaded = load(catalog, as_json)
     parsed = DeployTarget.parse(target)
     if parsed.tenant is not None:
         checked_id(parsed.tenant, as_json)
@@ -107,23 +94,20 @@ def deploy(
         fail(EXIT_INVALID, f"tier {target} has no tenants in {catalog}: nothing to deploy", as_json)
     argv = deploy_argv(parsed, stacks, catalog, approval)
     code = 0 if dry_run else run_cdk(argv, as_json)
+    result: dict[str, Any] = {
+        "ok": code == 0,
+        "target": target,
+        "stacks": list(stacks),
+        "command": argv,
+        "dry_run": dry_run,
+        "exit_code": code,
+    }
+    if code != 0:
+        fail(EXIT_FAILED, f"cdk deploy exited with {code}", as_json, **result)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": code == 0,
-                    "target": target,
-                    "stacks": list(stacks),
-                    "command": argv,
-                    "dry_run": dry_run,
-                    "exit_code": code,
-                }
-            )
-        )
+        print(json.dumps(result))
     elif dry_run:
         out.print(shlex.join(argv), highlight=False)
-    if code != 0:
-        raise typer.Exit(EXIT_FAILED)
 
 
 def plan(
@@ -135,9 +119,10 @@ def plan(
     as_json: JsonOption = False,
 ) -> None:
     """What the catalog would change: tenants added, removed, changed and (refused) moved
-    between tiers; every stack's resources against the 500 limit; default AWS quotas. Exit 2
-    when the change is refused."""
-    loaded = load(catalog)
+    between tiers; every stack's resources against the 500 limit; default AWS quotas.
+
+    Exit 2 when the change is refused."""
+    loaded = load(catalog, as_json)
     before = None
     if baseline is not None:
         try:
@@ -156,7 +141,7 @@ def plan(
         f"{CLOUDFORMATION_RESOURCE_LIMIT}"
         for s in too_big
     ]
-    result = {
+    result: dict[str, Any] = {
         "ok": not refused,
         "refused": refused,
         "tenants": {
@@ -174,9 +159,7 @@ def plan(
             for q in quotas
         ],
     }
-    if as_json:
-        print(json.dumps(result))
-    else:
+    if not as_json:
         for t in changes.added:
             out.print(f"+ {t.id} ({t.tier})", highlight=False)
         for t in changes.removed:
@@ -198,7 +181,7 @@ def plan(
         out.print(table)
         for q in quotas:
             out.print(f"quota: {q.describe()}", highlight=False)
-        for problem in refused:
-            err.print(f"[red]refused[/red]: {problem}", highlight=False)
     if refused:
-        raise typer.Exit(EXIT_INVALID)
+        fail(EXIT_INVALID, "\n".join(refused), as_json, label="refused", **result)
+    if as_json:
+        print(json.dumps(result))

@@ -22,20 +22,18 @@ from ..lifecycle import (
     TenantStatus,
     histories,
     recorded_tenants,
-    state_lock,
     tenant_statuses,
     tier_moves,
 )
 from ..local import (
-    LocalSecrets,
     LocalServers,
+    LocalSession,
     ProvisionResult,
     offboard_pool_tenant,
     offboard_tenant_database,
     provision_pool,
     provision_tenant_databases,
 )
-from ..local_aws import local_aws
 from .deploy_commands import cdk, deploy_argv, deploy_tenant, run_cdk
 from .options import (
     Approval,
@@ -54,12 +52,19 @@ from .output import (
     checked_id,
     configure_logging,
     edit,
-    err,
     fail,
     load,
     out,
-    start_embedded,
+    session,
 )
+
+
+def catalog_tenant(loaded: Catalog, tenant_id: str, as_json: bool) -> Tenant:
+    """The catalog's entry for `tenant_id`; exit 2 naming the catalog if it has none."""
+    try:
+        return loaded.get(tenant_id)
+    except KeyError as error:
+        fail(EXIT_INVALID, str(error.args[0]), as_json)
 
 
 def refuse_tier_moves(
@@ -72,19 +77,20 @@ def refuse_tier_moves(
 
 
 def status_of(servers: LocalServers, tenant: Tenant) -> str:
+    """The tenant's status in its tier's local registry (`requested` if it has none)."""
     recorded = [
         r for r in recorded_tenants(servers) if (r.tenant_id, r.tier) == (tenant.id, tenant.tier)
     ]
     return recorded[0].status if recorded else REQUESTED
 
 
-def provision_one(
-    tenant: Tenant, catalog: Catalog, servers: LocalServers, store: LocalSecrets
-) -> ProvisionResult:
+def provision_one(tenant: Tenant, catalog: Catalog, local: LocalSession) -> ProvisionResult:
     """Provision one tenant through the handler (a pool tenant: the pool and its batches)."""
     if tenant.tier != "pool":
-        return provision_tenant_databases([tenant], servers.server_for, store)[0]
-    results = provision_pool(list(catalog.in_tier("pool")), servers.server_for_pool(), store)
+        return provision_tenant_databases([tenant], local.servers.server_for, local.store)[0]
+    results = provision_pool(
+        list(catalog.in_tier("pool")), local.servers.server_for_pool(), local.store
+    )
     return next((r for r in results if r.tenant_id == tenant.id), results[0])
 
 
@@ -103,22 +109,15 @@ def onboard(
     tenant_id = checked_id(tenant_id, as_json)
     tier_name = tier.value
     report_fields: dict[str, Any] = {"tenant": tenant_id, "tier": tier_name}
+    error: str | None = None
     if provision is Provision.local:
-        with state_lock(state_dir):
-            current = load(catalog)
-            extra = [tenant_id] if tier_name == "silo" else []
-            servers, _, _ = start_embedded(state_dir, current, extra)
-            try:
-                refuse_tier_moves(servers, [(tenant_id, tier_name)], as_json)
-                loaded, outcome = edit(
-                    catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json
-                )
-                with local_aws():
-                    store = LocalSecrets(state_dir / "secrets.json")
-                    result = provision_one(loaded.get(tenant_id), loaded, servers, store)
-                status = status_of(servers, loaded.get(tenant_id))
-            finally:
-                servers.stop()
+        current = load(catalog, as_json)
+        extra = [tenant_id] if tier_name == "silo" else []
+        with session(state_dir, current, as_json, extra_silos=extra) as local:
+            refuse_tier_moves(local.servers, [(tenant_id, tier_name)], as_json)
+            loaded, outcome = edit(catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json)
+            result = provision_one(loaded.get(tenant_id), loaded, local)
+            status = status_of(local.servers, loaded.get(tenant_id))
         report_fields.update(
             catalog=outcome,
             provision="local",
@@ -128,16 +127,14 @@ def onboard(
             seconds=round(result.seconds, 4),
             error=result.error,
         )
-        ok = result.ok
+        ok, error = result.ok, result.error
     else:
         loaded, outcome = edit(catalog, add_tenant(tenant_id, tier_name, str(catalog)), as_json)
         report_fields.update(catalog=outcome, provision=provision.value)
         ok = provision is not Provision.aws or deploy_tenant(
             tenant_id, loaded, catalog, approval, as_json, report_fields
         )
-    if as_json:
-        print(json.dumps({"ok": ok, **report_fields}))
-    else:
+    if not as_json:
         verb = {"added": "added to", "unchanged": "already in"}[outcome]
         out.print(f"{tenant_id} ({tier_name}) {verb} {catalog}", highlight=False)
         if provision is Provision.local:
@@ -146,10 +143,11 @@ def onboard(
                 f"{report_fields['changes']} changes in {result.seconds * 1000:.0f} ms",
                 highlight=False,
             )
-            if result.error:
-                err.print(f"[red]failed[/red]: {result.error}", highlight=False)
     if not ok:
-        raise typer.Exit(EXIT_FAILED)
+        reason = error or f"cdk deploy exited with {report_fields.get('exit_code')}"
+        fail(EXIT_FAILED, reason, as_json, label="failed", **report_fields)
+    if as_json:
+        print(json.dumps({"ok": True, **report_fields}))
 
 
 def set_suspended(
@@ -166,39 +164,34 @@ def set_suspended(
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     fields: dict[str, Any] = {"tenant": tenant_id, "provision": provision.value}
+    change = set_setting(tenant_id, "suspended", suspended, default=False)
+    error: str | None = None
     if provision is Provision.local:
-        with state_lock(state_dir):
-            loaded, fields["catalog"] = edit(
-                catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
-            )
+        current = load(catalog, as_json)
+        catalog_tenant(current, tenant_id, as_json)  # before any server starts
+        # The edit is made under the session's lock, so concurrent suspends and resumes of
+        # one tenant apply in the order they changed the catalog.
+        with session(state_dir, current, as_json) as local:
+            loaded, fields["catalog"] = edit(catalog, change, as_json)
             tenant = loaded.get(tenant_id)
-            servers, _, _ = start_embedded(state_dir, loaded)
-            try:
-                with local_aws():
-                    store = LocalSecrets(state_dir / "secrets.json")
-                    result = provision_one(tenant, loaded, servers, store)
-                fields.update(tier=tenant.tier, status=status_of(servers, tenant))
-            finally:
-                servers.stop()
+            result = provision_one(tenant, loaded, local)
+            fields.update(tier=tenant.tier, status=status_of(local.servers, tenant))
         fields.update(changes=result.changes, error=result.error)
-        ok = result.ok
+        ok, error = result.ok, result.error
     else:
-        loaded, fields["catalog"] = edit(
-            catalog, set_setting(tenant_id, "suspended", suspended, default=False), as_json
-        )
+        loaded, fields["catalog"] = edit(catalog, change, as_json)
         fields["tier"] = loaded.get(tenant_id).tier
         ok = provision is not Provision.aws or deploy_tenant(
             tenant_id, loaded, catalog, approval, as_json, fields
         )
-    if as_json:
-        print(json.dumps({"ok": ok, **fields}))
-    else:
+    if not as_json:
         state = fields.get("status", "suspended" if suspended else "active (after deploy)")
         out.print(f"{tenant_id} ({fields['tier']}): {state}", highlight=False)
-        if fields.get("error"):
-            err.print(f"[red]failed[/red]: {fields['error']}", highlight=False)
     if not ok:
-        raise typer.Exit(EXIT_FAILED)
+        reason = error or f"cdk deploy exited with {fields.get('exit_code')}"
+        fail(EXIT_FAILED, reason, as_json, label="failed", **fields)
+    if as_json:
+        print(json.dumps({"ok": True, **fields}))
 
 
 def suspend(
@@ -247,51 +240,36 @@ def offboard(
     tenant_id = checked_id(tenant_id, as_json)
     data = "destroyed" if destroy_data else "retained"
     fields: dict[str, Any] = {"tenant": tenant_id, "data": data, "provision": provision.value}
+    loaded = load(catalog, as_json)
+    tenant = catalog_tenant(loaded, tenant_id, as_json)
+    fields["tier"] = tenant.tier
     if provision is Provision.local:
-        with state_lock(state_dir):
-            loaded = load(catalog)
+        with session(state_dir, loaded, as_json) as local:
             try:
-                tenant = loaded.get(tenant_id)
-            except KeyError:
-                fail(EXIT_INVALID, f"tenant {tenant_id!r} is not in {catalog}", as_json)
-            servers, _, _ = start_embedded(state_dir, loaded)
-            try:
-                with local_aws():
-                    store = LocalSecrets(state_dir / "secrets.json")
-                    if tenant.tier == "pool":
-                        changes = offboard_pool_tenant(
-                            tenant,
-                            list(loaded.in_tier("pool")),
-                            servers.server_for_pool(),
-                            destroy=destroy_data,
-                        )
-                    else:
-                        changes = offboard_tenant_database(
-                            tenant, servers.server_for(tenant), store, destroy=destroy_data
-                        )
-                status = status_of(servers, tenant)
+                if tenant.tier == "pool":
+                    changes = offboard_pool_tenant(
+                        tenant,
+                        list(loaded.in_tier("pool")),
+                        local.servers.server_for_pool(),
+                        destroy=destroy_data,
+                    )
+                else:
+                    changes = offboard_tenant_database(
+                        tenant, local.servers.server_for(tenant), local.store, destroy=destroy_data
+                    )
+                status = status_of(local.servers, tenant)
             except TenantkitError as error:
                 fail(EXIT_FAILED, f"offboarding {tenant_id} failed: {error}", as_json, **fields)
-            finally:
-                servers.stop()
             _, outcome = edit(catalog, remove_tenant(tenant_id), as_json)
         fields.update(
-            tier=tenant.tier,
             catalog=outcome,
             status="offboarded" if status == REQUESTED else status,
             changes=changes,
         )
+    elif provision is Provision.aws:
+        offboard_aws(tenant, catalog, loaded, destroy_data, approval, dry_run, as_json, fields)
     else:
-        loaded = load(catalog)
-        try:
-            tenant = loaded.get(tenant_id)
-        except KeyError:
-            fail(EXIT_INVALID, f"tenant {tenant_id!r} is not in {catalog}", as_json)
-        fields["tier"] = tenant.tier
-        if provision is Provision.aws:
-            offboard_aws(tenant, catalog, loaded, destroy_data, approval, dry_run, as_json, fields)
-        else:
-            _, fields["catalog"] = edit(catalog, remove_tenant(tenant_id), as_json)
+        _, fields["catalog"] = edit(catalog, remove_tenant(tenant_id), as_json)
     if as_json:
         print(json.dumps({"ok": True, **fields}))
     else:
@@ -366,20 +344,16 @@ def offboard_aws(
 
 
 def recorded(
-    state_dir: Path, catalog: Catalog, tenant_id: str | None = None
+    state_dir: Path, catalog: Catalog, as_json: bool, tenant_id: str | None = None
 ) -> tuple[list[RecordedTenant], dict[str, list[RegistryEntry]]]:
     """What the local registries hold (nothing if nothing was ever provisioned here), and the
     history of `tenant_id` in each tier's registry."""
     if not (state_dir / "pg").is_dir():
         return [], {}
-    with state_lock(state_dir):
-        servers, _, _ = start_embedded(state_dir, catalog)
-        try:
-            recorded = recorded_tenants(servers)
-            found = histories(servers, tenant_id) if tenant_id else {}
-        finally:
-            servers.stop()
-    return recorded, found
+    with session(state_dir, catalog, as_json) as local:
+        return recorded_tenants(local.servers), (
+            histories(local.servers, tenant_id) if tenant_id else {}
+        )
 
 
 def list_tenants(
@@ -390,8 +364,8 @@ def list_tenants(
     """Every tenant of the catalog with its lifecycle state, and offboarded tenants the local
     registries still know."""
     configure_logging(False)
-    loaded = load(catalog)
-    registered, _ = recorded(state_dir, loaded)
+    loaded = load(catalog, as_json)
+    registered, _ = recorded(state_dir, loaded, as_json)
     statuses = tenant_statuses(loaded, registered)
     if as_json:
         print(json.dumps({"tenants": [s.as_json() for s in statuses]}))
@@ -420,8 +394,8 @@ def status(
     """One tenant's lifecycle state, its failure cause if any, and its recorded history."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
-    loaded = load(catalog)
-    registered, by_tier = recorded(state_dir, loaded, tenant_id)
+    loaded = load(catalog, as_json)
+    registered, by_tier = recorded(state_dir, loaded, as_json, tenant_id)
     found = [s for s in tenant_statuses(loaded, registered) if s.tenant_id == tenant_id]
     if not found:
         # Offboarded with its data destroyed: no row is left, only the history.

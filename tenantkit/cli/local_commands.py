@@ -17,9 +17,6 @@ from lambda_src.core.connection import settings_from_dsn
 from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names
 
 from ..catalog import Tenant
-from ..lifecycle import (
-    state_lock,
-)
 from ..local import (
     LocalSecrets,
     LocalServers,
@@ -28,7 +25,6 @@ from ..local import (
     provision_pool,
     provision_tenant_databases,
 )
-from ..local_aws import local_aws
 from ..verify import (
     AttackResult,
     PoolProbesOffError,
@@ -38,11 +34,7 @@ from ..verify import (
     run_runtime_attacks,
 )
 from .lifecycle_commands import refuse_tier_moves
-from .options import (
-    CatalogOption,
-    JsonOption,
-    StateDirOption,
-)
+from .options import CatalogOption, JsonOption, StateDirOption
 from .output import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -52,13 +44,13 @@ from .output import (
     fail,
     load,
     out,
-    start_embedded,
+    session,
 )
 
 
 def validate(catalog: CatalogOption = Path("tenants.yaml"), as_json: JsonOption = False) -> None:
     """Check the tenant catalog and print its tenants."""
-    loaded = load(catalog)
+    loaded = load(catalog, as_json)
     if as_json:
         print(json.dumps({"tenants": [t.model_dump() for t in loaded.tenants]}))
         return
@@ -70,8 +62,7 @@ def names(tenant_id: str, as_json: JsonOption = False) -> None:
     try:
         derived = tenant_names(tenant_id)
     except InvalidTenantIdError as error:
-        err.print(f"[red]invalid tenant id[/red]: {error}", highlight=False)
-        raise typer.Exit(EXIT_INVALID) from None
+        fail(EXIT_INVALID, str(error), as_json, label="invalid tenant id")
     fields = {k: v for k, v in vars(derived).items()}
     if as_json:
         print(json.dumps(fields))
@@ -94,11 +85,11 @@ def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[Provision
         TimeElapsedColumn(),
         console=err,
         transient=True,
-    ) as progress:
-        task = progress.add_task(what, total=total)
+    ) as bar:
+        task = bar.add_task(what, total=total)
 
         def advance(result: ProvisionResult) -> None:
-            progress.update(task, advance=1, description=f"{what} {result.tenant_id}")
+            bar.update(task, advance=1, description=f"{what} {result.tenant_id}")
 
         yield advance
 
@@ -120,6 +111,11 @@ def local_attacks(
     return results + run_runtime_attacks(pool_runtime)
 
 
+def leaked(verdict: dict[str, Any]) -> str:
+    """How many attacks got through, as a failure's message."""
+    return f"{len(verdict['leaks'])} of {verdict['attacks']} isolation attacks leaked"
+
+
 def run(
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
@@ -132,62 +128,53 @@ def run(
     """Provision the whole catalog on the embedded PostgreSQL with the provisioner's own handler,
     then attack it: every tenant login against every other database, and the pool's policies."""
     configure_logging(verbose)
-    loaded = load(catalog)
+    loaded = load(catalog, as_json)
     db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
-    with state_lock(state_dir):
-        servers, server, start_seconds = start_embedded(state_dir, loaded)
-        try:
-            refuse_tier_moves(servers, [(t.id, t.tier) for t in loaded.tenants], as_json)
-            with local_aws():
-                store = LocalSecrets(state_dir / "secrets.json")
-                pool = list(loaded.in_tier("pool"))
-                with progress(len(db_tenants) + len(pool) + 1, "provisioning", as_json) as done:
-                    results = provision_tenant_databases(
-                        db_tenants, servers.server_for, store, done=done
-                    )
-                    results += provision_pool(pool, server, store, done=done)
-                ready = {r.tenant_id for r in results if r.ok}
-                attacks = local_attacks(
-                    servers, store, [t for t in db_tenants if t.id in ready], "(pool)" in ready
-                )
-        finally:
-            if not keep_running:
-                servers.stop()
-
-    verdict = report(attacks)
-    ok = all(r.ok for r in results) and not verdict["leaks"]
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": ok,
-                    "server": {
-                        "host": server.host,
-                        "port": server.port,
-                        "postgresql": servers.shared.install.version,
-                        "files": str(servers.shared.root),
-                    },
-                    "tenants": [
-                        {
-                            "id": r.tenant_id,
-                            "tier": r.tier,
-                            "database": r.database,
-                            "roles": list(r.roles),
-                            "secret": r.secret,
-                            "server": r.server,
-                            "status": "ready" if r.ok else "failed",
-                            "changes": r.changes,
-                            "seconds": round(r.seconds, 4),
-                            "error": r.error,
-                        }
-                        for r in results
-                    ],
-                    "verify": verdict,
-                }
+    with session(state_dir, loaded, as_json, keep_running=keep_running) as local:
+        refuse_tier_moves(local.servers, [(t.id, t.tier) for t in loaded.tenants], as_json)
+        pool = list(loaded.in_tier("pool"))
+        with progress(len(db_tenants) + len(pool) + 1, "provisioning", as_json) as done:
+            results = provision_tenant_databases(
+                db_tenants, local.servers.server_for, local.store, done=done
             )
+            results += provision_pool(pool, local.shared, local.store, done=done)
+        ready = {r.tenant_id for r in results if r.ok}
+        attacks = local_attacks(
+            local.servers,
+            local.store,
+            [t for t in db_tenants if t.id in ready],
+            "(pool)" in ready,
         )
-    else:
-        print_summary(results, server.port, start_seconds, servers)
+    servers, server = local.servers, local.shared
+    verdict = report(attacks)
+    failed = [r.tenant_id for r in results if not r.ok]
+    result: dict[str, Any] = {
+        "ok": not failed and not verdict["leaks"],
+        "server": {
+            "host": server.host,
+            "port": server.port,
+            "postgresql": servers.shared.install.version,
+            "files": str(servers.shared.root),
+        },
+        "tenants": [
+            {
+                "id": r.tenant_id,
+                "tier": r.tier,
+                "database": r.database,
+                "roles": list(r.roles),
+                "secret": r.secret,
+                "server": r.server,
+                "status": "ready" if r.ok else "failed",
+                "changes": r.changes,
+                "seconds": round(r.seconds, 4),
+                "error": r.error,
+            }
+            for r in results
+        ],
+        "verify": verdict,
+    }
+    if not as_json:
+        print_summary(results, server.port, local.start_seconds, servers)
         print_verdict(verdict, attacks)
         if keep_running:
             out.print(
@@ -195,8 +182,12 @@ def run(
                 f"stop it with: pg_ctl stop -D {servers.shared.data_dir}",
                 highlight=False,
             )
-    if not ok:
-        raise typer.Exit(EXIT_FAILED)
+    if not result["ok"]:
+        problems = [f"provisioning failed: {', '.join(failed)}"] if failed else []
+        problems += [leaked(verdict)] if verdict["leaks"] else []
+        fail(EXIT_FAILED, "; ".join(problems), as_json, **result)
+    if as_json:
+        print(json.dumps(result))
 
 
 def verify(
@@ -221,8 +212,7 @@ def verify(
         try:
             settings = settings_from_dsn(dsn, os.environ)
         except ValueError as error:
-            err.print(f"[red]invalid --dsn[/red]: {error}", highlight=False)
-            raise typer.Exit(EXIT_INVALID) from None
+            fail(EXIT_INVALID, str(error), as_json, label="invalid --dsn")
         try:
             attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
         except PoolProbesOffError as error:
@@ -231,35 +221,32 @@ def verify(
             reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
             fail(EXIT_ENVIRONMENT, f"cannot connect to the pool: {reason}", as_json)
     else:
-        loaded = load(catalog)
+        loaded = load(catalog, as_json)
         db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
         store = LocalSecrets(state_dir / "secrets.json")
         missing = [t.id for t in db_tenants if not store.has(t.names.secret_name)]
         if missing or not store.has(POOL.secret_name):
-            err.print(
+            fail(
+                EXIT_ENVIRONMENT,
                 f"nothing provisioned locally for {', '.join(missing) or 'the pool'}: "
                 "run `tenantctl run` first",
-                highlight=False,
+                as_json,
             )
-            raise typer.Exit(EXIT_ENVIRONMENT)
-        with state_lock(state_dir):
-            servers, _, _ = start_embedded(state_dir, loaded)
-            try:
-                attacks = local_attacks(servers, store, db_tenants, pool_ready=True)
-            finally:
-                servers.stop()
+        with session(state_dir, loaded, as_json) as local:
+            attacks = local_attacks(local.servers, local.store, db_tenants, pool_ready=True)
     verdict = report(attacks)
-    if as_json:
-        print(json.dumps(verdict))
-    else:
+    if not as_json:
         print_verdict(verdict, attacks, every_attack=True)
     if verdict["leaks"]:
-        raise typer.Exit(EXIT_FAILED)
+        fail(EXIT_FAILED, leaked(verdict), as_json, **verdict)
+    if as_json:
+        print(json.dumps(verdict))
 
 
 def print_summary(
     results: list[ProvisionResult], port: int, start_seconds: float, servers: LocalServers
 ) -> None:
+    """The provisioned tenants as a table, and where their servers are."""
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
     for column in ("tenant", "tier", "database", "roles", "secret", "status", "changes", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left")
@@ -294,6 +281,7 @@ def print_summary(
 def print_verdict(
     verdict: dict[str, Any], attacks: list[AttackResult], *, every_attack: bool = False
 ) -> None:
+    """Attacks and leaks per tier in one line (each attack in a table with `every_attack`)."""
     if every_attack:
         table = Table(title="isolation attacks")
         for column in ("tier", "attack", "result", "detail"):
