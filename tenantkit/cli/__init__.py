@@ -11,6 +11,7 @@ The commands live by group: local_commands (validate, names, run, verify), lifec
 bench_commands (bench rls, onboard, synth).
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,15 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: print a table, write JSON (and a plot).")
 
 
+def help_as_written(command: Callable[..., Any]) -> str:
+    """A command's docstring with each paragraph on one line. Rich prints a help text's line
+    breaks as they are: a docstring's, wrapped at 100 columns, would break sentences."""
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
 def _register(group: typer.Typer, command: Callable[..., Any], name: str | None = None) -> None:
-    group.command(name)(command)
+    group.command(name, help=help_as_written(command))(command)
 
 
 # In the order `tenantctl --help` lists them.
