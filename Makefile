@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres run synth lint test clean
+.PHONY: help setup postgres run synth lint test test-fast clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -24,6 +24,7 @@ CA_BUNDLE := lambda_src/certs/rds-ca-bundle.pem
 help:
 	@echo "make run    synth every stack (cdk-nag + cfn-lint), provision the catalog on an embedded PostgreSQL"
 	@echo "make test   lint + the full test suite (installs what it needs first)"
+	@echo "make test-fast  the tests not marked slow, no lint (a developer's quick check)"
 	@echo "make synth  cdk synth into cdk.out/ and lint the templates"
 	@echo "make lint   ruff (lint + format check), mypy and the GitHub workflows' schema check"
 	@echo "make setup  venv + pinned Python deps; pinned CDK CLI, Node 22, PostgreSQL and the RDS CA bundle"
@@ -70,6 +71,10 @@ lint: setup
 
 test: setup lint
 	$(VENV)/bin/pytest
+
+# The tests not marked slow (pyproject.toml: markers); `make test` still runs every test.
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from tenantkit.bench.synth import SynthBenchConfig, run_synth_bench
+
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

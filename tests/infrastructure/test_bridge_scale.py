@@ -4,6 +4,7 @@ cluster stack untouched by tenants coming and going."""
 import json
 
 import aws_cdk as cdk
+import pytest
 
 from app import build_app
 from tenantkit.catalog import parse_catalog
@@ -26,6 +27,7 @@ def _synth(count: int) -> dict[str, dict]:  # type: ignore[type-arg]
     return {stack.stack_name: stack.template for stack in app.synth().stacks}
 
 
+@pytest.mark.slow
 def test_two_hundred_bridge_tenants_each_get_a_small_stack() -> None:
     templates = _synth(200)
     assert len(templates) == 201

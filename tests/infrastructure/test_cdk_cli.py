@@ -17,6 +17,8 @@ from tenantkit.ca_bundle import MIN_CERTIFICATES
 
 from .conftest import CFN_LINT
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -39,6 +39,8 @@ from lambda_src.tenant_runtime import tenant_session_policy
 
 from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, REPO_ROOT, Synth
 
+pytestmark = pytest.mark.slow
+
 NODE = REPO_ROOT / "node_modules" / ".bin" / "node"
 SIMULATOR = REPO_ROOT / "tests" / "infrastructure" / "iam_simulate.mjs"
 

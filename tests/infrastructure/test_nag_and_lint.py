@@ -105,6 +105,7 @@ def test_acknowledgements_are_narrow_and_explained(synth: Synth) -> None:
     assert set(found) == set(PACK_NAMES), found
 
 
+@pytest.mark.slow
 def test_cfn_lint_finds_no_errors_in_any_template(synth: Synth) -> None:
     templates = sorted(Path(synth.assembly.directory).glob("*.template.json"))
     assert len(templates) == 6
@@ -114,6 +115,7 @@ def test_cfn_lint_finds_no_errors_in_any_template(synth: Synth) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_cfn_lint_gate_catches_a_broken_template(synth: Synth, tmp_path: Path) -> None:
     broken = tmp_path / "broken.template.json"
     broken.write_text(
@@ -130,6 +132,7 @@ def test_cfn_lint_gate_catches_a_broken_template(synth: Synth, tmp_path: Path) -
     assert f"{broken}:1:" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_findings_report_counts_nothing_left_on_the_sample_catalog() -> None:
     # `python -m tenantkit.compliance` on tenants.yaml: every pack runs, nothing is left, and
     # each pack's acknowledgements are counted

@@ -23,6 +23,7 @@ def thousand() -> Catalog:
 _synth = synth_templates
 
 
+@pytest.mark.slow
 def test_every_stack_of_a_thousand_mixed_tenants_is_under_the_resource_limit(
     thousand: Catalog,
 ) -> None:

@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from tenantkit.bench.onboard import OnboardBenchConfig, run_onboard_bench
+
+pytestmark = pytest.mark.slow
 
 
 def test_bench_onboards_sequentially_concurrently_and_in_the_pool(pg_root: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from tenantkit.bench.rls import VARIANTS, RlsBenchConfig, run_rls_bench
 
 
+@pytest.mark.slow
 def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> None:
     root = pg_root / "bench"
     root.mkdir()

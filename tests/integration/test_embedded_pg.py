@@ -216,6 +216,7 @@ def test_a_data_directory_of_another_major_is_refused_and_kept(pg_root: Path) ->
         pg.destroy()
 
 
+@pytest.mark.slow
 def test_a_server_under_a_closed_home_directory_starts(pg_root: Path) -> None:
     # GIVEN a state directory under a 0700 directory of the invoking user (root's own home,
     # for example): as root the server runs as `postgres`, which cannot traverse it

@@ -13,17 +13,18 @@ from tenantkit.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
 from tenantkit.local import local_session
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def state_dir(pg_root: Path) -> Path:
-    """A state directory of the test's own that the server user can traverse."""
+    """A state directory of the module's own that the server user can traverse (its server
+    initialized once for the module)."""
     root = Path(tempfile.mkdtemp(prefix="session-", dir=pg_root))
     root.chmod(0o711)
     return root / "state"
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Path:
-    path = tmp_path / "tenants.yaml"
+@pytest.fixture(scope="module")
+def catalog(state_dir: Path) -> Path:
+    path = state_dir.parent / "tenants.yaml"
     path.write_text("tenants:\n  - id: first\n    tier: bridge\n")
     return path
 
@@ -61,14 +62,15 @@ def test_keep_running_leaves_the_servers_up(state_dir: Path, catalog: Path) -> N
 
 
 def test_a_server_that_cannot_start_raises_and_leaves_nothing_running(
-    state_dir: Path, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TENANTKIT_PG_BINDIR", str(tmp_path))
+    fresh = tmp_path / "state"
 
     with (
         pytest.raises(EmbeddedPostgresError, match="TENANTKIT_PG_BINDIR"),
-        local_session(state_dir, load_catalog(catalog)),
+        local_session(fresh, load_catalog(catalog)),
     ):
         pytest.fail("the session must not start")
 
-    assert not (state_dir / "pg").exists()
+    assert not (fresh / "pg").exists()

@@ -68,6 +68,7 @@ def stop_servers(workdir: Path) -> Any:
     EmbeddedPostgres(workdir / "state" / "pg").stop()
 
 
+@pytest.mark.slow
 def test_onboarding_a_bridge_tenant_adds_it_and_provisions_it_once(
     workdir: Path, stop_servers: None
 ) -> None:
@@ -110,6 +111,7 @@ def test_a_refused_onboarding_leaves_the_catalog_untouched(
     assert (workdir / "tenants.yaml").read_text() == CATALOG
 
 
+@pytest.mark.slow
 def test_list_and_status_show_the_lifecycle(workdir: Path, stop_servers: None) -> None:
     tenantctl(workdir, "onboard", "newco", "--tier", "bridge")
 
@@ -127,6 +129,7 @@ def test_list_and_status_show_the_lifecycle(workdir: Path, stop_servers: None) -
     assert "nobody" in unknown["error"]
 
 
+@pytest.mark.slow
 def test_suspend_and_resume_a_bridge_tenant(workdir: Path, stop_servers: None) -> None:
     tenantctl(workdir, "onboard", "newco", "--tier", "bridge")
 
@@ -147,6 +150,7 @@ def test_suspend_and_resume_a_bridge_tenant(workdir: Path, stop_servers: None) -
     assert "suspended" not in (workdir / "tenants.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_offboarding_keeps_the_data_and_then_refuses_a_move_to_another_tier(
     workdir: Path, stop_servers: None
 ) -> None:
@@ -171,6 +175,7 @@ def test_offboarding_keeps_the_data_and_then_refuses_a_move_to_another_tier(
     assert back["status"] == "active"
 
 
+@pytest.mark.slow
 def test_offboarding_a_pool_tenant_with_destroy_data_leaves_only_its_history(
     workdir: Path, stop_servers: None
 ) -> None:
@@ -197,6 +202,7 @@ def test_offboarding_a_pool_tenant_with_destroy_data_leaves_only_its_history(
     assert [h["status"] for h in status["history"]] == ["active", "offboarding", "offboarded"]
 
 
+@pytest.mark.slow
 def test_two_concurrent_onboardings_of_one_tenant_end_with_one_tenant(
     workdir: Path, stop_servers: None
 ) -> None:
@@ -226,6 +232,7 @@ def test_two_concurrent_onboardings_of_one_tenant_end_with_one_tenant(
     assert registered == (1,)
 
 
+@pytest.mark.slow
 def test_run_refuses_a_tier_move_made_by_hand_before_provisioning_anything(
     workdir: Path, stop_servers: None
 ) -> None:

@@ -27,6 +27,7 @@ def two_runs(pg_root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return run_json(*args), run_json(*args)
 
 
+@pytest.mark.slow
 def test_run_provisions_every_tenant_of_every_tier(two_runs: tuple[dict[str, Any], ...]) -> None:
     first, _ = two_runs
     assert first["ok"] is True
@@ -39,6 +40,7 @@ def test_run_provisions_every_tenant_of_every_tier(two_runs: tuple[dict[str, Any
     assert by_id["acme"]["server"] != by_id["globex"]["server"] == by_id["umbrella"]["server"]
 
 
+@pytest.mark.slow
 def test_run_attacks_every_tier_and_finds_no_leak(two_runs: tuple[dict[str, Any], ...]) -> None:
     first, _ = two_runs
     db_tenants = [t for t in first["tenants"] if t["tier"] in ("bridge", "silo")]
@@ -50,6 +52,7 @@ def test_run_attacks_every_tier_and_finds_no_leak(two_runs: tuple[dict[str, Any]
     assert verdict["attacks"] >= count * (count - 1) + 20
 
 
+@pytest.mark.slow
 def test_second_run_converges_to_the_same_summary_without_changes(
     two_runs: tuple[dict[str, Any], ...],
 ) -> None:
@@ -67,6 +70,7 @@ def test_second_run_converges_to_the_same_summary_without_changes(
     assert second["verify"] == first["verify"]
 
 
+@pytest.mark.slow
 def test_verify_reuses_the_provisioned_state_and_reports_json(pg_root: Path, two_runs: Any) -> None:
     state = pg_root / "tenantctl-state"
     result = runner.invoke(
