@@ -7,9 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lambda_src.provisioner.config import ConnectionSettings
 from tenantkit.catalog import load_catalog
-from tenantkit.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+from tenantkit.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, RunningServer
 from tenantkit.local import local_session
 
 
@@ -29,9 +28,10 @@ def catalog(state_dir: Path) -> Path:
     return path
 
 
-def reachable(settings: ConnectionSettings) -> bool:
+def reachable(server: RunningServer) -> bool:
+    """Whether the server accepts its admin's login."""
     try:
-        with psycopg.connect(**settings.connect_kwargs()):
+        with psycopg.connect(**server.admin_settings().connect_kwargs()):
             return True
     except psycopg.OperationalError:
         return False
@@ -41,22 +41,22 @@ def test_a_session_serves_its_servers_and_secrets_and_stops_the_servers_after(
     state_dir: Path, catalog: Path
 ) -> None:
     with local_session(state_dir, load_catalog(catalog)) as session:
-        admin = session.shared.admin_settings()
-        assert reachable(admin)
-        assert session.servers.server_for_pool() == session.shared
+        shared = session.shared
+        assert reachable(shared)
+        assert session.servers.server_for_pool() == shared
         assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
         assert session.store.path == state_dir / "secrets.json"
 
-    assert not reachable(admin)
+    assert not reachable(shared)
     assert "AWS_ENDPOINT_URL" not in os.environ
 
 
 def test_keep_running_leaves_the_servers_up(state_dir: Path, catalog: Path) -> None:
     try:
         with local_session(state_dir, load_catalog(catalog), keep_running=True) as session:
-            admin = session.shared.admin_settings()
+            shared = session.shared
 
-        assert reachable(admin)
+        assert reachable(shared)
     finally:
         EmbeddedPostgres(state_dir / "pg").stop()
 
