@@ -69,12 +69,13 @@ lint: setup
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
+# -n auto: one pytest worker per core (pytest-xdist); each starts its own embedded server.
 test: setup lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto
 
 # The tests not marked slow (pyproject.toml: markers); `make test` still runs every test.
 test-fast: setup
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -n auto -m "not slow"
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

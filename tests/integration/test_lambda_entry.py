@@ -27,7 +27,10 @@ def admin_secret(secretsmanager: Any, server: RunningServer) -> str:
         "password": server.credentials.admin_password,
         "dbname": "postgres",
     }
-    created = secretsmanager.create_secret(Name="admin", SecretString=json.dumps(value))
+    try:
+        created = secretsmanager.create_secret(Name="admin", SecretString=json.dumps(value))
+    except secretsmanager.exceptions.ResourceExistsException:  # an earlier test's, the same
+        return str(secretsmanager.describe_secret(SecretId="admin")["ARN"])
     return str(created["ARN"])
 
 
