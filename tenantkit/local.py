@@ -84,9 +84,10 @@ class LocalSecrets:
 
 @dataclass(frozen=True)
 class ProvisionResult:
-    """Outcome of provisioning one tenant (or the pool itself) locally."""
+    """Outcome of provisioning one tenant (or the pool database itself) locally."""
 
-    tenant_id: str
+    tenant_id: str | None
+    """None for the pool database itself (PoolDatabase), which is no tenant."""
     tier: str
     database: str
     roles: tuple[str, ...]
@@ -98,6 +99,11 @@ class ProvisionResult:
     changes: int
     seconds: float
     error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How tables and messages name it: the tenant id, or `(pool)`."""
+        return self.tenant_id if self.tenant_id is not None else "(pool)"
 
 
 def tenant_database_event(
@@ -200,7 +206,7 @@ def provision_pool(
         response = handle(provider_event("Create", properties), config)
     except TenantkitError as failure:
         failed = ProvisionResult(
-            "(pool)",
+            None,
             "pool",
             POOL.database,
             runtime,
@@ -215,7 +221,7 @@ def provision_pool(
         return [failed]
     results = [
         ProvisionResult(
-            "(pool)",
+            None,
             "pool",
             POOL.database,
             runtime,

@@ -6,6 +6,8 @@ change them. Used by synth-time annotations (and by `tenantctl plan`).
 
 from dataclasses import dataclass
 
+from lambda_src.tenancy import TIERS_ON_SHARED_CLUSTERS
+
 from .catalog import Catalog
 
 DEFAULT_QUOTAS = {
@@ -56,7 +58,7 @@ def silo_consumption(engine: str, multi_az: bool) -> str:
 def quota_use(catalog: Catalog) -> list[QuotaUse]:
     """The catalog's use of each default quota."""
     hosts = [t.tier for t in catalog.tenants if t.tier == "silo"]
-    shared = [tier for tier in ("bridge", "pool") if catalog.in_tier(tier)]
+    shared = [tier for tier in TIERS_ON_SHARED_CLUSTERS if catalog.in_tier(tier)]
     silos = catalog.in_tier("silo")
     aurora_silos = [t for t in silos if t.silo and t.silo.engine == "aurora"]
     # a shared cluster's writer and its readers

@@ -22,7 +22,7 @@ from .names import (
     secret_owner,
     tenant_names,
 )
-from .tiers import TIERS, TIERS_WITH_TENANT_DATABASES, Tier
+from .tiers import TIERS, TIERS_ON_SHARED_CLUSTERS, TIERS_WITH_TENANT_DATABASES, Tier
 
 __all__ = [
     "BRIDGE_HOST",
@@ -36,6 +36,7 @@ __all__ = [
     "RESERVED_TENANT_ID_PREFIXES",
     "TENANT_ID_PATTERN",
     "TIERS",
+    "TIERS_ON_SHARED_CLUSTERS",
     "TIERS_WITH_TENANT_DATABASES",
     "HostNames",
     "InvalidTenantIdError",

@@ -10,3 +10,5 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 """Every tier, from the most isolated to the least."""
 TIERS_WITH_TENANT_DATABASES: tuple[Tier, ...] = ("silo", "bridge")
 """The tiers whose tenants have a database of their own (TenantDatabase)."""
+TIERS_ON_SHARED_CLUSTERS: tuple[Tier, ...] = ("bridge", "pool")
+"""The tiers whose tenants share one cluster (a stack and a VPC for the tier, not per tenant)."""

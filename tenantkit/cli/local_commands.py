@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lambda_src.core.connection import settings_from_dsn
-from lambda_src.tenancy import POOL, InvalidTenantIdError, tenant_names
+from lambda_src.tenancy import POOL, TIERS_WITH_TENANT_DATABASES, InvalidTenantIdError, tenant_names
 
 from ..catalog import Tenant
 from ..local import (
@@ -89,7 +89,7 @@ def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[Provision
         task = bar.add_task(what, total=total)
 
         def advance(result: ProvisionResult) -> None:
-            bar.update(task, advance=1, description=f"{what} {result.tenant_id}")
+            bar.update(task, advance=1, description=f"{what} {result.label}")
 
         yield advance
 
@@ -129,7 +129,7 @@ def run(
     then attack it: every tenant login against every other database, and the pool's policies."""
     configure_logging(verbose)
     loaded = load(catalog, as_json)
-    db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
+    db_tenants = [t for t in loaded.tenants if t.tier in TIERS_WITH_TENANT_DATABASES]
     with session(state_dir, loaded, as_json, keep_running=keep_running) as local:
         refuse_tier_moves(local.servers, [(t.id, t.tier) for t in loaded.tenants], as_json)
         pool = list(loaded.in_tier("pool"))
@@ -143,11 +143,11 @@ def run(
             local.servers,
             local.store,
             [t for t in db_tenants if t.id in ready],
-            "(pool)" in ready,
+            pool_ready=None in ready,
         )
     servers, server = local.servers, local.shared
     verdict = report(attacks)
-    failed = [r.tenant_id for r in results if not r.ok]
+    failed = [r.label for r in results if not r.ok]
     result: dict[str, Any] = {
         "ok": not failed and not verdict["leaks"],
         "server": {
@@ -159,6 +159,7 @@ def run(
         "tenants": [
             {
                 "id": r.tenant_id,
+                "resource": "tenant" if r.tenant_id is not None else "pool database",
                 "tier": r.tier,
                 "database": r.database,
                 "roles": list(r.roles),
@@ -222,7 +223,7 @@ def verify(
             fail(EXIT_ENVIRONMENT, f"cannot connect to the pool: {reason}", as_json)
     else:
         loaded = load(catalog, as_json)
-        db_tenants = [t for t in loaded.tenants if t.tier in ("bridge", "silo")]
+        db_tenants = [t for t in loaded.tenants if t.tier in TIERS_WITH_TENANT_DATABASES]
         store = LocalSecrets(state_dir / "secrets.json")
         missing = [t.id for t in db_tenants if not store.has(t.names.secret_name)]
         if missing or not store.has(POOL.secret_name):
@@ -252,7 +253,7 @@ def print_summary(
         table.add_column(column, justify="right" if column in ("changes", "time") else "left")
     for r in results:
         table.add_row(
-            r.tenant_id,
+            r.label,
             r.tier,
             r.database,
             ", ".join(role.removeprefix(r.database + "_") for role in r.roles),
@@ -267,7 +268,7 @@ def print_summary(
         highlight=False,
     )
     shared = f"127.0.0.1:{port}"
-    own = [f"{r.server} ({r.tenant_id})" for r in results if r.server != shared]
+    own = [f"{r.server} ({r.label})" for r in results if r.server != shared]
     out.print(
         f"embedded PostgreSQL {servers.shared.install.version} servers up in "
         f"{start_seconds * 1000:.0f} ms: {shared} (bridge, pool)"

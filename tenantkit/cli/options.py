@@ -6,13 +6,10 @@ from typing import Annotated
 
 import typer
 
+from lambda_src.tenancy import TIERS
 
-class TierName(StrEnum):
-    """The isolation tiers."""
-
-    silo = "silo"
-    bridge = "bridge"
-    pool = "pool"
+TierName = StrEnum("TierName", {tier: tier for tier in TIERS})  # type: ignore[misc]
+"""The isolation tiers as a choice (lambda_src.tenancy.TIERS)."""
 
 
 class Provision(StrEnum):
@@ -38,7 +35,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 StateDirOption = Annotated[
     Path, typer.Option(help="Where the embedded PostgreSQL and local secrets are kept.")
 ]
-TierOption = Annotated[TierName, typer.Option("--tier", help="silo, bridge or pool.")]
+TierOption = Annotated[TierName, typer.Option("--tier", help=f"{', '.join(TIERS)}.")]
 ProvisionOption = Annotated[
     Provision,
     typer.Option(

@@ -33,7 +33,9 @@ def test_run_provisions_every_tenant_of_every_tier(two_runs: tuple[dict[str, Any
     assert first["ok"] is True
     by_id = {t["id"]: t for t in first["tenants"]}
     assert {t["tier"] for t in first["tenants"]} == {"bridge", "silo", "pool"}
-    assert set(by_id) >= {"acme", "globex", "initech", "umbrella", "hooli", "(pool)"}
+    assert set(by_id) >= {"acme", "globex", "initech", "umbrella", "hooli", None}
+    assert by_id[None]["resource"] == "pool database"
+    assert {t["resource"] for t in first["tenants"] if t["id"] is not None} == {"tenant"}
     assert all(t["status"] == "ready" and t["changes"] > 0 for t in first["tenants"])
     assert by_id["umbrella"]["database"] == "tenantkit_pool"
     # a silo tenant's database lives on a server of its own; bridge and pool share one
