@@ -204,35 +204,25 @@ def provision_pool(
             runtime_secret_arn=arn, iam_auth=iam_auth, removal_policy="retain"
         )
         response = handle(provider_event("Create", properties), config)
+        ok, changes, error = True, int(response["Data"]["Changes"]), None
     except TenantkitError as failure:
-        failed = ProvisionResult(
-            None,
-            "pool",
-            POOL.database,
-            runtime,
-            POOL.secret_name,
-            f"{server.host}:{server.port}",
-            False,
-            0,
-            time.perf_counter() - started,
-            str(failure),
-        )
-        done(failed)
-        return [failed]
-    results = [
-        ProvisionResult(
-            None,
-            "pool",
-            POOL.database,
-            runtime,
-            POOL.secret_name,
-            f"{server.host}:{server.port}",
-            True,
-            int(response["Data"]["Changes"]),
-            time.perf_counter() - started,
-        )
-    ]
-    done(results[0])
+        ok, changes, error = False, 0, str(failure)
+    pool_result = ProvisionResult(
+        None,
+        "pool",
+        POOL.database,
+        runtime,
+        POOL.secret_name,
+        f"{server.host}:{server.port}",
+        ok,
+        changes,
+        time.perf_counter() - started,
+        error,
+    )
+    done(pool_result)
+    results = [pool_result]
+    if not ok:
+        return results
     by_id = {t.id: t for t in tenants}
     batches = pool_batches(
         [(t.id, t.removal_policy) for t in tenants],

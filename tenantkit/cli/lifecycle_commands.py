@@ -143,11 +143,17 @@ def onboard(
                 f"{report_fields['changes']} changes in {result.seconds * 1000:.0f} ms",
                 highlight=False,
             )
+    finish(ok, error, report_fields, as_json)
+
+
+def finish(ok: bool, error: str | None, fields: dict[str, Any], as_json: bool) -> None:
+    """End a provisioning command: exit 1 naming why if it failed (the provisioner's error, or
+    cdk deploy's exit code), else the JSON document with --json."""
     if not ok:
-        reason = error or f"cdk deploy exited with {report_fields.get('exit_code')}"
-        fail(EXIT_FAILED, reason, as_json, label="failed", **report_fields)
+        reason = error or f"cdk deploy exited with {fields.get('exit_code')}"
+        fail(EXIT_FAILED, reason, as_json, label="failed", **fields)
     if as_json:
-        print(json.dumps({"ok": True, **report_fields}))
+        print(json.dumps({"ok": True, **fields}))
 
 
 def set_suspended(
@@ -187,11 +193,7 @@ def set_suspended(
     if not as_json:
         state = fields.get("status", "suspended" if suspended else "active (after deploy)")
         out.print(f"{tenant_id} ({fields['tier']}): {state}", highlight=False)
-    if not ok:
-        reason = error or f"cdk deploy exited with {fields.get('exit_code')}"
-        fail(EXIT_FAILED, reason, as_json, label="failed", **fields)
-    if as_json:
-        print(json.dumps({"ok": True, **fields}))
+    finish(ok, error, fields, as_json)
 
 
 def suspend(
