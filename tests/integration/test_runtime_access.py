@@ -365,12 +365,17 @@ def test_pool_pattern_scopes_each_borrowed_connection_and_resets_it(
                 )
                 seen = conn.execute("SELECT DISTINCT tenant_id FROM tenantkit_sample.projects")
                 assert [row[0] for row in seen] == [tenant]
-                # a careless borrower leaves a session-level setting behind ...
+                # a careless borrower leaves session-level settings behind ...
                 conn.execute("SET app.tenant_id = 'someone-else'")
-        # ... the pool resets it before the next borrower
-        pool = access._pooled()
-        with pool.connection() as conn:
-            assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone() == ("",)
+                conn.execute("SET application_name = 'left-behind'")
+        # ... the pool resets them before the next borrower (pool_size=1: the same connection)
+        with access.connection(world["a"]) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert conn.execute("SHOW application_name").fetchone() == ("tenantkit-runtime",)
+            seen = conn.execute("SELECT DISTINCT tenant_id FROM tenantkit_sample.projects")
+            assert [row[0] for row in seen] == [world["a"]]
+        with access.connection(world["b"]) as conn:
+            assert conn.execute("SELECT pg_backend_pid()").fetchone() == backend
     finally:
         access.close()
 
