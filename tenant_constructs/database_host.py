@@ -54,7 +54,10 @@ class DatabaseHost(Construct):
         self.key = self.database.key
         self.logs = self.database.logs
         self.network.add_flow_logs(self.logs)
-        kms.Alias(self, "KeyAlias", alias_name=names.key_alias, target_key=self.key)
+        alias = kms.Alias(self, "KeyAlias", alias_name=names.key_alias, target_key=self.key)
+        # Kept with the key: a stack created again finds the retained key through it and
+        # imports both (tenantkit.retained), so old snapshots and recovery points stay readable.
+        alias.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
         self.reference = HostReference(names, self.database.kind, key=self.key)
         cdk.Tags.of(self.database.admin_secret).add(HOST_TAG, names.host)
         tls = tls_environment(ca_bundle)

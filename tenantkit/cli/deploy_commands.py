@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from ..catalog import Catalog, CatalogError, load_catalog
 from ..deployment import DeployTarget
 from ..plan import CLOUDFORMATION_RESOURCE_LIMIT, catalog_changes, stack_sizes
 from ..quotas import quota_use
+from ..retained import AwsCloud, RetainedResourceError, take_back
 from ..synth import REPO_ROOT, synth_templates, with_repo_node
 from .options import Approval, ApprovalOption, CatalogOption, DryRunOption, JsonOption
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, checked_id, err, fail, load, out
@@ -45,6 +47,69 @@ def deploy_argv(
     )
 
 
+def import_argv(target: DeployTarget, stack: str, catalog: Path, mapping: Path) -> list[str]:
+    """`cdk import` of one stack from the resources `mapping` names (a new stack holding only
+    those), synthesized for `target` as the deploy that follows is."""
+    context = f"tenant={target.tenant}" if target.tenant else f"tier={target.tier}"
+    return cdk(
+        "import",
+        stack,
+        "--resource-mapping",
+        str(mapping),
+        "--force",
+        "-c",
+        f"catalog={catalog.resolve()}",
+        "-c",
+        context,
+    )
+
+
+def take_back_retained(
+    target: DeployTarget,
+    stacks: Sequence[str],
+    loaded: Catalog,
+    catalog: Path,
+    as_json: bool,
+    *,
+    fresh_database: bool = False,
+) -> list[dict[str, Any]]:
+    """Before `cdk deploy`: each of `stacks` that does not exist takes back what a deleted stack
+    of its name left in the account (tenantkit.retained): secrets scheduled for deletion are
+    restored, then `cdk import` creates the stack from them. What was taken back, per stack."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    def run_import(stack: str, mapping: dict[str, dict[str, str]]) -> None:
+        with tempfile.TemporaryDirectory(prefix="tenantkit-import-") as scratch:
+            path = Path(scratch) / "resource-mapping.json"
+            path.write_text(json.dumps(mapping, indent=2))
+            argv = import_argv(target, stack, catalog, path)
+            code = run_cdk(argv, as_json)
+        if code != 0:
+            fail(EXIT_FAILED, f"cdk import of {stack} exited with {code}", as_json, command=argv)
+
+    try:
+        templates = synth_templates(loaded, target)
+    except Exception as error:  # synth failures: cdk-nag, a bad setting named by its stack
+        fail(EXIT_FAILED, f"synth failed: {error}", as_json)
+    cloud = AwsCloud(boto3.Session(), run_import)
+    taken: list[dict[str, Any]] = []
+    for stack in stacks:
+        try:
+            plan = take_back(stack, templates[stack], cloud, fresh_database=fresh_database)
+        except RetainedResourceError as error:
+            fail(EXIT_INVALID, str(error), as_json, stack=stack)
+        except (BotoCoreError, ClientError) as error:
+            fail(EXIT_FAILED, f"{stack}: looking for what a deleted stack left: {error}", as_json)
+        if plan is None or not plan.imports:
+            continue
+        taken.append({"stack": stack, "imported": plan.summary()})
+        if not as_json:
+            names = ", ".join(resource.name for resource, _ in plan.imports)
+            err.print(f"{stack}: took back what it had retained: {names}", highlight=False)
+    return taken
+
+
 def run_cdk(argv: Sequence[str], as_json: bool) -> int:
     """Run the pinned CDK CLI from the project root; its output goes to stderr."""
     env = dict(os.environ)
@@ -67,9 +132,11 @@ def deploy_tenant(
 ) -> bool:
     """cdk deploy the stacks one tenant needs; records the command and exit code in `fields`."""
     target = DeployTarget(tenant=tenant_id)
-    argv = deploy_argv(target, target.stacks(loaded), catalog, approval)
+    stacks = target.stacks(loaded)
+    taken = take_back_retained(target, stacks, loaded, catalog, as_json)
+    argv = deploy_argv(target, stacks, catalog, approval)
     code = run_cdk(argv, as_json)
-    fields.update(command=argv, exit_code=code)
+    fields.update(command=argv, exit_code=code, taken_back=taken)
     return code == 0
 
 
@@ -78,10 +145,18 @@ def deploy(
     catalog: CatalogOption = Path("tenants.yaml"),
     approval: ApprovalOption = Approval.broadening,
     dry_run: DryRunOption = False,
+    fresh_database: Annotated[
+        bool,
+        typer.Option(
+            help="A cluster whose deleted stack left a final snapshot starts empty (the "
+            "snapshot is kept); without it, such a deploy is refused."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """`cdk deploy --exclusively` exactly the stacks a tenant (or a tier) needs, synthesized
-    with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built."""
+    with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built. A stack that does not
+    exist first takes back what a deleted stack of its name retained (`cdk import`)."""
     loaded = load(catalog, as_json)
     parsed = DeployTarget.parse(target)
     if parsed.tenant is not None:
@@ -93,6 +168,14 @@ def deploy(
     if not stacks:
         fail(EXIT_INVALID, f"tier {target} has no tenants in {catalog}: nothing to deploy", as_json)
     argv = deploy_argv(parsed, stacks, catalog, approval)
+    # A dry run looks nothing up in AWS: what a deleted stack left is taken back at deploy.
+    taken = (
+        []
+        if dry_run
+        else take_back_retained(
+            parsed, stacks, loaded, catalog, as_json, fresh_database=fresh_database
+        )
+    )
     code = 0 if dry_run else run_cdk(argv, as_json)
     result: dict[str, Any] = {
         "ok": code == 0,
@@ -101,6 +184,7 @@ def deploy(
         "command": argv,
         "dry_run": dry_run,
         "exit_code": code,
+        "taken_back": taken,
     }
     if code != 0:
         fail(EXIT_FAILED, f"cdk deploy exited with {code}", as_json, **result)
