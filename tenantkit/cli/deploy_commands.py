@@ -155,8 +155,10 @@ def deploy(
     as_json: JsonOption = False,
 ) -> None:
     """`cdk deploy --exclusively` exactly the stacks a tenant (or a tier) needs, synthesized
-    with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built. A stack that does not
-    exist first takes back what a deleted stack of its name retained (`cdk import`)."""
+    with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built.
+
+    A stack that does not exist first takes back what a deleted stack of its name retained
+    (`cdk import`)."""
     loaded = load(catalog, as_json)
     parsed = DeployTarget.parse(target)
     if parsed.tenant is not None:
