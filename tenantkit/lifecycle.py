@@ -1,13 +1,14 @@
 """The tenant lifecycle as tenantctl sees it locally: what each host's registry recorded, joined
 with the catalog, and the checks an onboarding must pass before it touches anything.
 
-The registries are the provisioner's (lambda_src/provisioner/lifecycle.py): the shared embedded
-server's admin database for bridge tenants, its pool database for pool tenants, and each silo
-tenant's own server. A catalog tenant no registry knows is `requested`.
+The registries are the provisioner's (lambda_src/provisioner/plans/lifecycle.py): the shared
+embedded server's admin database for bridge tenants, its pool database for pool tenants, and
+each silo tenant's own server. A catalog tenant no registry knows is `requested`; one whose
+host could not be read (the deployed fleet's, tenantkit.fleet) is `unknown`.
 """
 
 import fcntl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,8 @@ from .local import LocalServers
 
 REQUESTED = "requested"
 """In the catalog, not yet in any registry: provisioning (or a deploy) has not run."""
+UNKNOWN = "unknown"
+"""In the catalog, on a host whose registry could not be read (tenantctl list --provision aws)."""
 
 
 @contextmanager
@@ -161,14 +164,23 @@ class TenantStatus:
         }
 
 
-def tenant_statuses(catalog: Catalog, recorded: Sequence[RecordedTenant]) -> list[TenantStatus]:
+def tenant_statuses(
+    catalog: Catalog,
+    recorded: Sequence[RecordedTenant],
+    unknown: Mapping[tuple[str, str], str] | None = None,
+) -> list[TenantStatus]:
     """Catalog tenants (recorded or requested) in catalog order, then tenants only a registry
-    still knows (offboarded, or removed from the catalog by hand)."""
+    still knows (offboarded, or removed from the catalog by hand). `unknown` maps (tenant id,
+    tier) to the host whose registry could not be read: those tenants are `unknown`."""
     by_id = {(r.tenant_id, r.tier): r for r in recorded}
     statuses = []
     for tenant in catalog.tenants:
         row = by_id.pop((tenant.id, tenant.tier), None)
-        if row is None:
+        host = (unknown or {}).get((tenant.id, tenant.tier))
+        if row is None and host is not None:
+            cause = f"the registry on {host} could not be read"
+            statuses.append(TenantStatus(tenant.id, tenant.tier, True, UNKNOWN, cause, None, host))
+        elif row is None:
             statuses.append(TenantStatus(tenant.id, tenant.tier, True, REQUESTED))
         else:
             statuses.append(

@@ -31,12 +31,17 @@ def write_server_tls(ca_dir: Path, data_dir: Path) -> ServerTls:
     """Create a CA (certificate only kept) and a certificate for 127.0.0.1 and localhost."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
+    serial = x509.random_serial_number()
+    # Each server's CA has a name of its own (as each RDS Region's has): OpenSSL finds a
+    # certificate's issuer in a bundle by name, so a bundle of several servers' CAs with one
+    # name would verify only the first server.
+    ca_name = _name(f"tenantkit embedded PostgreSQL CA {serial:040x}"[:49])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("tenantkit embedded PostgreSQL CA"))
-        .issuer_name(_name("tenantkit embedded PostgreSQL CA"))
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
         .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)

@@ -29,10 +29,11 @@ def _cached_client(_endpoint_settings: tuple[str | None, ...]) -> Any:
     return boto3.client("secretsmanager")
 
 
-def read_secret_json(secret_arn: str) -> dict[str, Any]:
-    """Return the JSON object stored in a secret; raise TenantkitError without its value."""
+def read_secret_json(secret_arn: str, *, client: Any = None) -> dict[str, Any]:
+    """Return the JSON object stored in a secret; raise TenantkitError without its value.
+    `client`: a Secrets Manager client of the caller's (tenantctl's, for another Region)."""
     try:
-        response = _client().get_secret_value(SecretId=secret_arn)
+        response = (client or _client()).get_secret_value(SecretId=secret_arn)
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         raise TenantkitError(f"could not read secret {secret_arn}: {code}") from None

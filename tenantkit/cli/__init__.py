@@ -1,10 +1,11 @@
 """tenantctl: the tenantkit command line (Typer + Rich).
 
-Exit codes: 0 success; 1 provisioning failure or an isolation leak; 2 invalid input (catalog,
-tenant id, arguments); 3 environment problem (PostgreSQL binaries missing, server would not
-start, nothing provisioned yet; for `verify --dsn`, a pool it cannot reach or without verify
-probes). Every non-zero exit goes through `output.fail`: with --json, one JSON document on
-stdout.
+Exit codes: 0 success; 1 provisioning failure, an isolation leak, or a host whose registry
+could not be read (`list`/`status --provision aws`, after printing what was read); 2 invalid
+input (catalog, tenant id, arguments); 3 environment problem (PostgreSQL binaries missing,
+server would not start, nothing provisioned yet; for `verify --dsn`, a pool it cannot reach or
+without verify probes; no AWS Region or CA bundle for `--provision aws`). Every non-zero exit
+goes through `output.fail`: with --json, one JSON document on stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
 (onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan) and

@@ -2,6 +2,7 @@
 catalog and provisioned locally (the embedded PostgreSQL) or in AWS (cdk deploy)."""
 
 import json
+import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from lambda_src.core.connection import ssl_root_cert_from_env
 from lambda_src.core.errors import TenantkitError
 from lambda_src.provisioner.plans.lifecycle import RegistryEntry
 
 from ..catalog import Catalog, Tenant
 from ..catalog_edit import add_tenant, remove_tenant, set_setting
 from ..deployment import DeployTarget
+from ..fleet import CONNECT_TIMEOUT_S, FleetReading, fleet_hosts, read_fleet, secrets_manager
 from ..lifecycle import (
     REQUESTED,
+    UNKNOWN,
     RecordedTenant,
     TenantStatus,
     histories,
@@ -39,14 +43,19 @@ from .options import (
     Approval,
     ApprovalOption,
     CatalogOption,
+    ConnectTimeoutOption,
     DryRunOption,
     JsonOption,
     Provision,
     ProvisionOption,
+    RegionOption,
+    RegistrySource,
+    RegistrySourceOption,
     StateDirOption,
     TierOption,
 )
 from .output import (
+    EXIT_ENVIRONMENT,
     EXIT_FAILED,
     EXIT_INVALID,
     checked_id,
@@ -358,21 +367,90 @@ def recorded(
         )
 
 
+def read_deployed(
+    catalog: Catalog,
+    region: str | None,
+    connect_timeout: int,
+    as_json: bool,
+    tenant_id: str | None = None,
+) -> FleetReading:
+    """Every deployed host's registry (and `tenant_id`'s history), read as the host's admin;
+    exit 3 if there is no Region or no CA bundle to verify the hosts against."""
+    try:
+        ssl_root_cert = ssl_root_cert_from_env(os.environ)
+        secrets = secrets_manager(region)
+    except TenantkitError as error:
+        fail(EXIT_ENVIRONMENT, str(error), as_json, provision="aws")
+    return read_fleet(
+        fleet_hosts(catalog),
+        secrets,
+        ssl_root_cert=ssl_root_cert,
+        connect_timeout_s=connect_timeout,
+        tenant_id=tenant_id,
+    )
+
+
+def report_unreachable(fleet: FleetReading, as_json: bool, **fields: object) -> None:
+    """After the answer was printed: exit 1 naming each host that could not be read and why
+    (with --json, the whole answer is this one document)."""
+    down = fleet.unreachable
+    if not down:
+        if as_json:
+            print(json.dumps({"ok": True, **fields, "unreachable": []}))
+        return
+    message = f"{len(down)} of {len(fleet.readings)} host(s) could not be read: " + "; ".join(
+        f"{r.host.name}: {r.reason}" for r in down
+    )
+    fail(
+        EXIT_FAILED,
+        message,
+        as_json,
+        label="unreachable",
+        **fields,
+        unreachable=fleet.unreachable_json(),
+    )
+
+
 def list_tenants(
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
+    provision: RegistrySourceOption = RegistrySource.local,
+    region: RegionOption = None,
+    connect_timeout: ConnectTimeoutOption = CONNECT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
-    """Every tenant of the catalog with its lifecycle state, and offboarded tenants the local
-    registries still know."""
+    """Every tenant of the catalog with its lifecycle state, and tenants a registry still knows
+    that the catalog does not (offboarded, or removed by hand).
+
+    With --provision aws each host's registry is read through its admin secret; a host that
+    cannot be read is named with the reason, its tenants are `unknown`, and the exit code is 1.
+    """
     configure_logging(False)
     loaded = load(catalog, as_json)
-    registered, _ = recorded(state_dir, loaded, as_json)
-    statuses = tenant_statuses(loaded, registered)
-    if as_json:
-        print(json.dumps({"tenants": [s.as_json() for s in statuses]}))
+    fleet: FleetReading | None = None
+    if provision is RegistrySource.aws:
+        fleet = read_deployed(loaded, region, connect_timeout, as_json)
+        statuses = tenant_statuses(loaded, fleet.recorded, fleet.unknown(loaded))
+        where = f"registries of {len(fleet.readings)} host(s) in AWS"
+    else:
+        registered, _ = recorded(state_dir, loaded, as_json)
+        statuses = tenant_statuses(loaded, registered)
+        where = f"registries in {state_dir}"
+    tenants = [s.as_json() for s in statuses]
+    if fleet is not None:
+        if not as_json:
+            print_statuses(statuses, f"tenants ({catalog}, {where})")
+        report_unreachable(fleet, as_json, provision="aws", tenants=tenants)
         return
-    table = Table(title=f"tenants ({catalog}, registries in {state_dir})")
+    if as_json:
+        print(json.dumps({"tenants": tenants}))
+        return
+    print_statuses(statuses, f"tenants ({catalog}, {where})")
+
+
+def print_statuses(statuses: Sequence[TenantStatus], title: str) -> None:
+    """The table of `tenantctl list`."""
+    table = Table(title=title)
     for column in ("tenant", "tier", "status", "since", "in catalog", "cause"):
         table.add_column(column)
     for s in statuses:
@@ -391,14 +469,28 @@ def status(
     tenant_id: str,
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
+    provision: RegistrySourceOption = RegistrySource.local,
+    region: RegionOption = None,
+    connect_timeout: ConnectTimeoutOption = CONNECT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
-    """One tenant's lifecycle state, its failure cause if any, and its recorded history."""
+    """One tenant's lifecycle state, its failure cause if any, and its recorded history.
+
+    With --provision aws the registries are read in AWS, as by `list --provision aws`; exit 1
+    if a host could not be read (what was read is still shown).
+    """
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)
-    registered, by_tier = recorded(state_dir, loaded, as_json, tenant_id)
-    found = [s for s in tenant_statuses(loaded, registered) if s.tenant_id == tenant_id]
+    fleet: FleetReading | None = None
+    if provision is RegistrySource.aws:
+        fleet = read_deployed(loaded, region, connect_timeout, as_json, tenant_id)
+        registered, by_tier = fleet.recorded, fleet.histories
+        unknown = fleet.unknown(loaded)
+    else:
+        registered, by_tier = recorded(state_dir, loaded, as_json, tenant_id)
+        unknown = {}
+    found = [s for s in tenant_statuses(loaded, registered, unknown) if s.tenant_id == tenant_id]
     if not found:
         # Offboarded with its data destroyed: no row is left, only the history.
         found = [
@@ -413,10 +505,11 @@ def status(
             )
             for tier, entries in by_tier.items()
         ]
-    if not found:
+    if not found and not (fleet and fleet.unreachable):
+        where = "the registries in AWS" if fleet else "a local registry"
         fail(
             EXIT_INVALID,
-            f"tenant {tenant_id!r} is in neither {catalog} nor a local registry",
+            f"tenant {tenant_id!r} is in neither {catalog} nor {where}",
             as_json,
         )
     entries = [
@@ -424,9 +517,26 @@ def status(
         for tier, history in by_tier.items()
         for e in history
     ]
-    if as_json:
-        print(json.dumps({**found[0].as_json(), "history": entries}))
+    document = (
+        {**found[0].as_json(), "history": entries}
+        if found
+        else {**TenantStatus(tenant_id, "", False, UNKNOWN).as_json(), "tier": None}
+    )
+    if fleet is None and as_json:
+        print(json.dumps(document))
         return
+    if not as_json:
+        print_status(tenant_id, found, entries)
+    if fleet is not None:
+        report_unreachable(fleet, as_json, provision="aws", **document)
+
+
+def print_status(
+    tenant_id: str, found: Sequence[TenantStatus], entries: Sequence[dict[str, Any]]
+) -> None:
+    """What `tenantctl status` prints."""
+    if not found:
+        out.print(f"{tenant_id}: {UNKNOWN}", highlight=False)
     for s in found:
         out.print(
             f"{tenant_id} ({s.tier}): {s.status}"

@@ -20,6 +20,13 @@ class Provision(StrEnum):
     none = "none"
 
 
+class RegistrySource(StrEnum):
+    """Where `list` and `status` read the registries."""
+
+    local = "local"
+    aws = "aws"
+
+
 class Approval(StrEnum):
     """cdk deploy's --require-approval."""
 
@@ -52,5 +59,28 @@ ApprovalOption = Annotated[
     typer.Option(
         "--require-approval",
         help="Passed to cdk deploy; `never` for pipelines whose environment is gated.",
+    ),
+]
+RegistrySourceOption = Annotated[
+    RegistrySource,
+    typer.Option(
+        "--provision",
+        help="local: the embedded PostgreSQL's registries; aws: each deployed host's registry, "
+        "read as its admin (secret tenantkit/<host>/admin, TLS verify-full).",
+    ),
+]
+RegionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--region", help="AWS Region of the fleet (default: AWS_REGION, AWS_DEFAULT_REGION)."
+    ),
+]
+ConnectTimeoutOption = Annotated[
+    int,
+    typer.Option(
+        "--connect-timeout",
+        min=2,
+        max=60,
+        help="Seconds to wait for each host (--provision aws).",
     ),
 ]

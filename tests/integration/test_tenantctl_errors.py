@@ -37,6 +37,8 @@ JSON_COMMANDS = {
     "deploy": ["deploy", "first", "--dry-run"],
     "list": ["list", "--state-dir", "{state}"],
     "status": ["status", "first", "--state-dir", "{state}"],
+    "list --provision aws": ["list", "--provision", "aws"],
+    "status --provision aws": ["status", "first", "--provision", "aws"],
     "plan": ["plan"],
 }
 # The commands that start the embedded servers (locally provisioned state assumed).
