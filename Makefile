@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres run synth lint test test-fast clean
+.PHONY: help setup postgres run synth lint lint-quick typecheck test pytest-all test-fast clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -63,14 +63,23 @@ synth: setup
 run: synth
 	$(VENV)/bin/tenantctl run
 
-lint: setup
+lint: setup lint-quick typecheck
+
+lint-quick: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
+typecheck: setup
+	$(VENV)/bin/mypy .
+
 # -n auto: one pytest worker per core (pytest-xdist); each starts its own embedded server.
-test: setup lint
+# mypy runs beside the tests (a cold mypy reads aws-cdk-lib's stubs for minutes, on one core,
+# while the test workers often wait on PostgreSQL and Node); either failing fails the target.
+test: setup lint-quick
+	$(MAKE) --no-print-directory -j2 typecheck pytest-all
+
+pytest-all: setup
 	$(VENV)/bin/pytest -n auto
 
 # The tests not marked slow (pyproject.toml: markers); `make test` still runs every test.
