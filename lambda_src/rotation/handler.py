@@ -1,12 +1,14 @@
 """Entry point of the rotation Lambda: Secrets Manager calls it four times per rotation.
 
-Single-user strategy: the login whose secret is rotated changes its own password. A client
-that reads the username and password from the secret for every new connection, and reads the
-secret again when authentication fails, never stays broken: between setSecret and finishSecret
-the database already has the new password while AWSCURRENT still holds the old one, so a
-connection attempt in that window fails once and succeeds after the re-read. (Alternating
-users, the other strategy, needs the admin secret in this function and a `_clone` user that
-clients must follow; single-user needs neither.)
+Single-user strategy: the login whose secret is rotated changes its own password. Between
+setSecret and finishSecret the database already has the new password while AWSCURRENT still
+holds the old one, so reading AWSCURRENT again does not help a client in that window: the
+runtime library (lambda_src/tenant_runtime) reads the username and password from the secret
+for every new connection and, when the server refuses the password, reads AWSCURRENT again
+(rotated since it was cached) and then tries the AWSPENDING version (tested across the steps
+in tests/integration/test_rotation.py). (Alternating users, the other strategy, needs the
+admin secret in this function and a `_clone` user that clients must follow; single-user needs
+neither.)
 
 The event is never logged whole. Passwords only reach PostgreSQL as SCRAM verifiers.
 """
