@@ -10,6 +10,15 @@ in tests/integration/test_rotation.py). (Alternating users, the other strategy, 
 admin secret in this function and a `_clone` user that clients must follow; single-user needs
 neither.)
 
+A suspended tenant's login is NOLOGIN and cannot change its own password, so its rotation keeps
+the password and succeeds: createSecret sees AWSCURRENT refused with "not permitted to log in"
+(PostgreSQL checks the password before the LOGIN attribute, so the password is right) and puts a
+pending version with the same password; setSecret and testSecret accept that refusal for the
+pending version and say so in a log line; finishSecret promotes it. The login stays NOLOGIN,
+AWSCURRENT and the database agree however many rotations pass, and resuming the tenant (the
+provisioner sets the login's password from AWSCURRENT and re-enables it) logs in with it; the
+first rotation after resume changes the password again.
+
 The event is never logged whole. Passwords only reach PostgreSQL as SCRAM verifiers.
 """
 
@@ -24,6 +33,7 @@ import psycopg
 from ..core import secrets
 from ..core.connection import (
     RDS_CA_BUNDLE_PATH,
+    LoginNotPermittedError,
     RetryPolicy,
     connect,
     scram_verifier,
@@ -93,9 +103,17 @@ def rotate(event: Mapping[str, Any], ssl_root_cert: Path = RDS_CA_BUNDLE_PATH) -
     }[str(step)](secret_id, token, ssl_root_cert)
 
 
-def _create(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
+def _create(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     current = secrets.read_version(secret_id, stage="AWSCURRENT")
     if secrets.version_exists(secret_id, stage="AWSPENDING", version_id=token):
+        return
+    if _suspended(current, ssl_root_cert):
+        log.info(
+            "createSecret: %s may not log in (suspended): the pending version keeps its "
+            "password, which resuming sets again from AWSCURRENT",
+            current.get("username"),
+        )
+        secrets.put_pending(secret_id, token, current)
         return
     secrets.put_pending(secret_id, token, {**current, "password": secrets.random_password()})
 
@@ -103,6 +121,18 @@ def _create(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
 def _connect(secret: Mapping[str, Any], ssl_root_cert: Path) -> psycopg.Connection[Any]:
     settings = settings_from_secret(secret, ssl_root_cert, application_name=APPLICATION_NAME)
     return connect(settings, _QUICK)
+
+
+def _suspended(secret: Mapping[str, Any], ssl_root_cert: Path) -> bool:
+    """Whether the server accepts `secret`'s password but refuses the login as NOLOGIN. Any
+    other outcome is False: a login that works, or a failure setSecret reports."""
+    try:
+        _connect(secret, ssl_root_cert).close()
+    except LoginNotPermittedError:
+        return True
+    except TenantkitError:
+        return False
+    return False
 
 
 def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
@@ -115,6 +145,13 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     try:
         _connect(pending, ssl_root_cert).close()
         log.info("setSecret: the pending password already works")
+        return
+    except LoginNotPermittedError:
+        log.info(
+            "setSecret: the server accepts the pending password of %s, which may not log in "
+            "(suspended): nothing to set",
+            pending.get("username"),
+        )
         return
     except TenantkitError:
         pass
@@ -145,7 +182,17 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
 
 def _test(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     pending = secrets.read_version(secret_id, stage="AWSPENDING", version_id=token)
-    with _connect(pending, ssl_root_cert) as conn:
+    try:
+        conn = _connect(pending, ssl_root_cert)
+    except LoginNotPermittedError:
+        # The password was checked and accepted before the LOGIN attribute refused the role.
+        log.info(
+            "testSecret: the server accepts the pending password of %s, which may not log in "
+            "(suspended): passed",
+            pending.get("username"),
+        )
+        return
+    with conn:
         conn.execute("SELECT 1")
 
 

@@ -1,6 +1,7 @@
 """Single-user rotation against a real PostgreSQL and moto's Secrets Manager."""
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ from lambda_src.tenancy import tenant_names
 from lambda_src.tenant_runtime import AccessConfig, Pattern, TenantDataAccess
 from tenantkit.embedded_pg import RunningServer
 
-from .conftest import create_event, properties
+from .conftest import create_event, properties, update_event
 
 
 @pytest.fixture
@@ -104,6 +105,51 @@ def test_a_rotation_interrupted_after_set_secret_finishes_on_retry(
     assert can_log_in(server, current(secretsmanager, tenant_secret))
 
 
+def can_log_in_as(role: str, superuser: psycopg.Connection) -> bool:
+    row = superuser.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
+    return bool(row.fetchone() == (True,))
+
+
+def test_a_suspended_tenants_rotations_succeed_keep_it_suspended_and_resume_logs_in_with_awscurrent(
+    tenant_secret: str,
+    tenant_id: str,
+    secretsmanager: Any,
+    server: RunningServer,
+    config: HandlerConfig,
+    superuser: psycopg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a suspended tenant (its logins are NOLOGIN)
+    active = properties(tenant_id, tenant_secret)
+    suspended = properties(tenant_id, tenant_secret, suspended=True)
+    handle(update_event(suspended, active), config)
+    login = tenant_names(tenant_id).login_role
+    assert not can_log_in_as(login, superuser)
+    # WHEN two scheduled rotations run all four steps (sixty days of suspension)
+    with caplog.at_level(logging.INFO, logger="lambda_src.rotation.handler"):
+        tokens = [run_rotation(tenant_secret, server) for _ in range(2)]
+    # THEN both succeeded (each promoted its version), testSecret said why it passed, and the
+    # tenant is still suspended
+    passed = [r for r in caplog.records if r.getMessage().startswith("testSecret:")]
+    assert len(passed) == 2
+    assert all("may not log in (suspended): passed" in r.getMessage() for r in passed)
+    versions = secretsmanager.describe_secret(SecretId=tenant_secret)["VersionIdsToStages"]
+    assert "AWSCURRENT" in versions[tokens[1]]
+    assert "AWSPREVIOUS" in versions[tokens[0]]
+    assert not can_log_in_as(login, superuser)
+    assert not can_log_in(server, current(secretsmanager, tenant_secret))
+    # WHEN the tenant is resumed THEN its login works with AWSCURRENT
+    handle(update_event(active, suspended), config)
+    assert can_log_in(server, current(secretsmanager, tenant_secret))
+    # and the next rotation changes the password again
+    before = current(secretsmanager, tenant_secret)
+    run_rotation(tenant_secret, server)
+    after = current(secretsmanager, tenant_secret)
+    assert after["password"] != before["password"]
+    assert can_log_in(server, after)
+    assert not can_log_in(server, before)
+
+
 def silo_secret_access(tenant_id: str, server: RunningServer) -> TenantDataAccess:
     """The runtime library as a silo-secret function of `tenant_id` uses it."""
     config = AccessConfig(
@@ -185,7 +231,7 @@ def test_rotation_with_the_default_bundle_refuses_a_server_it_does_not_sign(
     def step(name: str) -> dict[str, str]:
         return {"SecretId": tenant_secret, "ClientRequestToken": token, "Step": name}
 
-    on_event(step("createSecret"), None)  # no database connection in this step
+    on_event(step("createSecret"), None)  # its suspension probe fails the same way: a new password
     # WHEN setSecret connects THEN TLS verification refuses it at the first attempt, the
     # reason is in the error, and the password is unchanged
     with pytest.raises(
