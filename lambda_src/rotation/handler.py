@@ -170,6 +170,9 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
             f"setSecret: no version of {secret_id} can log in ({'; '.join(reasons)})"
         )
     with conn:
+        # A tenant login's sessions start as its database's objects role (SET role at login):
+        # back to the login itself, which may change its own password and no other.
+        conn.execute("SET ROLE NONE")
         user = conn.execute("SELECT current_user").fetchone()
         assert user is not None
         verifier = scram_verifier(conn, str(user[0]), str(pending["password"]))

@@ -181,7 +181,7 @@ def test_the_runtime_logs_in_between_set_secret_and_finish_secret_with_the_pendi
     login = tenant_names(tenant_id).login_role
     for access in (cached, cold):
         with access.connection(tenant_id) as conn:
-            assert conn.execute("SELECT current_user").fetchone() == (login,)
+            assert conn.execute("SELECT session_user").fetchone() == (login,)
     # and keep logging in once the rotation finishes
     for step in STEPS[2:]:
         rotate(
@@ -189,7 +189,7 @@ def test_the_runtime_logs_in_between_set_secret_and_finish_secret_with_the_pendi
         )
     for access in (cached, cold, silo_secret_access(tenant_id, server)):
         with access.connection(tenant_id) as conn:
-            assert conn.execute("SELECT current_user").fetchone() == (login,)
+            assert conn.execute("SELECT session_user").fetchone() == (login,)
 
 
 def test_the_runtime_gives_up_with_the_servers_refusal_when_no_version_logs_in(
