@@ -152,7 +152,7 @@ def provision_tenant_databases(
         server = server_for(tenant)
         config = handler_config(server)
         names = tenant.names
-        roles = (names.owner_role, names.login_role) + (
+        roles = (names.owner_role, names.objects_role, names.login_role) + (
             (names.iam_user,) if tenant.iam_auth else ()
         )
         started = time.perf_counter()

@@ -152,7 +152,25 @@ def settings_from_dsn(dsn: str, env: Mapping[str, str] | None = None) -> Connect
 
 
 # Connection failures that retrying cannot fix: fail at once with the server's reason.
-_PERMANENT_FAILURES = ("authentication failed", "SSL error", "certificate", "does not exist")
+NOT_PERMITTED_TO_LOG_IN = "is not permitted to log in"
+"""PostgreSQL's refusal of a NOLOGIN role (SQLSTATE 28000). The server checks the password
+first and the LOGIN attribute after it, so this refusal means the password was right. libpq
+reports no SQLSTATE for a refused connection (psycopg's `sqlstate` is None): the text is
+matched, as for "password authentication failed" (28P01)."""
+
+_PERMANENT_FAILURES = (
+    "authentication failed",
+    NOT_PERMITTED_TO_LOG_IN,
+    "SSL error",
+    "certificate",
+    "does not exist",
+)
+
+
+class LoginNotPermittedError(TenantkitError):
+    """The server accepted the password but the role may not log in (NOLOGIN: a suspended or
+    offboarded tenant's login)."""
+
 
 # Provisioning waits at most this long for another provisioning run of the same tenant.
 LOCK_TIMEOUT_MS = 120_000
@@ -185,7 +203,10 @@ def connect(
         except psycopg.OperationalError as error:
             reason = first_line(error)
             if attempt == retry.attempts or any(p in reason for p in _PERMANENT_FAILURES):
-                raise TenantkitError(
+                failure = (
+                    LoginNotPermittedError if NOT_PERMITTED_TO_LOG_IN in reason else TenantkitError
+                )
+                raise failure(
                     f"could not connect to {settings.host}:{settings.port}/{settings.dbname} "
                     f"as {settings.user} after {attempt} attempt(s): {reason}"
                 ) from None

@@ -38,6 +38,13 @@ OBSERVE_DATABASE = sql.SQL(
     "          WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}') "
     "FROM pg_database d WHERE d.datname = %s"
 )
+OBSERVE_OWNED_IN_DATABASE = sql.SQL(
+    "SELECT EXISTS (SELECT FROM pg_shdepend s "
+    "JOIN pg_database d ON d.oid = s.dbid JOIN pg_roles r ON r.oid = s.refobjid "
+    "WHERE s.deptype = 'o' AND d.datname = %s AND r.rolname = ANY(%s))"
+)
+"""Whether any of the roles owns an object in the database (pg_shdepend is cluster-wide, so
+the admin database can tell)."""
 OBSERVE_RDS_IAM = sql.SQL("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)")
 OBSERVE_POOL_DATABASE = sql.SQL("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)")
 OBSERVE_OPEN_ADMIN_DATABASES = sql.SQL(
@@ -94,8 +101,11 @@ def observe_tenant(conn: psycopg.Connection, names: TenantNames) -> ObservedTena
     roles: dict[str, bool] = dict(conn.execute(OBSERVE_ROLES, (list(names.roles),)).fetchall())
     database = conn.execute(OBSERVE_DATABASE, (names.database,)).fetchone()
     rds_iam = conn.execute(OBSERVE_RDS_IAM, (RDS_IAM_ROLE,)).fetchone()
+    logins = [names.login_role, names.iam_user]
+    owned = conn.execute(OBSERVE_OWNED_IN_DATABASE, (names.database, logins)).fetchone()
     return ObservedTenant(
         login_enabled=roles,
+        logins_own_objects=bool(owned and owned[0]),
         database_owner=database[0] if database else None,
         connection_limit=database[1] if database else None,
         database_settings=tuple(database[2]) if database else (),

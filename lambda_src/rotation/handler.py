@@ -1,12 +1,23 @@
 """Entry point of the rotation Lambda: Secrets Manager calls it four times per rotation.
 
-Single-user strategy: the login whose secret is rotated changes its own password. A client
-that reads the username and password from the secret for every new connection, and reads the
-secret again when authentication fails, never stays broken: between setSecret and finishSecret
-the database already has the new password while AWSCURRENT still holds the old one, so a
-connection attempt in that window fails once and succeeds after the re-read. (Alternating
-users, the other strategy, needs the admin secret in this function and a `_clone` user that
-clients must follow; single-user needs neither.)
+Single-user strategy: the login whose secret is rotated changes its own password. Between
+setSecret and finishSecret the database already has the new password while AWSCURRENT still
+holds the old one, so reading AWSCURRENT again does not help a client in that window: the
+runtime library (lambda_src/tenant_runtime) reads the username and password from the secret
+for every new connection and, when the server refuses the password, reads AWSCURRENT again
+(rotated since it was cached) and then tries the AWSPENDING version (tested across the steps
+in tests/integration/test_rotation.py). (Alternating users, the other strategy, needs the
+admin secret in this function and a `_clone` user that clients must follow; single-user needs
+neither.)
+
+A suspended tenant's login is NOLOGIN and cannot change its own password, so its rotation keeps
+the password and succeeds: createSecret sees AWSCURRENT refused with "not permitted to log in"
+(PostgreSQL checks the password before the LOGIN attribute, so the password is right) and puts a
+pending version with the same password; setSecret and testSecret accept that refusal for the
+pending version and say so in a log line; finishSecret promotes it. The login stays NOLOGIN,
+AWSCURRENT and the database agree however many rotations pass, and resuming the tenant (the
+provisioner sets the login's password from AWSCURRENT and re-enables it) logs in with it; the
+first rotation after resume changes the password again.
 
 The event is never logged whole. Passwords only reach PostgreSQL as SCRAM verifiers.
 """
@@ -22,6 +33,7 @@ import psycopg
 from ..core import secrets
 from ..core.connection import (
     RDS_CA_BUNDLE_PATH,
+    LoginNotPermittedError,
     RetryPolicy,
     connect,
     scram_verifier,
@@ -91,9 +103,17 @@ def rotate(event: Mapping[str, Any], ssl_root_cert: Path = RDS_CA_BUNDLE_PATH) -
     }[str(step)](secret_id, token, ssl_root_cert)
 
 
-def _create(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
+def _create(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     current = secrets.read_version(secret_id, stage="AWSCURRENT")
     if secrets.version_exists(secret_id, stage="AWSPENDING", version_id=token):
+        return
+    if _suspended(current, ssl_root_cert):
+        log.info(
+            "createSecret: %s may not log in (suspended): the pending version keeps its "
+            "password, which resuming sets again from AWSCURRENT",
+            current.get("username"),
+        )
+        secrets.put_pending(secret_id, token, current)
         return
     secrets.put_pending(secret_id, token, {**current, "password": secrets.random_password()})
 
@@ -101,6 +121,18 @@ def _create(secret_id: str, token: str, _ssl_root_cert: Path) -> None:
 def _connect(secret: Mapping[str, Any], ssl_root_cert: Path) -> psycopg.Connection[Any]:
     settings = settings_from_secret(secret, ssl_root_cert, application_name=APPLICATION_NAME)
     return connect(settings, _QUICK)
+
+
+def _suspended(secret: Mapping[str, Any], ssl_root_cert: Path) -> bool:
+    """Whether the server accepts `secret`'s password but refuses the login as NOLOGIN. Any
+    other outcome is False: a login that works, or a failure setSecret reports."""
+    try:
+        _connect(secret, ssl_root_cert).close()
+    except LoginNotPermittedError:
+        return True
+    except TenantkitError:
+        return False
+    return False
 
 
 def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
@@ -113,6 +145,13 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     try:
         _connect(pending, ssl_root_cert).close()
         log.info("setSecret: the pending password already works")
+        return
+    except LoginNotPermittedError:
+        log.info(
+            "setSecret: the server accepts the pending password of %s, which may not log in "
+            "(suspended): nothing to set",
+            pending.get("username"),
+        )
         return
     except TenantkitError:
         pass
@@ -131,6 +170,9 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
             f"setSecret: no version of {secret_id} can log in ({'; '.join(reasons)})"
         )
     with conn:
+        # A tenant login's sessions start as its database's objects role (SET role at login):
+        # back to the login itself, which may change its own password and no other.
+        conn.execute("SET ROLE NONE")
         user = conn.execute("SELECT current_user").fetchone()
         assert user is not None
         verifier = scram_verifier(conn, str(user[0]), str(pending["password"]))
@@ -143,7 +185,17 @@ def _set(secret_id: str, token: str, ssl_root_cert: Path) -> None:
 
 def _test(secret_id: str, token: str, ssl_root_cert: Path) -> None:
     pending = secrets.read_version(secret_id, stage="AWSPENDING", version_id=token)
-    with _connect(pending, ssl_root_cert) as conn:
+    try:
+        conn = _connect(pending, ssl_root_cert)
+    except LoginNotPermittedError:
+        # The password was checked and accepted before the LOGIN attribute refused the role.
+        log.info(
+            "testSecret: the server accepts the pending password of %s, which may not log in "
+            "(suspended): passed",
+            pending.get("username"),
+        )
+        return
+    with conn:
         conn.execute("SELECT 1")
 
 

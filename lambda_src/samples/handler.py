@@ -46,7 +46,7 @@ def read_rows(conn: psycopg.Connection[Any], pattern: Pattern) -> list[list[Any]
         )
     else:
         query = (
-            "SELECT current_database(), current_user, count(*) FROM information_schema.tables "
+            "SELECT current_database(), session_user, count(*) FROM information_schema.tables "
             "WHERE table_schema = 'public'"
         )
     return [list(row) for row in conn.execute(query).fetchall()]

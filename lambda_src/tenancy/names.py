@@ -28,6 +28,10 @@ class TenantNames:
     """The tenant's database (bridge and silo tiers)."""
     owner_role: str
     """NOLOGIN role that owns the tenant's database and its public schema."""
+    objects_role: str
+    """NOLOGIN role that owns the application's objects in the tenant's database (tables,
+    sequences, functions, types): both logins start their sessions there as it, so what one
+    creates the other can use; migrations run as it, never as the admin or a login."""
     login_role: str
     """Password login role of the tenant's application."""
     iam_user: str
@@ -44,9 +48,9 @@ class TenantNames:
     """CloudFormation stack of the tenant when it is in the bridge tier."""
 
     @property
-    def roles(self) -> tuple[str, str, str]:
+    def roles(self) -> tuple[str, str, str, str]:
         """All roles of the tenant, login roles first (the order to revoke and drop them)."""
-        return (self.login_role, self.iam_user, self.owner_role)
+        return (self.login_role, self.iam_user, self.objects_role, self.owner_role)
 
 
 def login_secret_name(tenant: str) -> str:
@@ -77,6 +81,7 @@ def tenant_names(tenant_id: str) -> TenantNames:
         tenant_id=tenant_id,
         database=base,
         owner_role=f"{base}_owner",
+        objects_role=f"{base}_objects",
         login_role=f"{base}_app",
         iam_user=f"{PG_NAME_PREFIX}{tenant_id}{IAM_USER_SUFFIX}",
         secret_name=login_secret_name(tenant_id),

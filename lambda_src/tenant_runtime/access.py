@@ -13,9 +13,12 @@ or Secrets Manager):
 - pool-iam / pool-secret: a shared function logs in as the pool's runtime login; the tenant is
   the transaction-local setting (tenant_transaction), connections come from a pool.
 IAM auth mints a fresh token for every new connection (tokens live 15 minutes). Passwords are
-read from the secret, cached for a few minutes, and read again when a login fails (the secret
-was rotated). TLS is always verify-full: against TENANTKIT_SSL_ROOT_CERT if set, else the RDS CA
-bundle shipped in lambda_src/certs (a server the bundle does not sign is refused).
+read from the secret and cached for a few minutes. When the server refuses a password, the
+library reads AWSCURRENT again (the secret was rotated since it was cached) and, if that is
+refused too, tries the AWSPENDING version: between a rotation's setSecret and finishSecret the
+database already has the pending password while AWSCURRENT still holds the old one. TLS is
+always verify-full: against TENANTKIT_SSL_ROOT_CERT if set, else the RDS CA bundle shipped in
+lambda_src/certs (a server the bundle does not sign is refused).
 """
 
 import json
@@ -31,6 +34,7 @@ from typing import Any
 
 import boto3
 import psycopg
+from botocore.exceptions import ClientError
 from psycopg_pool import ConnectionPool
 
 from ..core import environment as env_names
@@ -129,7 +133,8 @@ class SecretLogins:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, secret_id: str, session: boto3.Session, *, fresh: bool = False) -> dict[str, Any]:
-        """The secret's JSON (username, password, host, port, dbname)."""
+        """The secret's JSON (username, password, host, port, dbname): AWSCURRENT, or the
+        version `keep` last kept."""
         with self._lock:
             cached = self._cache.get(secret_id)
             if cached and not fresh and self.clock() - cached[1] < self.ttl_s:
@@ -137,9 +142,30 @@ class SecretLogins:
         value = json.loads(
             session.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
         )
+        self.keep(secret_id, value)
+        return value  # type: ignore[no-any-return]
+
+    def pending(self, secret_id: str, session: boto3.Session) -> dict[str, Any] | None:
+        """The secret's AWSPENDING version (a rotation has created it and not finished yet), or
+        None when no rotation is pending. Never cached: `keep` it once it has logged in."""
+        client = session.client("secretsmanager")
+        try:
+            response = client.get_secret_value(SecretId=secret_id, VersionStage=PENDING_STAGE)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None
+            raise
+        return json.loads(response["SecretString"])  # type: ignore[no-any-return]
+
+    def keep(self, secret_id: str, value: dict[str, Any]) -> None:
+        """Serve `value` for the secret for the next `ttl_s` seconds."""
         with self._lock:
             self._cache[secret_id] = (value, self.clock())
-        return value  # type: ignore[no-any-return]
+
+
+PENDING_STAGE = "AWSPENDING"
+"""The stage of a rotation's new version, from createSecret until finishSecret moves AWSCURRENT
+to it (the compute roles may read every stage of their secrets)."""
 
 
 def _auth_failed(error: psycopg.OperationalError) -> bool:
@@ -241,27 +267,46 @@ class TenantDataAccess:
             application_name=APPLICATION_NAME,
         )
 
-    def _login(self, tenant: str | None, *, fresh: bool = False) -> ConnectionSettings:
-        """Settings for a new connection: for `tenant`'s own login, or the pool's (None)."""
+    def _whom(self, tenant: str | None) -> tuple[str, str, str, boto3.Session]:
+        """IAM user, database, login secret and AWS session for `tenant`'s own login, or for
+        the pool's (None)."""
         if tenant is None:
-            user, dbname, secret_name = POOL.iam_user, POOL.database, POOL.secret_name
-            session = boto3.Session()
-        else:
-            names = tenant_names(tenant)
-            user, dbname, secret_name = names.iam_user, names.database, names.secret_name
-            session = self._session(tenant)
-        if self.config.pattern.iam_auth:
-            return self._iam_settings(user, dbname, session)
-        return self._secret_settings(self._secrets.get(secret_name, session, fresh=fresh))
+            return POOL.iam_user, POOL.database, POOL.secret_name, boto3.Session()
+        names = tenant_names(tenant)
+        return names.iam_user, names.database, names.secret_name, self._session(tenant)
 
     def _open(self, tenant: str | None) -> psycopg.Connection[Any]:
-        try:
-            return self._connect(**self._login(tenant).connect_kwargs())
-        except psycopg.OperationalError as error:
-            if self.config.pattern.iam_auth or not _auth_failed(error):
-                raise
-        # The password was rotated since it was cached: read the secret again, once.
-        return self._connect(**self._login(tenant, fresh=True).connect_kwargs())
+        """A new connection as `tenant`'s login (the pool's for None).
+
+        Secret patterns: the cached password first; refused, AWSCURRENT read again (rotated
+        since it was cached); refused again, AWSPENDING if a rotation is pending (past its
+        setSecret, the database has that one). Any other failure, or the last refusal, is
+        raised as the server gave it.
+        """
+        user, dbname, secret_name, session = self._whom(tenant)
+        if self.config.pattern.iam_auth:
+            return self._connect(**self._iam_settings(user, dbname, session).connect_kwargs())
+        refused: psycopg.OperationalError | None = None
+        tried: list[object] = []  # a password the server refused is not sent again
+        for fresh in (False, True):
+            secret = self._secrets.get(secret_name, session, fresh=fresh)
+            if secret.get("password") in tried:
+                continue
+            tried.append(secret.get("password"))
+            try:
+                return self._connect(**self._secret_settings(secret).connect_kwargs())
+            except psycopg.OperationalError as error:
+                if not _auth_failed(error):
+                    raise
+                refused = error
+        assert refused is not None
+        pending = self._secrets.pending(secret_name, session)
+        if pending is None or pending.get("password") in tried:
+            raise refused
+        conn = self._connect(**self._secret_settings(pending).connect_kwargs())
+        # Until finishSecret makes it AWSCURRENT, the pending version is the one that works.
+        self._secrets.keep(secret_name, pending)
+        return conn
 
     def _pooled(self) -> ConnectionPool:
         with self._pool_lock:

@@ -123,7 +123,7 @@ def _concurrent(
         "errors": errors,
         "databases": databases,
         "roles": roles,
-        "expected_roles": 3 * len(events),
+        "expected_roles": len(tenants[0].names.roles) * len(events),
     }
 
 

@@ -78,15 +78,31 @@ def _refused(login: Login, database: str, on: SettingsFor | None = None) -> tupl
     return False, error or "connected"
 
 
+_AS_THE_LOGIN_ITSELF = "SET ROLE NONE"
+"""A login's sessions start as its database's objects role; anyone with SQL on the connection
+can step back to the login itself, so a privilege attack must fail both ways."""
+
+
 def _denied(login: Login, statement: str) -> tuple[bool, str]:
-    with login.connect() as conn:
-        try:
-            conn.execute(statement)
-        except errors.InsufficientPrivilege as error:
-            return True, f"InsufficientPrivilege: {str(error).splitlines()[0]}"
-        except psycopg.Error as error:
-            return False, f"expected InsufficientPrivilege, got {type(error).__name__}: {error}"
-    return False, "the statement succeeded"
+    denials = []
+    for first in (None, _AS_THE_LOGIN_ITSELF):
+        as_whom = " as the login itself" if first else ""
+        with login.connect() as conn:
+            if first:
+                conn.execute(first)
+            try:
+                conn.execute(statement)
+            # Outside the objects role a login has no schema to create in at all.
+            except (errors.InsufficientPrivilege, errors.InvalidSchemaName) as error:
+                denials.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+                continue
+            except psycopg.Error as error:
+                return (
+                    False,
+                    f"expected InsufficientPrivilege{as_whom}, got {type(error).__name__}: {error}",
+                )
+        return False, f"the statement succeeded{as_whom}"
+    return True, denials[0]
 
 
 def _connection_limit(login: Login) -> tuple[bool, str]:
@@ -119,7 +135,7 @@ def _other_sessions(login: Login) -> tuple[bool, str]:
     with login.connect() as conn:
         rows = conn.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE usename IS DISTINCT FROM current_user AND query NOT IN ('', "
+            "WHERE usename IS DISTINCT FROM session_user AND query NOT IN ('', "
             "'<insufficient privilege>') AND query IS NOT NULL"
         ).fetchone()
     if rows and rows[0] == 0:

@@ -19,6 +19,6 @@ def test_bench_onboards_sequentially_concurrently_and_in_the_pool(pg_root: Path)
     concurrent = results["concurrent"]
     assert concurrent["errors"] == []
     assert concurrent["databases"] == 4
-    assert concurrent["roles"] == concurrent["expected_roles"] == 12
+    assert concurrent["roles"] == concurrent["expected_roles"] == 16  # 4 roles each
     assert results["pool"]["batched"]["tenants"] == 50
     assert results["pool"]["one_per_request"]["tenants"] == 5

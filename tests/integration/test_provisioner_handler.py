@@ -66,6 +66,7 @@ def test_create_makes_a_database_owned_by_a_nologin_owner_role(
     assert owner == (names.owner_role, 5)
     assert roles_of(superuser, tenant_id) == {
         names.owner_role: False,
+        names.objects_role: False,
         names.login_role: True,
         names.iam_user: True,
     }
@@ -78,6 +79,7 @@ def test_create_reports_physical_id_and_names(
     assert response["PhysicalResourceId"] == f"tenantdb/{tenant_id}"
     assert response["Data"]["DatabaseName"] == tenant_names(tenant_id).database
     assert response["Data"]["LoginRole"] == tenant_names(tenant_id).login_role
+    assert response["Data"]["ObjectsRole"] == tenant_names(tenant_id).objects_role
     assert int(response["Data"]["Changes"]) > 0
 
 
@@ -85,7 +87,7 @@ def test_tenant_login_uses_the_password_from_its_secret(
     created: dict[str, str], server: RunningServer, tenant_id: str
 ) -> None:
     with login(server, tenant_id) as conn:
-        row = conn.execute("SELECT current_user, current_database()").fetchone()
+        row = conn.execute("SELECT session_user, current_database()").fetchone()
     names = tenant_names(tenant_id)
     assert row == (names.login_role, names.database)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
@@ -156,7 +158,7 @@ def test_create_replayed_converges_without_changes_or_duplicates(
 ) -> None:
     response = handle(create_event(created), config)
     assert response["Data"]["Changes"] == "0"
-    assert len(roles_of(superuser, tenant_id)) == 3
+    assert len(roles_of(superuser, tenant_id)) == 4
     assert database_exists(superuser, tenant_id)
 
 
@@ -202,7 +204,7 @@ def test_concurrent_creates_of_one_tenant_end_with_one_tenant(
         thread.join()
     assert errors == []
     assert database_exists(superuser, tenant_id)
-    assert len(roles_of(superuser, tenant_id)) == 3
+    assert len(roles_of(superuser, tenant_id)) == 4
 
 
 def test_iam_auth_requested_on_a_server_without_rds_iam_fails_before_any_change(

@@ -1,6 +1,7 @@
 """Single-user rotation against a real PostgreSQL and moto's Secrets Manager."""
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -12,9 +13,10 @@ from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.rotation.handler import STEPS, RotationError, on_event, rotate
 from lambda_src.tenancy import tenant_names
+from lambda_src.tenant_runtime import AccessConfig, Pattern, TenantDataAccess
 from tenantkit.embedded_pg import RunningServer
 
-from .conftest import create_event, properties
+from .conftest import create_event, properties, update_event
 
 
 @pytest.fixture
@@ -103,6 +105,120 @@ def test_a_rotation_interrupted_after_set_secret_finishes_on_retry(
     assert can_log_in(server, current(secretsmanager, tenant_secret))
 
 
+def can_log_in_as(role: str, superuser: psycopg.Connection) -> bool:
+    row = superuser.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
+    return bool(row.fetchone() == (True,))
+
+
+def test_a_suspended_tenants_rotations_succeed_keep_it_suspended_and_resume_logs_in_with_awscurrent(
+    tenant_secret: str,
+    tenant_id: str,
+    secretsmanager: Any,
+    server: RunningServer,
+    config: HandlerConfig,
+    superuser: psycopg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a suspended tenant (its logins are NOLOGIN)
+    active = properties(tenant_id, tenant_secret)
+    suspended = properties(tenant_id, tenant_secret, suspended=True)
+    handle(update_event(suspended, active), config)
+    login = tenant_names(tenant_id).login_role
+    assert not can_log_in_as(login, superuser)
+    # WHEN two scheduled rotations run all four steps (sixty days of suspension)
+    with caplog.at_level(logging.INFO, logger="lambda_src.rotation.handler"):
+        tokens = [run_rotation(tenant_secret, server) for _ in range(2)]
+    # THEN both succeeded (each promoted its version), testSecret said why it passed, and the
+    # tenant is still suspended
+    passed = [r for r in caplog.records if r.getMessage().startswith("testSecret:")]
+    assert len(passed) == 2
+    assert all("may not log in (suspended): passed" in r.getMessage() for r in passed)
+    versions = secretsmanager.describe_secret(SecretId=tenant_secret)["VersionIdsToStages"]
+    assert "AWSCURRENT" in versions[tokens[1]]
+    assert "AWSPREVIOUS" in versions[tokens[0]]
+    assert not can_log_in_as(login, superuser)
+    assert not can_log_in(server, current(secretsmanager, tenant_secret))
+    # WHEN the tenant is resumed THEN its login works with AWSCURRENT
+    handle(update_event(active, suspended), config)
+    assert can_log_in(server, current(secretsmanager, tenant_secret))
+    # and the next rotation changes the password again
+    before = current(secretsmanager, tenant_secret)
+    run_rotation(tenant_secret, server)
+    after = current(secretsmanager, tenant_secret)
+    assert after["password"] != before["password"]
+    assert can_log_in(server, after)
+    assert not can_log_in(server, before)
+
+
+def silo_secret_access(tenant_id: str, server: RunningServer) -> TenantDataAccess:
+    """The runtime library as a silo-secret function of `tenant_id` uses it."""
+    config = AccessConfig(
+        pattern=Pattern.SILO_SECRET,
+        silo_tenant=tenant_id,
+        region="us-east-1",
+        ssl_root_cert=server.ca_cert,
+    )
+    return TenantDataAccess(config)
+
+
+def test_the_runtime_logs_in_between_set_secret_and_finish_secret_with_the_pending_password(
+    tenant_secret: str, tenant_id: str, secretsmanager: Any, server: RunningServer
+) -> None:
+    # GIVEN a function that has logged in once (its password is cached) and one that has not
+    cached, cold = silo_secret_access(tenant_id, server), silo_secret_access(tenant_id, server)
+    with cached.connection(tenant_id):
+        pass
+    # WHEN a rotation has run createSecret and setSecret only
+    token = str(uuid.uuid4())
+    for step in STEPS[:2]:
+        rotate(
+            {"SecretId": tenant_secret, "ClientRequestToken": token, "Step": step}, server.ca_cert
+        )
+    # (the window is real: the database has the pending password, AWSCURRENT the old one)
+    assert not can_log_in(server, current(secretsmanager, tenant_secret))
+    assert can_log_in(server, current(secretsmanager, tenant_secret, "AWSPENDING"))
+    # THEN both log in through the library (AWSCURRENT refused, AWSPENDING tried next)
+    login = tenant_names(tenant_id).login_role
+    for access in (cached, cold):
+        with access.connection(tenant_id) as conn:
+            assert conn.execute("SELECT session_user").fetchone() == (login,)
+    # and keep logging in once the rotation finishes
+    for step in STEPS[2:]:
+        rotate(
+            {"SecretId": tenant_secret, "ClientRequestToken": token, "Step": step}, server.ca_cert
+        )
+    for access in (cached, cold, silo_secret_access(tenant_id, server)):
+        with access.connection(tenant_id) as conn:
+            assert conn.execute("SELECT session_user").fetchone() == (login,)
+
+
+def test_the_runtime_gives_up_with_the_servers_refusal_when_no_version_logs_in(
+    tenant_secret: str, tenant_id: str, server: RunningServer, superuser: psycopg.Connection
+) -> None:
+    # GIVEN a login whose password matches no version of its secret (and no rotation pending)
+    superuser.execute(
+        psycopg.sql.SQL("ALTER ROLE {} PASSWORD 'changed-behind-its-back'").format(
+            psycopg.sql.Identifier(tenant_names(tenant_id).login_role)
+        )
+    )
+    attempts: list[str] = []
+
+    def counting_connect(**kwargs: Any) -> psycopg.Connection[Any]:
+        attempts.append(kwargs["password"])
+        return psycopg.connect(**kwargs)
+
+    config = silo_secret_access(tenant_id, server).config
+    access = TenantDataAccess(config, connect=counting_connect)
+    # WHEN the runtime connects THEN the server's authentication failure is what it raises,
+    # after one attempt: the secret read again holds the same password, and none is pending
+    with (
+        pytest.raises(psycopg.OperationalError, match="password authentication failed"),
+        access.connection(tenant_id),
+    ):
+        pass
+    assert attempts == ["first-password-0"]
+
+
 def test_rotation_with_the_default_bundle_refuses_a_server_it_does_not_sign(
     tenant_secret: str, secretsmanager: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,7 +231,7 @@ def test_rotation_with_the_default_bundle_refuses_a_server_it_does_not_sign(
     def step(name: str) -> dict[str, str]:
         return {"SecretId": tenant_secret, "ClientRequestToken": token, "Step": name}
 
-    on_event(step("createSecret"), None)  # no database connection in this step
+    on_event(step("createSecret"), None)  # its suspension probe fails the same way: a new password
     # WHEN setSecret connects THEN TLS verification refuses it at the first attempt, the
     # reason is in the error, and the password is unchanged
     with pytest.raises(

@@ -180,7 +180,7 @@ def ssl(server: RunningServer) -> dict[str, Any]:
 
 
 def whoami(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
-    row = conn.execute("SELECT current_user, current_database()").fetchone()
+    row = conn.execute("SELECT session_user, current_database()").fetchone()
     assert row is not None
     return tuple(row)
 

@@ -1,5 +1,6 @@
 """Pure SQL planning: observed state in, ordered steps out. No database needed."""
 
+from dataclasses import replace
 from typing import Any
 
 from lambda_src.core.steps import Step, transaction_groups
@@ -31,7 +32,12 @@ def converge(
 
 
 CONVERGED = ObservedTenant(
-    login_enabled={NAMES.owner_role: False, NAMES.login_role: True, NAMES.iam_user: True},
+    login_enabled={
+        NAMES.owner_role: False,
+        NAMES.objects_role: False,
+        NAMES.login_role: True,
+        NAMES.iam_user: True,
+    },
     database_owner=NAMES.owner_role,
     connection_limit=20,
     database_settings=("statement_timeout=30000",),
@@ -92,7 +98,12 @@ def test_changed_settings_are_applied_in_place() -> None:
 
 def test_a_retained_tenant_gets_its_logins_back_on_create() -> None:
     offboarded = ObservedTenant(
-        login_enabled={NAMES.owner_role: False, NAMES.login_role: False, NAMES.iam_user: False},
+        login_enabled={
+            NAMES.owner_role: False,
+            NAMES.objects_role: False,
+            NAMES.login_role: False,
+            NAMES.iam_user: False,
+        },
         database_owner=NAMES.owner_role,
         connection_limit=20,
         database_settings=("statement_timeout=30000",),
@@ -100,6 +111,37 @@ def test_a_retained_tenant_gets_its_logins_back_on_create() -> None:
     )
     changed = sql_of([s for s in converge(offboarded) if s.changes])
     assert changed == ['ALTER ROLE "tenant_acme_app" LOGIN', 'ALTER ROLE "tenant_acme_iam" LOGIN']
+
+
+def test_both_logins_start_as_the_objects_role_and_only_it_may_create_in_schema_public() -> None:
+    steps = converge(CONVERGED)
+    statements = sql_of(steps)
+    assert (
+        'GRANT "tenant_acme_objects" TO "tenant_acme_app", "tenant_acme_iam" '
+        "WITH INHERIT FALSE, SET TRUE" in statements
+    )
+    for login in ("tenant_acme_app", "tenant_acme_iam"):
+        assert (
+            f'ALTER ROLE "{login}" IN DATABASE "tenant_acme" SET role = "tenant_acme_objects"'
+            in statements
+        )
+    schema = {sql_of([s])[0]: s.database for s in steps if "ON SCHEMA public" in sql_of([s])[0]}
+    assert schema['GRANT USAGE, CREATE ON SCHEMA public TO "tenant_acme_objects"'] == "tenant_acme"
+    assert schema['REVOKE ALL ON SCHEMA public FROM "tenant_acme_app", "tenant_acme_iam"'] == (
+        "tenant_acme"
+    )
+    assert not any("REASSIGN" in s for s in statements)
+
+
+def test_objects_the_logins_own_from_before_go_to_the_objects_role() -> None:
+    steps = converge(replace(CONVERGED, logins_own_objects=True))
+    reassign = next(s for s in steps if sql_of([s])[0].startswith("REASSIGN"))
+    assert sql_of([reassign]) == [
+        'REASSIGN OWNED BY "tenant_acme_app", "tenant_acme_iam" TO "tenant_acme_objects"'
+    ]
+    assert reassign.database == "tenant_acme"
+    assert reassign.changes
+    assert 'GRANT "tenant_acme_app", "tenant_acme_iam" TO CURRENT_USER' in sql_of(steps)
 
 
 def test_turning_iam_auth_off_disables_the_iam_user() -> None:
@@ -125,6 +167,7 @@ def test_destroy_drops_database_then_every_existing_role() -> None:
     assert drops == [
         'DROP ROLE IF EXISTS "tenant_acme_app"',
         'DROP ROLE IF EXISTS "tenant_acme_iam"',
+        'DROP ROLE IF EXISTS "tenant_acme_objects"',
         'DROP ROLE IF EXISTS "tenant_acme_owner"',
     ]
     assert statements.index('DROP OWNED BY "tenant_acme_app"') < statements.index(drops[0])

@@ -58,7 +58,8 @@ class TenantDatabaseSpec:
 
 
 class TenantDatabase:
-    """A tenant's database, its NOLOGIN owner role, login role and optional IAM user."""
+    """A tenant's database, its NOLOGIN owner role and objects role, login role and optional
+    IAM user."""
 
     def validate(self, properties: Mapping[str, Any]) -> None:
         """Raise InvalidRequestError for anything wrong in the properties, before any SQL."""
@@ -70,6 +71,7 @@ class TenantDatabase:
             "TenantId": names.tenant_id,
             "DatabaseName": names.database,
             "OwnerRole": names.owner_role,
+            "ObjectsRole": names.objects_role,
             "LoginRole": names.login_role,
             "IamUser": names.iam_user if spec.settings.iam_auth else "",
         }

@@ -34,6 +34,9 @@ class ObservedTenant:
 
     login_enabled: Mapping[str, bool] = field(default_factory=dict)
     """Existing tenant roles -> whether each can log in."""
+    logins_own_objects: bool = False
+    """The login or the IAM user owns objects in the tenant's database (made before the
+    objects role owned the application's objects)."""
     database_owner: str | None = None
     """Owner of the tenant's database, None when the database does not exist."""
     connection_limit: int | None = None
@@ -65,6 +68,7 @@ def plan_converge(
     everything but its logins: they are disabled and their sessions ended.
     """
     db, owner, login, iam = names.database, names.owner_role, names.login_role, names.iam_user
+    objects = names.objects_role
     roles = observed.login_enabled
     suspended, iam_auth = settings.suspended, settings.iam_auth
     connection_limit, statement_timeout_ms = (
@@ -73,13 +77,16 @@ def plan_converge(
     )
     steps = [
         *create_role(owner, roles, login=False, what="owner role"),
-        act_as(owner),
+        *create_role(objects, roles, login=False, what="owner role of the application's objects"),
+        act_as(owner, objects),
         *login_role(login, roles, enabled=not suspended),
     ]
     if password_verifier is not None:
         steps.append(set_password(login, password_verifier))
     steps += iam_user(iam, roles, iam_auth=iam_auth, enabled=not suspended)
     login_roles = [login, iam] if iam_auth else [login]
+    # The IAM user exists without IAM auth if it was created before (kept, NOLOGIN).
+    present_logins = [login, iam] if iam_auth or iam in roles else [login]
 
     limit = sql.Literal(int(connection_limit))
     if not observed.database_exists:
@@ -138,16 +145,76 @@ def plan_converge(
             ),
             changes=False,
         ),
+        *objects_role_members(names, login_roles, present_logins, observed.logins_own_objects),
         *lock_down_schema_public(db, owner),
+        *objects_role_schema(names, present_logins, observed.logins_own_objects),
+    ]
+    if suspended:
+        steps.append(_end_login_sessions(names))
+    return steps
+
+
+def objects_role_members(
+    names: TenantNames, login_roles: list[str], present_logins: list[str], reassign: bool
+) -> list[Step]:
+    """Each login's sessions in the tenant's database start as its objects role: a login may
+    SET that role but does not inherit its privileges, so whatever either login creates there
+    belongs to the objects role (the README says why not default privileges). For objects a
+    login owns from before, the admin needs the logins' privileges too."""
+    db, objects = names.database, names.objects_role
+    logins = sql.SQL(", ").join(sql.Identifier(role) for role in login_roles)
+    steps = [
         Step(
-            f"grant USAGE, CREATE on schema public in {db} to the tenant's logins",
-            sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(grantees),
+            f"let the tenant's logins act as {objects}",
+            sql.SQL("GRANT {} TO {} WITH INHERIT FALSE, SET TRUE").format(
+                sql.Identifier(objects), logins
+            ),
+            changes=False,
+        ),
+        *(
+            Step(
+                f"start {role}'s sessions in {db} as {objects}",
+                sql.SQL("ALTER ROLE {} IN DATABASE {} SET role = {}").format(
+                    sql.Identifier(role), sql.Identifier(db), sql.Identifier(objects)
+                ),
+                changes=False,
+            )
+            for role in login_roles
+        ),
+    ]
+    return steps + ([act_as(*present_logins)] if reassign else [])
+
+
+def objects_role_schema(
+    names: TenantNames, present_logins: list[str], reassign: bool
+) -> list[Step]:
+    """In the tenant's database only the objects role may use and create in schema public, and
+    it owns what the logins owned from before."""
+    db, objects = names.database, names.objects_role
+    present = sql.SQL(", ").join(sql.Identifier(role) for role in present_logins)
+    steps = [
+        Step(
+            f"grant USAGE, CREATE on schema public in {db} to {objects}",
+            sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(objects)),
+            database=db,
+            changes=False,
+        ),
+        # Tenants provisioned before the objects role granted these to the logins themselves.
+        Step(
+            f"revoke the logins' own privileges on schema public in {db}",
+            sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(present),
             database=db,
             changes=False,
         ),
     ]
-    if suspended:
-        steps.append(_end_login_sessions(names))
+    if reassign:
+        steps.append(
+            Step(
+                f"give what the tenant's logins own in {db} to {objects}",
+                sql.SQL("REASSIGN OWNED BY {} TO {}").format(present, sql.Identifier(objects)),
+                database=db,
+            )
+        )
     return steps
 
 
