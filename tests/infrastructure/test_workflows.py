@@ -78,8 +78,14 @@ def test_linter_is_the_pinned_one() -> None:
 
 def test_make_lint_checks_the_workflows() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
-    recipe = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
-    assert MAKEFILE_LINT in recipe
+
+    def rule(target: str) -> str:
+        return makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+
+    assert MAKEFILE_LINT in rule("lint-quick")
+    # both `make lint` and `make test` run it
+    for target in ("lint", "test"):
+        assert "lint-quick" in rule(target).splitlines()[0], target
 
 
 def test_workflows_pass_the_linter() -> None:

@@ -2,6 +2,7 @@
 tenant context, the attack suite, and proof that the suite catches a broken pool."""
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,14 +188,23 @@ def test_the_registry_lookup_stays_index_only_because_autovacuum_is_told_to_keep
         "autovacuum_vacuum_insert_scale_factor=0.01",
     }
     # What autovacuum does after those changes. A pass may leave the page not yet all-visible
-    # (PostgreSQL 17 after an update, say); the next pass sets it.
-    for _ in range(3):
+    # (PostgreSQL 17 after an update, say, or while another test's session still holds a
+    # snapshot older than the last change); a later pass sets it.
+    deadline = time.monotonic() + 10
+    while True:
         superuser.execute("VACUUM tenantkit.tenants")
         pages, all_visible = superuser.execute(
             "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'tenantkit.tenants'::regclass"
         ).fetchone() or (0, -1)
         if pages == all_visible:
             break
+        holders = superuser.execute(
+            "SELECT usename, application_name, state FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_xmin IS NOT NULL "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+        assert time.monotonic() < deadline, f"VACUUM cannot set the page all-visible: {holders}"
+        time.sleep(0.2)
     with tenant_transaction(runtime, "tenantkit-probe-a", allow_probes=True):
         runtime.execute("SET LOCAL enable_seqscan = off")  # a few test tenants: force the index
         plan = "\n".join(
