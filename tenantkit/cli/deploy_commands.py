@@ -219,9 +219,10 @@ def deploy(
     (`cdk import`).
 
     Refused (exit 2, naming them) when a deployed stack holds tenants the catalog lacks: the
-    deploy would offboard them. Only the tenants given with --offboard may go. The deployed
-    stacks are read from CloudFormation first (exit 3 if they cannot be); a dry run reads
-    nothing, `plan --deployed` checks the same without deploying."""
+    deploy would offboard them. Only the tenants given with --offboard may go.
+
+    The deployed stacks are read from CloudFormation first (exit 3 if they cannot be); a dry
+    run reads nothing, `plan --deployed` checks without deploying."""
     loaded = load(catalog, as_json)
     offboarded = offboarded_ids(offboard or [], loaded, catalog, as_json)
     parsed = DeployTarget.parse(target)
@@ -279,9 +280,10 @@ def plan(
     """What the catalog would change: tenants added, removed, changed and (refused) moved
     between tiers; every stack's resources against the 500 limit; default AWS quotas.
 
-    Exit 2 when the change is refused: a tier move, a stack too big, or a tenant dropped (in
-    the baseline, or with --deployed held by a deployed stack, but not in the catalog) that
-    is not named with --offboard."""
+    Exit 2 when the change is refused: a tier move, a stack too big, or a dropped tenant.
+
+    A tenant is dropped when the baseline (with --deployed, a deployed stack too) holds it and
+    the catalog lacks it, unless --offboard names it."""
     loaded = load(catalog, as_json)
     offboarded = offboarded_ids(offboard or [], loaded, catalog, as_json)
     before = None

@@ -119,6 +119,9 @@ def cloudformation(
     handle(provider_event("Create", properties), config)
     fake = CloudFormation(config)
     monkeypatch.setattr(deploy_commands, "run_cdk", fake.run_cdk)
+    # No stack of this account was ever deleted: the pool's runtime secret is in moto because
+    # the handler reads it, not because a deleted stack retained it (nothing to take back).
+    monkeypatch.setattr(deploy_commands, "take_back_retained", lambda *_a, **_k: [])
     yield fake
     if fake.deployed:
         fake.client.delete_stack(StackName=POOL.stack_name)
