@@ -51,8 +51,9 @@ def build_app(
     env = sample_environment(catalog) if samples else None
     wanted = set(target.stacks(catalog))
     bridge = catalog.in_tier("bridge")
+    cluster: cdk.Stack | None = None
     if BRIDGE_HOST in wanted:
-        BridgeClusterStack(
+        cluster = BridgeClusterStack(
             app,
             BRIDGE_HOST,
             tenants=bridge,
@@ -62,7 +63,11 @@ def build_app(
         )
     for tenant in bridge:
         if tenant.names.bridge_stack_name in wanted:
-            BridgeTenantStack(app, tenant.names.bridge_stack_name, tenant=tenant)
+            tenant_stack = BridgeTenantStack(app, tenant.names.bridge_stack_name, tenant=tenant)
+            if cluster is not None:
+                # `cdk deploy --all` (any --concurrency) deploys the cluster first; an order
+                # only: no export, so the cluster's template is the same with or without it.
+                tenant_stack.add_dependency(cluster)
     pool = catalog.in_tier("pool")
     if POOL.stack_name in wanted:
         PoolStack(

@@ -92,6 +92,7 @@ class BridgeClusterStack(cdk.Stack):
             capacity=capacity,
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,
+            referenced_by_name=True,
         )
         check_connection_budget(self, capacity, tenants)
         # Pooled compute: one shared role, one tenant-access role for every tenant, and STS
@@ -126,10 +127,14 @@ class BridgeTenantStack(cdk.Stack):
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
         if tenant.tier != "bridge":
             raise ValueError(f"BridgeTenantStack: tenant {tenant.id!r} is in tier {tenant.tier!r}")
+        cluster = HostReference.named(BRIDGE_HOST)
+        # Found by name, not by export: a tenant stack deployed before the cluster's (`cdk
+        # deploy -c tenant=<id>`) must stop before it creates anything, saying so.
+        cluster.require_deployed(self, "BridgeClusterInterface")
         self.tenant_database = TenantDatabase(
             self,
             "Tenant",
-            host=HostReference.named(BRIDGE_HOST),
+            host=cluster,
             tenant_id=tenant.id,
             settings=tenant.database_settings,
         )

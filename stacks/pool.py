@@ -14,6 +14,7 @@ from tenant_constructs import (
     SharedCompute,
 )
 from tenantkit.catalog import ClusterSettings, PoolSettings, Tenant
+from tenantkit.deployment import TENANTS_METADATA
 
 from .host_settings import cluster_capacity, database_operations
 
@@ -38,6 +39,9 @@ class PoolStack(cdk.Stack):
         wrong_tier = [t.id for t in tenants if t.tier != "pool"]
         if wrong_tier:
             raise ValueError(f"PoolStack: tenants {wrong_tier} are not in the pool tier")
+        # What the deployed stack holds, for `tenantctl deploy` to refuse a catalog that
+        # would drop a tenant (tenantkit.deployed_state); sorted, so the template is stable.
+        self.template_options.metadata = {TENANTS_METADATA: sorted(t.id for t in tenants)}
         self.host = DatabaseHost(
             self,
             "Host",

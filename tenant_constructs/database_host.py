@@ -10,7 +10,7 @@ from lambda_src.tenancy import HOST_TAG, HostNames
 
 from .database_function import tls_environment
 from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
-from .host_reference import HostReference
+from .host_reference import HostReference, publish_interface
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
@@ -35,10 +35,13 @@ class DatabaseHost(Construct):
         operations: DatabaseOperations = DatabaseOperations(),
         cidr: str = "10.0.0.0/16",
         ca_bundle: str | None = None,
+        referenced_by_name: bool = False,
     ) -> None:
         """`ca_bundle`: a PEM bundle inside lambda_src (relative to it) that the functions verify
         the database against instead of the shipped RDS CA bundle (lambda_src/certs/
-        rds-ca-bundle.pem); TLS is verify-full either way."""
+        rds-ca-bundle.pem); TLS is verify-full either way. `referenced_by_name`: stacks
+        deployed apart reach this host by its names (the bridge cluster's tenants); the host
+        then publishes the interface version they check (HostReference.require_deployed)."""
         super().__init__(scope, id_)
         names = HostNames(host)
         self.network = DatabaseNetwork(self, "Network", cidr=cidr)
@@ -88,6 +91,13 @@ class DatabaseHost(Construct):
             key=self.key,
             host_logs=self.logs,
         )
+        if referenced_by_name:
+            publish_interface(
+                self,
+                "Interface",
+                names=names,
+                after=[self.database, alias, self.rotator, self.provisioner],
+            )
 
     def endpoint_environment(self) -> dict[str, str]:
         """Where compute connects with IAM auth (TENANTKIT_DB_HOST/PORT), plus the CA bundle."""

@@ -1,5 +1,6 @@
 """A database host by name: what a stack needs to put tenants on a host it did not create."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -8,6 +9,7 @@ import aws_cdk.aws_kms as kms
 import aws_cdk.aws_lambda as lambda_
 import aws_cdk.aws_rds as rds
 import aws_cdk.aws_secretsmanager as secretsmanager
+import aws_cdk.aws_ssm as ssm
 from constructs import Construct
 
 from lambda_src.tenancy import HOST_TAG, HostNames
@@ -15,6 +17,31 @@ from lambda_src.tenancy import HOST_TAG, HostNames
 from .databases import AttachmentTarget
 
 ROTATION_PERIOD = cdk.Duration.days(30)
+
+HOST_INTERFACE_VERSION = "1"
+"""What a stack that reaches a host by name relies on (the provisioner's and the rotator's
+function names, the key alias, the database identifier), as a version the host's stack publishes
+(HostNames.interface_parameter) and the referring stack checks before it creates anything. Bump
+it when those names change."""
+
+
+def publish_interface(
+    scope: Construct, id_: str, *, names: HostNames, after: Sequence[Construct]
+) -> ssm.StringParameter:
+    """The host's interface version in SSM, written only once `after` (what the referring
+    stacks reach by name) exists, so its presence means the host can take tenants."""
+    parameter = ssm.StringParameter(
+        scope,
+        id_,
+        parameter_name=names.interface_parameter,
+        string_value=HOST_INTERFACE_VERSION,
+        description=(
+            f"{names.host} is deployed: stacks that reach it by name (its tenants) may deploy"
+        ),
+    )
+    for construct in after:
+        parameter.node.add_dependency(construct)
+    return parameter
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,39 @@ class HostReference:
     def named(cls, host: str, kind: Literal["cluster", "instance"] = "cluster") -> "HostReference":
         """The host called `host` (its stack name)."""
         return cls(HostNames(host), kind)
+
+    def require_deployed(self, scope: Construct, id_: str) -> None:
+        """Make `scope`'s stack fail before it creates anything unless the host's stack is
+        deployed, as cdk bootstrap's version is checked: a parameter CloudFormation resolves
+        from SSM when it creates the change set (a missing one fails at once, naming
+        /tenantkit/<host>/interface-version) and a rule on its value that says what to deploy
+        first. Plain `cdk deploy -c tenant=<id>` gets the check too."""
+        version = cdk.CfnParameter(
+            scope,
+            id_,
+            type="AWS::SSM::Parameter::Value<String>",
+            default=self.names.interface_parameter,
+            description=(
+                f"Interface version of {self.names.host}, read from SSM; written by the "
+                f"{self.names.host} stack: deploy it first"
+            ),
+        )
+        cdk.CfnRule(
+            scope,
+            f"{id_}Check",
+            assertions=[
+                cdk.CfnRuleAssertion(
+                    assert_=cdk.Fn.condition_contains(
+                        [HOST_INTERFACE_VERSION], version.value_as_string
+                    ),
+                    assert_description=(
+                        f"this stack needs {self.names.host} deployed at interface version "
+                        f"{HOST_INTERFACE_VERSION}: deploy {self.names.host} first "
+                        f"(npx cdk deploy {self.names.host})"
+                    ),
+                )
+            ],
+        )
 
     def service_token(self, scope: Construct) -> str:
         """ARN of the host's provisioner (the custom-resource framework function)."""

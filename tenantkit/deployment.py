@@ -11,6 +11,10 @@ from lambda_src.tenancy import BRIDGE_HOST, POOL
 
 from .catalog import TIERS, Catalog, CatalogError, Tenant
 
+TENANTS_METADATA = "TenantkitTenants"
+"""Template Metadata key under which a stack that holds several tenants (the pool) lists their
+ids, sorted, so the deployed stack says which tenants it holds (tenantkit.deployed_state)."""
+
 
 def tenant_stacks(tenant: Tenant) -> tuple[str, ...]:
     """The stacks one tenant's deploy needs. A bridge tenant's stack finds its shared cluster by
@@ -21,6 +25,15 @@ def tenant_stacks(tenant: Tenant) -> tuple[str, ...]:
     if tenant.tier == "bridge":
         return (tenant.names.bridge_stack_name,)
     return (POOL.stack_name,)
+
+
+def stack_tenants(catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Stack name -> the tenant ids the catalog puts in it (the bridge cluster holds none)."""
+    held: dict[str, set[str]] = {}
+    for tenant in catalog.tenants:
+        for stack in tenant_stacks(tenant):
+            held.setdefault(stack, set()).add(tenant.id)
+    return {stack: frozenset(ids) for stack, ids in held.items()}
 
 
 def tier_stacks(catalog: Catalog, tier: str) -> tuple[str, ...]:

@@ -166,6 +166,12 @@ class HostNames:
         return f"alias/{self.host}"
 
     @property
+    def interface_parameter(self) -> str:
+        """SSM parameter the host's stack writes once its provisioner, rotator and key alias
+        exist; a stack that reaches the host by name reads it before it creates anything."""
+        return f"/tenantkit/{self.host}/interface-version"
+
+    @property
     def log_group_prefix(self) -> str:
         """Every log group of the host's own functions and network starts with this."""
         return f"/tenantkit/{self.host}/"

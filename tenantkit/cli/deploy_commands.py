@@ -15,12 +15,26 @@ import typer
 from rich.table import Table
 
 from ..catalog import Catalog, CatalogError, load_catalog
-from ..deployment import DeployTarget
+from ..deployed_state import (
+    DeployedStateError,
+    DroppedTenant,
+    describe_drops,
+    dropped_tenants,
+    read_deployed,
+)
+from ..deployment import DeployTarget, tenant_stacks
 from ..plan import CLOUDFORMATION_RESOURCE_LIMIT, catalog_changes, stack_sizes
 from ..quotas import quota_use
 from ..retained import AwsCloud, RetainedResourceError, take_back
 from ..synth import REPO_ROOT, synth_templates, with_repo_node
-from .options import Approval, ApprovalOption, CatalogOption, DryRunOption, JsonOption
+from .options import (
+    Approval,
+    ApprovalOption,
+    CatalogOption,
+    DryRunOption,
+    JsonOption,
+    OffboardOption,
+)
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, checked_id, err, fail, load, out
 
 
@@ -122,6 +136,48 @@ def run_cdk(argv: Sequence[str], as_json: bool) -> int:
         fail(EXIT_ENVIRONMENT, "the CDK CLI is not installed: run `make setup`", as_json)
 
 
+def offboarded_ids(
+    offboard: Sequence[str], loaded: Catalog, catalog: Path, as_json: bool
+) -> list[str]:
+    """The --offboard ids, checked: each a valid id that is no longer in the catalog (an
+    offboard takes the tenant out of the catalog first); exit 2 otherwise."""
+    ids = [checked_id(tenant_id, as_json) for tenant_id in offboard]
+    in_catalog = {t.id for t in loaded.tenants}
+    still_there = [tenant_id for tenant_id in ids if tenant_id in in_catalog]
+    if still_there:
+        fail(
+            EXIT_INVALID,
+            f"--offboard {', '.join(still_there)}: still in {catalog}; remove the tenant from "
+            "the catalog first (`tenantctl offboard <id> --provision aws` does both)",
+            as_json,
+        )
+    return ids
+
+
+def refuse_drops(
+    stacks: Sequence[str],
+    loaded: Catalog,
+    catalog: Path,
+    offboard: Sequence[str],
+    as_json: bool,
+    fields: dict[str, Any],
+) -> None:
+    """Exit 2, naming the tenants and the stack, if deploying `stacks` from `loaded` would drop
+    a tenant a deployed stack holds (other than those in `offboard`); exit 3 if CloudFormation
+    cannot be read (the deploy could not be checked, so it does not run). Records `dropped`
+    in `fields`."""
+    try:
+        deployed = read_deployed(stacks)
+    except DeployedStateError as error:
+        fail(EXIT_ENVIRONMENT, f"{error}; not deploying unchecked", as_json, **fields)
+    dropped = dropped_tenants(deployed, loaded, offboard)
+    fields["dropped"] = [d.as_json() for d in dropped]
+    if dropped:
+        fail(
+            EXIT_INVALID, describe_drops(dropped, str(catalog)), as_json, label="refused", **fields
+        )
+
+
 def deploy_tenant(
     tenant_id: str,
     loaded: Catalog,
@@ -133,6 +189,7 @@ def deploy_tenant(
     """cdk deploy the stacks one tenant needs; records the command and exit code in `fields`."""
     target = DeployTarget(tenant=tenant_id)
     stacks = target.stacks(loaded)
+    refuse_drops(stacks, loaded, catalog, (), as_json, fields)
     taken = take_back_retained(target, stacks, loaded, catalog, as_json)
     argv = deploy_argv(target, stacks, catalog, approval)
     code = run_cdk(argv, as_json)
@@ -144,6 +201,7 @@ def deploy(
     target: Annotated[str, typer.Argument(help="A tenant id, or a tier: silo, bridge, pool.")],
     catalog: CatalogOption = Path("tenants.yaml"),
     approval: ApprovalOption = Approval.broadening,
+    offboard: OffboardOption = None,
     dry_run: DryRunOption = False,
     fresh_database: Annotated[
         bool,
@@ -158,8 +216,15 @@ def deploy(
     with `-c tenant=<id>` (or `-c tier=`) so no other stack is even built.
 
     A stack that does not exist first takes back what a deleted stack of its name retained
-    (`cdk import`)."""
+    (`cdk import`).
+
+    Refused (exit 2, naming them) when a deployed stack holds tenants the catalog lacks: the
+    deploy would offboard them. Only the tenants given with --offboard may go.
+
+    The deployed stacks are read from CloudFormation first (exit 3 if they cannot be); a dry
+    run reads nothing, `plan --deployed` checks without deploying."""
     loaded = load(catalog, as_json)
+    offboarded = offboarded_ids(offboard or [], loaded, catalog, as_json)
     parsed = DeployTarget.parse(target)
     if parsed.tenant is not None:
         checked_id(parsed.tenant, as_json)
@@ -170,24 +235,23 @@ def deploy(
     if not stacks:
         fail(EXIT_INVALID, f"tier {target} has no tenants in {catalog}: nothing to deploy", as_json)
     argv = deploy_argv(parsed, stacks, catalog, approval)
-    # A dry run looks nothing up in AWS: what a deleted stack left is taken back at deploy.
-    taken = (
-        []
-        if dry_run
-        else take_back_retained(
-            parsed, stacks, loaded, catalog, as_json, fresh_database=fresh_database
-        )
-    )
-    code = 0 if dry_run else run_cdk(argv, as_json)
     result: dict[str, Any] = {
-        "ok": code == 0,
         "target": target,
         "stacks": list(stacks),
         "command": argv,
         "dry_run": dry_run,
-        "exit_code": code,
-        "taken_back": taken,
+        "offboard": offboarded,
     }
+    # A dry run looks nothing up in AWS: the deployed stacks are read, and what a deleted
+    # stack left is taken back, at deploy (the check first: taking back changes the account).
+    taken = []
+    if not dry_run:
+        refuse_drops(stacks, loaded, catalog, offboarded, as_json, result)
+        taken = take_back_retained(
+            parsed, stacks, loaded, catalog, as_json, fresh_database=fresh_database
+        )
+    code = 0 if dry_run else run_cdk(argv, as_json)
+    result = {"ok": code == 0, **result, "exit_code": code, "taken_back": taken}
     if code != 0:
         fail(EXIT_FAILED, f"cdk deploy exited with {code}", as_json, **result)
     if as_json:
@@ -202,13 +266,26 @@ def plan(
         Path | None,
         typer.Option(help="The catalog as deployed (e.g. from the main branch), to compare with."),
     ] = None,
+    deployed: Annotated[
+        bool,
+        typer.Option(
+            "--deployed",
+            help="Also compare with the stacks deployed in AWS (CloudFormation; needs "
+            "credentials).",
+        ),
+    ] = False,
+    offboard: OffboardOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """What the catalog would change: tenants added, removed, changed and (refused) moved
     between tiers; every stack's resources against the 500 limit; default AWS quotas.
 
-    Exit 2 when the change is refused."""
+    Exit 2 when the change is refused: a tier move, a stack too big, or a dropped tenant.
+
+    A tenant is dropped when the baseline (with --deployed, a deployed stack too) holds it and
+    the catalog lacks it, unless --offboard names it."""
     loaded = load(catalog, as_json)
+    offboarded = offboarded_ids(offboard or [], loaded, catalog, as_json)
     before = None
     if baseline is not None:
         try:
@@ -220,6 +297,17 @@ def plan(
         sizes = stack_sizes(synth_templates(loaded))
     except Exception as error:  # synth failures: cdk-nag, a bad setting named by its stack
         fail(EXIT_FAILED, f"synth failed: {error}", as_json)
+    dropped = {
+        DroppedTenant(t.id, tenant_stacks(t)[0]) for t in changes.removed if t.id not in offboarded
+    }
+    if deployed:
+        stacks = [s.name for s in sizes] + [d.stack for d in dropped]
+        try:
+            held = read_deployed(dict.fromkeys(stacks))
+        except DeployedStateError as error:
+            fail(EXIT_ENVIRONMENT, str(error), as_json)
+        dropped |= set(dropped_tenants(held, loaded, offboarded))
+    drops = sorted(dropped, key=lambda d: (d.stack, d.tenant))
     quotas = quota_use(loaded)
     too_big = [s for s in sizes if not s.within_limit]
     refused = changes.moves + [
@@ -227,9 +315,13 @@ def plan(
         f"{CLOUDFORMATION_RESOURCE_LIMIT}"
         for s in too_big
     ]
+    if drops:
+        refused.append(describe_drops(drops, str(catalog)))
     result: dict[str, Any] = {
         "ok": not refused,
         "refused": refused,
+        "dropped": [d.as_json() for d in drops],
+        "offboard": offboarded,
         "tenants": {
             "added": [{"id": t.id, "tier": t.tier} for t in changes.added],
             "removed": [{"id": t.id, "tier": t.tier} for t in changes.removed],
@@ -249,10 +341,10 @@ def plan(
         for t in changes.added:
             out.print(f"+ {t.id} ({t.tier})", highlight=False)
         for t in changes.removed:
-            out.print(
-                f"- {t.id} ({t.tier}): offboarded, data kept unless removal_policy destroy",
-                highlight=False,
-            )
+            fate = "offboarded, data kept unless removal_policy destroy"
+            if t.id not in offboarded:
+                fate = "dropped without --offboard (refused)"
+            out.print(f"- {t.id} ({t.tier}): {fate}", highlight=False)
         for tenant_id, changed in sorted(changes.changed.items()):
             out.print(f"~ {tenant_id}: {', '.join(changed)}", highlight=False)
         table = Table(

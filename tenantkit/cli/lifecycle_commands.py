@@ -38,7 +38,7 @@ from ..local import (
     provision_pool,
     provision_tenant_databases,
 )
-from .deploy_commands import cdk, deploy_argv, deploy_tenant, run_cdk
+from .deploy_commands import cdk, deploy_argv, deploy_tenant, refuse_drops, run_cdk
 from .options import (
     Approval,
     ApprovalOption,
@@ -345,13 +345,20 @@ def offboard_aws(
             for what, argv in steps:
                 out.print(f"{what}{': ' + shlex.join(argv) if argv else ''}", highlight=False)
         return
+    removed = False
     for what, argv in steps:
         if what.startswith("set removal_policy"):
             edit(catalog, set_setting(tenant.id, "removal_policy", policy), as_json)
         elif what.startswith("remove it from"):
             _, fields["catalog"] = edit(catalog, remove_tenant(tenant.id), as_json)
-        elif run_cdk(argv, as_json) != 0:
-            fail(EXIT_FAILED, f"offboarding {tenant.id} stopped at: {what}", as_json, **fields)
+            removed = True
+        else:
+            if argv[1] == "deploy":
+                # Only this tenant may leave the stack, and only once it has left the catalog.
+                offboarded = [tenant.id] if removed else []
+                refuse_drops(stacks, load(catalog, as_json), catalog, offboarded, as_json, fields)
+            if run_cdk(argv, as_json) != 0:
+                fail(EXIT_FAILED, f"offboarding {tenant.id} stopped at: {what}", as_json, **fields)
 
 
 def recorded(

@@ -84,3 +84,11 @@ ConnectTimeoutOption = Annotated[
         help="Seconds to wait for each host (--provision aws).",
     ),
 ]
+OffboardOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--offboard",
+        help="A tenant this run offboards (already gone from the catalog): the deploy may drop "
+        "it from the stack that holds it. Repeat for several.",
+    ),
+]

@@ -21,7 +21,7 @@ tenants:
 """
 
 
-def plan(tmp_path: Path, catalog: str) -> tuple[int, dict[str, Any]]:
+def plan(tmp_path: Path, catalog: str, *extra: str) -> tuple[int, dict[str, Any]]:
     (tmp_path / "base.yaml").write_text(BASELINE)
     (tmp_path / "tenants.yaml").write_text(catalog)
     result = runner.invoke(
@@ -33,6 +33,7 @@ def plan(tmp_path: Path, catalog: str) -> tuple[int, dict[str, Any]]:
             "--baseline",
             str(tmp_path / "base.yaml"),
             "--json",
+            *extra,
         ],
     )
     return result.exit_code, json.loads(result.stdout)
@@ -48,10 +49,11 @@ def test_plan_lists_added_removed_and_changed_tenants_and_sizes_every_stack(
         "id: alpha\n    tier: bridge", "id: alpha\n    tier: bridge\n    connection_limit: 7"
     )
 
-    code, result = plan(tmp_path, catalog)
+    code, result = plan(tmp_path, catalog, "--offboard", "gamma")
 
     assert code == 0, result
     assert result["ok"] is True
+    assert result["dropped"] == []
     assert result["tenants"]["added"] == [{"id": "delta", "tier": "silo"}]
     assert result["tenants"]["removed"] == [{"id": "gamma", "tier": "pool"}]
     assert result["tenants"]["changed"] == {"alpha": ["connection_limit"]}
@@ -77,3 +79,24 @@ def test_plan_refuses_a_tenant_moved_to_another_tier(tmp_path: Path) -> None:
     assert len(result["refused"]) == 1
     assert "tenant 'beta' is in tier pool" in result["refused"][0]
     assert "moving it to bridge is refused" in result["refused"][0]
+
+
+def test_plan_refuses_a_tenant_the_baseline_holds_unless_it_is_offboarded(tmp_path: Path) -> None:
+    # GIVEN a catalog made before gamma was onboarded on the baseline (main)
+    catalog = BASELINE.replace("  - id: gamma\n    tier: pool\n", "")
+
+    # WHEN it is planned without saying gamma is meant to go
+    code, result = plan(tmp_path, catalog)
+
+    # THEN the plan is refused, naming gamma and the stack that holds it
+    assert code == EXIT_INVALID
+    assert result["ok"] is False
+    assert result["dropped"] == [{"tenant": "gamma", "stack": "tenantkit-pool"}]
+    assert any("tenantkit-pool holds gamma" in r for r in result["refused"])
+
+
+def test_plan_refuses_offboarding_a_tenant_still_in_the_catalog(tmp_path: Path) -> None:
+    code, result = plan(tmp_path, BASELINE, "--offboard", "gamma")
+
+    assert code == EXIT_INVALID
+    assert "--offboard gamma: still in" in result["error"]

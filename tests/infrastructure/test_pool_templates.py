@@ -10,6 +10,8 @@ from aws_cdk.assertions import Match, Template
 from app import build_app
 from lambda_src.provisioner.kinds import pool_batch_of
 from tenantkit.catalog import parse_catalog
+from tenantkit.deployed_state import template_tenants
+from tenantkit.deployment import TENANTS_METADATA
 
 from .conftest import FIXTURE_CATALOG, POOL_STACK, Synth, cdk_context
 
@@ -105,3 +107,19 @@ def test_a_thousand_pool_tenants_stay_far_below_the_resource_limit() -> None:
     # ... and the template body stays inside CloudFormation's 1 MB limit.
     template = assembly.get_stack_by_name("tenantkit-pool").template
     assert len(json.dumps(template)) < 1_000_000
+
+
+def test_the_pool_stack_lists_the_tenants_it_holds_for_the_deploy_check(synth: Synth) -> None:
+    # tenantctl deploy reads the deployed pool stack's list to refuse a catalog that drops one.
+    template = synth.raw(POOL_STACK)
+    assert template["Metadata"][TENANTS_METADATA] == ["litware", "tailspin"]
+    assert template_tenants(template) == {"litware", "tailspin"}
+
+
+def test_a_pool_stack_deployed_without_the_list_is_read_from_its_tenant_batches(
+    synth: Synth,
+) -> None:
+    template = {k: v for k, v in synth.raw(POOL_STACK).items() if k != "Metadata"}
+    assert template_tenants(template) == {"litware", "tailspin"}
+    assert template_tenants(synth.raw("tenantkit-bridge-contoso")) == {"contoso"}
+    assert template_tenants(synth.raw("tenantkit-bridge")) == frozenset()

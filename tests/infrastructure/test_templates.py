@@ -6,6 +6,7 @@ from typing import Any
 from aws_cdk.assertions import Capture, Match, Template
 
 from lambda_src.tenancy import tenant_names
+from tenant_constructs.host_reference import HOST_INTERFACE_VERSION
 
 from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, POOL_STACK, SILO, SILO_RDS, Synth
 
@@ -344,15 +345,42 @@ def test_bridge_tenant_stacks_import_nothing_from_the_cluster_stack(synth: Synth
     )
 
 
-def test_no_stack_depends_on_another_so_a_tenant_deploy_touches_only_its_own(
+def test_only_bridge_tenant_stacks_depend_on_a_stack_and_only_on_the_cluster(
     synth: Synth,
 ) -> None:
-    # `cdk deploy <stack> --exclusively` deploys one stack; with no stack dependencies in the
-    # assembly, plain `cdk deploy <stack>` would not pull in another one either.
-    stacks = {artifact.stack_name for artifact in synth.assembly.stacks}
-    for artifact in synth.assembly.stacks:
-        depends_on = {d.id for d in artifact.dependencies}
-        assert not depends_on & stacks, (artifact.stack_name, depends_on)
+    # `cdk deploy --all --concurrency N` (and plain `cdk deploy tenantkit-bridge-<id>`) deploys
+    # the cluster before its tenants; no other stack waits for another.
+    stacks = {artifact.stack_name: artifact for artifact in synth.assembly.stacks}
+    for name, artifact in stacks.items():
+        depends_on = {d.id for d in artifact.dependencies} & stacks.keys()
+        expected = {BRIDGE} if name in (BRIDGE_CONTOSO, BRIDGE_FABRIKAM) else set()
+        assert depends_on == expected, (name, depends_on)
+
+
+def test_a_bridge_tenant_stack_stops_before_creating_anything_without_its_cluster(
+    synth: Synth,
+) -> None:
+    # A tenant stack deployed alone (`-c tenant=<id>`, --exclusively) finds its cluster by
+    # name: CloudFormation resolves this parameter from SSM before it changes anything (a
+    # missing one fails naming it) and the rule says what to deploy first.
+    parameter = "/tenantkit/tenantkit-bridge/interface-version"
+    template = synth.raw(BRIDGE_CONTOSO)
+    [(name, version)] = [
+        (k, p) for k, p in template["Parameters"].items() if p.get("Default") == parameter
+    ]
+    assert version["Type"] == "AWS::SSM::Parameter::Value<String>"
+    [rule] = [r for r in template["Rules"].values() if json.dumps({"Ref": name}) in json.dumps(r)]
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Contains": [[HOST_INTERFACE_VERSION], {"Ref": name}]}
+    assert "deploy tenantkit-bridge first" in assertion["AssertDescription"]
+    assert "npx cdk deploy tenantkit-bridge" in assertion["AssertDescription"]
+    # the cluster writes it once what the tenants reach by name is there
+    written = resources(synth, BRIDGE, "AWS::SSM::Parameter")
+    [resource] = [r for r in written.values() if r["Properties"]["Name"] == parameter]
+    assert resource["Properties"]["Value"] == HOST_INTERFACE_VERSION
+    cluster = synth.template(BRIDGE)
+    for kind in ("AWS::RDS::DBCluster", "AWS::KMS::Alias", "AWS::Lambda::Function"):
+        assert set(cluster.find_resources(kind)) & set(resource["DependsOn"]), kind
 
 
 def test_tenant_secrets_are_generated_tagged_and_retained_unless_destroy(synth: Synth) -> None:

@@ -214,3 +214,47 @@ def test_workflows_install_nothing_beside_make_setup(path: Path) -> None:
     for job_id, script in run_scripts(load(path)):
         assert "apt-get" not in script, (job_id, script)
         assert "sudo" not in script, (job_id, script)
+
+
+def checkout_ref(job: dict[str, Any]) -> Any:
+    steps = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
+    assert len(steps) == 1, steps
+    return steps[0].get("with", {}).get("ref")
+
+
+def test_onboard_lands_on_main_and_deploys_only_main() -> None:
+    # A catalog on another branch lacks the tenants onboarded since it was made: deploying it
+    # would offboard them. Both jobs run on main only and check out main's latest.
+    jobs = load(ONBOARD)["jobs"]
+    main_only = "github.ref == 'refs/heads/main'"
+    assert jobs["catalog"]["if"] == main_only
+    assert main_only in jobs["deploy"]["if"]
+    assert checkout_ref(jobs["catalog"]) == "main"
+    assert checkout_ref(jobs["deploy"]) == "main"
+    scripts = "\n".join(script for _, script in run_scripts(load(ONBOARD)))
+    assert "git push origin HEAD:main" in scripts
+    assert scripts.count("git push") == 1
+    # a rejected push is retried on main's new latest, onboarding the tenant again there
+    land = next(s for job, s in run_scripts(load(ONBOARD)) if "git push" in s)
+    retry = land.split("git push origin HEAD:main", 1)[1]
+    assert "git reset --hard origin/main" in retry
+    assert 'tenantctl onboard "$TENANT_ID" --tier "$TIER" --provision none --json' in retry
+
+
+@pytest.mark.parametrize("tier", ["silo", "bridge", "pool"])
+def test_onboard_deploys_queue_per_stack_across_runs(tmp_path: Path, tier: str) -> None:
+    from tenantkit.catalog import load_catalog
+    from tenantkit.deployment import tenant_stacks
+
+    concurrency = load(ONBOARD)["jobs"]["deploy"]["concurrency"]
+    assert concurrency["cancel-in-progress"] is False
+    # The group names the one stack a tenant's deploy touches (every pool tenant's: the pool
+    # stack), whichever run it is in.
+    assert concurrency["group"] == (
+        "tenantkit-deploy-${{ inputs.tier == 'pool' && 'tenantkit-pool' || "
+        "format('tenantkit-{0}-{1}', inputs.tier, inputs.tenant_id) }}"
+    )
+    evaluated = "tenantkit-pool" if tier == "pool" else f"tenantkit-{tier}-newco"
+    (tmp_path / "tenants.yaml").write_text(f"tenants:\n  - id: newco\n    tier: {tier}\n")
+    tenant = load_catalog(tmp_path / "tenants.yaml").get("newco")
+    assert tenant_stacks(tenant) == (evaluated,)
