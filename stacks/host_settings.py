@@ -30,7 +30,7 @@ def silo_capacity(settings: SiloSettings) -> ClusterCapacity:
 
 
 def database_operations(settings: HostOperationsSettings) -> DatabaseOperations:
-    """Backups and monitoring of any host's database."""
+    """Backups, monitoring and the snapshot to restore of any host's database."""
     copy = settings.backup_copy
     return DatabaseOperations(
         backup_retention_days=settings.backup_retention_days,
@@ -39,4 +39,5 @@ def database_operations(settings: HostOperationsSettings) -> DatabaseOperations:
         else BackupCopy(vault_arn=copy.vault_arn, retention_days=copy.retention_days),
         performance_insights=settings.performance_insights,
         monitoring_interval=settings.monitoring_interval,
+        restore_snapshot=settings.restore_snapshot,
     )

@@ -104,6 +104,10 @@ class DatabaseOperations:
     performance_insights: bool = True
     monitoring_interval: int = 60
     """Seconds between enhanced-monitoring samples; 0 turns it off."""
+    restore_snapshot: str | None = None
+    """Create the cluster or instance from this snapshot (identifier or ARN), with the
+    retained admin secret's credentials; keep it for every later deploy (CloudFormation
+    replaces a restored database whose template drops it with an empty one)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.backup_retention_days <= 35:
@@ -201,6 +205,22 @@ class HostDatabase(Construct):
             copy=operations.backup_copy,
         )
 
+    def _restore(self, database: Construct, snapshot_property: str, *inherited: str) -> None:
+        """Restore from `operations.restore_snapshot`: the same construct (same logical id,
+        secret and attachment), its data from the snapshot. The master user and password come
+        from the snapshot, as do the `inherited` properties (an instance's encryption): they
+        are the retained admin secret's, which a stack created again imports unchanged
+        (tenantkit.retained). CloudFormation refuses MasterUsername with a snapshot and does
+        not apply a cluster's MasterUserPassword on restore."""
+        snapshot = self._operations.restore_snapshot
+        if snapshot is None:
+            return
+        resource = database.node.default_child
+        assert isinstance(resource, cdk.CfnResource)
+        resource.add_property_override(snapshot_property, snapshot)
+        for name in ("MasterUsername", "MasterUserPassword", *inherited):
+            resource.add_property_deletion_override(name)
+
     def _monitoring(self) -> cdk.Duration | None:
         interval = self._operations.monitoring_interval
         return cdk.Duration.seconds(interval) if interval else None
@@ -269,6 +289,7 @@ class HostDatabase(Construct):
             copy_tags_to_snapshot=True,
         )
         cluster.node.add_dependency(*self._rds_log_groups("cluster", CLUSTER_LOG_EXPORTS))
+        self._restore(cluster, "SnapshotIdentifier")
         self.resource_id = cluster.cluster_resource_identifier
         self.endpoint = cluster.cluster_endpoint
         instances = ["Writer", *(f"Reader{n}" for n in range(1, capacity.readers + 1))]
@@ -313,6 +334,7 @@ class HostDatabase(Construct):
             copy_tags_to_snapshot=True,
         )
         instance.node.add_dependency(*self._rds_log_groups("instance", INSTANCE_LOG_EXPORTS))
+        self._restore(instance, "DBSnapshotIdentifier", "StorageEncrypted", "KmsKeyId")
         assert instance.instance_resource_id is not None  # known for instances it creates
         self.resource_id = instance.instance_resource_id
         self.endpoint = instance.instance_endpoint

@@ -68,6 +68,11 @@ _DATABASE_SETTINGS = tenant_database_only_settings()
 
 
 _INSTANCE_CLASS = r"^[a-z0-9]+\.[a-z0-9]+$"
+# An RDS snapshot identifier (a letter, then letters, digits, single hyphens) or its ARN.
+_SNAPSHOT = (
+    r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:(cluster-)?snapshot:)?"
+    r"[A-Za-z](-?[A-Za-z0-9]){0,254}$"
+)
 
 
 class BackupCopySettings(BaseModel):
@@ -94,6 +99,10 @@ class HostOperationsSettings(BaseModel):
     performance_insights: bool = True
     monitoring_interval: Literal[0, 1, 5, 10, 15, 30, 60] = 60
     """Seconds between enhanced-monitoring samples; 0 turns enhanced monitoring off."""
+    restore_snapshot: Annotated[str, Field(pattern=_SNAPSHOT)] | None = None
+    """Create the cluster (or instance) from this snapshot, e.g. the final snapshot a deleted
+    stack of this host left. Keep it once deployed: CloudFormation replaces a restored
+    cluster whose template drops it with an empty one (tenantctl deploy refuses that)."""
 
 
 class ClusterSettings(HostOperationsSettings):

@@ -13,6 +13,7 @@ Clusters and instances have DeletionPolicy Snapshot: the deleted one leaves a fi
 its identifier is free again, so nothing collides (see `snapshot_restored`).
 """
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +35,12 @@ SNAPSHOT_RESTORED = {
     "AWS::RDS::DBInstance": "DBInstanceIdentifier",
 }
 """Deleted with a final snapshot (DeletionPolicy Snapshot): the identifier is free again."""
+
+RESTORED_FROM = {
+    "AWS::RDS::DBCluster": "SnapshotIdentifier",
+    "AWS::RDS::DBInstance": "DBSnapshotIdentifier",
+}
+"""The property that creates a cluster or instance from a snapshot (catalog restore_snapshot)."""
 
 KEPT_POLICIES = ("Retain", "RetainExceptOnCreate")
 
@@ -290,11 +297,34 @@ class Cloud(Account, Protocol):
 
     def stack_exists(self, stack: str) -> bool: ...
 
+    def deployed_template(self, stack: str) -> Mapping[str, Any]:
+        """The template the existing `stack` was last deployed with."""
+        ...
+
     def restore_secret(self, arn: str) -> None: ...
 
     def import_resources(self, stack: str, mapping: dict[str, dict[str, str]]) -> None:
         """Create `stack` from the resources in `mapping` only (`cdk import`)."""
         ...
+
+
+def _keeps_its_restore(
+    stack: str, deployed: Mapping[str, Any], template: Mapping[str, Any]
+) -> None:
+    """Refuse a template that drops or changes the snapshot a deployed cluster or instance was
+    restored from: CloudFormation would replace it with a new, empty one."""
+    for logical_id, resource in deployed.get("Resources", {}).items():
+        restored_from = RESTORED_FROM.get(resource["Type"])
+        was = resource.get("Properties", {}).get(restored_from) if restored_from else None
+        if not was:
+            continue
+        now = template.get("Resources", {}).get(logical_id, {}).get("Properties", {})
+        if now.get(restored_from) != was:
+            raise RetainedResourceError(
+                f"{stack}: its database was restored from snapshot {was}; a template without "
+                "it would make CloudFormation replace the database with an empty one. Keep "
+                f"restore_snapshot: {was} in the catalog"
+            )
 
 
 def take_back(
@@ -309,18 +339,21 @@ def take_back(
     not restored from it: refused (RetainedResourceError, naming the snapshot) unless
     `fresh_database`, so a tenant's data is never silently replaced by an empty database."""
     if cloud.stack_exists(stack):
+        _keeps_its_restore(stack, cloud.deployed_template(stack), template)
         return None
-    if not fresh_database:
-        for logical_id, identifier in snapshot_restored(template):
-            kind = template["Resources"][logical_id]["Type"]
-            snapshots = cloud.final_snapshots(kind, identifier)
-            if snapshots:
-                raise RetainedResourceError(
-                    f"{stack}: {identifier} was deleted with its data in snapshot "
-                    f"{snapshots[-1]}; created again it would start empty. Restore the "
-                    "snapshot by hand (tenantkit does not restore it yet), or deploy with "
-                    "--fresh-database to start empty (the snapshot is kept)"
-                )
+    for logical_id, identifier in snapshot_restored(template):
+        resource = template["Resources"][logical_id]
+        if fresh_database or resource["Properties"].get(RESTORED_FROM[resource["Type"]]):
+            continue  # starts empty as asked, or from the snapshot the catalog names
+        snapshots = cloud.final_snapshots(resource["Type"], identifier)
+        if snapshots:
+            raise RetainedResourceError(
+                f"{stack}: {identifier} was deleted with its data in snapshot "
+                f"{snapshots[-1]}; created again it would start empty. Name the snapshot in "
+                f"the catalog (restore_snapshot: {snapshots[-1]}, in the tenant's silo: or "
+                "the cluster's clusters: settings) to restore it, or deploy with "
+                "--fresh-database to start empty (the snapshot is kept)"
+            )
     plan = plan_import(stack, template, cloud)
     if plan.imports:
         for arn in plan.restore_secrets:
@@ -350,6 +383,11 @@ class AwsCloud(AwsAccount):
             raise
         # REVIEW_IN_PROGRESS: a change set was made and never executed; the stack holds nothing
         return any(s["StackStatus"] not in GONE for s in stacks.get("Stacks", []))
+
+    def deployed_template(self, stack: str) -> Mapping[str, Any]:
+        body = self.session.client("cloudformation").get_template(StackName=stack)
+        template = body["TemplateBody"]
+        return json.loads(template) if isinstance(template, str) else template  # type: ignore[no-any-return]
 
     def restore_secret(self, arn: str) -> None:
         self.session.client("secretsmanager").restore_secret(SecretId=arn)

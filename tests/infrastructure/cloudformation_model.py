@@ -15,6 +15,9 @@ What it models (from CloudFormation's and the services' documented behaviour):
   deletion and belong to no stack. `cdk import` sends the template's mapped resources only.
 - An update creates the template's resources the stack lacks (by the same name rule) and keeps
   the ones it holds (same physical resource, same identifier).
+- A cluster or instance with a snapshot property is created from that snapshot (its data);
+  one without starts empty; changing or dropping the property later requires replacing it,
+  which CloudFormation refuses for a custom-named resource.
 
 What it does not model: property drift, rollbacks midway, eventual consistency, service quotas,
 custom resources' own work (the provisioner is tested against PostgreSQL).
@@ -27,6 +30,7 @@ from typing import Any
 from tenantkit.retained import (
     IMPORTABLE_NAMES,
     KEY_TYPE,
+    RESTORED_FROM,
     SNAPSHOT_RESTORED,
     Found,
     Retained,
@@ -55,6 +59,8 @@ class Physical:
     owner: str | None
     scheduled_for_deletion: bool = False
     target: str | None = None  # an alias's key
+    data: str | None = None  # a cluster's or instance's data: where it came from
+    restored_from: str | None = None
 
 
 def _references(value: Any) -> set[str]:
@@ -68,13 +74,18 @@ class ModelCloud:
         self.resources: list[Physical] = []
         self.stacks: dict[str, dict[str, Physical]] = {}
         self.snapshots: list[tuple[str, str]] = []  # (identifier of what it was taken of, stack)
+        self.snapshot_data: dict[str, str | None] = {}  # snapshot name -> the data it holds
         self._ids = itertools.count(1)
         self._policies: dict[str, dict[str, str]] = {}  # stack -> logical id -> DeletionPolicy
         self._synthesized: dict[str, dict[str, Any]] = {}  # what `cdk import` reads
+        self._deployed: dict[str, dict[str, Any]] = {}  # each stack's last template
 
     # -- what tenantkit.retained.Cloud asks -------------------------------------------------
     def stack_exists(self, stack: str) -> bool:
         return stack in self.stacks
+
+    def deployed_template(self, stack: str) -> dict[str, Any]:
+        return self._deployed[stack]
 
     def find(self, resource: Retained) -> Found | None:
         if resource.type == KEY_TYPE:
@@ -123,6 +134,20 @@ class ModelCloud:
     def update_stack(self, stack: str, template: dict[str, Any]) -> None:
         if stack not in self.stacks:
             raise CloudFormationError(f"Stack [{stack}] does not exist")
+        for logical_id, physical in self.stacks[stack].items():
+            restore = RESTORED_FROM.get(physical.type)
+            resource = template["Resources"].get(logical_id)
+            if (
+                restore
+                and resource
+                and resource["Properties"].get(restore) != (physical.restored_from)
+            ):
+                # a new snapshot property (or none) replaces the database; with a fixed name
+                # CloudFormation cannot even do that
+                raise CloudFormationError(
+                    f"{logical_id}: CloudFormation cannot update a stack when a custom-named "
+                    "resource requires replacing"
+                )
         self._create_missing(stack, template)
 
     def deploy(self, stack: str, template: dict[str, Any]) -> None:
@@ -131,6 +156,7 @@ class ModelCloud:
             self.update_stack(stack, template)
         else:
             self.create_stack(stack, template)
+        self._deployed[stack] = template
 
     def delete_stack(self, stack: str, *, rollback: bool = False) -> None:
         for logical_id, physical in self.stacks.pop(stack).items():
@@ -140,6 +166,7 @@ class ModelCloud:
             if policy in ("Retain", "RetainExceptOnCreate"):
                 physical.owner = None
             elif policy == "Snapshot":
+                self.snapshot_data[f"{stack}-snapshot-{len(self.snapshots)}"] = physical.data
                 self.snapshots.append((physical.identifier, stack))
                 self.resources.remove(physical)
             elif physical.type == "AWS::SecretsManager::Secret":
@@ -221,6 +248,10 @@ class ModelCloud:
             if logical_id not in held
         ]
         for logical_id, resource in created:
+            restore = RESTORED_FROM.get(resource["Type"])
+            snapshot = resource["Properties"].get(restore) if restore else None
+            if snapshot and snapshot not in self.snapshot_data:
+                raise CloudFormationError(f"{logical_id}: snapshot {snapshot} not found")
             name_property = FIXED_NAME.get(resource["Type"])
             name = resource.get("Properties", {}).get(name_property) if name_property else None
             if isinstance(name, str) and self._named(resource["Type"], name) is not None:
@@ -241,6 +272,11 @@ class ModelCloud:
                 else name
             )
             physical = Physical(resource["Type"], name, identifier, owner=stack)
+            restore = RESTORED_FROM.get(resource["Type"])
+            if restore:
+                snapshot = resource["Properties"].get(restore)
+                physical.restored_from = snapshot
+                physical.data = self.snapshot_data[snapshot] if snapshot else f"new {generated}"
             self.resources.append(physical)
             held[logical_id] = physical
             policies[logical_id] = resource.get("DeletionPolicy", "Delete")

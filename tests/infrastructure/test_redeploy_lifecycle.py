@@ -2,10 +2,15 @@
 CloudFormation's rules for fixed names and retained resources (cloudformation_model.py), and
 through the code `tenantctl deploy` runs before it creates a stack (tenantkit.retained)."""
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tenantkit.catalog import CatalogError, parse_catalog
+from tenantkit.deployment import DeployTarget
 from tenantkit.retained import (
     RetainedResourceError,
     plan_import,
@@ -13,9 +18,10 @@ from tenantkit.retained import (
     snapshot_restored,
     take_back,
 )
+from tenantkit.synth import synth_templates
 
 from .cloudformation_model import CloudFormationError, ModelCloud
-from .conftest import BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, SILO_RDS, Synth
+from .conftest import BRIDGE, BRIDGE_CONTOSO, CFN_LINT, POOL_STACK, SILO, SILO_RDS, Synth
 
 EVERY_STACK = [BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, SILO_RDS]
 
@@ -152,3 +158,70 @@ def test_every_kept_resource_of_every_stack_has_an_answer(synth: Synth) -> None:
     unknown = {"Resources": {"Bucket": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"}}}
     with pytest.raises(RetainedResourceError, match=r"Bucket .*AWS::S3::Bucket"):
         retained_resources(unknown)
+
+
+def silo_template(restore_snapshot: str | None, engine: str = "aurora") -> dict[str, Any]:
+    """The silo stack of a one-tenant catalog, restoring from `restore_snapshot` if given."""
+    silo = {
+        "engine": engine,
+        **({"restore_snapshot": restore_snapshot} if restore_snapshot else {}),
+    }
+    catalog = parse_catalog({"tenants": [{"id": "solo", "tier": "silo", "silo": silo}]})
+    return synth_templates(catalog, DeployTarget(tenant="solo"))["tenantkit-silo-solo"]
+
+
+@pytest.mark.slow
+def test_a_silo_onboarded_again_restores_its_data_from_the_final_snapshot() -> None:
+    stack, cloud = "tenantkit-silo-solo", ModelCloud()
+    fresh = silo_template(None)
+    redeploy(cloud, stack, fresh)
+    (cluster,) = [r for r in cloud.stacks[stack].values() if r.type == "AWS::RDS::DBCluster"]
+    data = cluster.data
+    cloud.delete_stack(stack)  # offboarded: the final snapshot holds the data
+    (snapshot,) = cloud.final_snapshots("AWS::RDS::DBCluster", stack)
+
+    # the catalog names the snapshot (as the refusal says to): the cluster comes back with it
+    restoring = silo_template(snapshot)
+    resource = restoring["Resources"]["HostDatabaseCluster7817681B"]["Properties"]
+    assert resource["SnapshotIdentifier"] == snapshot
+    assert "MasterUsername" not in resource
+    redeploy(cloud, stack, restoring)
+    (cluster,) = [r for r in cloud.stacks[stack].values() if r.type == "AWS::RDS::DBCluster"]
+    assert cluster.data == data
+
+    # and keeps it: a later template without it would replace the database, and is refused
+    with pytest.raises(RetainedResourceError, match=rf"restored from snapshot {snapshot}"):
+        redeploy(cloud, stack, fresh)
+    redeploy(cloud, stack, restoring)  # the same catalog deploys as often as it likes
+
+
+@pytest.mark.slow
+def test_restoring_templates_pass_the_gate_and_restore_what_cdk_restores(tmp_path: Path) -> None:
+    # synth_templates applies the cdk-nag packs; cfn-lint as the gate runs it
+    paths = []
+    for engine, snapshot in (("aurora", "tenantkit-silo-solo-final"), ("rds", "solo-final")):
+        template = silo_template(snapshot, engine)
+        ((logical_id, _),) = snapshot_restored(template)
+        resource = template["Resources"][logical_id]
+        properties = resource["Properties"]
+        assert snapshot in (
+            properties.get("SnapshotIdentifier"),
+            properties.get("DBSnapshotIdentifier"),
+        )
+        # the credentials (and an instance's encryption) are the snapshot's
+        assert not {"MasterUsername", "MasterUserPassword"} & set(properties), logical_id
+        if engine == "rds":
+            assert not {"StorageEncrypted", "KmsKeyId"} & set(properties)
+        paths.append(tmp_path / f"{engine}.template.json")
+        paths[-1].write_text(json.dumps(template))
+    linted = subprocess.run([*CFN_LINT, *map(str, paths)], capture_output=True, text=True)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_a_snapshot_that_is_no_rds_identifier_is_refused_naming_the_field() -> None:
+    entry = {"id": "solo", "tier": "silo", "silo": {"restore_snapshot": "1-bad--name"}}
+    with pytest.raises(CatalogError, match=r"tenants\[0\].*silo.restore_snapshot"):
+        parse_catalog({"tenants": [entry]})
+    arn = "arn:aws:rds:eu-west-1:111111111111:cluster-snapshot:tenantkit-silo-solo-final"
+    parse_catalog({"tenants": [{**entry, "silo": {"restore_snapshot": arn}}]})
+    parse_catalog({"tenants": [], "clusters": {"bridge": {"restore_snapshot": "bridge-final"}}})
