@@ -167,7 +167,10 @@ def silo_template(restore_snapshot: str | None, engine: str = "aurora") -> dict[
         **({"restore_snapshot": restore_snapshot} if restore_snapshot else {}),
     }
     catalog = parse_catalog({"tenants": [{"id": "solo", "tier": "silo", "silo": silo}]})
-    return synth_templates(catalog, DeployTarget(tenant="solo"))["tenantkit-silo-solo"]
+    template: dict[str, Any] = synth_templates(catalog, DeployTarget(tenant="solo"))[
+        "tenantkit-silo-solo"
+    ]
+    return template
 
 
 @pytest.mark.slow
