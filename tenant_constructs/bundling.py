@@ -47,13 +47,30 @@ def _source_files() -> list[Path]:
     )
 
 
-def lambda_src_hash(architecture: lambda_.Architecture) -> str:
-    """Hash of what goes into the bundle: source files, requirements, runtime and platform."""
+MIGRATIONS_ASSET_DIR = "migrations"
+"""Where an asset holds the application's migrations (beside lambda_src/), if it has any."""
+
+
+def _migration_files(migrations: Path) -> list[Path]:
+    """The files of a migrations directory that go into the asset (dotfiles stay out; what
+    the files must be is the migration loader's to say, at synth and in the function)."""
+    if not migrations.is_dir():
+        raise ValueError(f"migrations directory {migrations} does not exist")
+    return sorted(p for p in migrations.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def lambda_src_hash(architecture: lambda_.Architecture, migrations: Path | None = None) -> str:
+    """Hash of what goes into the bundle: source files, requirements, runtime and platform,
+    and the migrations if the asset carries them."""
     digest = hashlib.sha256()
     digest.update(f"{LAMBDA_PYTHON_VERSION}|{architecture.name}".encode())
     for path in _source_files():
         digest.update(str(path.relative_to(LAMBDA_SRC)).encode())
         digest.update(path.read_bytes())
+    if migrations is not None:
+        for path in _migration_files(migrations):
+            digest.update(f"{MIGRATIONS_ASSET_DIR}/{path.name}".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -61,8 +78,9 @@ def lambda_src_hash(architecture: lambda_.Architecture) -> str:
 class _LocalPipBundling:
     """Copies lambda_src and pip-installs its requirements from the local wheelhouse."""
 
-    def __init__(self, architecture: lambda_.Architecture) -> None:
+    def __init__(self, architecture: lambda_.Architecture, migrations: Path | None) -> None:
         self._architecture = architecture
+        self._migrations = migrations
 
     def try_bundle(self, output_dir: str, *_options: Any, **_kwargs: Any) -> bool:
         """Bundle into `output_dir` (jsii passes the BundlingOptions, unused here)."""
@@ -77,6 +95,10 @@ class _LocalPipBundling:
             target = out / "lambda_src" / path.relative_to(LAMBDA_SRC)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+        if self._migrations is not None:
+            (out / MIGRATIONS_ASSET_DIR).mkdir()
+            for path in _migration_files(self._migrations):
+                shutil.copy2(path, out / MIGRATIONS_ASSET_DIR / path.name)
         command = [
             sys.executable,
             "-m",
@@ -101,15 +123,18 @@ class _LocalPipBundling:
         return True
 
 
-def lambda_src_code(architecture: lambda_.Architecture) -> lambda_.Code:
-    """The lambda_src package plus its pinned dependencies, for `architecture`."""
+def lambda_src_code(
+    architecture: lambda_.Architecture, migrations: Path | None = None
+) -> lambda_.Code:
+    """The lambda_src package plus its pinned dependencies, for `architecture`; with
+    `migrations`, that directory's files under MIGRATIONS_ASSET_DIR too."""
     return lambda_.Code.from_asset(
         str(LAMBDA_SRC),
         asset_hash_type=cdk.AssetHashType.CUSTOM,
-        asset_hash=lambda_src_hash(architecture),
+        asset_hash=lambda_src_hash(architecture, migrations),
         bundling=cdk.BundlingOptions(
             # Never pulled: local bundling always succeeds or raises.
             image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
-            local=_LocalPipBundling(architecture),
+            local=_LocalPipBundling(architecture, migrations),
         ),
     )

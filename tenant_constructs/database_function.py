@@ -79,8 +79,10 @@ class DatabaseFunction(Construct):
         log_purpose: str,
         invoked_by: str,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
+        migrations: Path | None = None,
     ) -> None:
-        """`invoked_by`: who invokes the function, synchronously (e.g. Secrets Manager)."""
+        """`invoked_by`: who invokes the function, synchronously (e.g. Secrets Manager);
+        `migrations`: the application's migrations directory, carried in the code asset."""
         super().__init__(scope, id_)
         self.security_group = ec2.SecurityGroup(
             self,
@@ -128,7 +130,7 @@ class DatabaseFunction(Construct):
             runtime=LAMBDA_RUNTIME,
             architecture=architecture,
             handler=handler,
-            code=lambda_src_code(architecture),
+            code=lambda_src_code(architecture, migrations),
             role=self.role,
             log_group=log_group,
             vpc=vpc,

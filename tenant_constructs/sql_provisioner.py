@@ -1,5 +1,7 @@
 """The SQL provisioner: a custom-resource provider whose Lambda runs tenant SQL in the VPC."""
 
+from pathlib import Path
+
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_iam as iam
@@ -9,10 +11,11 @@ import aws_cdk.aws_secretsmanager as secretsmanager
 import aws_cdk.custom_resources as cr
 from constructs import Construct
 
-from lambda_src.core.environment import ADMIN_SECRET_ARN
+from lambda_src.core.environment import ADMIN_SECRET_ARN, MIGRATIONS_DIR
 from lambda_src.tenancy import HostNames
 
 from .acknowledgements import BOUNDED_BY_CALLERS, acknowledge, acknowledge_inline_policy
+from .bundling import MIGRATIONS_ASSET_DIR
 from .database_function import DatabaseFunction, host_secrets_arn, host_tag_condition
 from .databases import HostDatabase
 from .host_key import HostLogs, read_secrets_with_key
@@ -45,8 +48,14 @@ class SqlProvisioner(Construct):
         key: kms.IKey,
         host_logs: HostLogs,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
+        migrations: Path | None = None,
     ) -> None:
+        """`migrations`: the application's migrations directory; the function carries it and
+        brings every tenant database it creates or updates to the latest version."""
         super().__init__(scope, id_)
+        environment = {ADMIN_SECRET_ARN: admin_secret.secret_arn, **tls_environment}
+        if migrations is not None:
+            environment[MIGRATIONS_DIR] = MIGRATIONS_ASSET_DIR
         self.handler = DatabaseFunction(
             self,
             "OnEvent",
@@ -57,12 +66,13 @@ class SqlProvisioner(Construct):
             subnets=subnets,
             database=database,
             secrets_endpoint=secrets_endpoint,
-            environment={ADMIN_SECRET_ARN: admin_secret.secret_arn, **tls_environment},
+            environment=environment,
             timeout=cdk.Duration.minutes(5),
             host_logs=host_logs,
             log_purpose="provisioner",
             invoked_by="the custom-resource framework (which reports it to CloudFormation)",
             architecture=architecture,
+            migrations=migrations,
         )
         self.function = self.handler.function
         read_secrets = iam.Policy(

@@ -8,6 +8,9 @@ SSL_ROOT_CERT = "TENANTKIT_SSL_ROOT_CERT"
 """Every function: the CA bundle (relative to lambda_src) the database must chain to."""
 CONNECT_ATTEMPTS = "TENANTKIT_CONNECT_ATTEMPTS"
 """The provisioner: connection attempts for a server that is starting (1..20)."""
+MIGRATIONS_DIR = "TENANTKIT_MIGRATIONS_DIR"
+"""The provisioner: the application's migrations inside its code asset (relative to the task
+root), which every tenant database it creates or updates is brought to."""
 
 # -- tenant compute (the runtime library, tenant_runtime) ---------------------------------------
 PATTERN = "TENANTKIT_PATTERN"
