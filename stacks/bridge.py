@@ -8,6 +8,7 @@ goes. The cost: one CloudFormation stack per tenant (2,000 stacks per account by
 """
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import aws_cdk as cdk
 from constructs import Construct
@@ -77,6 +78,7 @@ class BridgeClusterStack(cdk.Stack):
         cluster: ClusterSettings = ClusterSettings(),
         ca_bundle: str | None = None,
         samples: Mapping[str, str] | None = None,
+        migrations: Path | None = None,
         **kwargs: object,
     ) -> None:
         """`tenants` are only checked against the cluster's connection budget here; each is
@@ -93,6 +95,7 @@ class BridgeClusterStack(cdk.Stack):
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,
             referenced_by_name=True,
+            migrations=migrations,
         )
         check_connection_budget(self, capacity, tenants)
         # Pooled compute: one shared role, one tenant-access role for every tenant, and STS

@@ -1,5 +1,7 @@
 """A place tenant databases live: network, Aurora cluster, provisioner and secret rotator."""
 
+from pathlib import Path
+
 import aws_cdk as cdk
 import aws_cdk.aws_ec2 as ec2
 import aws_cdk.aws_kms as kms
@@ -10,6 +12,7 @@ from lambda_src.tenancy import HOST_TAG, HostNames
 
 from .database_function import tls_environment
 from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
+from .fleet_migration import FleetMigration
 from .host_reference import HostReference, publish_interface
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
@@ -36,12 +39,16 @@ class DatabaseHost(Construct):
         cidr: str = "10.0.0.0/16",
         ca_bundle: str | None = None,
         referenced_by_name: bool = False,
+        migrations: Path | None = None,
     ) -> None:
         """`ca_bundle`: a PEM bundle inside lambda_src (relative to it) that the functions verify
         the database against instead of the shipped RDS CA bundle (lambda_src/certs/
         rds-ca-bundle.pem); TLS is verify-full either way. `referenced_by_name`: stacks
         deployed apart reach this host by its names (the bridge cluster's tenants); the host
-        then publishes the interface version they check (HostReference.require_deployed)."""
+        then publishes the interface version they check (HostReference.require_deployed).
+        `migrations`: the application's migrations directory; the provisioner carries it and
+        brings every tenant database it creates to the latest version, and a FleetMigration
+        state machine rolls new ones out to every tenant database in waves."""
         super().__init__(scope, id_)
         names = HostNames(host)
         self.network = DatabaseNetwork(self, "Network", cidr=cidr)
@@ -90,6 +97,18 @@ class DatabaseHost(Construct):
             tls_environment=tls,
             key=self.key,
             host_logs=self.logs,
+            migrations=migrations,
+        )
+        self.fleet_migration = (
+            None
+            if migrations is None
+            else FleetMigration(
+                self,
+                "FleetMigration",
+                names=names,
+                provisioner=self.provisioner.function,
+                host_logs=self.logs,
+            )
         )
         if referenced_by_name:
             publish_interface(

@@ -155,6 +155,12 @@ class HostNames:
         return f"{self.host}-rotation"
 
     @property
+    def migration_state_machine(self) -> str:
+        """The state machine that brings the host's tenant databases to the latest migration,
+        in waves (tenantctl migrate apply --provision aws starts it by this name)."""
+        return f"{self.host}-migrate"
+
+    @property
     def admin_secret_name(self) -> str:
         """The cluster admin's secret."""
         return f"{SECRET_NAME_PREFIX}{self.host}/admin"
