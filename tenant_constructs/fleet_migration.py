@@ -19,13 +19,11 @@ import aws_cdk.aws_lambda as lambda_
 import aws_cdk.aws_stepfunctions as sfn
 from constructs import Construct
 
+from lambda_src.provisioner.migrate import MIGRATE_REQUEST
 from lambda_src.tenancy import HostNames
 
 from .acknowledgements import acknowledge_inline_policy
 from .host_key import HostLogs
-
-MIGRATE_REQUEST = "migrate"
-"""The per-tenant request's `tenantkit` field: {"tenantkit": "migrate", "tenant": "<id>"}."""
 
 _LAMBDA_TRANSIENT = [
     "Lambda.ClientExecutionTimeoutException",

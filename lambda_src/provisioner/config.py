@@ -10,10 +10,12 @@ from ..core.connection import (
     RetryPolicy,
     ssl_root_cert_from_env,
 )
-from ..core.environment import ADMIN_SECRET_ARN, CONNECT_ATTEMPTS
+from ..core.environment import ADMIN_SECRET_ARN, CONNECT_ATTEMPTS, MIGRATIONS_DIR
 from ..core.errors import TenantkitError
 
 APPLICATION_NAME = "tenantkit-provisioner"
+ASSET_ROOT = Path(__file__).resolve().parents[2]
+"""The code asset's root (lambda_src/'s parent), where a bundled migrations directory is."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class HandlerConfig:
     ssl_root_cert: Path = RDS_CA_BUNDLE_PATH
     """The CA bundle the admin connection verifies the server against (AWS mode)."""
     retry: RetryPolicy = RetryPolicy()
+    migrations_dir: Path | None = None
+    """The application's migrations: every tenant database the provisioner creates or updates
+    is brought to the newest, and a migrate request applies them (None: no application
+    schema). Read when needed, so a broken directory never blocks a Delete."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "HandlerConfig":
@@ -43,8 +49,10 @@ class HandlerConfig:
         secret_arn = env.get(ADMIN_SECRET_ARN)
         if not secret_arn:
             raise TenantkitError(f"{ADMIN_SECRET_ARN} is not set")
+        migrations = env.get(MIGRATIONS_DIR)
         return cls(
             admin_secret_arn=secret_arn,
             ssl_root_cert=ssl_root_cert,
             retry=retry,
+            migrations_dir=ASSET_ROOT / migrations if migrations else None,
         )

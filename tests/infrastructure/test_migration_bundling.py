@@ -13,10 +13,10 @@ import pytest
 from aws_cdk.assertions import Template
 
 from lambda_src.core.environment import MIGRATIONS_DIR
+from lambda_src.provisioner.migrate import MIGRATE_REQUEST
 from lambda_src.tenancy import BRIDGE_HOST, HostNames
 from stacks import BridgeClusterStack
 from tenant_constructs.bundling import MIGRATIONS_ASSET_DIR, _LocalPipBundling, lambda_src_hash
-from tenant_constructs.fleet_migration import MIGRATE_REQUEST
 from tenantkit.catalog import parse_catalog
 
 from .conftest import cdk_context

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ...core.connection import ConnectionSettings, RetryPolicy
@@ -50,6 +51,8 @@ class AdminSession:
     conn: Any
     settings: ConnectionSettings
     retry: RetryPolicy
+    migrations_dir: Path | None = None
+    """The application's migrations (HandlerConfig.migrations_dir)."""
 
     def run(self, steps: Sequence[Step]) -> list[str]:
         """Run a plan on this session (core.steps.run_steps); the steps that changed something."""

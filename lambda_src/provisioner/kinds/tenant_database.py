@@ -1,7 +1,7 @@
 """TenantDatabase: a tenant's own database and roles (bridge and silo tiers)."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from ...core.steps import Step
 from ...tenancy import InvalidTenantIdError, TenantNames, tenant_names
 from .. import postgres
 from ..events import tenant_database_physical_id
+from ..migrate import migrate_database
 from ..plans.access import require_rds_iam
 from ..plans.lifecycle import (
     ACTIVE,
@@ -93,8 +94,25 @@ class TenantDatabase:
             )
             steps = plan_converge(spec.names, observed, spec.settings, password_verifier=verifier)
             final = SUSPENDED if spec.settings.suspended else ACTIVE
-            changes = self._run_recorded(db, spec, steps, PROVISIONING, final)
+            changes = self._run_recorded(
+                db, spec, steps, PROVISIONING, final, then=self._migrate(db, spec)
+            )
         return self._outcome(spec, hardened + changes)
+
+    @staticmethod
+    def _migrate(db: AdminSession, spec: TenantDatabaseSpec) -> Callable[[], list[str]] | None:
+        """With the application's migrations: bring the database to the newest before the
+        tenant is recorded active (a failure leaves it `failed` with the file and the server's
+        reason; the next Create or Update resumes where it stopped)."""
+        migrations_dir = db.migrations_dir
+        if migrations_dir is None:
+            return None
+
+        def migrate() -> list[str]:
+            result = migrate_database(spec.names, migrations_dir, db.settings, db.retry)
+            return [f"migrated {spec.names.database} to version {v}" for v in result.applied]
+
+        return migrate
 
     def _record(self, db: AdminSession, spec: TenantDatabaseSpec, status: str, **kw: str) -> None:
         step = plan_record([spec.names.tenant_id], status, registered_by=spec.physical_id, **kw)
@@ -107,13 +125,16 @@ class TenantDatabase:
         steps: list[Step],
         working: str,
         final: str,
+        then: Callable[[], list[str]] | None = None,
     ) -> list[str]:
-        """Run a plan, recording `working` while it changes something, `final` when it is done
-        and `failed` with the reason when a step fails."""
+        """Run a plan (and `then`, the migrations), recording `working` while it changes
+        something, `final` when it is done and `failed` with the reason when a step fails."""
         try:
             if any(step.changes for step in steps):
                 self._record(db, spec, working)
             changes = db.run(steps)
+            if then is not None:
+                changes += then()
         except TenantkitError as error:
             failed = plan_record(
                 [spec.names.tenant_id], FAILED, registered_by=spec.physical_id, cause=str(error)

@@ -1,0 +1,69 @@
+"""The application's migrations, one tenant database at a time: what the provisioner does
+after it creates or converges a tenant database, and what a migrate request asks of it (the
+host's fleet rollout sends one per tenant; tenantctl's local mode sends the same)."""
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..core.connection import ConnectionSettings, RetryPolicy, connect
+from ..core.errors import InvalidRequestError, TenantkitError
+from ..migrations.apply import ApplyResult, apply_migrations
+from ..migrations.files import load_migrations
+from ..tenancy import InvalidTenantIdError, TenantNames, tenant_names
+from .config import HandlerConfig
+
+log = logging.getLogger(__name__)
+
+MIGRATE_REQUEST = "migrate"
+"""A migrate request's `tenantkit` field: {"tenantkit": "migrate", "tenant": "<id>"}."""
+
+
+def is_migrate_request(event: Mapping[str, Any]) -> bool:
+    return event.get("tenantkit") == MIGRATE_REQUEST
+
+
+def migrate_database(
+    names: TenantNames, migrations_dir: Path, admin: ConnectionSettings, retry: RetryPolicy
+) -> ApplyResult:
+    """Apply the pending migrations of `migrations_dir` to the tenant's database as its objects
+    role; TenantkitError naming the tenant and the file when one fails (its database stays at
+    the version before it)."""
+    migrations = load_migrations(migrations_dir)
+    with connect(admin.for_database(names.database), retry) as conn:
+        result = apply_migrations(conn, migrations, role=names.objects_role)
+    if result.failed is not None:
+        raise TenantkitError(
+            f"tenant {names.tenant_id}: migration {result.failed.path} failed, the database "
+            f"stays at version {result.current}: {result.failed.error}"
+        )
+    return result
+
+
+def migrate_tenant(
+    event: Mapping[str, Any],
+    config: HandlerConfig,
+    admin_settings: Callable[[HandlerConfig], ConnectionSettings],
+) -> dict[str, Any]:
+    """A migrate request: the tenant id validated before any SQL, then its database brought
+    to the newest migration. Returns the versions applied and the current one; raises (the
+    rollout records the failure and the tenant stays at its version) otherwise."""
+    try:
+        names = tenant_names(event.get("tenant"))  # type: ignore[arg-type]
+    except InvalidTenantIdError as error:
+        raise InvalidRequestError(f"migrate request: tenant: {error}") from None
+    if config.migrations_dir is None:
+        raise InvalidRequestError(
+            "migrate request: this provisioner carries no migrations (the catalog's schema: "
+            "section names none)"
+        )
+    result = migrate_database(names, config.migrations_dir, admin_settings(config), config.retry)
+    log.info(
+        "tenant %s at version %s (applied %s)", names.tenant_id, result.current, result.applied
+    )
+    return {
+        "tenant": names.tenant_id,
+        "applied": list(result.applied),
+        "current": result.current,
+    }
