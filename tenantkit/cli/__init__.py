@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from .bench_commands import bench_onboard, bench_rls, bench_synth
+from .bench_commands import bench_migrate, bench_onboard, bench_rls, bench_synth
 from .deploy_commands import deploy, plan
 from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
 from .local_commands import names, run, validate, verify
@@ -61,6 +61,7 @@ _register(app, plan)
 _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
 _register(bench_app, bench_synth, "synth")
+_register(bench_app, bench_migrate, "migrate")
 app.add_typer(bench_app, name="bench")
 
 
