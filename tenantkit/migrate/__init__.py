@@ -1,0 +1,1 @@
+"""Migrating the application's schema across the fleet: waves (pure) and the fleet rollout."""
