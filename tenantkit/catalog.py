@@ -21,6 +21,7 @@ from lambda_src.provisioner.settings import (
     tenant_database_only_settings,
 )
 from lambda_src.tenancy import (
+    POOL,
     TIERS,
     InvalidTenantIdError,
     TenantNames,
@@ -258,6 +259,38 @@ class PoolSettings(BaseModel):
     `tenantctl verify --dsn` attacks through; false: none, and removed if they exist."""
 
 
+_SCHEMA_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*$"
+# Schemas PostgreSQL and tenantkit keep for themselves: never the application's tenant schemas.
+_RESERVED_SCHEMAS = frozenset({"information_schema", POOL.registry_schema, POOL.sample_schema})
+
+
+class SchemaSettings(BaseModel):
+    """The application's schema (`schema:` in the catalog): the versioned migrations every
+    tenant database and the pool are brought to (`tenantctl migrate`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    directory: Annotated[str, Field(min_length=1)]
+    """The directory of `V<version>__<name>.sql` files, relative to the catalog file."""
+    tenant_schemas: Annotated[
+        tuple[Annotated[str, Field(pattern=_SCHEMA_NAME)], ...], Field(min_length=1)
+    ] = ("public",)
+    """The schemas that hold tenant data (in the pool: every table there is a tenant table)."""
+    shared_tables: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
+    """Pool reference data ([schema.]name): readable by every tenant, writable by none."""
+
+    @field_validator("tenant_schemas")
+    @classmethod
+    def _usable_schemas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        reserved = [s for s in value if s in _RESERVED_SCHEMAS or s.startswith("pg_")]
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: reserved by PostgreSQL or tenantkit")
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"listed twice: {', '.join(repeated)}")
+        return value
+
+
 class AuthSettings(BaseModel):
     """How tenant compute learns the tenant (`auth:` in the catalog): a JWT claim, verified
     against the issuer's public keys (a JWKS file next to the catalog)."""
@@ -280,6 +313,7 @@ class CatalogFile(BaseModel):
     pool: PoolSettings = PoolSettings()
     clusters: ClustersSettings = ClustersSettings()
     auth: AuthSettings | None = None
+    schema_: SchemaSettings | None = Field(None, alias="schema")
     tenants: list[TenantEntry]
 
     @model_validator(mode="after")
@@ -294,6 +328,18 @@ class CatalogFile(BaseModel):
             raise ValueError(f"duplicate tenant id(s): {'; '.join(places)}")
         return self
 
+    @model_validator(mode="after")
+    def _shared_tables_are_not_tenant_tables(self) -> "CatalogFile":
+        if self.schema_ is None:
+            return self
+        both = sorted(set(self.schema_.shared_tables) & set(self.pool.tenant_tables))
+        if both:
+            raise ValueError(
+                f"schema.shared_tables: {', '.join(both)} also in pool.tenant_tables (a table "
+                "is shared reference data or tenant data, not both)"
+            )
+        return self
+
 
 class Catalog:
     """The validated catalog: tenants in file order, settings resolved."""
@@ -305,8 +351,10 @@ class Catalog:
         pool: PoolSettings = PoolSettings(),
         auth: AuthSettings | None = None,
         clusters: ClustersSettings = ClustersSettings(),
+        schema: SchemaSettings | None = None,
     ) -> None:
         self.tenants = tuple(tenants)
+        self.schema = schema
         self.source = source
         self.pool = pool
         self.auth = auth
@@ -327,6 +375,13 @@ class Catalog:
         if any("d" in key for key in keys):
             raise CatalogError(f"{self.source}: auth.jwks_file {path} holds a private key")
         return jwks
+
+    def migrations_directory(self) -> Path:
+        """The `schema.directory` the migrations are in, relative to the catalog file;
+        CatalogError if the catalog has no schema: section."""
+        if self.schema is None:
+            raise CatalogError(f"{self.source}: no schema: section (directory of migrations)")
+        return Path(self.source).parent / self.schema.directory
 
     def in_tier(self, tier: Tier) -> tuple[Tenant, ...]:
         """The tenants of one tier, in catalog order."""
@@ -383,7 +438,7 @@ def parse_catalog(doc: object, source: str = "<catalog>") -> Catalog:
         if entry.tier == "silo":
             resolved["silo"] = entry.silo or SiloSettings()
         tenants.append(Tenant(**resolved))
-    return Catalog(tenants, source, parsed.pool, parsed.auth, parsed.clusters)
+    return Catalog(tenants, source, parsed.pool, parsed.auth, parsed.clusters, parsed.schema_)
 
 
 def load_catalog(path: Path) -> Catalog:

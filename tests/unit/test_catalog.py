@@ -151,3 +151,68 @@ def test_bad_cluster_settings_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(CatalogError, match=message):
         parse_catalog({"tenants": [], "clusters": clusters}, "tenants.yaml")
+
+
+def test_the_schema_section_names_the_migrations_relative_to_the_catalog(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "tenants.yaml"
+    path.parent.mkdir()
+    path.write_text("schema:\n  directory: migrations\ntenants: []\n")
+
+    loaded = load_catalog(path)
+
+    assert loaded.schema is not None
+    assert loaded.migrations_directory() == tmp_path / "conf" / "migrations"
+    assert loaded.schema.tenant_schemas == ("public",)
+    assert loaded.schema.shared_tables == ()
+
+
+def test_a_catalog_without_a_schema_section_says_so_when_migrations_are_asked_for() -> None:
+    loaded = parse_catalog({"tenants": []}, "tenants.yaml")
+
+    assert loaded.schema is None
+    with pytest.raises(CatalogError, match=r"tenants.yaml: no schema: section"):
+        loaded.migrations_directory()
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({}, r"tenants.yaml: schema: directory: Field required"),
+        ({"directory": ""}, r"schema: directory: String should have at least 1 character"),
+        ({"directory": "m", "tenant_schemas": []}, r"schema: tenant_schemas: Tuple should have"),
+        ({"directory": "m", "tenant_schemas": ["a-b"]}, r"schema: tenant_schemas\.0: String"),
+        ({"directory": "m", "tenant_schemas": ["pg_catalog"]}, r"tenant_schemas: pg_catalog: res"),
+        ({"directory": "m", "tenant_schemas": ["tenantkit"]}, r"tenant_schemas: tenantkit: res"),
+        ({"directory": "m", "tenant_schemas": ["app", "app"]}, r"tenant_schemas: listed twice"),
+        ({"directory": "m", "shared_tables": ["a.b.c"]}, r"schema: shared_tables\.0: String"),
+        ({"directory": "m", "tables": []}, r"schema: tables: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_schema_settings_are_refused_naming_the_field(
+    schema: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CatalogError, match=message):
+        parse_catalog({"tenants": [], "schema": schema}, "tenants.yaml")
+
+
+def test_a_shared_table_cannot_also_be_a_pool_tenant_table() -> None:
+    doc = {
+        "tenants": [],
+        "pool": {"tenant_tables": ["app.items", "app.notes"]},
+        "schema": {"directory": "m", "shared_tables": ["app.items"]},
+    }
+    with pytest.raises(CatalogError, match=r"schema.shared_tables: app.items also in pool"):
+        parse_catalog(doc, "tenants.yaml")
+
+
+def test_pool_tenant_tables_keep_working_beside_a_schema_section() -> None:
+    doc = {
+        "tenants": [],
+        "pool": {"tenant_tables": ["app.items"]},
+        "schema": {"directory": "m", "tenant_schemas": ["app"], "shared_tables": ["ref.codes"]},
+    }
+    loaded = parse_catalog(doc, "tenants.yaml")
+
+    assert loaded.pool.tenant_tables == ("app.items",)
+    assert loaded.schema is not None
+    assert loaded.schema.tenant_schemas == ("app",)
