@@ -8,8 +8,8 @@ without verify probes; no AWS Region or CA bundle for `--provision aws`). Every 
 goes through `output.fail`: with --json, one JSON document on stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
-(onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan) and
-bench_commands (bench rls, onboard, synth).
+(onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan),
+migrate_commands (migrate plan, apply, status) and bench_commands (bench rls, onboard, synth).
 """
 
 import inspect
@@ -22,6 +22,9 @@ from .bench_commands import bench_migrate, bench_onboard, bench_rls, bench_synth
 from .deploy_commands import deploy, plan
 from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
 from .local_commands import names, run, validate, verify
+from .migrate_commands import apply as migrate_apply
+from .migrate_commands import plan as migrate_plan
+from .migrate_commands import status as migrate_status
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
@@ -32,6 +35,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 bench_app = typer.Typer(help="Benchmarks: print a table, write JSON (and a plot).")
+migrate_app = typer.Typer(
+    help="The application's schema (the catalog's schema: directory) in every tenant database "
+    "and the pool: plan, apply in waves, status.",
+    no_args_is_help=True,
+)
 
 
 def help_as_written(command: Callable[..., Any]) -> str:
@@ -62,6 +70,10 @@ _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
 _register(bench_app, bench_synth, "synth")
 _register(bench_app, bench_migrate, "migrate")
+_register(migrate_app, migrate_plan, "plan")
+_register(migrate_app, migrate_apply, "apply")
+_register(migrate_app, migrate_status, "status")
+app.add_typer(migrate_app, name="migrate")
 app.add_typer(bench_app, name="bench")
 
 

@@ -1,0 +1,421 @@
+"""tenantctl migrate plan, apply and status: the application's schema (the catalog's `schema:`
+directory) across every bridge and silo tenant database and the pool, on the embedded servers.
+
+Before any database is touched the directory is read and linted (squawk): a bad directory or a
+finding the file does not acknowledge is exit 2. `apply` reads every target's status first and
+refuses (exit 2) if any has drifted; then it migrates in waves (tenantkit.migrate.waves), each
+target through the engine (lambda_src.migrations) as its objects role (the pool: its owner).
+Exit codes: 0 every target at the newest version; 1 a target failed or was not started (or,
+for plan/status, could not be read); 2 invalid (catalog, directory, lint, drift, options);
+3 local environment.
+"""
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lambda_src.migrations.apply import DatabaseStatus
+from lambda_src.migrations.files import Migration, MigrationError, load_migrations
+
+from ..catalog import Catalog, CatalogError
+from ..migrate.rollout import (
+    MigrationTarget,
+    Skipped,
+    apply_target,
+    local_targets,
+    read_last_apply,
+    read_status,
+    write_last_apply,
+)
+from ..migrate.waves import FAILED, TargetResult, WavePlanError, plan_waves, run_waves
+from ..migrate_lint import Finding, lint_migrations
+from .options import CatalogOption, JsonOption, StateDirOption
+from .output import EXIT_FAILED, EXIT_INVALID, configure_logging, err, fail, load, out, session
+
+PARALLEL_READS = 4
+"""Databases whose status is read at once."""
+
+TenantsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tenant",
+        help="Only this tenant (a pool tenant's id stands for the pool). Repeat for several.",
+    ),
+]
+
+
+def migrations_of(loaded: Catalog, as_json: bool) -> tuple[Path, tuple[Migration, ...]]:
+    """The catalog's migrations directory and its files; exit 2 naming the directory or file."""
+    try:
+        directory = loaded.migrations_directory()
+        return directory, load_migrations(directory)
+    except (CatalogError, MigrationError) as error:
+        fail(EXIT_INVALID, str(error), as_json, label="invalid migrations")
+
+
+def lint(migrations: Sequence[Migration], as_json: bool) -> list[Finding]:
+    """squawk's findings; exit 2 if squawk cannot lint a file."""
+    try:
+        return lint_migrations(migrations)
+    except MigrationError as error:
+        fail(EXIT_INVALID, str(error), as_json, label="lint")
+
+
+def findings_json(findings: Sequence[Finding]) -> list[dict[str, object]]:
+    """The `lint` list of the JSON output."""
+    return [
+        {"file": f.path, "line": f.line, "rule": f.rule, "message": f.message} for f in findings
+    ]
+
+
+def targets_of(
+    loaded: Catalog, local: Any, tenants: Sequence[str], as_json: bool
+) -> tuple[list[MigrationTarget], list[Skipped]]:
+    """The targets (--tenant: only those; exit 2 naming an id the catalog does not have)."""
+    known = {t.id for t in loaded.tenants}
+    unknown = [t for t in tenants if t not in known]
+    if unknown:
+        fail(EXIT_INVALID, f"--tenant: not in {loaded.source}: {', '.join(unknown)}", as_json)
+    return local_targets(loaded, local.servers, tenants)
+
+
+def statuses(
+    targets: Sequence[MigrationTarget], migrations: Sequence[Migration]
+) -> list[DatabaseStatus | str]:
+    """Each target's status, or why it could not be read (in target order)."""
+
+    def one(target: MigrationTarget) -> DatabaseStatus | str:
+        try:
+            return read_status(target, migrations)
+        except Exception as error:  # an unreachable database is that target's report
+            return str(error) or type(error).__name__
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+        return list(pool.map(one, targets))
+
+
+def status_json(target: MigrationTarget, status: DatabaseStatus | str) -> dict[str, Any]:
+    """One target's version, pending versions and drift (or the reason it could not be read)."""
+    row: dict[str, Any] = {"target": target.label, "tier": target.tier, "database": target.database}
+    if isinstance(status, str):
+        return {**row, "current": None, "pending": [], "drift": [], "error": status}
+    return {
+        **row,
+        "current": status.current,
+        "pending": [m.version for m in status.pending],
+        "drift": [d.description for d in status.drift],
+        "error": None,
+    }
+
+
+def version(value: int | None) -> str:
+    """A version as tables show it (`-` for none)."""
+    return "-" if value is None else str(value)
+
+
+def print_statuses(
+    rows: Sequence[dict[str, Any]], title: str, last: dict[str, str] | None = None
+) -> None:
+    """The per-target table of plan and status (with `last`: the last apply's failures)."""
+    table = Table(title=title)
+    columns = ["target", "tier", "current", "pending", "drift"]
+    for column in columns + (["last apply"] if last is not None else []):
+        table.add_column(column)
+    for row in rows:
+        cells = [row["target"], row["tier"]]
+        if row["error"]:
+            cells += ["?", "?", f"[red]{row['error']}[/red]"]
+        else:
+            cells += [
+                version(row["current"]),
+                ", ".join(map(str, row["pending"])) or "-",
+                "[red]" + "; ".join(row["drift"]) + "[/red]" if row["drift"] else "-",
+            ]
+        table.add_row(*cells, *([last.get(row["target"], "-")] if last is not None else []))
+    out.print(table)
+
+
+def print_skipped(skipped: Sequence[Skipped]) -> None:
+    """One line per catalog tenant left out."""
+    for s in skipped:
+        out.print(f"skipped {s.label} ({s.tier}): {s.reason}", highlight=False)
+
+
+def print_findings(findings: Sequence[Finding]) -> None:
+    """Each lint finding on a line of its own."""
+    for finding in findings:
+        out.print(f"[red]lint[/red] {finding.describe()}", highlight=False, soft_wrap=True)
+
+
+def plan(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    tenants: TenantsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show, per tenant database and for the pool, the current version, the migrations that
+    would run and any drift, and the linter's findings. Exit 2 on a lint finding or drift."""
+    configure_logging(False)
+    loaded = load(catalog, as_json)
+    directory, migrations = migrations_of(loaded, as_json)
+    findings = lint(migrations, as_json)
+    with session(state_dir, loaded, as_json) as local:
+        targets, skipped = targets_of(loaded, local, tenants or [], as_json)
+        read = statuses(targets, migrations)
+    rows = [status_json(t, s) for t, s in zip(targets, read, strict=True)]
+    drifted = [r["target"] for r in rows if r["drift"]]
+    unreadable = [r["target"] for r in rows if r["error"]]
+    result: dict[str, Any] = {
+        "ok": not findings and not drifted and not unreadable,
+        "directory": str(directory),
+        "latest": migrations[-1].version if migrations else None,
+        "lint": findings_json(findings),
+        "targets": rows,
+        "skipped": [s.as_json() for s in skipped],
+    }
+    if not as_json:
+        print_statuses(rows, f"migrations in {directory} (latest {version(result['latest'])})")
+        print_skipped(skipped)
+        print_findings(findings)
+    problems = []
+    if findings:
+        problems.append(f"{len(findings)} lint finding(s) (acknowledge a rule in its file)")
+    if drifted:
+        problems.append(f"drift in {', '.join(drifted)}")
+    if problems:
+        fail(EXIT_INVALID, "; ".join(problems), as_json, label="refused", **result)
+    if unreadable:
+        fail(EXIT_FAILED, f"could not read {', '.join(unreadable)}", as_json, **result)
+    if as_json:
+        print(json.dumps(result))
+
+
+@contextmanager
+def progress_bar(total: int, quiet: bool) -> Iterator[Callable[[TargetResult], None]]:
+    """A progress bar on stderr while targets are migrated (none with --json or when stderr is
+    not a terminal); yields the callback each finished target calls."""
+    if quiet or not err.is_terminal:
+        yield lambda _result: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("migrating", total=total)
+
+        def advance(result: TargetResult) -> None:
+            bar.update(task, advance=1, description=f"migrating {result.target}")
+
+        yield advance
+
+
+def canary_ids(canary: str | None) -> list[str]:
+    """`--canary a,b` as a list."""
+    return [part.strip() for part in (canary or "").split(",") if part.strip()]
+
+
+def apply(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    canary: Annotated[
+        str | None,
+        typer.Option(
+            "--canary", help="Tenants migrated first, alone in wave 1 (comma-separated ids)."
+        ),
+    ] = None,
+    canary_count: Annotated[
+        int, typer.Option("--canary-count", help="Or: the first N targets are the canary.")
+    ] = 0,
+    group_size: Annotated[
+        int | None,
+        typer.Option("--group-size", help="Targets per wave after the canary (default: all)."),
+    ] = None,
+    parallelism: Annotated[
+        int, typer.Option("--parallelism", help="Targets migrated at once within a wave.")
+    ] = 4,
+    failure_budget: Annotated[
+        int,
+        typer.Option(
+            "--failure-budget",
+            help="Failures tolerated before the rollout stops starting targets (default 0: "
+            "stop after the wave with the first failure).",
+        ),
+    ] = 0,
+    tenants: TenantsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Migrate every tenant database and the pool to the newest migration, in waves: the canary
+    first, then groups, each a few targets at a time; stop once more targets failed than the
+    failure budget allows.
+
+    Refused (exit 2, nothing touched) on a lint finding, drift or bad options."""
+    configure_logging(False)
+    loaded = load(catalog, as_json)
+    directory, migrations = migrations_of(loaded, as_json)
+    findings = lint(migrations, as_json)
+    if findings:
+        if not as_json:
+            print_findings(findings)
+        fail(
+            EXIT_INVALID,
+            f"{len(findings)} lint finding(s) in {directory}: no database was touched",
+            as_json,
+            label="refused",
+            lint=findings_json(findings),
+        )
+    with session(state_dir, loaded, as_json) as local:
+        targets, skipped = targets_of(loaded, local, tenants or [], as_json)
+        by_label = {t.label: t for t in targets}
+        try:
+            waves = plan_waves(
+                list(by_label),
+                canary=canary_ids(canary),
+                canary_count=canary_count,
+                group_size=group_size,
+                parallelism=parallelism,
+            )
+            if failure_budget < 0:
+                raise WavePlanError(f"--failure-budget must be 0 or more, not {failure_budget}")
+        except WavePlanError as error:
+            fail(EXIT_INVALID, str(error), as_json)
+        rows = [
+            status_json(t, s) for t, s in zip(targets, statuses(targets, migrations), strict=True)
+        ]
+        drifted = [r for r in rows if r["drift"]]
+        if drifted:
+            where = "; ".join(f"{r['target']}: {', '.join(r['drift'])}" for r in drifted)
+            fail(
+                EXIT_INVALID,
+                f"drift, no database was touched: {where}",
+                as_json,
+                label="refused",
+                targets=rows,
+            )
+        with progress_bar(len(targets), as_json) as done:
+            result = run_waves(
+                waves,
+                lambda label: apply_target(by_label[label], migrations),
+                failure_budget=failure_budget,
+                progress=done,
+            )
+        write_last_apply(state_dir, result, {t.label: t.tier for t in targets})
+    latest = migrations[-1].version if migrations else None
+    document: dict[str, Any] = {
+        "ok": result.ok,
+        "directory": str(directory),
+        "latest": latest,
+        "waves": [
+            {
+                "wave": w.number,
+                "name": w.name,
+                "targets": list(w.targets),
+                "parallelism": w.parallelism,
+            }
+            for w in waves
+        ],
+        "waves_run": result.waves_run,
+        "stopped": result.stopped,
+        "targets": [{**t.as_json(), "tier": by_label[t.target].tier} for t in result.targets],
+        "skipped": [s.as_json() for s in skipped],
+    }
+    if not as_json:
+        print_rollout(document)
+        print_skipped(skipped)
+    if not result.ok:
+        failed = [t.target for t in result.targets if t.status == FAILED]
+        message = f"failed: {', '.join(failed) or 'none'}"
+        message += f"; {result.stopped}" if result.stopped else ""
+        fail(EXIT_FAILED, message, as_json, label="migrate apply", **document)
+    if as_json:
+        print(json.dumps(document))
+
+
+def print_rollout(document: dict[str, Any]) -> None:
+    """The apply's targets as a table, and how far the waves got."""
+    table = Table(
+        title=f"migrate apply: {document['directory']} (latest {version(document['latest'])})"
+    )
+    for column in ("target", "tier", "wave", "result", "applied", "version"):
+        table.add_column(column)
+    for t in document["targets"]:
+        colour = {"applied": "green", "failed": "red"}.get(t["status"], "yellow")
+        shown = "up to date" if t["status"] == "applied" and not t["applied"] else t["status"]
+        detail = t["error"] or t["reason"] or ""
+        table.add_row(
+            t["target"],
+            t["tier"],
+            str(t["wave"]),
+            f"[{colour}]{shown}[/{colour}]" + (f": {detail}" if detail else ""),
+            ", ".join(map(str, t["applied"])) or "-",
+            version(t["current"]),
+        )
+    out.print(table)
+    out.print(
+        f"{document['waves_run']} of {len(document['waves'])} wave(s) run"
+        + (f"; {document['stopped']}" if document["stopped"] else ""),
+        highlight=False,
+    )
+
+
+def status(
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    tenants: TenantsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the fleet's schema versions: each target's current version, pending migrations and
+    drift (read from its database), and the cause of its failure in the last apply."""
+    configure_logging(False)
+    loaded = load(catalog, as_json)
+    directory, migrations = migrations_of(loaded, as_json)
+    with session(state_dir, loaded, as_json) as local:
+        targets, skipped = targets_of(loaded, local, tenants or [], as_json)
+        read = statuses(targets, migrations)
+    last = read_last_apply(state_dir)
+    last_errors = {
+        t["target"]: t["error"]
+        for t in (last or {}).get("targets", [])
+        if isinstance(t, dict) and t.get("status") == FAILED
+    }
+    rows = []
+    for target, state in zip(targets, read, strict=True):
+        row = status_json(target, state)
+        behind = isinstance(state, str) or bool(state.pending)
+        row["last_error"] = last_errors.get(target.label) if behind else None
+        rows.append(row)
+    latest = migrations[-1].version if migrations else None
+    at_latest = [r for r in rows if not r["error"] and not r["pending"] and not r["drift"]]
+    document: dict[str, Any] = {
+        "ok": len(at_latest) == len(rows),
+        "directory": str(directory),
+        "latest": latest,
+        "at_latest": len(at_latest),
+        "last_apply": (last or {}).get("finished_at"),
+        "targets": rows,
+        "skipped": [s.as_json() for s in skipped],
+    }
+    if not as_json:
+        shown = {
+            r["target"]: f"[red]failed[/red]: {r['last_error']}" for r in rows if r["last_error"]
+        }
+        print_statuses(rows, f"schema versions (latest {version(latest)} in {directory})", shown)
+        out.print(
+            f"{len(at_latest)} of {len(rows)} target(s) at the latest version", highlight=False
+        )
+        print_skipped(skipped)
+    unreadable = [r["target"] for r in rows if r["error"]]
+    if unreadable:
+        fail(EXIT_FAILED, f"could not read {', '.join(unreadable)}", as_json, **document)
+    if as_json:
+        print(json.dumps(document))

@@ -1,0 +1,148 @@
+"""The local fleet a migration rollout walks: one target per bridge or silo tenant database on
+the embedded servers and one for the pool database, each migrated by the engine
+(lambda_src/migrations) over an admin connection, as the owner of the application's objects.
+
+Who is a target follows from the catalog and the local registries: a tenant provisioned and not
+offboarded (active or suspended: a suspended tenant keeps its data, so it keeps its schema too).
+The pool is one target, migrated once for all its tenants, as the pool's owner role.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from lambda_src.core.connection import ConnectionSettings, first_line
+from lambda_src.migrations.apply import DatabaseStatus, apply_migrations, database_status
+from lambda_src.migrations.files import Migration
+from lambda_src.provisioner.plans.lifecycle import ACTIVE, OFFBOARDED, SUSPENDED
+from lambda_src.tenancy import POOL, TIERS_WITH_TENANT_DATABASES
+
+from ..catalog import Catalog
+from ..lifecycle import recorded_tenants
+from ..local import LocalServers
+from .waves import FleetResult, Outcome
+
+POOL_TARGET = "(pool)"
+"""How a rollout names the pool database: it is no tenant (tenant ids cannot hold parentheses)."""
+LAST_APPLY_FILE = "migrate-last.json"
+"""In the state directory: what the last `tenantctl migrate apply` did to each target."""
+_MIGRATED_STATUSES = (ACTIVE, SUSPENDED)
+
+
+@dataclass(frozen=True)
+class MigrationTarget:
+    """One database a rollout migrates."""
+
+    label: str
+    """The tenant id, or POOL_TARGET."""
+    tier: str
+    database: str
+    role: str
+    """The role the files run as: the tenant's objects role, or the pool's owner."""
+    settings: ConnectionSettings
+    """The admin, connected to the target database."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A catalog tenant that is not migrated, and why."""
+
+    label: str
+    tier: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        """The `--json` shape."""
+        return {"target": self.label, "tier": self.tier, "reason": self.reason}
+
+
+def local_targets(
+    catalog: Catalog, servers: LocalServers, only: Sequence[str] = ()
+) -> tuple[list[MigrationTarget], list[Skipped]]:
+    """The bridge and silo tenants' databases in catalog order, then the pool database (once,
+    if a pool tenant is provisioned); `only` keeps those tenants (a pool tenant's id stands for
+    the pool). Servers must be running."""
+    status = {(r.tenant_id, r.tier): r.status for r in recorded_tenants(servers)}
+    targets: list[MigrationTarget] = []
+    skipped: list[Skipped] = []
+    for tenant in catalog.tenants:
+        if (only and tenant.id not in only) or tenant.tier not in TIERS_WITH_TENANT_DATABASES:
+            continue
+        recorded = status.get((tenant.id, tenant.tier))
+        if recorded in _MIGRATED_STATUSES:
+            names = tenant.names
+            settings = servers.server_for(tenant).admin_settings(names.database)
+            targets.append(
+                MigrationTarget(
+                    tenant.id, tenant.tier, names.database, names.objects_role, settings
+                )
+            )
+        elif recorded != OFFBOARDED:
+            why = "not provisioned yet" if recorded is None else f"its status is {recorded}"
+            skipped.append(Skipped(tenant.id, tenant.tier, f"{why}: provision it first"))
+    pool = [t for t in catalog.in_tier("pool") if not only or t.id in only]
+    if pool:
+        if any(status.get((t.id, "pool")) in _MIGRATED_STATUSES for t in pool):
+            settings = servers.server_for_pool().admin_settings(POOL.database)
+            targets.append(
+                MigrationTarget(POOL_TARGET, "pool", POOL.database, POOL.owner_role, settings)
+            )
+        else:
+            skipped.append(Skipped(POOL_TARGET, "pool", "no pool tenant is provisioned yet"))
+    return targets, skipped
+
+
+def _connect(target: MigrationTarget) -> psycopg.Connection:
+    try:
+        return psycopg.connect(**target.settings.connect_kwargs(), autocommit=True)
+    except psycopg.OperationalError as error:
+        raise ConnectionError(
+            f"cannot connect to {target.database} on {target.settings.host}:"
+            f"{target.settings.port}: {first_line(error)}"
+        ) from None
+
+
+def read_status(target: MigrationTarget, migrations: Sequence[Migration]) -> DatabaseStatus:
+    """Where the target stands against the migrations (read only)."""
+    with _connect(target) as conn:
+        return database_status(conn, migrations)
+
+
+def apply_target(target: MigrationTarget, migrations: Sequence[Migration]) -> Outcome:
+    """Apply the pending migrations to one target; a failed file is the outcome's error,
+    naming the target's database and the file (the engine rolled that file back)."""
+    with _connect(target) as conn:
+        result = apply_migrations(conn, migrations, role=target.role)
+    if result.failed is not None:
+        failed = result.failed
+        error = f"{target.database}: {failed.path} (V{failed.version}) failed: {failed.error}"
+        return Outcome(result.applied, result.current, error)
+    return Outcome(result.applied, result.current)
+
+
+def write_last_apply(state_dir: Path, result: FleetResult, tiers: dict[str, str]) -> None:
+    """Record what this apply did to each target (`tenantctl migrate status` shows it)."""
+    document = {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "stopped": result.stopped,
+        "targets": [{**t.as_json(), "tier": tiers[t.target]} for t in result.targets],
+    }
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LAST_APPLY_FILE
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(document, indent=2))
+    partial.replace(path)  # never a half-written record
+
+
+def read_last_apply(state_dir: Path) -> dict[str, Any] | None:
+    """The last apply's record, or None if there was none (or it cannot be read)."""
+    try:
+        document = json.loads((state_dir / LAST_APPLY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None

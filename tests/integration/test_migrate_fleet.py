@@ -1,0 +1,307 @@
+"""tenantctl migrate plan, apply and status on the embedded servers: a fleet of bridge tenants,
+a silo tenant and the pool brought to the newest migration in waves, a failure that stops the
+rollout, convergence, a tenant onboarded later, drift and bad directories."""
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from lambda_src.tenancy import POOL, tenant_names
+from tenantkit.cli import EXIT_FAILED, EXIT_INVALID, app
+from tenantkit.embedded_pg import EmbeddedPostgres
+from tenantkit.local import LocalSecrets
+
+runner = CliRunner()
+
+CATALOG = """\
+schema:
+  directory: migrations
+tenants:
+  - id: alpha
+    tier: bridge
+  - id: bravo
+    tier: bridge
+  - id: charlie
+    tier: bridge
+  - id: solo
+    tier: silo
+  - id: shared-one
+    tier: pool
+"""
+V1 = """\
+CREATE TABLE items (
+    tenant_id text NOT NULL DEFAULT current_user,
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    name text NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+"""
+FLEET = ["alpha", "bravo", "charlie", "solo", "(pool)"]
+"""The rollout's targets: the tenant databases in catalog order, then the pool database."""
+V2 = "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL);\n"
+
+
+@pytest.fixture
+def workdir(pg_root: Path) -> Iterator[Path]:
+    """A catalog with a migrations directory and a state directory of the test's own; the
+    servers it starts are stopped afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="migrate-", dir=pg_root))
+    root.chmod(0o711)
+    (root / "tenants.yaml").write_text(CATALOG)
+    (root / "migrations").mkdir()
+    (root / "migrations" / "V1__items.sql").write_text(V1)
+    yield root
+    for data in (root / "state").glob("**/pg"):
+        EmbeddedPostgres(data).stop()
+
+
+def tenantctl(workdir: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """Run a tenantctl command with --json on the workdir's catalog and state."""
+    result = runner.invoke(
+        app,
+        [
+            *args,
+            "--catalog",
+            str(workdir / "tenants.yaml"),
+            "--state-dir",
+            str(workdir / "state"),
+            "--json",
+        ],
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, result.stdout  # --json is one document
+    return result.exit_code, json.loads(lines[0])
+
+
+def by_target(document: dict[str, Any], field: str) -> dict[str, Any]:
+    return {t["target"]: t[field] for t in document["targets"]}
+
+
+def server_of(workdir: Path, tenant_id: str) -> Any:
+    data = workdir / "state" / ("pg" if tenant_id != "solo" else "silo-solo/pg")
+    return EmbeddedPostgres(data).start()
+
+
+def as_login(workdir: Path, tenant_id: str) -> psycopg.Connection:
+    names = tenant_names(tenant_id)
+    password = LocalSecrets(workdir / "state" / "secrets.json").password(names.secret_name)
+    settings = server_of(workdir, tenant_id).settings(names.login_role, password, names.database)
+    return psycopg.connect(**settings.connect_kwargs(), autocommit=True)
+
+
+def as_superuser(workdir: Path, tenant_id: str) -> psycopg.Connection:
+    settings = server_of(workdir, tenant_id).superuser_settings(tenant_names(tenant_id).database)
+    return psycopg.connect(**settings.connect_kwargs(), autocommit=True)
+
+
+@pytest.mark.slow
+def test_a_fleet_is_migrated_in_waves_stops_on_a_failure_and_converges(workdir: Path) -> None:
+    # GIVEN a provisioned fleet and one migration
+    run = runner.invoke(
+        app,
+        ["run", "--catalog", str(workdir / "tenants.yaml"), "--state-dir", str(workdir / "state")],
+    )
+    assert run.exit_code == 0, run.output
+
+    # WHEN the rollout is planned THEN every tenant database has V1 pending
+    code, plan = tenantctl(workdir, "migrate", "plan")
+    assert code == 0, plan
+    assert by_target(plan, "pending") == {key: [1] for key in FLEET}
+    assert by_target(plan, "current") == dict.fromkeys(FLEET)
+    assert by_target(plan, "tier")["solo"] == "silo"
+    assert plan["lint"] == []
+
+    # WHEN applied with a canary THEN the canary is wave 1 and every database is at V1
+    code, applied = tenantctl(workdir, "migrate", "apply", "--canary", "bravo", "--group-size", "2")
+    assert code == 0, applied
+    assert [w["targets"] for w in applied["waves"]] == [
+        ["bravo"],
+        ["alpha", "charlie"],
+        ["solo", "(pool)"],
+    ]
+    assert by_target(applied, "applied") == {key: [1] for key in FLEET}
+    # the tenant's login uses the table the migration created (owned by its objects role)
+    for tenant_id in ("alpha", "solo"):
+        with as_login(workdir, tenant_id) as conn:
+            conn.execute("INSERT INTO items (name) VALUES ('first')")
+            assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+            owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'items'")
+            assert owner.fetchone() == (tenant_names(tenant_id).objects_role,)
+
+    # in the pool the table belongs to the pool's owner, and until it is put under the tenant
+    # policies the application's runtime role cannot touch it (fail closed)
+    pool = server_of(workdir, "alpha").superuser_settings(POOL.database)
+    with psycopg.connect(**pool.connect_kwargs()) as conn:
+        row = conn.execute(
+            "SELECT tableowner, has_table_privilege(%s, 'public.items', 'SELECT') "
+            "FROM pg_tables WHERE schemaname = 'public' AND tablename = 'items'",
+            (POOL.runtime_role,),
+        ).fetchone()
+    assert row == (POOL.owner_role, False)
+
+    # a second apply is a no-op
+    code, again = tenantctl(workdir, "migrate", "apply")
+    assert code == 0
+    assert by_target(again, "applied") == {key: [] for key in FLEET}
+
+    # GIVEN V2 and a tenant where it cannot run (a table by that name made by hand)
+    (workdir / "migrations" / "V2__notes.sql").write_text(V2)
+    with as_superuser(workdir, "bravo") as conn:
+        conn.execute("CREATE TABLE notes (x int)")
+    # WHEN applied one at a time with the default budget of 0
+    code, failed = tenantctl(workdir, "migrate", "apply", "--group-size", "2", "--parallelism", "1")
+    # THEN bravo fails naming its database and file, the rest of its wave and later waves wait
+    assert code == EXIT_FAILED
+    assert failed["ok"] is False
+    assert by_target(failed, "status") == {
+        "alpha": "applied",
+        "bravo": "failed",
+        "charlie": "not started",
+        "solo": "not started",
+        "(pool)": "not started",
+    }
+    assert by_target(failed, "current") == {
+        "alpha": 2,
+        "bravo": 1,
+        "charlie": None,
+        "solo": None,
+        "(pool)": None,
+    }
+    error = by_target(failed, "error")["bravo"]
+    assert "tenant_bravo" in error
+    assert "V2__notes.sql" in error
+    assert "already exists" in error
+    assert failed["waves_run"] == 1
+    assert "failure budget of 0" in failed["stopped"]
+
+    # status says who is where and why bravo is behind
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert code == 0
+    assert by_target(status, "current") == {
+        "alpha": 2,
+        "bravo": 1,
+        "charlie": 1,
+        "solo": 1,
+        "(pool)": 1,
+    }
+    assert by_target(status, "pending") == {
+        "alpha": [],
+        "bravo": [2],
+        "charlie": [2],
+        "solo": [2],
+        "(pool)": [2],
+    }
+    assert "already exists" in by_target(status, "last_error")["bravo"]
+    assert status["at_latest"] == 1
+
+    # WHEN the conflict is removed THEN the next apply converges, V2 once everywhere
+    with as_superuser(workdir, "bravo") as conn:
+        conn.execute("DROP TABLE notes")
+    code, converged = tenantctl(workdir, "migrate", "apply")
+    assert code == 0, converged
+    assert by_target(converged, "applied") == {
+        "alpha": [],
+        "bravo": [2],
+        "charlie": [2],
+        "solo": [2],
+        "(pool)": [2],
+    }
+    assert set(by_target(converged, "current").values()) == {2}
+
+    # WHEN a tenant is onboarded after the rollout THEN the next apply brings it up
+    code, onboarded = tenantctl(workdir, "onboard", "delta", "--tier", "bridge")
+    assert code == 0, onboarded
+    code, plan = tenantctl(workdir, "migrate", "plan")
+    assert by_target(plan, "pending")["delta"] == [1, 2]
+    code, caught_up = tenantctl(workdir, "migrate", "apply", "--tenant", "delta")
+    assert code == 0, caught_up
+    assert by_target(caught_up, "applied") == {"delta": [1, 2]}
+
+    # WHEN an applied file is edited THEN plan and apply refuse, naming the tenants and file
+    (workdir / "migrations" / "V1__items.sql").write_text(V1 + "-- edited\n")
+    code, drifted = tenantctl(workdir, "migrate", "plan")
+    assert code == EXIT_INVALID
+    assert "V1__items.sql" in by_target(drifted, "drift")["alpha"][0]
+    code, refused = tenantctl(workdir, "migrate", "apply")
+    assert code == EXIT_INVALID
+    assert "drift, no database was touched" in refused["error"]
+    assert "alpha" in refused["error"]
+    assert "V1__items.sql" in refused["error"]
+
+
+@pytest.mark.slow
+def test_one_tenant_with_drift_refuses_the_whole_rollout(workdir: Path) -> None:
+    (workdir / "tenants.yaml").write_text(
+        "schema:\n  directory: migrations\ntenants:\n"
+        "  - id: alpha\n    tier: bridge\n  - id: bravo\n    tier: bridge\n"
+    )
+    code, result = tenantctl(workdir, "onboard", "alpha", "--tier", "bridge")
+    assert code == 0, result
+    code, result = tenantctl(workdir, "migrate", "apply")
+    assert code == 0, result  # bravo is not provisioned yet: skipped
+    assert result["skipped"] == [
+        {"target": "bravo", "tier": "bridge", "reason": "not provisioned yet: provision it first"}
+    ]
+    code, result = tenantctl(workdir, "onboard", "bravo", "--tier", "bridge")
+    (workdir / "migrations" / "V1__items.sql").write_text(V1.replace("name", "title"))
+    (workdir / "migrations" / "V2__notes.sql").write_text(V2)
+
+    code, refused = tenantctl(workdir, "migrate", "apply")
+
+    assert code == EXIT_INVALID
+    assert "alpha: V1 (V1__items.sql) changed after it was applied" in refused["error"]
+    # bravo, which has no drift, was not touched either
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert by_target(status, "current") == {"alpha": 1, "bravo": None}
+
+
+def test_a_missing_migrations_directory_is_refused_naming_it(workdir: Path) -> None:
+    (workdir / "migrations" / "V1__items.sql").unlink()
+    (workdir / "migrations").rmdir()
+
+    for command in ("plan", "apply", "status"):
+        code, result = tenantctl(workdir, "migrate", command)
+
+        assert code == EXIT_INVALID
+        assert result["ok"] is False
+        assert f"migrations directory {workdir / 'migrations'} does not exist" in result["error"]
+    assert not (workdir / "state" / "pg").exists()  # refused before any server started
+
+
+def test_a_catalog_without_a_schema_section_is_refused(workdir: Path) -> None:
+    (workdir / "tenants.yaml").write_text("tenants: []\n")
+
+    code, result = tenantctl(workdir, "migrate", "plan")
+
+    assert code == EXIT_INVALID
+    assert "no schema: section" in result["error"]
+
+
+def test_a_lint_finding_refuses_the_apply_before_any_database(workdir: Path) -> None:
+    (workdir / "migrations" / "V2__index.sql").write_text(
+        "CREATE INDEX items_name ON items (name);\n"
+    )
+
+    code, result = tenantctl(workdir, "migrate", "apply")
+
+    assert code == EXIT_INVALID
+    assert "no database was touched" in result["error"]
+    assert [(f["file"], f["rule"]) for f in result["lint"]] == [
+        ("V2__index.sql", "require-concurrent-index-creation")
+    ]
+    assert not (workdir / "state" / "pg").exists()
+
+
+def test_bad_wave_options_are_refused_naming_the_option(workdir: Path) -> None:
+    (workdir / "tenants.yaml").write_text("schema:\n  directory: migrations\ntenants: []\n")
+
+    code, result = tenantctl(workdir, "migrate", "apply", "--canary", "nobody")
+
+    assert code == EXIT_INVALID
+    assert "--canary names targets that are not in the rollout" in result["error"]
