@@ -255,9 +255,10 @@ def apply(
     tenants: TenantsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Migrate every tenant database and the pool to the newest migration, in waves: the canary
-    first, then groups, each a few targets at a time; stop once more targets failed than the
-    failure budget allows.
+    """Migrate every tenant database and the pool to the newest migration, in waves.
+
+    The canary first, then groups, each a few targets at a time; no target starts once more
+    failed than the failure budget allows.
 
     Refused (exit 2, nothing touched) on a lint finding, drift or bad options."""
     configure_logging(False)
