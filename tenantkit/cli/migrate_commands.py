@@ -306,7 +306,7 @@ def apply(
         with progress_bar(len(targets), as_json) as done:
             result = run_waves(
                 waves,
-                lambda label: apply_target(by_label[label], migrations),
+                lambda label: apply_target(by_label[label], migrations, directory),
                 failure_budget=failure_budget,
                 progress=done,
             )

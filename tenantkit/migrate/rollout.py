@@ -1,6 +1,7 @@
 """The local fleet a migration rollout walks: one target per bridge or silo tenant database on
-the embedded servers and one for the pool database, each migrated by the engine
-(lambda_src/migrations) over an admin connection, as the owner of the application's objects.
+the embedded servers and one for the pool database, each migrated as the owner of the
+application's objects: a tenant database through the provisioner's handler (the migrate request
+the AWS rollout sends per tenant), the pool database by the engine (lambda_src/migrations).
 
 Who is a target follows from the catalog and the local registries: a tenant provisioned and not
 offboarded (active or suspended: a suspended tenant keeps its data, so it keeps its schema too).
@@ -16,9 +17,13 @@ from typing import Any
 
 import psycopg
 
-from lambda_src.core.connection import ConnectionSettings, first_line
+from lambda_src.core.connection import ConnectionSettings, RetryPolicy, first_line
+from lambda_src.core.errors import TenantkitError
 from lambda_src.migrations.apply import DatabaseStatus, apply_migrations, database_status
 from lambda_src.migrations.files import Migration
+from lambda_src.provisioner.config import HandlerConfig
+from lambda_src.provisioner.handler import handle
+from lambda_src.provisioner.migrate import MIGRATE_REQUEST
 from lambda_src.provisioner.plans.lifecycle import ACTIVE, OFFBOARDED, SUSPENDED
 from lambda_src.tenancy import POOL, TIERS_WITH_TENANT_DATABASES
 
@@ -113,16 +118,39 @@ def read_status(target: MigrationTarget, migrations: Sequence[Migration]) -> Dat
         return database_status(conn, migrations)
 
 
-def apply_target(target: MigrationTarget, migrations: Sequence[Migration]) -> Outcome:
-    """Apply the pending migrations to one target; a failed file is the outcome's error,
-    naming the target's database and the file (the engine rolled that file back)."""
-    with _connect(target) as conn:
-        result = apply_migrations(conn, migrations, role=target.role)
-    if result.failed is not None:
+def apply_target(
+    target: MigrationTarget, migrations: Sequence[Migration], directory: Path
+) -> Outcome:
+    """Apply the pending migrations to one target. A tenant database goes through the
+    provisioner's own handler with the migrate request the AWS rollout sends
+    ({"tenantkit": "migrate", "tenant": id}); the pool database, which that request does not
+    cover yet, through the engine directly as the pool's owner. A failed file is the outcome's
+    error, naming the tenant (or the pool database) and the file; the engine rolled it back."""
+    if target.label == POOL_TARGET:
+        with _connect(target) as conn:
+            result = apply_migrations(conn, migrations, role=target.role)
+        if result.failed is None:
+            return Outcome(result.applied, result.current)
         failed = result.failed
-        error = f"{target.database}: {failed.path} (V{failed.version}) failed: {failed.error}"
+        error = (
+            f"{target.database}: migration {failed.path} failed, the database stays at version "
+            f"{result.current}: {failed.error}"
+        )
         return Outcome(result.applied, result.current, error)
-    return Outcome(result.applied, result.current)
+    config = HandlerConfig(
+        admin_settings=target.settings.for_database("postgres"),
+        retry=RetryPolicy(attempts=2, first_delay_s=0.5),
+        migrations_dir=directory,
+    )
+    try:
+        response = handle({"tenantkit": MIGRATE_REQUEST, "tenant": target.label}, config)
+    except TenantkitError as error:
+        try:
+            current = read_status(target, migrations).current
+        except Exception:  # the reason it failed is the error already reported
+            current = None
+        return Outcome((), current, str(error))
+    return Outcome(tuple(response["applied"]), response["current"])
 
 
 def write_last_apply(state_dir: Path, result: FleetResult, tiers: dict[str, str]) -> None:
