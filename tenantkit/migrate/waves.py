@@ -1,6 +1,7 @@
 """A fleet rollout in waves, with no database in sight: which targets go in which wave (a canary
 first, then groups), and running the waves with a bounded thread pool, stopping once more
-targets failed than the failure budget allows.
+targets failed than the failure budget allows (checked after each wave, as the host's state
+machine in AWS does).
 
 A target is a label (a tenant id, `(pool)`); `apply_one(target)` does the work and returns its
 Outcome. An exception it raises is that target's failure, never the rollout's crash.
@@ -146,9 +147,12 @@ def run_waves(
     failure_budget: int = 0,
     progress: Callable[[TargetResult], None] = lambda _result: None,
 ) -> FleetResult:
-    """Run the waves in order, each at most its parallelism at a time. Once more than
-    `failure_budget` targets failed, no new target starts (those running finish) and no
-    further wave starts. `progress` hears of each target as it finishes (on this thread)."""
+    """Run the waves in order, each at most its parallelism at a time. A started wave runs
+    every one of its targets; after each wave the failures so far are counted, and more than
+    `failure_budget` stops the rollout: no later wave starts. The host's state machine in AWS
+    (tenant_constructs/fleet_migration.py) does the same, so a canary or a small
+    `group_size` is what bounds how many databases one bad migration reaches. `progress`
+    hears of each target as it finishes (on this thread)."""
     if failure_budget < 0:
         raise WavePlanError(f"--failure-budget must be 0 or more, not {failure_budget}")
     results: dict[str, TargetResult] = {}
@@ -165,7 +169,7 @@ def run_waves(
         running: dict[Future[Outcome], str] = {}
         with ThreadPoolExecutor(max_workers=wave.parallelism) as pool:
             while queue or running:
-                while queue and len(running) < wave.parallelism and stopped is None:
+                while queue and len(running) < wave.parallelism:
                     target = queue.pop(0)
                     running[pool.submit(_outcome_of, apply_one, target)] = target
                 if not running:
@@ -179,12 +183,10 @@ def run_waves(
                     progress(results[target])
                     if not outcome.ok:
                         failures += 1
-                if failures > failure_budget and stopped is None:
-                    stopped = (
-                        f"stopped in the {wave.name}: {failures} failed, more than the failure "
-                        f"budget of {failure_budget}"
-                    )
-        for target in queue:
-            results[target] = TargetResult(target, wave.number, NOT_STARTED, reason=stopped)
+        if failures > failure_budget:
+            stopped = (
+                f"stopped after the {wave.name}: {failures} failed, more than the failure "
+                f"budget of {failure_budget}"
+            )
     ordered = [t for wave in waves for t in wave.targets]
     return FleetResult(tuple(results[t] for t in ordered), tuple(waves), waves_run, stopped)
