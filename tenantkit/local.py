@@ -134,9 +134,19 @@ def tenant_database_event(
     )
 
 
-def handler_config(server: RunningServer) -> HandlerConfig:
-    """The provisioner's configuration against the embedded server (admin like RDS's master)."""
-    return HandlerConfig(admin_settings=server.admin_settings(), retry=RetryPolicy(attempts=3))
+def handler_config(server: RunningServer, migrations_dir: Path | None = None) -> HandlerConfig:
+    """The provisioner's configuration against the embedded server (admin like RDS's master);
+    with the catalog's migrations, as the bundled asset gives them to it in AWS."""
+    return HandlerConfig(
+        admin_settings=server.admin_settings(),
+        retry=RetryPolicy(attempts=3),
+        migrations_dir=migrations_dir,
+    )
+
+
+def catalog_migrations(catalog: Catalog) -> Path | None:
+    """The catalog's migrations directory (its schema: section), or None without one."""
+    return catalog.migrations_directory() if catalog.schema is not None else None
 
 
 def provision_tenant_databases(
@@ -144,13 +154,16 @@ def provision_tenant_databases(
     server_for: Callable[[Tenant], RunningServer],
     store: LocalSecrets,
     done: Callable[[ProvisionResult], None] = lambda _result: None,
+    *,
+    migrations_dir: Path | None = None,
 ) -> list[ProvisionResult]:
     """Create-or-converge each bridge or silo tenant's database through the handler, on the
-    server `server_for` gives it; `done` hears of each tenant as it finishes."""
+    server `server_for` gives it (and with `migrations_dir`, bring it to the newest migration
+    before it is active); `done` hears of each tenant as it finishes."""
     results = []
     for tenant in tenants:
         server = server_for(tenant)
-        config = handler_config(server)
+        config = handler_config(server, migrations_dir)
         names = tenant.names
         roles = (names.owner_role, names.objects_role, names.login_role) + (
             (names.iam_user,) if tenant.iam_auth else ()

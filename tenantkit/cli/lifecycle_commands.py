@@ -33,6 +33,7 @@ from ..local import (
     LocalServers,
     LocalSession,
     ProvisionResult,
+    catalog_migrations,
     offboard_pool_tenant,
     offboard_tenant_database,
     provision_pool,
@@ -96,7 +97,12 @@ def status_of(servers: LocalServers, tenant: Tenant) -> str:
 def provision_one(tenant: Tenant, catalog: Catalog, local: LocalSession) -> ProvisionResult:
     """Provision one tenant through the handler (a pool tenant: the pool and its batches)."""
     if tenant.tier != "pool":
-        return provision_tenant_databases([tenant], local.servers.server_for, local.store)[0]
+        return provision_tenant_databases(
+            [tenant],
+            local.servers.server_for,
+            local.store,
+            migrations_dir=catalog_migrations(catalog),
+        )[0]
     results = provision_pool(
         list(catalog.in_tier("pool")), local.servers.server_for_pool(), local.store
     )

@@ -21,6 +21,7 @@ from ..local import (
     LocalSecrets,
     LocalServers,
     ProvisionResult,
+    catalog_migrations,
     pool_runtime_settings,
     provision_pool,
     provision_tenant_databases,
@@ -135,7 +136,11 @@ def run(
         pool = list(loaded.in_tier("pool"))
         with progress(len(db_tenants) + len(pool) + 1, "provisioning", as_json) as done:
             results = provision_tenant_databases(
-                db_tenants, local.servers.server_for, local.store, done=done
+                db_tenants,
+                local.servers.server_for,
+                local.store,
+                done=done,
+                migrations_dir=catalog_migrations(loaded),
             )
             results += provision_pool(pool, local.shared, local.store, done=done)
         ready = {r.tenant_id for r in results if r.ok}

@@ -102,12 +102,15 @@ def as_superuser(workdir: Path, tenant_id: str) -> psycopg.Connection:
 
 @pytest.mark.slow
 def test_a_fleet_is_migrated_in_waves_stops_on_a_failure_and_converges(workdir: Path) -> None:
-    # GIVEN a provisioned fleet and one migration
+    # GIVEN a fleet provisioned before the application had migrations, then one migration
+    v1 = workdir / "migrations" / "V1__items.sql"
+    v1.unlink()
     run = runner.invoke(
         app,
         ["run", "--catalog", str(workdir / "tenants.yaml"), "--state-dir", str(workdir / "state")],
     )
     assert run.exit_code == 0, run.output
+    v1.write_text(V1)
 
     # WHEN the rollout is planned THEN every tenant database has V1 pending
     code, plan = tenantctl(workdir, "migrate", "plan")
@@ -213,14 +216,17 @@ def test_a_fleet_is_migrated_in_waves_stops_on_a_failure_and_converges(workdir: 
     }
     assert set(by_target(converged, "current").values()) == {2}
 
-    # WHEN a tenant is onboarded after the rollout THEN the next apply brings it up
+    # WHEN a tenant is onboarded after the rollout THEN it is at the newest version when it
+    # becomes active (the provisioner applies the migrations), and the next apply has nothing
     code, onboarded = tenantctl(workdir, "onboard", "delta", "--tier", "bridge")
     assert code == 0, onboarded
+    assert onboarded["status"] == "active"
     code, plan = tenantctl(workdir, "migrate", "plan")
-    assert by_target(plan, "pending")["delta"] == [1, 2]
+    assert by_target(plan, "current")["delta"] == 2
+    assert by_target(plan, "pending")["delta"] == []
     code, caught_up = tenantctl(workdir, "migrate", "apply", "--tenant", "delta")
     assert code == 0, caught_up
-    assert by_target(caught_up, "applied") == {"delta": [1, 2]}
+    assert by_target(caught_up, "applied") == {"delta": []}
 
     # WHEN an applied file is edited THEN plan and apply refuse, naming the tenants and file
     (workdir / "migrations" / "V1__items.sql").write_text(V1 + "-- edited\n")
@@ -255,9 +261,9 @@ def test_one_tenant_with_drift_refuses_the_whole_rollout(workdir: Path) -> None:
 
     assert code == EXIT_INVALID
     assert "alpha: V1 (V1__items.sql) changed after it was applied" in refused["error"]
-    # bravo, which has no drift, was not touched either
+    # bravo (at V1 since its onboarding), which has no drift, was not touched either
     code, status = tenantctl(workdir, "migrate", "status")
-    assert by_target(status, "current") == {"alpha": 1, "bravo": None}
+    assert by_target(status, "current") == {"alpha": 1, "bravo": 1}
 
 
 def test_a_missing_migrations_directory_is_refused_naming_it(workdir: Path) -> None:
