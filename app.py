@@ -50,6 +50,9 @@ def build_app(
     synth gate; `samples` adds the six sample tenant functions (one per access pattern)."""
     env = sample_environment(catalog) if samples else None
     wanted = set(target.stacks(catalog))
+    # The bridge cluster's and each silo's provisioner carry the application's migrations;
+    # the pool database is migrated once, by tenantctl migrate (not yet in AWS).
+    migrations = catalog.application_migrations
     bridge = catalog.in_tier("bridge")
     cluster: cdk.Stack | None = None
     if BRIDGE_HOST in wanted:
@@ -60,6 +63,7 @@ def build_app(
             cluster=catalog.clusters.bridge,
             ca_bundle=ca_bundle,
             samples=env,
+            migrations=migrations,
         )
     for tenant in bridge:
         if tenant.names.bridge_stack_name in wanted:
@@ -81,7 +85,12 @@ def build_app(
         )
     silos: list[cdk.Stack] = [
         SiloTenantStack(
-            app, tenant.names.silo_stack_name, tenant=tenant, ca_bundle=ca_bundle, samples=env
+            app,
+            tenant.names.silo_stack_name,
+            tenant=tenant,
+            ca_bundle=ca_bundle,
+            samples=env,
+            migrations=migrations,
         )
         for tenant in catalog.in_tier("silo")
         if tenant.names.silo_stack_name in wanted

@@ -1,6 +1,7 @@
 """The silo tier: a tenant's own VPC and database (Aurora or RDS), one stack per tenant."""
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import aws_cdk as cdk
 from constructs import Construct
@@ -26,8 +27,11 @@ class SiloTenantStack(cdk.Stack):
         tenant: Tenant,
         ca_bundle: str | None = None,
         samples: Mapping[str, str] | None = None,
+        migrations: Path | None = None,
         **kwargs: object,
     ) -> None:
+        """`migrations`: the application's migrations (the catalog's schema: directory), which
+        the silo's provisioner applies to the tenant's database and rolls out (FleetMigration)."""
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
         if tenant.tier != "silo" or tenant.silo is None:
             raise ValueError(f"SiloTenantStack: tenant {tenant.id!r} is in tier {tenant.tier!r}")
@@ -38,6 +42,7 @@ class SiloTenantStack(cdk.Stack):
             capacity=silo_capacity(tenant.silo),
             operations=database_operations(tenant.silo),
             ca_bundle=ca_bundle,
+            migrations=migrations,
         )
         self.tenant_database = TenantDatabase(
             self,

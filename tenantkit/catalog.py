@@ -383,6 +383,11 @@ class Catalog:
             raise CatalogError(f"{self.source}: no schema: section (directory of migrations)")
         return Path(self.source).parent / self.schema.directory
 
+    @property
+    def application_migrations(self) -> Path | None:
+        """The migrations directory if the catalog has a schema: section, else None."""
+        return self.migrations_directory() if self.schema is not None else None
+
     def in_tier(self, tier: Tier) -> tuple[Tenant, ...]:
         """The tenants of one tier, in catalog order."""
         return tuple(t for t in self.tenants if t.tier == tier)

@@ -144,11 +144,6 @@ def handler_config(server: RunningServer, migrations_dir: Path | None = None) ->
     )
 
 
-def catalog_migrations(catalog: Catalog) -> Path | None:
-    """The catalog's migrations directory (its schema: section), or None without one."""
-    return catalog.migrations_directory() if catalog.schema is not None else None
-
-
 def provision_tenant_databases(
     tenants: list[Tenant],
     server_for: Callable[[Tenant], RunningServer],

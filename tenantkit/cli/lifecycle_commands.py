@@ -33,7 +33,6 @@ from ..local import (
     LocalServers,
     LocalSession,
     ProvisionResult,
-    catalog_migrations,
     offboard_pool_tenant,
     offboard_tenant_database,
     provision_pool,
@@ -101,7 +100,7 @@ def provision_one(tenant: Tenant, catalog: Catalog, local: LocalSession) -> Prov
             [tenant],
             local.servers.server_for,
             local.store,
-            migrations_dir=catalog_migrations(catalog),
+            migrations_dir=catalog.application_migrations,
         )[0]
     results = provision_pool(
         list(catalog.in_tier("pool")), local.servers.server_for_pool(), local.store

@@ -21,7 +21,6 @@ from ..local import (
     LocalSecrets,
     LocalServers,
     ProvisionResult,
-    catalog_migrations,
     pool_runtime_settings,
     provision_pool,
     provision_tenant_databases,
@@ -140,7 +139,7 @@ def run(
                 local.servers.server_for,
                 local.store,
                 done=done,
-                migrations_dir=catalog_migrations(loaded),
+                migrations_dir=loaded.application_migrations,
             )
             results += provision_pool(pool, local.shared, local.store, done=done)
         ready = {r.tenant_id for r in results if r.ok}

@@ -17,7 +17,8 @@ from lambda_src.provisioner.migrate import MIGRATE_REQUEST
 from lambda_src.tenancy import BRIDGE_HOST, HostNames
 from stacks import BridgeClusterStack
 from tenant_constructs.bundling import MIGRATIONS_ASSET_DIR, _LocalPipBundling, lambda_src_hash
-from tenantkit.catalog import parse_catalog
+from tenantkit.catalog import load_catalog, parse_catalog
+from tenantkit.synth import synth_templates
 
 from .conftest import cdk_context
 
@@ -115,3 +116,29 @@ def test_without_migrations_a_host_has_no_rollout_and_the_provisioner_no_directo
     template = bridge_template(None)
     assert not [r for r in template["Resources"].values() if "StepFunctions" in r["Type"]]
     assert MIGRATIONS_DIR not in json.dumps(template)
+
+
+@pytest.mark.slow
+def test_a_catalog_with_a_schema_gives_the_bridge_cluster_and_each_silo_a_rollout(
+    tmp_path: Path,
+) -> None:
+    migrations(tmp_path)
+    catalog_file = tmp_path / "tenants.yaml"
+    catalog_file.write_text(
+        "schema:\n  directory: migrations\n"
+        "tenants:\n  - {id: contoso, tier: bridge}\n  - {id: solo, tier: silo}\n"
+        "  - {id: shared, tier: pool}\n"
+    )
+    # synth_templates applies the four nag packs: they pass with the rollouts too
+    templates = synth_templates(load_catalog(catalog_file))
+
+    def machines(stack: str) -> list[str]:
+        return [
+            r["Properties"]["StateMachineName"]
+            for r in templates[stack]["Resources"].values()
+            if r["Type"] == "AWS::StepFunctions::StateMachine"
+        ]
+
+    assert machines(BRIDGE_HOST) == [f"{BRIDGE_HOST}-migrate"]
+    assert machines("tenantkit-silo-solo") == ["tenantkit-silo-solo-migrate"]
+    assert machines("tenantkit-pool") == []  # the pool database is migrated once, by tenantctl
