@@ -361,6 +361,24 @@ def _apply_one(
 ) -> FailedMigration | None:
     started = time.monotonic()
     applied_by = role or conn.info.user
+
+    def finish() -> None:
+        """As the admin, in the transaction that records it: the caller's hook, then the row."""
+        if after_each is not None:
+            after_each(conn, migration)
+        duration_ms = round((time.monotonic() - started) * 1000)
+        conn.execute(
+            INSERT_APPLIED,
+            (migration.version, migration.name, migration.checksum, duration_ms, applied_by),
+        )
+        log.info(
+            "applied migration V%s (%s) to database %s in %d ms",
+            migration.version,
+            migration.path,
+            database,
+            duration_ms,
+        )
+
     try:
         if migration.transactional:
             with conn.transaction():
@@ -372,19 +390,7 @@ def _apply_one(
                         "transactional migration); what ran before that stays"
                     )
                 conn.execute("RESET ROLE")
-                if after_each is not None:
-                    after_each(conn, migration)
-                duration_ms = round((time.monotonic() - started) * 1000)
-                conn.execute(
-                    INSERT_APPLIED,
-                    (
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
-                        duration_ms,
-                        applied_by,
-                    ),
-                )
+                finish()
         else:
             try:
                 _set_session(conn, role, timeouts)
@@ -392,19 +398,7 @@ def _apply_one(
             finally:
                 _reset_session(conn)
             with conn.transaction():
-                if after_each is not None:
-                    after_each(conn, migration)
-                duration_ms = round((time.monotonic() - started) * 1000)
-                conn.execute(
-                    INSERT_APPLIED,
-                    (
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
-                        duration_ms,
-                        applied_by,
-                    ),
-                )
+                finish()
     except (psycopg.Error, TenantkitError) as error:
         text = _error_text(error, timeouts)
         if not migration.transactional:
@@ -419,13 +413,6 @@ def _apply_one(
         return FailedMigration(migration.version, migration.path, text)
     finally:
         _reset_session(conn)
-    log.info(
-        "applied migration V%s (%s) to database %s in %d ms",
-        migration.version,
-        migration.path,
-        database,
-        duration_ms,
-    )
     return None
 
 

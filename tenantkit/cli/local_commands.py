@@ -72,9 +72,12 @@ def names(tenant_id: str, as_json: JsonOption = False) -> None:
 
 
 @contextmanager
-def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[ProvisionResult], None]]:
-    """A progress bar on stderr while tenants are provisioned (none with --json or when
-    stderr is not a terminal); yields the callback that advances it."""
+def progress(
+    total: int, what: str, quiet: bool, label: Callable[[Any], str] = lambda r: r.label
+) -> Iterator[Callable[[Any], None]]:
+    """A progress bar on stderr while tenants are provisioned or migrated (none with --json or
+    when stderr is not a terminal); yields the callback each finished one calls, which names
+    it by `label` (a ProvisionResult's label by default)."""
     if quiet or not err.is_terminal:
         yield lambda _result: None
         return
@@ -88,8 +91,8 @@ def progress(total: int, what: str, quiet: bool) -> Iterator[Callable[[Provision
     ) as bar:
         task = bar.add_task(what, total=total)
 
-        def advance(result: ProvisionResult) -> None:
-            bar.update(task, advance=1, description=f"{what} {result.label}")
+        def advance(result: Any) -> None:
+            bar.update(task, advance=1, description=f"{what} {label(result)}")
 
         yield advance
 

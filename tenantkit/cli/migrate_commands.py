@@ -11,14 +11,12 @@ for plan/status, could not be read); 2 invalid (catalog, directory, lint, drift,
 """
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lambda_src.migrations.apply import DatabaseStatus
@@ -34,10 +32,11 @@ from ..migrate.rollout import (
     read_status,
     write_last_apply,
 )
-from ..migrate.waves import FAILED, TargetResult, WavePlanError, plan_waves, run_waves
+from ..migrate.waves import FAILED, WavePlanError, plan_waves, run_waves
 from ..migrate_lint import Finding, lint_migrations
+from .local_commands import progress
 from .options import CatalogOption, JsonOption, StateDirOption
-from .output import EXIT_FAILED, EXIT_INVALID, configure_logging, err, fail, load, out, session
+from .output import EXIT_FAILED, EXIT_INVALID, configure_logging, fail, load, out, session
 
 PARALLEL_READS = 4
 """Databases whose status is read at once."""
@@ -197,29 +196,6 @@ def plan(
         print(json.dumps(result))
 
 
-@contextmanager
-def progress_bar(total: int, quiet: bool) -> Iterator[Callable[[TargetResult], None]]:
-    """A progress bar on stderr while targets are migrated (none with --json or when stderr is
-    not a terminal); yields the callback each finished target calls."""
-    if quiet or not err.is_terminal:
-        yield lambda _result: None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("migrating", total=total)
-
-        def advance(result: TargetResult) -> None:
-            bar.update(task, advance=1, description=f"migrating {result.target}")
-
-        yield advance
-
-
 def canary_ids(canary: str | None) -> list[str]:
     """`--canary a,b` as a list."""
     return [part.strip() for part in (canary or "").split(",") if part.strip()]
@@ -303,7 +279,7 @@ def apply(
                 label="refused",
                 targets=rows,
             )
-        with progress_bar(len(targets), as_json) as done:
+        with progress(len(targets), "migrating", as_json, lambda r: r.target) as done:
             result = run_waves(
                 waves,
                 lambda label: apply_target(by_label[label], migrations, directory),
