@@ -85,7 +85,7 @@ class BridgeClusterStack(cdk.Stack):
         deployed by its own BridgeTenantStack. `cluster`: the catalog's `clusters.bridge`.
         `samples`: the sample functions' auth environment, to deploy the two pooled-compute
         samples (bridge-iam, bridge-secret)."""
-        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        super().__init__(scope, id_, **kwargs)
         capacity = cluster_capacity(cluster)
         self.host = DatabaseHost(
             self,
@@ -127,7 +127,7 @@ class BridgeTenantStack(cdk.Stack):
     """One bridge tenant: its secret and its database on the shared cluster."""
 
     def __init__(self, scope: Construct, id_: str, *, tenant: Tenant, **kwargs: object) -> None:
-        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        super().__init__(scope, id_, **kwargs)
         if tenant.tier != "bridge":
             raise ValueError(f"BridgeTenantStack: tenant {tenant.id!r} is in tier {tenant.tier!r}")
         cluster = HostReference.named(BRIDGE_HOST)

@@ -35,7 +35,7 @@ class PoolStack(cdk.Stack):
         **kwargs: object,
     ) -> None:
         """`settings`: the catalog's `pool:`; `cluster`: its `clusters.pool`."""
-        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        super().__init__(scope, id_, **kwargs)
         wrong_tier = [t.id for t in tenants if t.tier != "pool"]
         if wrong_tier:
             raise ValueError(f"PoolStack: tenants {wrong_tier} are not in the pool tier")

@@ -32,7 +32,7 @@ class SiloTenantStack(cdk.Stack):
     ) -> None:
         """`migrations`: the application's migrations (the catalog's schema: directory), which
         the silo's provisioner applies to the tenant's database and rolls out (FleetMigration)."""
-        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        super().__init__(scope, id_, **kwargs)
         if tenant.tier != "silo" or tenant.silo is None:
             raise ValueError(f"SiloTenantStack: tenant {tenant.id!r} is in tier {tenant.tier!r}")
         self.host = DatabaseHost(

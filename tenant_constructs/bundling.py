@@ -36,7 +36,7 @@ def wheel_platforms(architecture: lambda_.Architecture) -> list[str]:
 
 def wheelhouse_for(architecture: lambda_.Architecture) -> Path:
     """Where `make setup` keeps the Lambda's wheels for one architecture."""
-    return WHEELHOUSE / architecture.name
+    return WHEELHOUSE / str(architecture.name)
 
 
 def _source_files() -> list[Path]:

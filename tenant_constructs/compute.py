@@ -60,11 +60,13 @@ FORBIDDEN_TENANT_TAGS = [
 
 def db_user_arn(scope: Construct, resource_id: str, user: str) -> str:
     """`arn:<partition>:rds-db:<region>:<account>:dbuser:<resource id>/<user>`."""
-    return cdk.Stack.of(scope).format_arn(
-        service="rds-db",
-        resource="dbuser",
-        resource_name=f"{resource_id}/{user}",
-        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    return str(
+        cdk.Stack.of(scope).format_arn(
+            service="rds-db",
+            resource="dbuser",
+            resource_name=f"{resource_id}/{user}",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
     )
 
 

@@ -43,11 +43,13 @@ def tls_environment(ca_bundle: str | None = None) -> dict[str, str]:
 
 def host_secrets_arn(scope: Construct) -> str:
     """ARN pattern of every tenantkit secret; pair it with the host-tag condition."""
-    return cdk.Stack.of(scope).format_arn(
-        service="secretsmanager",
-        resource="secret",
-        resource_name="tenantkit/*",
-        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    return str(
+        cdk.Stack.of(scope).format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name="tenantkit/*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
     )
 
 
@@ -150,4 +152,4 @@ class DatabaseFunction(Construct):
         """The function's logical id (for acknowledgements that name it)."""
         cfn = self.function.node.default_child
         assert isinstance(cfn, cdk.CfnElement)
-        return cdk.Stack.of(self).resolve(cfn.logical_id)  # type: ignore[no-any-return]
+        return str(cdk.Stack.of(self).resolve(cfn.logical_id))

@@ -32,11 +32,13 @@ def host_key(scope: Construct, id_: str, *, host: str) -> kms.Key:
 
 
 def _log_group_arn(scope: Construct, name_pattern: str) -> str:
-    return cdk.Stack.of(scope).format_arn(
-        service="logs",
-        resource="log-group",
-        resource_name=name_pattern,
-        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    return str(
+        cdk.Stack.of(scope).format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=name_pattern,
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
     )
 
 

@@ -101,11 +101,13 @@ class HostReference:
 
     def service_token(self, scope: Construct) -> str:
         """ARN of the host's provisioner (the custom-resource framework function)."""
-        return cdk.Stack.of(scope).format_arn(
-            service="lambda",
-            resource="function",
-            resource_name=self.names.provisioner_function,
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        return str(
+            cdk.Stack.of(scope).format_arn(
+                service="lambda",
+                resource="function",
+                resource_name=self.names.provisioner_function,
+                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+            )
         )
 
     def secrets_key(self, scope: Construct, id_: str) -> kms.IKey:

@@ -150,7 +150,7 @@ def test_compute_security_group_reaches_only_the_database_and_secrets_manager(
 
 
 def test_silo_stacks_state_what_they_consume_of_the_default_quotas(synth: Synth) -> None:
-    annotations = Annotations.from_stack(synth.app.node.find_child(SILO))  # type: ignore[arg-type]
+    annotations = Annotations.from_stack(synth.app.node.find_child(SILO))
     annotations.has_info("/" + SILO, Match.string_like_regexp("1 VPC \\(default quota 5"))
 
 
@@ -159,7 +159,7 @@ def test_more_silos_than_the_vpc_quota_warn_at_synth() -> None:
     app = cdk.App(context=cdk_context())
     build_app(app, catalog)
     stack = app.node.find_child("tenantkit-silo-s0")
-    Annotations.from_stack(stack).has_warning(  # type: ignore[arg-type]
+    Annotations.from_stack(stack).has_warning(
         "/tenantkit-silo-s0", Match.string_like_regexp("VPCs per Region: 6 of 5")
     )
 
