@@ -19,8 +19,14 @@ import psycopg
 
 from lambda_src.core.connection import ConnectionSettings, RetryPolicy, first_line
 from lambda_src.core.errors import TenantkitError
-from lambda_src.migrations.apply import DatabaseStatus, apply_migrations, database_status
+from lambda_src.migrations.apply import (
+    AfterEach,
+    DatabaseStatus,
+    apply_migrations,
+    database_status,
+)
 from lambda_src.migrations.files import Migration
+from lambda_src.migrations.pool import protect_new_tables
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.migrate import MIGRATE_REQUEST
@@ -51,6 +57,8 @@ class MigrationTarget:
     """The role the files run as: the tenant's objects role, or the pool's owner."""
     settings: ConnectionSettings
     """The admin, connected to the target database."""
+    after_each: AfterEach | None = None
+    """The pool's: put every new table of a tenant schema under the tenant policies."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,13 @@ def local_targets(
     if pool:
         if any(status.get((t.id, "pool")) in _MIGRATED_STATUSES for t in pool):
             settings = servers.server_for_pool().admin_settings(POOL.database)
+            schema = catalog.schema
+            assert schema is not None  # migrations come from it
+            protect = protect_new_tables(schema.tenant_schemas, schema.shared_tables)
             targets.append(
-                MigrationTarget(POOL_TARGET, "pool", POOL.database, POOL.owner_role, settings)
+                MigrationTarget(
+                    POOL_TARGET, "pool", POOL.database, POOL.owner_role, settings, protect
+                )
             )
         else:
             skipped.append(Skipped(POOL_TARGET, "pool", "no pool tenant is provisioned yet"))
@@ -128,7 +141,9 @@ def apply_target(
     error, naming the tenant (or the pool database) and the file; the engine rolled it back."""
     if target.label == POOL_TARGET:
         with _connect(target) as conn:
-            result = apply_migrations(conn, migrations, role=target.role)
+            result = apply_migrations(
+                conn, migrations, role=target.role, after_each=target.after_each
+            )
         if result.failed is None:
             return Outcome(result.applied, result.current)
         failed = result.failed

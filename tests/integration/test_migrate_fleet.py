@@ -44,7 +44,15 @@ CREATE TABLE items (
 """
 FLEET = ["alpha", "bravo", "charlie", "solo", "(pool)"]
 """The rollout's targets: the tenant databases in catalog order, then the pool database."""
-V2 = "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL);\n"
+V2 = """\
+CREATE TABLE notes (
+    tenant_id text NOT NULL DEFAULT current_user,
+    id bigint NOT NULL,
+    body text NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+"""
+"""Protectable in the pool (led by tenant_id), like every table a tenant schema gets there."""
 
 
 @pytest.fixture
@@ -137,16 +145,18 @@ def test_a_fleet_is_migrated_in_waves_stops_on_a_failure_and_converges(workdir: 
             owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'items'")
             assert owner.fetchone() == (tenant_names(tenant_id).objects_role,)
 
-    # in the pool the table belongs to the pool's owner, and until it is put under the tenant
-    # policies the application's runtime role cannot touch it (fail closed)
+    # in the pool the new table belongs to the pool's owner and is under the tenant policies:
+    # FORCE row-level security, the isolation policy, the runtime's grants
     pool = server_of(workdir, "alpha").superuser_settings(POOL.database)
     with psycopg.connect(**pool.connect_kwargs()) as conn:
         row = conn.execute(
-            "SELECT tableowner, has_table_privilege(%s, 'public.items', 'SELECT') "
-            "FROM pg_tables WHERE schemaname = 'public' AND tablename = 'items'",
+            "SELECT c.relowner::regrole::text, c.relrowsecurity, c.relforcerowsecurity, "
+            "has_table_privilege(%s, c.oid, 'SELECT'), "
+            "(SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) "
+            "FROM pg_class c WHERE c.oid = 'public.items'::regclass",
             (POOL.runtime_role,),
         ).fetchone()
-    assert row == (POOL.owner_role, False)
+    assert row == (POOL.owner_role, True, True, True, 2)
 
     # a second apply is a no-op
     code, again = tenantctl(workdir, "migrate", "apply")
@@ -310,3 +320,48 @@ def test_bad_wave_options_are_refused_naming_the_option(workdir: Path) -> None:
 
     assert code == EXIT_INVALID
     assert "--canary names targets that are not in the rollout" in result["error"]
+
+
+POOL_ONLY = """\
+schema:
+  directory: migrations
+  shared_tables: [countries]
+tenants:
+  - id: shared-one
+    tier: pool
+"""
+
+
+def test_a_pool_migration_whose_table_cannot_be_protected_is_refused_and_rolled_back(
+    workdir: Path,
+) -> None:
+    (workdir / "tenants.yaml").write_text(POOL_ONLY)
+    code, result = tenantctl(workdir, "onboard", "shared-one", "--tier", "pool")
+    assert code == 0, result
+    # GIVEN a migration that makes a table with no tenant_id in the tenant schema, and one
+    # declared shared (reference data)
+    (workdir / "migrations" / "V2__countries.sql").write_text(
+        "CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);\n"
+    )
+    (workdir / "migrations" / "V3__audit.sql").write_text(
+        "CREATE TABLE audit (id bigint PRIMARY KEY, what text);\n"
+    )
+
+    code, applied = tenantctl(workdir, "migrate", "apply")
+
+    # THEN V1 (items) and V2 (shared) apply, V3 is refused naming the table and the rule
+    assert code == EXIT_FAILED
+    assert by_target(applied, "current") == {"(pool)": 2}
+    error = by_target(applied, "error")["(pool)"]
+    assert "V3__audit.sql creates public.audit" in error
+    assert "tenant_id" in error
+    pool = server_of(workdir, "shared-one").superuser_settings(POOL.database)
+    with psycopg.connect(**pool.connect_kwargs()) as conn:
+        assert conn.execute("SELECT to_regclass('public.audit')").fetchone() == (None,)
+        # the shared table: the runtime reads it and cannot write it
+        rights = conn.execute(
+            "SELECT has_table_privilege(%s, 'public.countries', 'SELECT'), "
+            "has_table_privilege(%s, 'public.countries', 'INSERT')",
+            (POOL.runtime_role, POOL.runtime_role),
+        ).fetchone()
+    assert rights == (True, False)
