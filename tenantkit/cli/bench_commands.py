@@ -2,8 +2,9 @@
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,6 +12,28 @@ from rich.table import Table
 from ..embedded_pg import EmbeddedPostgresError
 from ..synth import REPO_ROOT
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, configure_logging, err, fail, out
+
+
+def _on_fresh_server(
+    run: Callable[[Path, Any, Callable[[str], None]], dict[str, Any]],
+    config: Any,
+    work_dir: Path,
+    out_json: Path,
+) -> dict[str, Any]:
+    """Run a benchmark on its own embedded server in an emptied `work_dir` (the server user
+    must reach it when running as root), with progress on stderr; write its JSON."""
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    work_dir.chmod(0o711)
+    try:
+        results = run(
+            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
+        )
+    except EmbeddedPostgresError as error:
+        fail(EXIT_ENVIRONMENT, str(error), False, label="embedded PostgreSQL")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 def bench_rls(
@@ -63,17 +86,7 @@ def bench_rls(
         check_config(config)
     except ValueError as error:
         fail(EXIT_INVALID, str(error), False, label="invalid")
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
-    work_dir.chmod(0o711)  # the server user must reach it when running as root
-    try:
-        results = run_rls_bench(
-            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
-        )
-    except EmbeddedPostgresError as error:
-        fail(EXIT_ENVIRONMENT, str(error), False, label="embedded PostgreSQL")
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    results = _on_fresh_server(run_rls_bench, config, work_dir, out_json)
     table = Table(
         title=f"RLS benchmark ({tenants} tenants x {rows_per_tenant} rows, "
         f"{timed_per_variant(config)} requests per variant)"
@@ -135,17 +148,7 @@ def bench_onboard(
     config = OnboardBenchConfig(
         bridge_tenants=bridge_tenants, concurrent=concurrent, pool_tenants=pool_tenants
     )
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
-    work_dir.chmod(0o711)  # the server user must reach it when running as root
-    try:
-        results = run_onboard_bench(
-            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
-        )
-    except EmbeddedPostgresError as error:
-        fail(EXIT_ENVIRONMENT, str(error), False, label="embedded PostgreSQL")
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    results = _on_fresh_server(run_onboard_bench, config, work_dir, out_json)
     bridge, parallel, pool = results["bridge"], results["concurrent"], results["pool"]
     table = Table(title="onboarding benchmark")
     for column in ("what", "median", "p95", "note"):
@@ -258,17 +261,7 @@ def bench_migrate(
 
     configure_logging(False)
     config = MigrateBenchConfig(bridge_tenants=bridge_tenants)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
-    work_dir.chmod(0o711)  # the server user must reach it when running as root
-    try:
-        results = run_migrate_bench(
-            work_dir, config, lambda step: err.print(f"[dim]{step}[/dim]", highlight=False)
-        )
-    except EmbeddedPostgresError as error:
-        fail(EXIT_ENVIRONMENT, str(error), False, label="embedded PostgreSQL")
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    results = _on_fresh_server(run_migrate_bench, config, work_dir, out_json)
     plot(results, plot_path)
     overhead = results["overhead"]
     table = Table(title=f"migrations across {overhead['tenants']} bridge tenant databases")
