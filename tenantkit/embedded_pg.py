@@ -170,7 +170,39 @@ def find_server(
     )
 
 
-def _free_port() -> int:
+def unprivileged_server_user() -> pwd.struct_passwd | None:
+    """As root, the user local servers run as (`postgres`, or $TENANTKIT_PG_USER): initdb,
+    pg_ctl and PgBouncer refuse to run as root. None when not root (they run as the caller)."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get(env_names.PG_USER, "postgres")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise EmbeddedPostgresError(
+            f"running as root, the server must run as an unprivileged user, but user "
+            f"{name!r} does not exist: create it (useradd --system {name}), set "
+            f"{env_names.PG_USER}, or run as a normal user"
+        ) from None
+
+
+def run_as(
+    user: pwd.struct_passwd | None,
+    *args: str | Path,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command as `user` (runuser, as root) or as the caller (None); `env` adds variables."""
+    command = [str(a) for a in args]
+    if env:
+        command = ["env", *(f"{key}={value}" for key, value in env.items()), *command]
+    if user is not None:
+        command = ["runuser", "-u", user.pw_name, "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (a server may still race for it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -269,23 +301,10 @@ class EmbeddedPostgres:
     # -- running commands as the server user ------------------------------------------------
     @staticmethod
     def _pick_server_user() -> pwd.struct_passwd | None:
-        if os.geteuid() != 0:
-            return None
-        name = os.environ.get(env_names.PG_USER, "postgres")
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            raise EmbeddedPostgresError(
-                f"running as root, the server must run as an unprivileged user, but user "
-                f"{name!r} does not exist: create it (useradd --system {name}), set "
-                f"{env_names.PG_USER}, or run as a normal user"
-            ) from None
+        return unprivileged_server_user()
 
     def _run(self, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        command = [str(a) for a in args]
-        if self._server_user is not None:
-            command = ["runuser", "-u", self._server_user.pw_name, "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        return run_as(self._server_user, *args, timeout=timeout)
 
     def _give_to_server_user(self, path: Path) -> None:
         if self._server_user is None:
@@ -460,7 +479,7 @@ class EmbeddedPostgres:
         attempts = 0
         while port is None:
             attempts += 1
-            candidate = _free_port()
+            candidate = free_port()
             result = self._run(
                 self.bindir / "pg_ctl",
                 "start",
