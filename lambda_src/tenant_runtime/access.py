@@ -86,6 +86,10 @@ class AccessConfig:
     db_resource_id: str | None = None
     """Bridge patterns: the cluster's resource id; set, the assumed session is also narrowed
     by a session policy to the tenant's own db user and secret (token vending)."""
+    prepared_statements: bool = False
+    """Pool patterns: let psycopg prepare statements on the server (tenant_transaction). Off by
+    default: wrong behind PgBouncer < 1.21 in transaction mode, pinning behind RDS Proxy. On
+    for a direct connection or PgBouncer 1.21+ with max_prepared_statements > 0."""
 
     def __post_init__(self) -> None:
         missing = []
@@ -111,6 +115,11 @@ class AccessConfig:
         port = env.get(env_names.DB_PORT, "5432")
         if not port.isdigit():
             raise ValueError(f"{env_names.DB_PORT} must be a number, not {port!r}")
+        prepared = env.get(env_names.DB_PREPARED_STATEMENTS, "false")
+        if prepared not in ("true", "false"):
+            raise ValueError(
+                f"{env_names.DB_PREPARED_STATEMENTS} must be true or false, not {prepared!r}"
+            )
         return cls(
             pattern=pattern,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -120,6 +129,7 @@ class AccessConfig:
             silo_tenant=env.get(env_names.SILO_TENANT) or None,
             tenant_access_role_arn=env.get(env_names.TENANT_ACCESS_ROLE_ARN) or None,
             db_resource_id=env.get(env_names.DB_RESOURCE_ID) or None,
+            prepared_statements=prepared == "true",
         )
 
 
@@ -211,7 +221,11 @@ class TenantDataAccess:
                 f"this compute serves tenant {self.config.silo_tenant!r} only, not {tenant!r}"
             )
         if self.config.pattern.tier == "pool":
-            with self._pooled().connection() as conn, tenant_transaction(conn, tenant):
+            prepared = self.config.prepared_statements
+            with (
+                self._pooled().connection() as conn,
+                tenant_transaction(conn, tenant, prepared_statements=prepared),
+            ):
                 yield conn
             return
         conn = self._open(tenant)

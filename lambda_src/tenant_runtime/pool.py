@@ -26,6 +26,11 @@ _BEGIN_AS_TENANT = sql.SQL("BEGIN; SET LOCAL {} = ").format(
 # WITH HOLD cursors outlive COMMIT: close them before it, so nothing read as this tenant
 # remains fetchable by the connection's next user.
 _END = b"CLOSE ALL; COMMIT"
+_ROLLBACK = b"ROLLBACK"
+# These and the first message go with prepare=False: psycopg would otherwise prepare ROLLBACK
+# once it has run prepare_threshold times, and behind a transaction pooler that Parse fails on a
+# server connection where another client has a statement of that name, leaving the transaction
+# open (every later tenant_transaction on the connection then refused it as not idle).
 
 
 @lru_cache(maxsize=4096)
@@ -46,15 +51,31 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
     `with tenant_transaction(conn, tenant_id) as conn:` commits when the body returns and rolls
     back when it raises. The connection must be idle (not inside a transaction); its autocommit
     setting is restored afterwards. The id is validated against the tenant-id rules before
-    anything is sent.
+    anything is sent. If the first message fails (BEGIN and the setting), the connection is
+    rolled back and left idle for its next user, and the error is raised.
+
+    `prepared_statements=False` (the default): no statement of the transaction is prepared on
+    the server, whatever the connection's `prepare_threshold` says. Behind a transaction-mode
+    pooler (PgBouncer before 1.21, or with max_prepared_statements = 0) the next transaction
+    runs on another server connection, where psycopg's `_pg3_<n>` statements do not exist or
+    are another client's; RDS Proxy pins the session on a prepared statement. True: the
+    connection's own setting applies (a direct connection, PgBouncer 1.21+ with
+    max_prepared_statements > 0).
     """
 
     def __init__(
-        self, conn: psycopg.Connection[Any], tenant_id: str, *, allow_probes: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        tenant_id: str,
+        *,
+        allow_probes: bool = False,
+        prepared_statements: bool = False,
     ) -> None:
         self._conn = conn
         self._begin = _begin_as(tenant_id, allow_probes)
         self._autocommit = conn.autocommit
+        self._prepared_statements = prepared_statements
+        self._prepare_threshold = conn.prepare_threshold
 
     def __enter__(self) -> psycopg.Connection[Any]:
         conn = self._conn
@@ -62,9 +83,17 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
             raise TenantContextError(
                 "tenant_transaction needs an idle connection: it opens its own transaction"
             )
-        if not self._autocommit:
-            conn.autocommit = True  # BEGIN is ours, sent together with the setting
-        conn.execute(self._begin)
+        if not self._prepared_statements:
+            conn.prepare_threshold = None
+        try:
+            if not self._autocommit:
+                conn.autocommit = True  # BEGIN is ours, sent together with the setting
+            conn.execute(self._begin, prepare=False)
+        except BaseException:
+            # BEGIN may have run and the setting failed (or the wait was interrupted): no
+            # __exit__ follows a failed __enter__, so leave the connection idle here.
+            self._end(rollback=True)
+            raise
         return conn
 
     def __exit__(
@@ -74,18 +103,38 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
         tb: TracebackType | None,
     ) -> None:
         conn = self._conn
+        if exc_type is not None:
+            self._end(rollback=True)
+            return
         try:
             if conn.closed:
                 return
             status = _status(conn)
-            if exc_type is not None:
-                if status != TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
-            elif status == TransactionStatus.INTRANS:
-                conn.execute(_END)
+            if status == TransactionStatus.INTRANS:
+                conn.execute(_END, prepare=False)
             elif status == TransactionStatus.INERROR:
-                conn.execute("ROLLBACK")
+                conn.execute(_ROLLBACK, prepare=False)
                 raise TenantContextError("the transaction failed and was rolled back")
         finally:
-            if not self._autocommit and not conn.closed and _status(conn) == TransactionStatus.IDLE:
-                conn.autocommit = False
+            self._restore()
+
+    def _end(self, *, rollback: bool) -> None:
+        """Roll back whatever is open (never raising over the error being handled), then
+        restore the connection's settings."""
+        conn = self._conn
+        try:
+            if rollback and not conn.closed and _status(conn) != TransactionStatus.IDLE:
+                conn.execute(_ROLLBACK, prepare=False)
+        except psycopg.Error:
+            # A connection that cannot even roll back is of no use to anyone: closed, a pool
+            # replaces it (a broken one psycopg has closed already).
+            if not conn.closed and _status(conn) != TransactionStatus.IDLE:
+                conn.close()
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        conn = self._conn
+        conn.prepare_threshold = self._prepare_threshold
+        if not self._autocommit and not conn.closed and _status(conn) == TransactionStatus.IDLE:
+            conn.autocommit = False

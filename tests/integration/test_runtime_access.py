@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
 from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, RetryPolicy
-from lambda_src.core.environment import SSL_ROOT_CERT
+from lambda_src.core.environment import DB_PREPARED_STATEMENTS, SSL_ROOT_CERT
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.events import provider_event
 from lambda_src.provisioner.handler import handle
@@ -408,6 +408,15 @@ def test_configuration_errors_name_what_is_missing() -> None:
         AccessConfig(pattern=Pattern.BRIDGE_SECRET, region="us-east-1")
     with pytest.raises(ValueError, match="TENANTKIT_PATTERN must be one of"):
         AccessConfig.from_env({"TENANTKIT_PATTERN": "shared-everything"})
+    with pytest.raises(ValueError, match="TENANTKIT_DB_PREPARED_STATEMENTS must be true or false"):
+        AccessConfig.from_env({"TENANTKIT_PATTERN": "pool-secret", DB_PREPARED_STATEMENTS: "yes"})
+
+
+def test_prepared_statements_are_off_unless_the_environment_turns_them_on() -> None:
+    pool = {"TENANTKIT_PATTERN": "pool-secret"}
+    assert AccessConfig.from_env(pool).prepared_statements is False
+    on = AccessConfig.from_env({**pool, DB_PREPARED_STATEMENTS: "true"})
+    assert on.prepared_statements is True
 
 
 # -- the six sample functions, run locally -------------------------------------------------------
