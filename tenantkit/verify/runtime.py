@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from psycopg import sql
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.tenancy import POOL
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 from lambda_src.tenant_runtime import (
     AccessConfig,
     Pattern,
@@ -93,6 +93,9 @@ def run_runtime_attacks(pool_runtime: ConnectionSettings | None = None) -> list[
     }
     if pool_runtime is not None:
         attacks["tenant setting left on a pooled connection"] = lambda: _reset_clears(pool_runtime)
+        attacks["session SET by one client read by the next (transaction pooler)"] = lambda: (
+            _session_set_stays_with_its_client(pool_runtime)
+        )
     results = []
     for name, attack in attacks.items():
         blocked, detail = attack()
@@ -112,3 +115,25 @@ def _reset_clears(settings: ConnectionSettings) -> tuple[bool, str]:
     if value == ("",) and cursors == (0,):
         return True, "the pool's reset cleared the setting and the held cursor"
     return False, f"after reset: setting {value}, {cursors} cursor(s)"
+
+
+def _session_set_stays_with_its_client(settings: ConnectionSettings) -> tuple[bool, str]:
+    """One client sets a tenant for its session and goes away; the next client, with no tenant
+    of its own, must see no rows. Straight to the server they are two sessions. Behind a
+    transaction-mode pooler (PgBouncer serves the next client from the server connection it
+    released last) the SET stays on the server connection unless the pooler resets it after
+    every transaction (PgBouncer: server_reset_query_always = 1)."""
+    setting = sql.Identifier(*POOL.tenant_setting.split("."))
+    projects = sql.SQL("SELECT tenant_id FROM {}.projects").format(
+        sql.Identifier(POOL.sample_schema)
+    )
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as first:
+        first.execute(sql.SQL("SET {} = {}").format(setting, sql.Literal(PROBE_TENANT_IDS[1])))
+        (set_on,) = first.execute("SELECT pg_backend_pid()").fetchone() or (None,)
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as second:
+        tenants = {row[0] for row in second.execute(projects)}
+        (read_on,) = second.execute("SELECT pg_backend_pid()").fetchone() or (None,)
+    where = "the same server backend" if set_on == read_on else "another server backend"
+    if tenants:
+        return False, f"the next client read {sorted(tenants)} on {where}"
+    return True, f"the next client read 0 rows ({where})"

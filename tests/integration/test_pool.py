@@ -617,7 +617,7 @@ def test_runtime_attacks_are_blocked_and_a_pool_without_reset_is_caught(
     from tenantkit.verify import runtime as runtime_attacks
 
     results = run_runtime_attacks(pool)
-    assert len(results) == 10
+    assert len(results) == 11
     assert [r.attack for r in results if not r.blocked] == []
     monkeypatch.setattr(runtime_attacks, "reset_pooled_connection", lambda conn: None)
     leaks = [r.attack for r in run_runtime_attacks(pool) if not r.blocked]
