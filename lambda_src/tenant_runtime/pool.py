@@ -1,44 +1,14 @@
-"""The pool tier's tenant context: a transaction that sees exactly one tenant's rows."""
+"""The pool tier's tenant context: a transaction that sees exactly one tenant's rows.
 
-from functools import lru_cache
+The messages it sends are context.py's (shared with pool_async and orm)."""
+
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from ..tenancy import POOL, validate_tenant_id
-
-
-class TenantContextError(RuntimeError):
-    """The tenant context could not be opened or ended as asked."""
-
-
-# BEGIN and the setting travel in one message (simple-query protocol; the id, already checked
-# against the tenant-id rules, escaped by psycopg.sql.Literal): the transaction's first round
-# trip carries both, so setting the tenant costs no extra round trip. SET LOCAL (set_config(...,
-# true) without a result row to send back) ends with COMMIT or ROLLBACK and never leaks into
-# the next use of a pooled connection.
-_BEGIN_AS_TENANT = sql.SQL("BEGIN; SET LOCAL {} = ").format(
-    sql.Identifier(*POOL.tenant_setting.split("."))
-)
-# WITH HOLD cursors outlive COMMIT: close them before it, so nothing read as this tenant
-# remains fetchable by the connection's next user.
-_END = b"CLOSE ALL; COMMIT"
-_ROLLBACK = b"ROLLBACK"
-# These and the first message go with prepare=False: psycopg would otherwise prepare ROLLBACK
-# once it has run prepare_threshold times, and behind a transaction pooler that Parse fails on a
-# server connection where another client has a statement of that name, leaving the transaction
-# open (every later tenant_transaction on the connection then refused it as not idle).
-
-
-@lru_cache(maxsize=4096)
-def _begin_as(tenant_id: str, allow_probes: bool) -> bytes:
-    """The first message of a tenant's transaction, rendered once per tenant id (validated
-    here, before anything can be sent)."""
-    valid = validate_tenant_id(tenant_id, allow_probes=allow_probes)
-    return sql.Composed([_BEGIN_AS_TENANT, sql.Literal(valid)]).as_bytes(None)
+from .context import END_AS_TENANT, ROLLBACK, TenantContextError, begin_as_tenant
 
 
 def _status(conn: psycopg.Connection[Any]) -> TransactionStatus:
@@ -72,7 +42,7 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
         prepared_statements: bool = False,
     ) -> None:
         self._conn = conn
-        self._begin = _begin_as(tenant_id, allow_probes)
+        self._begin = begin_as_tenant(tenant_id, allow_probes)
         self._autocommit = conn.autocommit
         self._prepared_statements = prepared_statements
         self._prepare_threshold = conn.prepare_threshold
@@ -111,9 +81,9 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
                 return
             status = _status(conn)
             if status == TransactionStatus.INTRANS:
-                conn.execute(_END, prepare=False)
+                conn.execute(END_AS_TENANT, prepare=False)
             elif status == TransactionStatus.INERROR:
-                conn.execute(_ROLLBACK, prepare=False)
+                conn.execute(ROLLBACK, prepare=False)
                 raise TenantContextError("the transaction failed and was rolled back")
         finally:
             self._restore()
@@ -124,7 +94,7 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
         conn = self._conn
         try:
             if rollback and not conn.closed and _status(conn) != TransactionStatus.IDLE:
-                conn.execute(_ROLLBACK, prepare=False)
+                conn.execute(ROLLBACK, prepare=False)
         except psycopg.Error:
             # A connection that cannot even roll back is of no use to anyone: closed, a pool
             # replaces it (a broken one psycopg has closed already).

@@ -16,6 +16,7 @@ from psycopg.pq import TransactionStatus
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 from lambda_src.tenant_runtime import AccessConfig, Pattern, TenantDataAccess, tenant_transaction
+from lambda_src.tenant_runtime import context as runtime_context
 from lambda_src.tenant_runtime import pool as runtime_pool
 from tenantkit.pgbouncer import PGBOUNCER_VERSION, RunningPgBouncer
 from tenantkit.verify.soak import run_soak
@@ -168,7 +169,7 @@ def test_failed_tenant_transactions_never_prepare_rollback(
 def first_message_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """The next tenant_transaction's first message fails after its BEGIN ran (a server error
     inside the message that opens the transaction); later ones are as usual."""
-    real = runtime_pool._begin_as
+    real = runtime_context.begin_as_tenant
     calls = {"n": 0}
 
     def begin_as(tenant_id: str, allow_probes: bool) -> bytes:
@@ -177,7 +178,7 @@ def first_message_fails(monkeypatch: pytest.MonkeyPatch) -> None:
             return b"BEGIN; SELECT 1 / 0"
         return real(tenant_id, allow_probes)
 
-    monkeypatch.setattr(runtime_pool, "_begin_as", begin_as)
+    monkeypatch.setattr(runtime_pool, "begin_as_tenant", begin_as)
 
 
 @pytest.mark.usefixtures("first_message_fails")

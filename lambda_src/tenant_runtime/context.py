@@ -1,0 +1,55 @@
+"""The pool tier's tenant context on the wire: the messages that open and end a transaction
+scoped to one tenant, shared by the sync, asyncio and SQLAlchemy integrations.
+
+Each integration sends exactly these bytes; none builds SQL of its own around a tenant id.
+"""
+
+from functools import lru_cache
+
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from ..tenancy import POOL, validate_tenant_id
+
+
+class TenantContextError(RuntimeError):
+    """The tenant context could not be opened or ended as asked."""
+
+
+# BEGIN and the setting travel in one message (simple-query protocol; the id, already checked
+# against the tenant-id rules, escaped by psycopg.sql.Literal): the transaction's first round
+# trip carries both, so setting the tenant costs no extra round trip. SET LOCAL (set_config(...,
+# true) without a result row to send back) ends with COMMIT or ROLLBACK and never leaks into
+# the next use of a pooled connection.
+_BEGIN_AS_TENANT = sql.SQL("BEGIN; SET LOCAL {} = ").format(
+    sql.Identifier(*POOL.tenant_setting.split("."))
+)
+
+END_AS_TENANT = b"CLOSE ALL; COMMIT"
+"""The last message of a tenant's transaction. WITH HOLD cursors outlive COMMIT: closed before
+it, nothing read as this tenant remains fetchable by the connection's next user."""
+
+ROLLBACK = b"ROLLBACK"
+"""How a tenant's transaction ends when it fails."""
+
+# These and the first message go with prepare=False: psycopg would otherwise prepare ROLLBACK
+# once it has run prepare_threshold times, and behind a transaction pooler that Parse fails on a
+# server connection where another client has a statement of that name, leaving the transaction
+# open (every later tenant_transaction on the connection then refused it as not idle).
+
+
+@lru_cache(maxsize=4096)
+def begin_as_tenant(tenant_id: str, allow_probes: bool = False) -> bytes:
+    """The first message of a tenant's transaction, rendered once per tenant id (validated
+    here, before anything can be sent)."""
+    valid = validate_tenant_id(tenant_id, allow_probes=allow_probes)
+    return sql.Composed([_BEGIN_AS_TENANT, sql.Literal(valid)]).as_bytes(None)
+
+
+def is_idle(status: int) -> bool:
+    """Whether a libpq transaction status (`conn.info.transaction_status`) is IDLE: no
+    transaction open, none failed, nothing in flight."""
+    return TransactionStatus(status) == TransactionStatus.IDLE
+
+
+__all__ = ["END_AS_TENANT", "ROLLBACK", "TenantContextError", "begin_as_tenant", "is_idle"]
