@@ -1,0 +1,1 @@
+"""Example applications on the tenantkit runtime (documented in the README)."""
