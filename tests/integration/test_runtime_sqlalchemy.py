@@ -4,6 +4,7 @@ reaches the database (lazy and eager loads, joins, bulk UPDATE/DELETE, merge, fl
 and writing one tenant only; sessions reused across tenants; pooled engines shared by tenants."""
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -442,6 +443,22 @@ def test_a_statement_after_a_commit_in_sql_text_is_refused(
     with pytest.raises(TenantContextError, match="outside a tenant transaction"):
         commit_in_text_and_go_on()
     assert not any("projects" in s for s in statements)
+
+
+def test_a_commit_after_a_swallowed_error_is_refused_not_turned_into_a_rollback(
+    sessions: sessionmaker[Session], superuser: psycopg.Connection[Any]
+) -> None:
+    def write_then_swallow_an_error() -> None:
+        with tenant_session(sessions, "red") as session:
+            session.add(Project(tenant_id="red", project_id=31, name="written before"))
+            session.flush()
+            with contextlib.suppress(DBAPIError):
+                session.execute(text("SELECT 1 / 0"))
+            # the application carries on; PostgreSQL would answer COMMIT with ROLLBACK
+
+    with pytest.raises(TenantContextError, match="failed and was rolled back"):
+        write_then_swallow_an_error()
+    assert [r for r in all_rows(superuser, "projects") if r[1] == 31] == []
 
 
 # -- the wire: one round trip for BEGIN and the tenant, nothing left on the connection ---------
