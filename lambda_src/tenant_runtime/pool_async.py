@@ -8,9 +8,11 @@
 The same guarantees as the sync `tenant_transaction`, with the same messages (context.py): the
 id is validated before anything is sent, BEGIN and the transaction-local setting travel in one
 round trip, WITH HOLD cursors are closed before COMMIT, the connection must be idle, an error
-rolls back, autocommit is restored. Asyncio adds one case: a task cancelled while its statement
-is in flight leaves the connection busy, its transaction open on the server; such a connection
-is closed (the server ends the transaction with the session), never reused.
+rolls back (a failed first message included), autocommit is restored, and nothing is prepared
+on the server unless prepared_statements=True (a transaction-mode pooler may be in the path).
+Asyncio adds one case: a task cancelled while its statement runs. psycopg cancels the
+statement and the transaction is rolled back; a connection still busy after that would be
+closed (the server ends the transaction with the session), never handed on mid-transaction.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +24,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-from .context import END_AS_TENANT, TenantContextError, begin_as_tenant, is_idle
+from .context import END_AS_TENANT, ROLLBACK, TenantContextError, begin_as_tenant, is_idle
 
 
 def _status(conn: psycopg.AsyncConnection[Any]) -> TransactionStatus:
@@ -35,15 +37,24 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
     `async with async_tenant_transaction(conn, tenant_id) as conn:` commits when the body
     returns and rolls back when it raises. The connection must be idle; its autocommit setting
     is restored afterwards. The id is validated against the tenant-id rules before anything is
-    sent (here, in the constructor).
+    sent (here, in the constructor). `prepared_statements` as for tenant_transaction: False
+    (the default), nothing of the transaction is prepared on the server (a transaction-mode
+    pooler may be in the path); True, the connection's prepare_threshold applies.
     """
 
     def __init__(
-        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, *, allow_probes: bool = False
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        *,
+        allow_probes: bool = False,
+        prepared_statements: bool = False,
     ) -> None:
         self._conn = conn
         self._begin = begin_as_tenant(tenant_id, allow_probes)
         self._autocommit = conn.autocommit
+        self._prepared_statements = prepared_statements
+        self._prepare_threshold = conn.prepare_threshold
 
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
         conn = self._conn
@@ -51,10 +62,12 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
             raise TenantContextError(
                 "async_tenant_transaction needs an idle connection: it opens its own transaction"
             )
-        if not self._autocommit:
-            await conn.set_autocommit(True)  # BEGIN is ours, sent together with the setting
+        if not self._prepared_statements:
+            conn.prepare_threshold = None
         try:
-            await conn.execute(self._begin)
+            if not self._autocommit:
+                await conn.set_autocommit(True)  # BEGIN is ours, sent with the setting
+            await conn.execute(self._begin, prepare=False)
         except BaseException:
             # The body will not run and __aexit__ will not be called: end what the first
             # message may have opened here, so the connection is usable (or closed) after it.
@@ -77,14 +90,14 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
         status = _status(conn)
         try:
             if status == TransactionStatus.INTRANS:
-                await conn.execute(END_AS_TENANT)
+                await conn.execute(END_AS_TENANT, prepare=False)
             elif status == TransactionStatus.INERROR:
-                await conn.execute("ROLLBACK")
+                await conn.execute(ROLLBACK, prepare=False)
                 raise TenantContextError("the transaction failed and was rolled back")
         except BaseException:
             await self._end_failed()
             raise
-        await self._restore_autocommit()
+        await self._restore()
 
     async def _end_failed(self) -> None:
         """Roll back whatever is open; close a connection whose statement is still in flight
@@ -94,17 +107,18 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
         try:
             status = _status(conn)
             if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-                await conn.execute("ROLLBACK")
+                await conn.execute(ROLLBACK, prepare=False)
             elif status != TransactionStatus.IDLE:
                 await conn.close()
         except BaseException:
             await conn.close()
             raise
         finally:
-            await self._restore_autocommit()
+            await self._restore()
 
-    async def _restore_autocommit(self) -> None:
+    async def _restore(self) -> None:
         conn = self._conn
+        conn.prepare_threshold = self._prepare_threshold
         if not self._autocommit and not conn.closed and is_idle(conn.info.transaction_status):
             await conn.set_autocommit(False)
 
@@ -144,11 +158,19 @@ def async_tenant_pool(
 
 @asynccontextmanager
 async def async_tenant_connection(
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], tenant_id: str
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+    tenant_id: str,
+    *,
+    prepared_statements: bool = False,
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection inside async_tenant_transaction (committed when the body returns)."""
     begin_as_tenant(tenant_id)  # validated before a connection is borrowed
-    async with pool.connection() as conn, async_tenant_transaction(conn, tenant_id) as scoped:
+    async with (
+        pool.connection() as conn,
+        async_tenant_transaction(
+            conn, tenant_id, prepared_statements=prepared_statements
+        ) as scoped,
+    ):
         yield scoped
 
 

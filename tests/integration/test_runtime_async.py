@@ -192,6 +192,24 @@ async def test_a_first_message_that_fails_leaves_the_connection_idle_and_usable(
             assert {row[0] for row in await projects(conn)} == {"blue"}
 
 
+@pytest.mark.parametrize(("prepared_statements", "prepared"), [(False, 0), (True, 1)])
+async def test_nothing_is_prepared_on_the_server_unless_asked(
+    prepared_statements: bool, prepared: int, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # GIVEN a connection that would prepare a statement after its second run
+    conn.prepare_threshold = 2
+    async with async_tenant_transaction(conn, "red", prepared_statements=prepared_statements):
+        for _ in range(4):
+            await conn.execute(
+                "SELECT name FROM tenantkit_sample.projects WHERE project_id = %s", (1,)
+            )
+        cursor = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+        on_server = await cursor.fetchone()
+    # THEN the query is prepared only when asked, and the connection keeps its own threshold
+    assert on_server == (prepared,)
+    assert conn.prepare_threshold == 2
+
+
 # -- pooled connections ----------------------------------------------------------------------
 
 
