@@ -127,7 +127,9 @@ def install_tenant_context(engine: Engine | AsyncEngine) -> None:
     """Make `engine` open every transaction as the tenant its connection carries (idempotent).
 
     The engine must use the psycopg driver (`postgresql+psycopg://`) with
-    isolation_level="AUTOCOMMIT"; tenant_engine() and async_tenant_engine() create one so.
+    isolation_level="AUTOCOMMIT"; tenant_engine() and async_tenant_engine() create one so (and
+    turn psycopg's prepared statements off, which an engine of your own does with
+    connect_args={"prepare_threshold": None}).
     """
     sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     dialect = sync.dialect
@@ -146,25 +148,40 @@ def install_tenant_context(engine: Engine | AsyncEngine) -> None:
             event.listen(sync, name, listener)
 
 
-def _autocommit_options(options: dict[str, Any]) -> dict[str, Any]:
+def _tenant_engine_options(options: dict[str, Any], prepared_statements: bool) -> dict[str, Any]:
     if options.get("isolation_level", "AUTOCOMMIT") != "AUTOCOMMIT":
         raise TenantContextError(
             "a tenant engine runs with isolation_level='AUTOCOMMIT' at the driver "
             "(tenantkit sends BEGIN itself); transactions are READ COMMITTED"
         )
-    return {**options, "isolation_level": "AUTOCOMMIT"}
+    connect_args = dict(options.get("connect_args") or {})
+    if not prepared_statements:
+        # As tenant_transaction: psycopg prepares nothing on the server (a transaction-mode
+        # pooler may hand the next transaction another server connection).
+        connect_args["prepare_threshold"] = None
+    return {**options, "isolation_level": "AUTOCOMMIT", "connect_args": connect_args}
 
 
-def tenant_engine(url: str | sqlalchemy.URL, **options: Any) -> Engine:
-    """create_engine() for the pool database, with the tenant context installed."""
-    engine = sqlalchemy.create_engine(url, **_autocommit_options(options))
+def tenant_engine(
+    url: str | sqlalchemy.URL, *, prepared_statements: bool = False, **options: Any
+) -> Engine:
+    """create_engine() for the pool database, with the tenant context installed.
+
+    `prepared_statements=False` (the default) gives every connection prepare_threshold=None:
+    nothing is prepared on the server, as PgBouncer before 1.21 and RDS Proxy need; True leaves
+    psycopg's own threshold (a direct connection, PgBouncer 1.21+ with prepared statements).
+    """
+    engine = sqlalchemy.create_engine(url, **_tenant_engine_options(options, prepared_statements))
     install_tenant_context(engine)
     return engine
 
 
-def async_tenant_engine(url: str | sqlalchemy.URL, **options: Any) -> AsyncEngine:
-    """create_async_engine() for the pool database, with the tenant context installed."""
-    engine = _create_async_engine(url, **_autocommit_options(options))
+def async_tenant_engine(
+    url: str | sqlalchemy.URL, *, prepared_statements: bool = False, **options: Any
+) -> AsyncEngine:
+    """create_async_engine() for the pool database, with the tenant context installed
+    (`prepared_statements` as for tenant_engine)."""
+    engine = _create_async_engine(url, **_tenant_engine_options(options, prepared_statements))
     install_tenant_context(engine)
     return engine
 

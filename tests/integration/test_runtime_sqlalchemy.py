@@ -474,6 +474,25 @@ def test_begin_and_the_tenant_travel_in_one_message_and_commit_closes_held_curso
     assert len(statements) == 3
 
 
+@pytest.mark.parametrize(("prepared_statements", "prepared"), [(False, 0), (True, 1)])
+def test_a_tenant_engine_prepares_nothing_on_the_server_unless_asked(
+    prepared_statements: bool, prepared: int, pool: ConnectionSettings
+) -> None:
+    engine = tenant_engine(
+        "postgresql+psycopg://",
+        connect_args=pool.connect_kwargs(),
+        prepared_statements=prepared_statements,
+    )
+    try:
+        with tenant_session(engine, "red") as session:
+            for _ in range(8):  # past psycopg's prepare threshold (5)
+                session.execute(select(Project.name).where(Project.project_id == 1)).all()
+            on_server = session.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+    finally:
+        engine.dispose()
+    assert on_server == prepared
+
+
 def test_the_tenant_context_adds_no_round_trip_to_a_plain_sqlalchemy_transaction(
     pool: ConnectionSettings,
 ) -> None:
