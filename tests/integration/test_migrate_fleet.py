@@ -2,22 +2,19 @@
 a silo tenant and the pool brought to the newest migration in waves, a failure that stops the
 rollout, convergence, a tenant onboarded later, drift and bad directories."""
 
-import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
 
 from lambda_src.tenancy import POOL, tenant_names
 from tenantkit.cli import EXIT_FAILED, EXIT_INVALID, app
 from tenantkit.embedded_pg import EmbeddedPostgres
 from tenantkit.local import LocalSecrets
 
-runner = CliRunner()
+from .migrate_cli import by_target, make_workdir, runner, stop_servers, tenantctl
 
 CATALOG = """\
 schema:
@@ -59,36 +56,9 @@ CREATE TABLE notes (
 def workdir(pg_root: Path) -> Iterator[Path]:
     """A catalog with a migrations directory and a state directory of the test's own; the
     servers it starts are stopped afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="migrate-", dir=pg_root))
-    root.chmod(0o711)
-    (root / "tenants.yaml").write_text(CATALOG)
-    (root / "migrations").mkdir()
-    (root / "migrations" / "V1__items.sql").write_text(V1)
+    root = make_workdir(pg_root, CATALOG, {"V1__items.sql": V1})
     yield root
-    for data in (root / "state").glob("**/pg"):
-        EmbeddedPostgres(data).stop()
-
-
-def tenantctl(workdir: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    """Run a tenantctl command with --json on the workdir's catalog and state."""
-    result = runner.invoke(
-        app,
-        [
-            *args,
-            "--catalog",
-            str(workdir / "tenants.yaml"),
-            "--state-dir",
-            str(workdir / "state"),
-            "--json",
-        ],
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, result.stdout  # --json is one document
-    return result.exit_code, json.loads(lines[0])
-
-
-def by_target(document: dict[str, Any], field: str) -> dict[str, Any]:
-    return {t["target"]: t[field] for t in document["targets"]}
+    stop_servers(root)
 
 
 def server_of(workdir: Path, tenant_id: str) -> Any:
@@ -263,17 +233,26 @@ def test_one_tenant_with_drift_refuses_the_whole_rollout(workdir: Path) -> None:
     assert result["skipped"] == [
         {"target": "bravo", "tier": "bridge", "reason": "not provisioned yet: provision it first"}
     ]
-    code, result = tenantctl(workdir, "onboard", "bravo", "--tier", "bridge")
+    # GIVEN V1 edited after alpha applied it, then bravo onboarded (with the edited V1: no
+    # drift of its own), and V2 added
     (workdir / "migrations" / "V1__items.sql").write_text(V1.replace("name", "title"))
+    code, result = tenantctl(workdir, "onboard", "bravo", "--tier", "bridge")
+    assert code == 0, result
     (workdir / "migrations" / "V2__notes.sql").write_text(V2)
 
     code, refused = tenantctl(workdir, "migrate", "apply")
 
     assert code == EXIT_INVALID
     assert "alpha: V1 (V1__items.sql) changed after it was applied" in refused["error"]
-    # bravo (at V1 since its onboarding), which has no drift, was not touched either
+    assert "bravo" not in refused["error"]
+    # bravo, which has no drift, was not touched either; status says which one drifted
     code, status = tenantctl(workdir, "migrate", "status")
     assert by_target(status, "current") == {"alpha": 1, "bravo": 1}
+    assert by_target(status, "pending") == {"alpha": [2], "bravo": [2]}
+    drift = by_target(status, "drift")
+    assert drift["bravo"] == []
+    assert len(drift["alpha"]) == 1
+    assert drift["alpha"][0].startswith("V1 (V1__items.sql) changed after it was applied")
 
 
 def test_a_missing_migrations_directory_is_refused_naming_it(workdir: Path) -> None:
