@@ -1,0 +1,170 @@
+"""Bad input and faults through `tenantctl migrate` on the embedded servers: a bad migrations
+directory and a file failing half-way in one tenant of a wave. Each is an error naming the file
+or tenant; every database stays at its previous version or reaches the new one, and `migrate
+status` says which."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lambda_src.tenancy import tenant_names
+from tenantkit.cli import EXIT_FAILED, EXIT_INVALID
+
+from .migrate_cli import (
+    applied_versions,
+    as_superuser,
+    by_target,
+    make_workdir,
+    server_of,
+    stop_servers,
+    tenantctl,
+)
+
+CATALOG = """\
+schema:
+  directory: migrations
+tenants:
+  - id: alpha
+    tier: bridge
+  - id: bravo
+    tier: bridge
+  - id: charlie
+    tier: bridge
+  - id: solo
+    tier: silo
+"""
+FLEET = ["alpha", "bravo", "charlie", "solo"]
+V1 = """\
+CREATE TABLE items (
+    tenant_id text NOT NULL DEFAULT current_user,
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    name text NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+"""
+V2_NOTES = """\
+CREATE TABLE notes (
+    tenant_id text NOT NULL DEFAULT current_user,
+    id bigint NOT NULL,
+    body text NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+"""
+
+
+@pytest.fixture
+def workdir(pg_root: Path) -> Iterator[Path]:
+    """The fleet's catalog with V1; the servers it starts are stopped afterwards."""
+    root = make_workdir(pg_root, CATALOG, {"V1__items.sql": V1})
+    yield root
+    stop_servers(root)
+
+
+def provision(workdir: Path) -> None:
+    """Provision the catalog (every tenant database brought to V1 before it is active)."""
+    code, result = tenantctl(workdir, "run")
+    assert code == 0, result
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert code == 0, status
+    assert by_target(status, "current") == dict.fromkeys(FLEET, 1)
+
+
+def database(tenant_id: str) -> str:
+    return tenant_names(tenant_id).database
+
+
+# --- bad input: refused before any server starts --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("misnamed directory", ["migration does not exist"]),
+        ("two files with one version", ["V1__items.sql: version 1 is also V0001__again.sql"]),
+        ("a non-SQL file", ["notes.txt: not a .sql file"]),
+        ("a misnamed SQL file", ["V2_notes.sql: the name must be V<version>__<name>.sql"]),
+    ],
+)
+def test_a_bad_migrations_directory_is_refused_by_every_command_naming_the_file(
+    workdir: Path, case: str, named: list[str]
+) -> None:
+    # GIVEN a migrations directory with one mistake
+    migrations = workdir / "migrations"
+    if case == "misnamed directory":
+        catalog = workdir / "tenants.yaml"
+        catalog.write_text(
+            catalog.read_text().replace("directory: migrations", "directory: migration")
+        )
+    elif case == "two files with one version":
+        (migrations / "V0001__again.sql").write_text(V2_NOTES)
+    elif case == "a non-SQL file":
+        (migrations / "notes.txt").write_text("what V2 will do\n")
+    else:
+        (migrations / "V2_notes.sql").write_text(V2_NOTES)
+
+    for command in ("plan", "apply", "status"):
+        # WHEN any migrate command runs
+        code, result = tenantctl(workdir, "migrate", command)
+
+        # THEN it is refused naming the directory or file, before any server started
+        assert code == EXIT_INVALID, (command, result)
+        assert result["ok"] is False
+        for text in named:
+            assert text in result["error"], (command, result["error"])
+    assert not (workdir / "state" / "pg").exists()
+
+
+# --- a migration failing half-way -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_file_failing_half_way_in_one_tenant_of_a_wave_leaves_it_at_its_version(
+    workdir: Path,
+) -> None:
+    # GIVEN the fleet at V1, and V2 of two statements whose second fails in bravo only
+    provision(workdir)
+    (workdir / "migrations" / "V2__tags.sql").write_text(
+        "CREATE TABLE tags (tenant_id text NOT NULL DEFAULT current_user, id bigint NOT NULL,"
+        " PRIMARY KEY (tenant_id, id));\n"
+        "ALTER TABLE items ADD COLUMN note text;\n"
+    )
+    shared = server_of(workdir)
+    with as_superuser(shared, database("bravo")) as conn:
+        conn.execute("ALTER TABLE items ADD COLUMN note text")
+
+    # WHEN applied with the three bridge tenants in one wave, all at once
+    code, applied = tenantctl(
+        workdir, "migrate", "apply", "--group-size", "3", "--parallelism", "3"
+    )
+
+    # THEN bravo fails naming itself, the file and the server's reason; the rest of its wave
+    # reaches V2 and the next wave does not start
+    assert code == EXIT_FAILED
+    assert [w["targets"] for w in applied["waves"]] == [["alpha", "bravo", "charlie"], ["solo"]]
+    assert by_target(applied, "status") == {
+        "alpha": "applied",
+        "bravo": "failed",
+        "charlie": "applied",
+        "solo": "not started",
+    }
+    error = by_target(applied, "error")["bravo"]
+    assert error.startswith(
+        "tenant bravo: migration V2__tags.sql failed, the database stays at version 1:"
+    )
+    assert 'column "note" of relation "items" already exists' in error
+    # bravo holds nothing of V2: its first statement was rolled back with the second
+    shared = server_of(workdir)  # the apply stopped the servers: started again
+    with as_superuser(shared, database("bravo")) as conn:
+        assert conn.execute("SELECT to_regclass('public.tags')").fetchone() == (None,)
+    assert applied_versions(shared, database("bravo")) == [1]
+    for tenant_id in ("alpha", "charlie"):
+        assert applied_versions(shared, database(tenant_id)) == [1, 2]
+
+    # and status says who is where, and why bravo is behind
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert code == 0, status
+    assert by_target(status, "current") == {"alpha": 2, "bravo": 1, "charlie": 2, "solo": 1}
+    assert by_target(status, "pending") == {"alpha": [], "bravo": [2], "charlie": [], "solo": [2]}
+    assert by_target(status, "last_error")["bravo"] == error
+    assert by_target(status, "last_error")["solo"] is None  # not started: no failure of its own
