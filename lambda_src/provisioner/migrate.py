@@ -7,7 +7,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core.connection import ConnectionSettings, RetryPolicy, connect
+import psycopg
+
+from ..core.connection import ConnectionSettings, RetryPolicy, connect, first_line
 from ..core.errors import InvalidRequestError, TenantkitError
 from ..migrations.apply import ApplyResult, apply_migrations
 from ..migrations.files import load_migrations
@@ -29,10 +31,17 @@ def migrate_database(
 ) -> ApplyResult:
     """Apply the pending migrations of `migrations_dir` to the tenant's database as its objects
     role; TenantkitError naming the tenant and the file when one fails (its database stays at
-    the version before it)."""
+    the version before it), and naming the tenant when its database cannot be reached."""
     migrations = load_migrations(migrations_dir)
-    with connect(admin.for_database(names.database), retry) as conn:
-        result = apply_migrations(conn, migrations, role=names.objects_role)
+    try:
+        with connect(admin.for_database(names.database), retry) as conn:
+            result = apply_migrations(conn, migrations, role=names.objects_role)
+    except TenantkitError as error:  # unreachable, drift, the lock held: said per tenant
+        raise type(error)(f"tenant {names.tenant_id}: {error}") from None
+    except psycopg.Error as error:  # the connection lost between files
+        raise TenantkitError(
+            f"tenant {names.tenant_id}: database {names.database}: {first_line(error)}"
+        ) from None
     if result.failed is not None:
         raise TenantkitError(
             f"tenant {names.tenant_id}: migration {result.failed.path} failed, the database "

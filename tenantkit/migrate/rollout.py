@@ -138,20 +138,26 @@ def apply_target(
     provisioner's own handler with the migrate request the AWS rollout sends
     ({"tenantkit": "migrate", "tenant": id}); the pool database, which that request does not
     cover yet, through the engine directly as the pool's owner. A failed file is the outcome's
-    error, naming the tenant (or the pool database) and the file; the engine rolled it back."""
+    error, naming the tenant (or the pool database) and the file; the engine rolled it back.
+    A database that cannot be reached is the outcome's error too, naming it."""
     if target.label == POOL_TARGET:
-        with _connect(target) as conn:
-            result = apply_migrations(
-                conn, migrations, role=target.role, after_each=target.after_each
-            )
+        try:
+            with _connect(target) as conn:
+                result = apply_migrations(
+                    conn, migrations, role=target.role, after_each=target.after_each
+                )
+        except (ConnectionError, TenantkitError) as error:  # their text names the database
+            return _unfinished(target, migrations, str(error))
+        except psycopg.Error as error:  # the connection lost between files
+            return _unfinished(target, migrations, f"{target.database}: {first_line(error)}")
         if result.failed is None:
             return Outcome(result.applied, result.current)
         failed = result.failed
-        error = (
+        reason = (
             f"{target.database}: migration {failed.path} failed, the database stays at version "
             f"{result.current}: {failed.error}"
         )
-        return Outcome(result.applied, result.current, error)
+        return Outcome(result.applied, result.current, reason)
     config = HandlerConfig(
         admin_settings=target.settings.for_database("postgres"),
         retry=RetryPolicy(attempts=2, first_delay_s=0.5),
@@ -160,12 +166,18 @@ def apply_target(
     try:
         response = handle({"tenantkit": MIGRATE_REQUEST, "tenant": target.label}, config)
     except TenantkitError as error:
-        try:
-            current = read_status(target, migrations).current
-        except Exception:  # the reason it failed is the error already reported
-            current = None
-        return Outcome((), current, str(error))
+        return _unfinished(target, migrations, str(error))
     return Outcome(tuple(response["applied"]), response["current"])
+
+
+def _unfinished(target: MigrationTarget, migrations: Sequence[Migration], error: str) -> Outcome:
+    """A failed target's outcome, at the version its database says it is at now; if it cannot
+    be read (it is unreachable), the error says the version is unknown rather than none."""
+    try:
+        current = read_status(target, migrations).current
+    except Exception:  # the reason it failed is the error already reported
+        return Outcome((), None, f"{error}; its version is unknown until it can be read")
+    return Outcome((), current, error)
 
 
 def write_last_apply(state_dir: Path, result: FleetResult, tiers: dict[str, str]) -> None:

@@ -1,24 +1,31 @@
 """Bad input and faults through `tenantctl migrate` on the embedded servers: a bad migrations
-directory and a file failing half-way in one tenant of a wave. Each is an error naming the file
-or tenant; every database stays at its previous version or reaches the new one, and `migrate
-status` says which."""
+directory, a file failing half-way in one tenant of a wave and a tenant database that cannot be
+reached. Each is an error naming the file or tenant; every database stays at its previous
+version or reaches the new one, and `migrate status` says which."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from lambda_src.tenancy import tenant_names
 from tenantkit.cli import EXIT_FAILED, EXIT_INVALID
+from tenantkit.embedded_pg import EmbeddedPostgres
 
 from .migrate_cli import (
     applied_versions,
     as_superuser,
     by_target,
+    finished,
+    gate_closed,
+    gated,
     make_workdir,
     server_of,
+    start_tenantctl,
     stop_servers,
     tenantctl,
+    wait_until_gated,
 )
 
 CATALOG = """\
@@ -51,6 +58,8 @@ CREATE TABLE notes (
     PRIMARY KEY (tenant_id, id)
 );
 """
+V2_GATED = gated("INSERT INTO items (name) VALUES ('added by V2');\n")
+"""Waits at the gate where the test holds it, then adds a row: applied twice, it adds two."""
 
 
 @pytest.fixture
@@ -168,3 +177,110 @@ def test_a_file_failing_half_way_in_one_tenant_of_a_wave_leaves_it_at_its_versio
     assert by_target(status, "pending") == {"alpha": [], "bravo": [2], "charlie": [], "solo": [2]}
     assert by_target(status, "last_error")["bravo"] == error
     assert by_target(status, "last_error")["solo"] is None  # not started: no failure of its own
+
+
+# --- a tenant database that cannot be reached -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_tenant_database_refusing_connections_fails_alone_and_converges_once_it_accepts(
+    workdir: Path,
+) -> None:
+    # GIVEN the fleet at V1, V2 added, and bravo's database refusing every connection
+    provision(workdir)
+    (workdir / "migrations" / "V2__notes.sql").write_text(V2_NOTES)
+    shared = server_of(workdir)
+    bravo = sql.Identifier(database("bravo"))
+    with as_superuser(shared, "postgres") as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(bravo))
+
+    # WHEN applied two at a time with the default failure budget of 0
+    code, applied = tenantctl(workdir, "migrate", "apply", "--group-size", "2")
+
+    # THEN bravo fails, named, its version unknown; its wave's alpha applied; no later wave
+    assert code == EXIT_FAILED
+    assert by_target(applied, "status") == {
+        "alpha": "applied",
+        "bravo": "failed",
+        "charlie": "not started",
+        "solo": "not started",
+    }
+    error = by_target(applied, "error")["bravo"]
+    assert error.startswith(f"tenant bravo: could not connect to {shared.host}:{shared.port}/")
+    assert "is not currently accepting connections" in error
+    assert error.endswith("its version is unknown until it can be read")
+    assert by_target(applied, "current")["bravo"] is None
+    assert "failure budget of 0" in applied["stopped"]
+
+    # and status (exit 1: a database it could not read) names bravo and why
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert code == EXIT_FAILED
+    assert status["error"] == "could not read bravo"
+    assert by_target(status, "current") == {"alpha": 2, "bravo": None, "charlie": 1, "solo": 1}
+    assert "is not currently accepting connections" in by_target(status, "error")["bravo"]
+    assert by_target(status, "last_error")["bravo"] == error
+
+    # WHEN applied again tolerating one failure THEN the others converge past it
+    code, applied = tenantctl(workdir, "migrate", "apply", "--failure-budget", "1")
+    assert code == EXIT_FAILED
+    assert by_target(applied, "status") == {
+        "alpha": "applied",
+        "bravo": "failed",
+        "charlie": "applied",
+        "solo": "applied",
+    }
+    assert applied["stopped"] is None
+    assert by_target(applied, "applied") == {"alpha": [], "bravo": [], "charlie": [2], "solo": [2]}
+
+    # WHEN bravo accepts connections again THEN status shows it at its previous version, and
+    # the next apply brings it, alone, to V2 (applied once)
+    with as_superuser(server_of(workdir), "postgres") as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(bravo))
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert code == 0, status
+    assert by_target(status, "current") == {"alpha": 2, "bravo": 1, "charlie": 2, "solo": 2}
+    assert by_target(status, "pending")["bravo"] == [2]
+    code, converged = tenantctl(workdir, "migrate", "apply")
+    assert code == 0, converged
+    assert by_target(converged, "applied") == {"alpha": [], "bravo": [2], "charlie": [], "solo": []}
+    assert applied_versions(server_of(workdir), database("bravo")) == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_silo_server_stopped_during_the_rollout_fails_that_tenant_and_converges_later(
+    workdir: Path,
+) -> None:
+    # GIVEN the fleet at V1 and a V2 that waits at the gate in alpha (the canary)
+    provision(workdir)
+    (workdir / "migrations" / "V2__gated.sql").write_text(V2_GATED)
+    shared = server_of(workdir)
+    with gate_closed(shared, database("alpha")):
+        apply = start_tenantctl(workdir, "migrate", "apply", "--canary", "alpha")
+        wait_until_gated(shared, database("alpha"), apply)
+        # WHEN solo's server stops while the canary runs (after the apply read every status)
+        EmbeddedPostgres(workdir / "state" / "silo-solo" / "pg").stop()
+    code, applied, stderr = finished(apply)
+
+    # THEN solo fails naming itself and its server; the rest of its wave reaches V2
+    assert code == EXIT_FAILED, stderr
+    assert by_target(applied, "status") == {
+        "alpha": "applied",
+        "bravo": "applied",
+        "charlie": "applied",
+        "solo": "failed",
+    }
+    error = by_target(applied, "error")["solo"]
+    assert error.startswith("tenant solo: could not connect to ")
+    assert f"/{database('solo')} " in error
+    assert error.endswith("its version is unknown until it can be read")
+
+    # WHEN status runs (it starts solo's server again) THEN solo is at its previous version
+    code, status = tenantctl(workdir, "migrate", "status")
+    assert code == 0, status
+    assert by_target(status, "current") == {"alpha": 2, "bravo": 2, "charlie": 2, "solo": 1}
+    assert by_target(status, "last_error")["solo"] == error
+
+    # and the next apply converges it
+    code, converged = tenantctl(workdir, "migrate", "apply")
+    assert code == 0, converged
+    assert by_target(converged, "applied") == {"alpha": [], "bravo": [], "charlie": [], "solo": [2]}
