@@ -5,14 +5,17 @@ Before any database is touched the directory is read and linted (squawk): a bad 
 finding the file does not acknowledge is exit 2. `apply` reads every target's status first and
 refuses (exit 2) if any has drifted; then it migrates in waves (tenantkit.migrate.waves), each
 target through the engine (lambda_src.migrations) as its objects role (the pool: its owner).
+One apply runs at a time per state directory: a second is refused at once (exit 2, naming
+the running one's pid and start time; tenantkit.migrate.apply_lock).
 Exit codes: 0 every target at the newest version; 1 a target failed or was not started (or,
-for plan/status, could not be read); 2 invalid (catalog, directory, lint, drift, options);
-3 local environment.
+for plan/status, could not be read); 2 invalid or refused (catalog, directory, lint, drift,
+options, another apply running); 3 local environment.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +26,7 @@ from lambda_src.migrations.apply import DatabaseStatus
 from lambda_src.migrations.files import Migration, MigrationError, load_migrations
 
 from ..catalog import Catalog, CatalogError
+from ..migrate.apply_lock import ApplyHolder, ApplyRunningError, holding_apply_lock
 from ..migrate.rollout import (
     MigrationTarget,
     Skipped,
@@ -36,7 +40,7 @@ from ..migrate.waves import FAILED, WavePlanError, plan_waves, run_waves
 from ..migrate_lint import Finding, lint_migrations
 from .local_commands import progress
 from .options import CatalogOption, JsonOption, StateDirOption
-from .output import EXIT_FAILED, EXIT_INVALID, configure_logging, fail, load, out, session
+from .output import EXIT_FAILED, EXIT_INVALID, configure_logging, err, fail, load, out, session
 
 PARALLEL_READS = 4
 """Databases whose status is read at once."""
@@ -196,6 +200,28 @@ def plan(
         print(json.dumps(result))
 
 
+@contextmanager
+def exclusive_apply(state_dir: Path, as_json: bool) -> Iterator[ApplyHolder | None]:
+    """The state directory's apply lock (tenantkit.migrate.apply_lock); exit 2 at once, naming
+    the running apply, if another holds it. Yields the holder of a lock a killed apply left,
+    which is taken over (and said so on stderr)."""
+    with ExitStack() as stack:
+        try:
+            stale = stack.enter_context(holding_apply_lock(state_dir))
+        except ApplyRunningError as error:
+            running = error.holder.as_json() if error.holder is not None else None
+            fail(EXIT_INVALID, str(error), as_json, label="refused", running=running)
+        if stale is not None:
+            err.print(
+                f"[yellow]warning[/yellow]: took over the apply lock left by an apply that did "
+                f"not finish ({stale.describe()}; no longer running): `tenantctl migrate "
+                "status` shows where each database stands",
+                highlight=False,
+                soft_wrap=True,
+            )
+        yield stale
+
+
 def canary_ids(canary: str | None) -> list[str]:
     """`--canary a,b` as a list."""
     return [part.strip() for part in (canary or "").split(",") if part.strip()]
@@ -236,7 +262,8 @@ def apply(
     The canary first, then groups, each a few targets at a time; no target starts once more
     failed than the failure budget allows.
 
-    Refused (exit 2, nothing touched) on a lint finding, drift or bad options."""
+    Refused (exit 2, nothing touched) on a lint finding, drift, bad options or while another
+    apply runs on the state directory."""
     configure_logging(False)
     loaded = load(catalog, as_json)
     directory, migrations = migrations_of(loaded, as_json)
@@ -251,7 +278,8 @@ def apply(
             label="refused",
             lint=findings_json(findings),
         )
-    with session(state_dir, loaded, as_json) as local:
+    # The apply lock first: a second apply is refused at once, not queued on the state lock.
+    with exclusive_apply(state_dir, as_json) as stale, session(state_dir, loaded, as_json) as local:
         targets, skipped = targets_of(loaded, local, tenants or [], as_json)
         by_label = {t.label: t for t in targets}
         try:
@@ -305,6 +333,7 @@ def apply(
         "stopped": result.stopped,
         "targets": [{**t.as_json(), "tier": by_label[t.target].tier} for t in result.targets],
         "skipped": [s.as_json() for s in skipped],
+        "stale_lock": stale.as_json() if stale is not None else None,
     }
     if not as_json:
         print_rollout(document)

@@ -1,8 +1,13 @@
 """Bad input and faults through `tenantctl migrate` on the embedded servers: a bad migrations
-directory, a file failing half-way in one tenant of a wave and a tenant database that cannot be
-reached. Each is an error naming the file or tenant; every database stays at its previous
-version or reaches the new one, and `migrate status` says which."""
+directory, a file failing half-way in one tenant of a wave, a tenant database that cannot be
+reached, a second apply while one runs and the lock a killed apply leaves. Each is an error
+naming the file or tenant; every database stays at its previous version or reaches the new
+one, and `migrate status` says which."""
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +17,7 @@ from psycopg import sql
 from lambda_src.tenancy import tenant_names
 from tenantkit.cli import EXIT_FAILED, EXIT_INVALID
 from tenantkit.embedded_pg import EmbeddedPostgres
+from tenantkit.migrate.apply_lock import APPLY_LOCK_FILE
 
 from .migrate_cli import (
     applied_versions,
@@ -284,3 +290,94 @@ def test_a_silo_server_stopped_during_the_rollout_fails_that_tenant_and_converge
     code, converged = tenantctl(workdir, "migrate", "apply")
     assert code == 0, converged
     assert by_target(converged, "applied") == {"alpha": [], "bravo": [], "charlie": [], "solo": [2]}
+
+
+# --- a second apply while one runs ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_apply_while_one_runs_is_refused_at_once_and_nothing_applies_twice(
+    workdir: Path,
+) -> None:
+    # GIVEN the fleet at V1 and an apply held inside V2 (at the gate in alpha, one at a time)
+    provision(workdir)
+    (workdir / "migrations" / "V2__gated.sql").write_text(V2_GATED)
+    shared = server_of(workdir)
+    with gate_closed(shared, database("alpha")):
+        first = start_tenantctl(workdir, "migrate", "apply", "--parallelism", "1")
+        wait_until_gated(shared, database("alpha"), first)
+
+        # WHEN a second apply starts, as a process of its own
+        code, second, _ = finished(start_tenantctl(workdir, "migrate", "apply"))
+
+        # THEN it is refused (exit 2) naming the running apply, while that one still waits
+        assert code == EXIT_INVALID, second
+        assert second["running"]["pid"] == first.pid
+        assert f"pid {first.pid}, started {second['running']['started_at']}" in second["error"]
+        assert "nothing was touched" in second["error"]
+        assert first.poll() is None
+
+    # WHEN the gate opens THEN the first apply finishes, every database at V2
+    code, applied, stderr = finished(first)
+    assert code == 0, stderr
+    assert by_target(applied, "applied") == {key: [2] for key in FLEET}
+    assert applied["stale_lock"] is None
+
+    # and V2 ran once in every database: one row added, one record
+    for tenant_id in FLEET:
+        server = server_of(workdir, "solo" if tenant_id == "solo" else None)
+        with as_superuser(server, database(tenant_id)) as conn:
+            added = conn.execute("SELECT count(*) FROM items WHERE name = 'added by V2'")
+            assert added.fetchone() == (1,), tenant_id
+        assert applied_versions(server, database(tenant_id)) == [1, 2]
+    # the lock is free: the next apply runs (and has nothing to do)
+    code, again = tenantctl(workdir, "migrate", "apply")
+    assert code == 0, again
+    assert by_target(again, "applied") == {key: [] for key in FLEET}
+
+
+HOLD_THE_APPLY_LOCK = """\
+import sys, time
+from pathlib import Path
+from tenantkit.migrate.apply_lock import holding_apply_lock
+with holding_apply_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_the_lock_of_a_killed_apply_does_not_block_the_next_one(workdir: Path) -> None:
+    (workdir / "tenants.yaml").write_text(
+        "schema:\n  directory: migrations\ntenants:\n  - id: alpha\n    tier: bridge\n"
+    )
+    code, onboarded = tenantctl(workdir, "onboard", "alpha", "--tier", "bridge")
+    assert code == 0, onboarded
+    # GIVEN a process holding the apply lock
+    state = workdir / "state"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_APPLY_LOCK, str(state)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        code, refused = tenantctl(workdir, "migrate", "apply")
+        assert code == EXIT_INVALID
+        assert refused["running"]["pid"] == holder.pid
+
+        # WHEN it is killed (its record stays in the lock file)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert f'"pid": {holder.pid}' in (state / APPLY_LOCK_FILE).read_text()
+
+    # THEN the next apply takes the lock over, says whose it was, and runs
+    code, applied = tenantctl(workdir, "migrate", "apply")
+    assert code == 0, applied
+    assert applied["stale_lock"]["pid"] == holder.pid
+    assert by_target(applied, "current") == {"alpha": 1}
+    assert (state / APPLY_LOCK_FILE).read_text() == ""  # released: nobody holds it
