@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.provisioner.settings import (
     CONNECTION_LIMIT,
     STATEMENT_TIMEOUT_MS,
@@ -278,6 +279,11 @@ class SchemaSettings(BaseModel):
     """The schemas that hold tenant data (in the pool: every table there is a tenant table)."""
     shared_tables: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
     """Pool reference data ([schema.]name): readable by every tenant, writable by none."""
+
+    @property
+    def pool_schema(self) -> PoolSchema:
+        """What the pool's migrations need besides the files (locally and in AWS alike)."""
+        return PoolSchema(self.tenant_schemas, self.shared_tables)
 
     @field_validator("tenant_schemas")
     @classmethod

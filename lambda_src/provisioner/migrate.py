@@ -1,9 +1,11 @@
-"""The application's migrations, one tenant database at a time: what the provisioner does
-after it creates or converges a tenant database, and what a migrate request asks of it (the
-host's fleet rollout sends one per tenant; tenantctl's local mode sends the same)."""
+"""The application's migrations, one database at a time: what the provisioner does after it
+creates or converges a tenant database, what a migrate request asks of it (the host's fleet
+rollout sends one per tenant; tenantctl's local mode sends the same), and the pool database's
+migrations (the PoolDatabase resource's in AWS, `tenantctl migrate apply`'s locally)."""
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ import psycopg
 from ..core.connection import ConnectionSettings, RetryPolicy, connect, first_line
 from ..core.errors import InvalidRequestError, TenantkitError
 from ..migrations.apply import ApplyResult, apply_migrations
-from ..migrations.files import load_migrations
-from ..tenancy import InvalidTenantIdError, TenantNames, tenant_names
+from ..migrations.files import Migration, load_migrations
+from ..migrations.pool import protect_new_tables
+from ..tenancy import POOL, InvalidTenantIdError, TenantNames, tenant_names
 from .config import HandlerConfig
 
 log = logging.getLogger(__name__)
@@ -76,3 +79,38 @@ def migrate_tenant(
         "applied": list(result.applied),
         "current": result.current,
     }
+
+
+@dataclass(frozen=True)
+class PoolSchema:
+    """What the pool's migrations need besides the files (the catalog's schema: section)."""
+
+    tenant_schemas: tuple[str, ...] = ("public",)
+    """Every table a migration creates here is put under the tenant policies."""
+    shared_tables: tuple[str, ...] = ()
+    """Reference data ([schema.]name): readable by the runtime, writable by no tenant."""
+
+
+def migrate_pool(
+    admin: ConnectionSettings,
+    migrations: Sequence[Migration],
+    schema: PoolSchema,
+    retry: RetryPolicy,
+) -> ApplyResult:
+    """Apply the pending `migrations` to the pool database as the pool's owner role; after each
+    file, inside its transaction, every new table of a tenant schema goes under the tenant
+    policies (or the file is refused and rolled back, naming the table and the rule). `admin`:
+    the admin's settings (any database). The result says where it stopped (pool_failure)."""
+    protect = protect_new_tables(schema.tenant_schemas, schema.shared_tables)
+    with connect(admin.for_database(POOL.database), retry) as conn:
+        return apply_migrations(conn, migrations, role=POOL.owner_role, after_each=protect)
+
+
+def pool_failure(result: ApplyResult) -> str | None:
+    """Why a pool apply stopped, naming the database and the file (None: it did not)."""
+    if result.failed is None:
+        return None
+    return (
+        f"{POOL.database}: migration {result.failed.path} failed, the database stays at "
+        f"version {result.current}: {result.failed.error}"
+    )

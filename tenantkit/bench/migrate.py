@@ -33,6 +33,7 @@ from lambda_src.migrations.apply import apply_migrations
 from lambda_src.migrations.files import Migration, load_migrations
 from lambda_src.migrations.pool import UNPROTECTED_TABLES, protect_new_tables
 from lambda_src.provisioner.handler import handle
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
 from lambda_src.tenancy import POOL
 
@@ -159,7 +160,7 @@ def _fleet(
         POOL.database,
         POOL.owner_role,
         server.admin_settings(POOL.database),
-        protect_new_tables(TENANT_SCHEMAS, ()),
+        PoolSchema(TENANT_SCHEMAS),
     )
 
     def timed(what: str, apply: Callable[[], tuple[object, tuple[int, ...]]]) -> float:

@@ -1,7 +1,8 @@
 """The local fleet a migration rollout walks: one target per bridge or silo tenant database on
 the embedded servers and one for the pool database, each migrated as the owner of the
 application's objects: a tenant database through the provisioner's handler (the migrate request
-the AWS rollout sends per tenant), the pool database by the engine (lambda_src/migrations).
+the AWS rollout sends per tenant), the pool database through the provisioner's migrate_pool
+(what the PoolDatabase resource runs in AWS when a deploy brings new migrations).
 
 Who is a target follows from the catalog and the local registries: a tenant provisioned and not
 offboarded (active or suspended: a suspended tenant keeps its data, so it keeps its schema too).
@@ -19,17 +20,11 @@ import psycopg
 
 from lambda_src.core.connection import ConnectionSettings, RetryPolicy, first_line
 from lambda_src.core.errors import TenantkitError
-from lambda_src.migrations.apply import (
-    AfterEach,
-    DatabaseStatus,
-    apply_migrations,
-    database_status,
-)
+from lambda_src.migrations.apply import DatabaseStatus, database_status
 from lambda_src.migrations.files import Migration
-from lambda_src.migrations.pool import protect_new_tables
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.handler import handle
-from lambda_src.provisioner.migrate import MIGRATE_REQUEST
+from lambda_src.provisioner.migrate import MIGRATE_REQUEST, PoolSchema, migrate_pool, pool_failure
 from lambda_src.provisioner.plans.lifecycle import ACTIVE, OFFBOARDED, SUSPENDED
 from lambda_src.tenancy import POOL, TIERS_WITH_TENANT_DATABASES
 
@@ -57,8 +52,8 @@ class MigrationTarget:
     """The role the files run as: the tenant's objects role, or the pool's owner."""
     settings: ConnectionSettings
     """The admin, connected to the target database."""
-    after_each: AfterEach | None = None
-    """The pool's: put every new table of a tenant schema under the tenant policies."""
+    pool_schema: PoolSchema | None = None
+    """The pool's: which new tables go under the tenant policies, which are shared."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +99,14 @@ def local_targets(
             settings = servers.server_for_pool().admin_settings(POOL.database)
             schema = catalog.schema
             assert schema is not None  # migrations come from it
-            protect = protect_new_tables(schema.tenant_schemas, schema.shared_tables)
             targets.append(
                 MigrationTarget(
-                    POOL_TARGET, "pool", POOL.database, POOL.owner_role, settings, protect
+                    POOL_TARGET,
+                    "pool",
+                    POOL.database,
+                    POOL.owner_role,
+                    settings,
+                    schema.pool_schema,
                 )
             )
         else:
@@ -136,31 +135,22 @@ def apply_target(
 ) -> Outcome:
     """Apply the pending migrations to one target. A tenant database goes through the
     provisioner's own handler with the migrate request the AWS rollout sends
-    ({"tenantkit": "migrate", "tenant": id}); the pool database, which that request does not
-    cover yet, through the engine directly as the pool's owner. A failed file is the outcome's
-    error, naming the tenant (or the pool database) and the file; the engine rolled it back.
-    A database that cannot be reached is the outcome's error too, naming it."""
-    if target.label == POOL_TARGET:
+    ({"tenantkit": "migrate", "tenant": id}); the pool database through the provisioner's
+    migrate_pool as the pool's owner, as its PoolDatabase resource does in AWS. A failed file
+    is the outcome's error, naming the tenant (or the pool database) and the file; the engine
+    rolled it back. A database that cannot be reached is the outcome's error too, naming it."""
+    retry = RetryPolicy(attempts=2, first_delay_s=0.5)
+    if target.pool_schema is not None:
         try:
-            with _connect(target) as conn:
-                result = apply_migrations(
-                    conn, migrations, role=target.role, after_each=target.after_each
-                )
-        except (ConnectionError, TenantkitError) as error:  # their text names the database
+            result = migrate_pool(target.settings, migrations, target.pool_schema, retry)
+        except TenantkitError as error:  # its text names the database
             return _unfinished(target, migrations, str(error))
         except psycopg.Error as error:  # the connection lost between files
             return _unfinished(target, migrations, f"{target.database}: {first_line(error)}")
-        if result.failed is None:
-            return Outcome(result.applied, result.current)
-        failed = result.failed
-        reason = (
-            f"{target.database}: migration {failed.path} failed, the database stays at version "
-            f"{result.current}: {failed.error}"
-        )
-        return Outcome(result.applied, result.current, reason)
+        return Outcome(result.applied, result.current, pool_failure(result))
     config = HandlerConfig(
         admin_settings=target.settings.for_database("postgres"),
-        retry=RetryPolicy(attempts=2, first_delay_s=0.5),
+        retry=retry,
         migrations_dir=directory,
     )
     try:
