@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.tenancy import BRIDGE_HOST, POOL
 from stacks import BridgeClusterStack, BridgeTenantStack, PoolStack, SiloTenantStack
 from tenant_constructs import auth_environment
@@ -50,8 +51,9 @@ def build_app(
     synth gate; `samples` adds the six sample tenant functions (one per access pattern)."""
     env = sample_environment(catalog) if samples else None
     wanted = set(target.stacks(catalog))
-    # The bridge cluster's and each silo's provisioner carry the application's migrations;
-    # the pool database is migrated once, by tenantctl migrate (not yet in AWS).
+    # Every host's provisioner carries the application's migrations: the bridge cluster and
+    # each silo roll them out to their tenant databases (FleetMigration), the pool stack's
+    # deploy migrates the pool database.
     migrations = catalog.application_migrations
     bridge = catalog.in_tier("bridge")
     cluster: cdk.Stack | None = None
@@ -82,6 +84,8 @@ def build_app(
             cluster=catalog.clusters.pool,
             ca_bundle=ca_bundle,
             samples=env,
+            migrations=migrations,
+            pool_schema=catalog.schema.pool_schema if catalog.schema else PoolSchema(),
         )
     silos: list[cdk.Stack] = [
         SiloTenantStack(

@@ -1,10 +1,14 @@
 """The pool tier: one shared Aurora cluster, shared tables guarded by Row-Level Security."""
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import aws_cdk as cdk
 from constructs import Construct
 
+from lambda_src.migrations.files import load_migrations
+from lambda_src.provisioner.kinds import PoolMigrations
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.tenancy import POOL
 from tenant_constructs import (
     DatabaseHost,
@@ -32,9 +36,14 @@ class PoolStack(cdk.Stack):
         cluster: ClusterSettings = ClusterSettings(),
         ca_bundle: str | None = None,
         samples: Mapping[str, str] | None = None,
+        migrations: Path | None = None,
+        pool_schema: PoolSchema = PoolSchema(),
         **kwargs: object,
     ) -> None:
-        """`settings`: the catalog's `pool:`; `cluster`: its `clusters.pool`."""
+        """`settings`: the catalog's `pool:`; `cluster`: its `clusters.pool`. `migrations`:
+        the application's migrations (the catalog's schema: directory, whose `pool_schema`
+        says which tables are the tenants' and which are shared): the provisioner carries
+        them and every deploy brings the pool database to them (no rollout: one database)."""
         super().__init__(scope, id_, **kwargs)
         wrong_tier = [t.id for t in tenants if t.tier != "pool"]
         if wrong_tier:
@@ -49,6 +58,15 @@ class PoolStack(cdk.Stack):
             capacity=cluster_capacity(cluster),
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,
+            migrations=migrations,
+            rollout=False,
+        )
+        # Read at synth (a bad file fails it, naming the file): the fingerprint is what makes
+        # CloudFormation send the pool database an Update when a migration is added.
+        pool_migrations = (
+            None
+            if migrations is None
+            else PoolMigrations.of(load_migrations(migrations), pool_schema)
         )
         self.pool = PoolDatabase(
             self,
@@ -59,6 +77,7 @@ class PoolStack(cdk.Stack):
             iam_auth=settings.iam_auth,
             removal_policy=settings.removal_policy,
             verify_probes=settings.verify_probes,
+            migrations=pool_migrations,
         )
         self.tenants = PoolTenants(
             self,

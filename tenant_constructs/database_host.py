@@ -40,6 +40,7 @@ class DatabaseHost(Construct):
         ca_bundle: str | None = None,
         referenced_by_name: bool = False,
         migrations: Path | None = None,
+        rollout: bool = True,
     ) -> None:
         """`ca_bundle`: a PEM bundle inside lambda_src (relative to it) that the functions verify
         the database against instead of the shipped RDS CA bundle (lambda_src/certs/
@@ -47,8 +48,10 @@ class DatabaseHost(Construct):
         deployed apart reach this host by its names (the bridge cluster's tenants); the host
         then publishes the interface version they check (HostReference.require_deployed).
         `migrations`: the application's migrations directory; the provisioner carries it and
-        brings every tenant database it creates to the latest version, and a FleetMigration
-        state machine rolls new ones out to every tenant database in waves."""
+        brings every tenant database it creates to the latest version, and (with `rollout`)
+        a FleetMigration state machine rolls new ones out to every tenant database in waves.
+        The pool host has no tenant databases: its PoolDatabase resource migrates the pool
+        database on each deploy instead (rollout=False)."""
         super().__init__(scope, id_)
         names = HostNames(host)
         self.network = DatabaseNetwork(self, "Network", cidr=cidr)
@@ -101,7 +104,7 @@ class DatabaseHost(Construct):
         )
         self.fleet_migration = (
             None
-            if migrations is None
+            if migrations is None or not rollout
             else FleetMigration(
                 self,
                 "FleetMigration",

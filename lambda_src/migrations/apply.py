@@ -164,15 +164,24 @@ def _ordered(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
     return ordered
 
 
+def _read_tracking(conn: psycopg.Connection) -> tuple[bool, tuple[AppliedMigration, ...]]:
+    qualified = f"{TRACKING_SCHEMA}.{TRACKING_TABLE}"
+    tracked = conn.execute(OBSERVE_TRACKING_TABLE, (qualified,)).fetchone() == (True,)
+    if not tracked:
+        return False, ()
+    return True, tuple(AppliedMigration(*row) for row in conn.execute(SELECT_APPLIED))
+
+
+def applied_migrations(conn: psycopg.Connection) -> tuple[AppliedMigration, ...]:
+    """What the database recorded, in version order (none if it was never migrated)."""
+    return _read_tracking(conn)[1]
+
+
 def database_status(conn: psycopg.Connection, migrations: Sequence[Migration]) -> DatabaseStatus:
     """Compare what the database recorded with `migrations` (read only: a database without the
     tracking table is at None with everything pending)."""
     files = _ordered(migrations)
-    qualified = f"{TRACKING_SCHEMA}.{TRACKING_TABLE}"
-    tracked = conn.execute(OBSERVE_TRACKING_TABLE, (qualified,)).fetchone() == (True,)
-    applied = (
-        tuple(AppliedMigration(*row) for row in conn.execute(SELECT_APPLIED)) if tracked else ()
-    )
+    tracked, applied = _read_tracking(conn)
     by_version = {m.version: m for m in files}
     drift: list[Drift] = []
     for row in applied:

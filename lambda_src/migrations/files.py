@@ -8,6 +8,7 @@ digits, `_` and `-`), UTF-8, at least one statement. A file with the line
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,16 @@ class Migration:
     """sha256 (hex) of the file's bytes: an applied file whose checksum changes is drift."""
     transactional: bool = True
     """False when the file has the line `-- tenantkit: no-transaction`."""
+
+
+def fingerprint(versions: Iterable[tuple[int, str]]) -> str:
+    """sha256 (hex) of (version, checksum) pairs in version order: the same for a directory's
+    files and for a database that recorded exactly those files (their checksums), so a deploy
+    can name the migrations a database must have and the provisioner can tell if it has them."""
+    digest = hashlib.sha256()
+    for version, checksum in sorted(versions):
+        digest.update(f"{version}:{checksum}\n".encode())
+    return digest.hexdigest()
 
 
 def load_migrations(directory: Path | str) -> tuple[Migration, ...]:

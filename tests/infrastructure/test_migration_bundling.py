@@ -1,7 +1,8 @@
 """The application's migrations in AWS: they travel in the provisioner's code asset (copied
 beside lambda_src/, part of the asset's hash: a changed migration is a new asset, so a deploy
-brings the function the new files), and a host with migrations rolls them out with a Step
-Functions state machine that calls its provisioner per tenant."""
+brings the function the new files), a host with tenant databases rolls them out with a Step
+Functions state machine that calls its provisioner per tenant, and the pool's PoolDatabase
+names them (latest version, fingerprint) so a deploy that adds one migrates the pool."""
 
 import json
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 from aws_cdk.assertions import Template
 
 from lambda_src.core.environment import MIGRATIONS_DIR
-from lambda_src.provisioner.migrate import MIGRATE_REQUEST
-from lambda_src.tenancy import BRIDGE_HOST, HostNames
-from stacks import BridgeClusterStack
+from lambda_src.migrations.files import MigrationError, fingerprint, load_migrations
+from lambda_src.provisioner.migrate import MIGRATE_REQUEST, PoolSchema
+from lambda_src.tenancy import BRIDGE_HOST, POOL, HostNames
+from stacks import BridgeClusterStack, PoolStack
 from tenant_constructs.bundling import MIGRATIONS_ASSET_DIR, _LocalPipBundling, lambda_src_hash
 from tenantkit.catalog import load_catalog, parse_catalog
 from tenantkit.synth import synth_templates
@@ -141,4 +143,77 @@ def test_a_catalog_with_a_schema_gives_the_bridge_cluster_and_each_silo_a_rollou
 
     assert machines(BRIDGE_HOST) == [f"{BRIDGE_HOST}-migrate"]
     assert machines("tenantkit-silo-solo") == ["tenantkit-silo-solo-migrate"]
-    assert machines("tenantkit-pool") == []  # the pool database is migrated once, by tenantctl
+    assert machines("tenantkit-pool") == []  # one database: its deploy migrates it
+    (pool_database,) = [
+        r
+        for r in templates["tenantkit-pool"]["Resources"].values()
+        if r["Type"] == "Custom::PoolDatabase"
+    ]
+    assert pool_database["Properties"]["Migrations"]["Latest"] == "1"
+
+
+def pool_template(migrations_dir: Path | None, schema: PoolSchema = PoolSchema()) -> Template:
+    app = cdk.App(context=cdk_context())
+    catalog = parse_catalog({"tenants": [{"id": "tailspin", "tier": "pool"}]})
+    stack = PoolStack(
+        app,
+        POOL.stack_name,
+        tenants=catalog.in_tier("pool"),
+        migrations=migrations_dir,
+        pool_schema=schema,
+    )
+    return Template.from_stack(stack)
+
+
+def provisioner_variables(template: Template) -> dict[str, str]:
+    (function,) = [
+        r
+        for r in template.find_resources("AWS::Lambda::Function").values()
+        if r["Properties"]["Handler"] == "lambda_src.provisioner.handler.on_event"
+    ]
+    return dict(function["Properties"]["Environment"]["Variables"])
+
+
+def test_the_pool_names_its_migrations_so_a_deploy_that_adds_one_updates_it(
+    tmp_path: Path,
+) -> None:
+    directory = migrations(tmp_path)
+    schema = PoolSchema(("public", "app"), ("countries",))
+
+    template = pool_template(directory, schema)
+
+    # the pool's provisioner carries the files; the pool has no rollout state machine
+    assert provisioner_variables(template)[MIGRATIONS_DIR] == MIGRATIONS_ASSET_DIR
+    template.resource_count_is("AWS::StepFunctions::StateMachine", 0)
+    files = load_migrations(directory)
+    template.has_resource_properties(
+        "Custom::PoolDatabase",
+        {
+            "Migrations": {
+                "Latest": "1",
+                "Fingerprint": fingerprint((m.version, m.checksum) for m in files),
+                "TenantSchemas": ["public", "app"],
+                "SharedTables": ["countries"],
+            }
+        },
+    )
+    # WHEN a migration is added THEN the property CloudFormation compares changes
+    (directory / "V0002__notes.sql").write_text("ALTER TABLE items ADD COLUMN note text;\n")
+    properties = pool_template(directory, schema).find_resources("Custom::PoolDatabase")
+    (added,) = [r["Properties"]["Migrations"] for r in properties.values()]
+    assert added["Latest"] == "2"
+    assert added["Fingerprint"] != fingerprint((m.version, m.checksum) for m in files)
+
+
+def test_a_pool_without_migrations_keeps_its_template() -> None:
+    template = pool_template(None)
+    (pool_database,) = template.find_resources("Custom::PoolDatabase").values()
+    assert "Migrations" not in pool_database["Properties"]
+    assert MIGRATIONS_DIR not in provisioner_variables(template)
+
+
+def test_a_bad_migration_file_fails_the_pools_synth_naming_it(tmp_path: Path) -> None:
+    directory = migrations(tmp_path)
+    (directory / "V0002__notes.txt").write_text("not sql")
+    with pytest.raises(MigrationError, match=r"V0002__notes.txt: not a .sql file"):
+        pool_template(directory)

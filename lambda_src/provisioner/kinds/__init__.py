@@ -4,6 +4,7 @@ from ..settings import RemovalPolicy, TenantDatabaseSettings
 from .base import AdminSession, Outcome, ResourceKind
 from .pool import (
     PoolDatabase,
+    PoolMigrations,
     PoolTenants,
     pool_batch_of,
     pool_batches,
@@ -23,6 +24,7 @@ __all__ = [
     "AdminSession",
     "Outcome",
     "PoolDatabase",
+    "PoolMigrations",
     "PoolTenants",
     "RemovalPolicy",
     "ResourceKind",

@@ -8,13 +8,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.connection import scram_verifier
+from ...core.connection import connect, scram_verifier
 from ...core.errors import InvalidRequestError, TenantkitError
 from ...core.secrets import read_password
 from ...core.steps import Step
+from ...migrations.apply import applied_migrations
+from ...migrations.files import Migration, fingerprint, load_migrations
 from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
 from .. import postgres
 from ..events import pool_database_physical_id, pool_tenants_physical_id
+from ..migrate import PoolSchema, migrate_pool, pool_failure
 from ..plans.access import require_rds_iam
 from ..plans.lifecycle import ACTIVE, FAILED, SUSPENDED, plan_record
 from ..plans.pool import (
@@ -25,6 +28,7 @@ from ..plans.pool import (
     plan_purge,
     plan_register,
 )
+from ..plans.pool_rls import protect_table, protect_view
 from ..settings import REMOVAL_POLICIES, RemovalPolicy
 from .base import AdminSession, Outcome, bool_property, record_failure
 
@@ -33,6 +37,8 @@ POOL_BATCHES = 32
 so a tenant never changes batch and adding one updates one small resource."""
 MAX_TENANTS_PER_BATCH = 5000
 _QUALIFIED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +62,55 @@ def pool_batches(
     return dict(sorted(batches.items()))
 
 
+@dataclass(frozen=True)
+class PoolMigrations:
+    """The PoolDatabase's `Migrations` property: the pool database must hold every migration up
+    to `latest`, exactly the files whose fingerprint (migrations.files.fingerprint) this is.
+    A deploy that adds or changes a migration changes it, so CloudFormation sends Update."""
+
+    latest: int
+    """The newest version (0: the directory is empty)."""
+    fingerprint: str
+    schema: PoolSchema
+
+    @classmethod
+    def of(cls, migrations: Sequence[Migration], schema: PoolSchema) -> "PoolMigrations":
+        """The property for a directory's migrations (at synth, from the catalog's schema:)."""
+        latest = max((m.version for m in migrations), default=0)
+        return cls(latest, fingerprint((m.version, m.checksum) for m in migrations), schema)
+
+    def properties(self) -> dict[str, Any]:
+        """As CloudFormation passes it (strings and lists of strings)."""
+        return {
+            "Latest": str(self.latest),
+            "Fingerprint": self.fingerprint,
+            "TenantSchemas": list(self.schema.tenant_schemas),
+            "SharedTables": list(self.schema.shared_tables),
+        }
+
+    @classmethod
+    def parse(cls, raw: object) -> "PoolMigrations":
+        """Validate the property before any SQL, naming the field."""
+        where = "resource property Migrations"
+        if not isinstance(raw, Mapping):
+            raise InvalidRequestError(f"{where} must be an object")
+        latest = raw.get("Latest")
+        if not isinstance(latest, str) or not latest.isdigit():
+            raise InvalidRequestError(f"{where}.Latest must be a version number")
+        digest = raw.get("Fingerprint")
+        if not isinstance(digest, str) or not _FINGERPRINT.fullmatch(digest):
+            raise InvalidRequestError(f"{where}.Fingerprint must be a sha256 in hex")
+        schemas = raw.get("TenantSchemas")
+        if (
+            not isinstance(schemas, list)
+            or not schemas
+            or not all(isinstance(s, str) and _SCHEMA_NAME.fullmatch(s) for s in schemas)
+        ):
+            raise InvalidRequestError(f"{where}.TenantSchemas must be a list of schema names")
+        shared = _names_property(raw, "SharedTables")
+        return cls(int(latest), digest, PoolSchema(tuple(schemas), tuple(shared)))
+
+
 def pool_database_properties(
     *,
     runtime_secret_arn: str,
@@ -64,9 +119,11 @@ def pool_database_properties(
     tenant_tables: Sequence[str] = (),
     tenant_views: Sequence[str] = (),
     verify_probes: bool = True,
+    migrations: PoolMigrations | None = None,
 ) -> dict[str, Any]:
-    """Resource properties of the PoolDatabase, as CloudFormation passes them."""
-    return {
+    """Resource properties of the PoolDatabase, as CloudFormation passes them (`Migrations`
+    only with the application's migrations, so a pool without them keeps its template)."""
+    properties: dict[str, Any] = {
         "Kind": "PoolDatabase",
         "RuntimeSecretArn": runtime_secret_arn,
         "IamAuth": "true" if iam_auth else "false",
@@ -75,6 +132,9 @@ def pool_database_properties(
         "TenantViews": list(tenant_views),
         "VerifyProbes": "true" if verify_probes else "false",
     }
+    if migrations is not None:
+        properties["Migrations"] = migrations.properties()
+    return properties
 
 
 def pool_tenants_properties(batch_id: str, entries: Sequence[Mapping[str, str]]) -> dict[str, Any]:
@@ -113,6 +173,8 @@ class PoolDatabaseSpec:
     verify_probes: bool = True
     """The sample schema and probe tenants `tenantctl verify` attacks through (absent: true,
     as before the property existed)."""
+    migrations: PoolMigrations | None = None
+    """The application's migrations the pool database must hold (absent: none)."""
 
     @classmethod
     def parse(cls, props: Mapping[str, Any]) -> "PoolDatabaseSpec":
@@ -120,6 +182,7 @@ class PoolDatabaseSpec:
         secret = props.get("RuntimeSecretArn")
         if not isinstance(secret, str) or not secret.startswith("arn:"):
             raise InvalidRequestError("resource property RuntimeSecretArn must be an ARN")
+        raw_migrations = props.get("Migrations")
         return cls(
             runtime_secret_arn=secret,
             iam_auth=bool_property(props, "IamAuth", False),
@@ -129,12 +192,14 @@ class PoolDatabaseSpec:
             tenant_tables=_names_property(props, "TenantTables"),
             tenant_views=_names_property(props, "TenantViews"),
             verify_probes=bool_property(props, "VerifyProbes", True),
+            migrations=None if raw_migrations is None else PoolMigrations.parse(raw_migrations),
         )
 
 
 class PoolDatabase:
-    """The pool database: roles, registry, RLS procedures, the user's tables, and the verify
-    probes (sample schema and probe tenants) unless VerifyProbes is false."""
+    """The pool database: roles, registry, RLS procedures, the application's migrations (with
+    a Migrations property), the user's tables, and the verify probes (sample schema and probe
+    tenants) unless VerifyProbes is false."""
 
     def validate(self, properties: Mapping[str, Any]) -> None:
         """Raise InvalidRequestError for anything wrong in the properties, before any SQL."""
@@ -150,7 +215,10 @@ class PoolDatabase:
         return Outcome(pool_database_physical_id(POOL.database), data, changes)
 
     def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
-        """Create or converge the pool."""
+        """Create or converge the pool: roles, database, registry and policies, then the
+        application's migrations, then the user's listed tables and views (which the
+        migrations may be what creates). A failed migration fails the request (CloudFormation
+        rolls the deploy back; the file was rolled back, the database stays where it was)."""
         spec = PoolDatabaseSpec.parse(properties)
         password = read_password(spec.runtime_secret_arn)
         hardened = postgres.harden_host(db.conn, db.settings, db.retry)
@@ -161,12 +229,54 @@ class PoolDatabase:
                 observed,
                 iam_auth=spec.iam_auth,
                 password_verifier=scram_verifier(db.conn, POOL.login_role, password),
-                tables=spec.tenant_tables,
-                views=spec.tenant_views,
+                tables=(),
+                views=(),
                 verify_probes=spec.verify_probes,
             )
             changes = db.run(steps)
+            if spec.migrations is not None:
+                changes += self._migrate(db, spec.migrations)
+            protect = [protect_table(t) for t in spec.tenant_tables]
+            changes += db.run(protect + [protect_view(v) for v in spec.tenant_views])
         return self._outcome(hardened + changes)
+
+    @staticmethod
+    def _migrate(db: AdminSession, wanted: PoolMigrations) -> list[str]:
+        """Bring the pool database to `wanted`. A database that already recorded exactly those
+        files (a replay, an Update that changed something else, or CloudFormation rolling back
+        to an older fingerprint after a newer file failed) is left as it is: a migration is
+        never reverted, and never applied twice."""
+        with connect(db.settings.for_database(POOL.database), db.retry) as conn:
+            applied = applied_migrations(conn)
+        held = [(a.version, a.checksum) for a in applied if a.version <= wanted.latest]
+        if fingerprint(held) == wanted.fingerprint:
+            newer = [a.version for a in applied if a.version > wanted.latest]
+            if newer:
+                log.warning(
+                    "%s holds versions %s, newer than this deploy's %s: kept (a rollback is a "
+                    "new forward migration)",
+                    POOL.database,
+                    ", ".join(map(str, newer)),
+                    wanted.latest,
+                )
+            return []
+        if db.migrations_dir is None:
+            raise InvalidRequestError(
+                "PoolDatabase: the resource names migrations and this provisioner carries "
+                "none (deploy the pool stack from a catalog with a schema: section)"
+            )
+        files = [m for m in load_migrations(db.migrations_dir) if m.version <= wanted.latest]
+        if fingerprint((m.version, m.checksum) for m in files) != wanted.fingerprint:
+            raise TenantkitError(
+                f"{POOL.database}: the provisioner's migrations up to version {wanted.latest} "
+                "are not the ones this resource names (its Migrations.Fingerprint): the "
+                "provisioner's code and the template come from different catalogs"
+            )
+        result = migrate_pool(db.settings, files, wanted.schema, db.retry)
+        failure = pool_failure(result)
+        if failure is not None:
+            raise TenantkitError(failure)
+        return [f"migrated {POOL.database} to version {v}" for v in result.applied]
 
     def update(
         self, db: AdminSession, properties: Mapping[str, Any], old: Mapping[str, Any]
