@@ -6,7 +6,10 @@ Input: `{"waves": [{"tenants": ["a", "b"], "parallelism": 2}, ...], "failureBudg
 (tenantctl builds it from the catalog and its options). Waves run one after another; inside a
 wave up to `parallelism` tenants at once, and every tenant of a started wave runs. After each
 wave the failures so far are counted: more than `failureBudget` and the execution fails
-(FailureBudgetExceeded, the failed tenants and causes in its Cause), so no later wave starts.
+(FailureBudgetExceeded), so no later wave starts. Either way the execution ends with the
+same document, `{"failed": n, "results": [...]}` (its output, or the failure's Cause): one
+result per tenant that ran, `{"tenant", "ok": true, "result": <the migrate response>}` or
+`{"tenant", "ok": false, "error", "cause"}`; tenantctl reads it (tenantkit.migrate.aws_rollout).
 A tenant that failed stays at its previous version (the engine's transactions) and the next
 execution takes it up again: a migration is never applied twice to one database.
 """
@@ -115,7 +118,7 @@ def rollout_definition(function_arn: str) -> dict[str, Any]:
             "BudgetExceeded": {
                 "Type": "Fail",
                 "Error": "FailureBudgetExceeded",
-                "Cause": "{% $string($results[ok = false]) %}",
+                "Cause": "{% $string({'failed': $failed, 'results': $results}) %}",
             },
             "Done": {
                 "Type": "Succeed",

@@ -102,6 +102,10 @@ def test_with_migrations_a_host_rolls_them_out_with_a_state_machine_inside_its_l
     migrate = states["Wave"]["ItemProcessor"]["States"]["Migrate"]
     assert migrate["Arguments"]["Payload"]["tenantkit"] == MIGRATE_REQUEST
     assert states["BudgetExceeded"]["Type"] == "Fail"
+    # both ends carry the same document, which tenantctl reads per tenant (aws_rollout)
+    document = "{'failed': $failed, 'results': $results}"
+    assert states["Done"]["Output"] == "{% " + document + " %}"
+    assert states["BudgetExceeded"]["Cause"] == "{% $string(" + document + ") %}"
     # its role may invoke the provisioner (not its versions) and nothing else of Lambda
     role = properties["RoleArn"]["Fn::GetAtt"][0]
     statements = [
