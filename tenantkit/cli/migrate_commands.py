@@ -1,15 +1,20 @@
 """tenantctl migrate plan, apply and status: the application's schema (the catalog's `schema:`
-directory) across every bridge and silo tenant database and the pool, on the embedded servers.
+directory) across every bridge and silo tenant database and the pool, on the embedded servers
+or (--provision aws, tenantkit.cli.migrate_aws) in the deployed fleet.
 
 Before any database is touched the directory is read and linted (squawk): a bad directory or a
 finding the file does not acknowledge is exit 2. `apply` reads every target's status first and
 refuses (exit 2) if any has drifted; then it migrates in waves (tenantkit.migrate.waves), each
 target through the engine (lambda_src.migrations) as its objects role (the pool: its owner).
 One apply runs at a time per state directory: a second is refused at once (exit 2, naming
-the running one's pid and start time; tenantkit.migrate.apply_lock).
-Exit codes: 0 every target at the newest version; 1 a target failed or was not started (or,
-for plan/status, could not be read); 2 invalid or refused (catalog, directory, lint, drift,
-options, another apply running); 3 local environment.
+the running one's pid and start time; tenantkit.migrate.apply_lock). In AWS, `apply` starts
+each host's rollout state machine and follows it; the engine in each tenant's migrate request
+refuses drift there.
+Exit codes: 0 every target at the newest version; 1 a target failed, was not started or is
+still running (or, for plan/status, could not be read); 2 invalid or refused (catalog,
+directory, lint, drift, options, another apply running); 3 environment (the embedded servers;
+in AWS: no Region or credentials, a state machine not deployed, a rollout of that host already
+running).
 """
 
 import json
@@ -21,7 +26,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from lambda_src.migrations.files import Migration
+
 from ..catalog import Catalog
+from ..fleet import CONNECT_TIMEOUT_S
 from ..migrate.apply_lock import ApplyHolder, ApplyRunningError, holding_apply_lock
 from ..migrate.rollout import (
     MigrationTarget,
@@ -33,6 +41,7 @@ from ..migrate.rollout import (
 )
 from ..migrate.waves import FAILED, WavePlanError, plan_waves, run_waves
 from .local_commands import progress
+from .migrate_aws import apply_aws, print_rollouts, read_deployed_rows, status_aws
 from .migrate_report import (
     TenantsOption,
     canary_ids,
@@ -46,18 +55,40 @@ from .migrate_report import (
     statuses,
     version,
 )
-from .options import CatalogOption, JsonOption, StateDirOption
+from .options import (
+    CatalogOption,
+    ConnectTimeoutOption,
+    JsonOption,
+    RegionOption,
+    RegistrySource,
+    StateDirOption,
+)
 from .output import EXIT_FAILED, EXIT_INVALID, configure_logging, err, fail, load, out, session
+
+WhereOption = Annotated[
+    RegistrySource,
+    typer.Option(
+        "--provision",
+        help="local: the embedded servers; aws: the deployed fleet (apply starts each host's "
+        "<host>-migrate state machine and follows it; plan and status read each database as "
+        "its host's admin, secret tenantkit/<host>/admin, TLS verify-full).",
+    ),
+]
+
+
+def refuse_unknown(loaded: Catalog, tenants: Sequence[str], as_json: bool) -> None:
+    """Exit 2 naming a --tenant id the catalog does not have."""
+    known = {t.id for t in loaded.tenants}
+    unknown = [t for t in tenants if t not in known]
+    if unknown:
+        fail(EXIT_INVALID, f"--tenant: not in {loaded.source}: {', '.join(unknown)}", as_json)
 
 
 def targets_of(
     loaded: Catalog, local: Any, tenants: Sequence[str], as_json: bool
 ) -> tuple[list[MigrationTarget], list[Skipped]]:
     """The targets (--tenant: only those; exit 2 naming an id the catalog does not have)."""
-    known = {t.id for t in loaded.tenants}
-    unknown = [t for t in tenants if t not in known]
-    if unknown:
-        fail(EXIT_INVALID, f"--tenant: not in {loaded.source}: {', '.join(unknown)}", as_json)
+    refuse_unknown(loaded, tenants, as_json)
     return local_targets(loaded, local.servers, tenants)
 
 
@@ -65,6 +96,9 @@ def plan(
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
     tenants: TenantsOption = None,
+    provision: WhereOption = RegistrySource.local,
+    region: RegionOption = None,
+    connect_timeout: ConnectTimeoutOption = CONNECT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Show, per tenant database and for the pool, the current version, the migrations that
@@ -73,14 +107,27 @@ def plan(
     loaded = load(catalog, as_json)
     directory, migrations = migrations_of(loaded, as_json)
     findings = lint(migrations, as_json)
-    with session(state_dir, loaded, as_json) as local:
-        targets, skipped = targets_of(loaded, local, tenants or [], as_json)
-        read = statuses(targets, migrations)
-    rows = [status_json(t, s) for t, s in zip(targets, read, strict=True)]
+    skipped: list[Skipped] = []
+    if provision is RegistrySource.aws:
+        refuse_unknown(loaded, tenants or [], as_json)
+        rows = read_deployed_rows(
+            loaded,
+            migrations,
+            region=region,
+            connect_timeout=connect_timeout,
+            tenants=tenants or [],
+            as_json=as_json,
+        )
+    else:
+        with session(state_dir, loaded, as_json) as local:
+            targets, skipped = targets_of(loaded, local, tenants or [], as_json)
+            read = statuses(targets, migrations)
+        rows = [status_json(t, s) for t, s in zip(targets, read, strict=True)]
     drifted = [r["target"] for r in rows if r["drift"]]
     unreadable = [r["target"] for r in rows if r["error"]]
     result: dict[str, Any] = {
         "ok": not findings and not drifted and not unreadable,
+        "provision": provision.value,
         "directory": str(directory),
         "latest": migrations[-1].version if migrations else None,
         "lint": findings_json(findings),
@@ -154,12 +201,31 @@ def apply(
         ),
     ] = 0,
     tenants: TenantsOption = None,
+    provision: WhereOption = RegistrySource.local,
+    region: RegionOption = None,
+    timeout: Annotated[
+        int,
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="--provision aws: seconds to follow the rollouts; they go on in AWS after.",
+        ),
+    ] = 3600,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            "--poll-interval", min=0.01, help="--provision aws: seconds between status reads."
+        ),
+    ] = 5.0,
     as_json: JsonOption = False,
 ) -> None:
     """Migrate every tenant database and the pool to the newest migration, in waves.
 
     The canary first, then groups, each a few targets at a time; no target starts once more
     failed than the failure budget allows.
+
+    With --provision aws each host's <host>-migrate state machine runs the waves inside the VPC
+    (the hosts holding the canary first); the pool is migrated by its stack's deploy.
 
     Refused (exit 2, nothing touched) on a lint finding, drift, bad options or while another
     apply runs on the state directory."""
@@ -177,6 +243,24 @@ def apply(
             label="refused",
             lint=findings_json(findings),
         )
+    if provision is RegistrySource.aws:
+        refuse_unknown(loaded, tenants or [], as_json)
+        apply_aws(
+            loaded,
+            directory,
+            migrations,
+            canary=canary_ids(canary),
+            canary_count=canary_count,
+            group_size=group_size,
+            parallelism=parallelism,
+            failure_budget=failure_budget,
+            tenants=tenants or [],
+            region=region,
+            timeout_s=timeout,
+            poll_s=poll_interval,
+            as_json=as_json,
+        )
+        return
     # The apply lock first: a second apply is refused at once, not queued on the state lock.
     with exclusive_apply(state_dir, as_json) as stale, session(state_dir, loaded, as_json) as local:
         targets, skipped = targets_of(loaded, local, tenants or [], as_json)
@@ -277,13 +361,25 @@ def status(
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
     tenants: TenantsOption = None,
+    provision: WhereOption = RegistrySource.local,
+    region: RegionOption = None,
+    connect_timeout: ConnectTimeoutOption = CONNECT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Show the fleet's schema versions: each target's current version, pending migrations and
-    drift (read from its database), and the cause of its failure in the last apply."""
+    drift (read from its database), and the cause of its failure in the last apply.
+
+    With --provision aws each database is read as its host's admin, and each host's last
+    rollout execution says why a tenant still behind failed."""
     configure_logging(False)
     loaded = load(catalog, as_json)
     directory, migrations = migrations_of(loaded, as_json)
+    if provision is RegistrySource.aws:
+        refuse_unknown(loaded, tenants or [], as_json)
+        status_in_aws(
+            loaded, directory, migrations, region, connect_timeout, tenants or [], as_json
+        )
+        return
     with session(state_dir, loaded, as_json) as local:
         targets, skipped = targets_of(loaded, local, tenants or [], as_json)
         read = statuses(targets, migrations)
@@ -319,6 +415,45 @@ def status(
             f"{len(at_latest)} of {len(rows)} target(s) at the latest version", highlight=False
         )
         print_skipped(skipped)
+    unreadable = [r["target"] for r in rows if r["error"]]
+    if unreadable:
+        fail(EXIT_FAILED, f"could not read {', '.join(unreadable)}", as_json, **document)
+    if as_json:
+        print(json.dumps(document))
+
+
+def status_in_aws(
+    loaded: Catalog,
+    directory: Path,
+    migrations: Sequence[Migration],
+    region: str | None,
+    connect_timeout: int,
+    tenants: Sequence[str],
+    as_json: bool,
+) -> None:
+    """`status --provision aws`: print (or exit 1 after printing, if a database could not be
+    read) the deployed fleet's versions and each host's last rollout."""
+    document = status_aws(
+        loaded,
+        directory,
+        migrations,
+        region=region,
+        connect_timeout=connect_timeout,
+        tenants=tenants,
+        as_json=as_json,
+    )
+    rows = document["targets"]
+    if not as_json:
+        shown = {
+            r["target"]: f"[red]failed[/red]: {r['last_error']}" for r in rows if r["last_error"]
+        }
+        title = f"schema versions in AWS (latest {version(document['latest'])} in {directory})"
+        print_statuses(rows, title, shown)
+        out.print(
+            f"{document['at_latest']} of {len(rows)} target(s) at the latest version",
+            highlight=False,
+        )
+        print_rollouts(document["rollouts"])
     unreadable = [r["target"] for r in rows if r["error"]]
     if unreadable:
         fail(EXIT_FAILED, f"could not read {', '.join(unreadable)}", as_json, **document)
