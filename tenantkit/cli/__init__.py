@@ -4,7 +4,9 @@ Exit codes: 0 success; 1 provisioning failure, an isolation leak, or a host whos
 could not be read (`list`/`status --provision aws`, after printing what was read); 2 invalid
 input (catalog, tenant id, arguments); 3 environment problem (PostgreSQL binaries missing,
 server would not start, nothing provisioned yet; for `verify --dsn`, a pool it cannot reach or
-without verify probes; no AWS Region or CA bundle for `--provision aws`). Every non-zero exit
+without verify probes; no AWS Region or CA bundle for `--provision aws`; for
+`migrate apply --provision aws`, no credentials, a host's rollout state machine not deployed or
+already running). Every non-zero exit
 goes through `output.fail`: with --json, one JSON document on stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
