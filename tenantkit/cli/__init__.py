@@ -5,9 +5,9 @@ could not be read (`list`/`status --provision aws`, after printing what was read
 input (catalog, tenant id, arguments); 3 environment problem (PostgreSQL binaries missing,
 server would not start, nothing provisioned yet; for `verify --dsn`, a pool it cannot reach or
 without verify probes; no AWS Region or CA bundle for `--provision aws`; for
-`migrate apply --provision aws`, no credentials, a host's rollout state machine not deployed or
-already running). Every non-zero exit
-goes through `output.fail`: with --json, one JSON document on stdout.
+`migrate apply --provision aws`, no credentials or a host's rollout state machine not
+deployed). Every non-zero exit goes through `output.fail`: with --json, one JSON document on
+stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
 (onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan),

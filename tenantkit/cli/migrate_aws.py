@@ -2,8 +2,9 @@
 `<host>-migrate` state machine (inside the VPC), started and followed from here, and the
 deployed databases' schema versions read through the hosts' admin secrets.
 
-apply: lint first (exit 2, nothing started); every host's state machine must be deployed and
-none may be running an execution (exit 3 naming the host, or the execution); then the hosts
+apply: lint first (exit 2, nothing started); every host's state machine must be deployed (exit
+3 naming the host and its deploy) and none may be running an execution (refused, exit 2,
+naming it, as a second local apply is); then the hosts
 holding the canary start, the others after them if the failure budget allows; each execution
 is followed (describe_execution every --poll-interval, bounded by --timeout) and its end read
 per tenant. The pool database is migrated by the pool stack's deploy and is reported skipped.
@@ -109,8 +110,9 @@ def apply_aws(
                 f"{e['startDate']:%Y-%m-%d %H:%M:%S %Z})"
                 for host, e in busy
             )
+            # As a second local apply is: refused at once (exit 2), naming what runs.
             fail(
-                EXIT_ENVIRONMENT,
+                EXIT_INVALID,
                 f"a rollout is already running, nothing was started: {running}; wait for it "
                 "to end (tenantctl migrate status --provision aws) or stop it",
                 as_json,

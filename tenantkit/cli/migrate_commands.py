@@ -12,9 +12,9 @@ each host's rollout state machine and follows it; the engine in each tenant's mi
 refuses drift there.
 Exit codes: 0 every target at the newest version; 1 a target failed, was not started or is
 still running (or, for plan/status, could not be read); 2 invalid or refused (catalog,
-directory, lint, drift, options, another apply running); 3 environment (the embedded servers;
-in AWS: no Region or credentials, a state machine not deployed, a rollout of that host already
-running).
+directory, lint, drift, options, another apply running, in AWS an execution of a host's
+rollout running); 3 environment (the embedded servers; in AWS: no Region or credentials, a
+state machine not deployed, a call AWS refuses).
 """
 
 import json

@@ -30,7 +30,7 @@ EXECUTION_PREFIX = "tenantctl"
 
 class RolloutEnvironmentError(TenantkitError):
     """AWS cannot be asked or refuses (no Region or credentials, a state machine that is not
-    deployed, a rollout already running): tenantctl's exit 3."""
+    deployed, a call denied): tenantctl's exit 3."""
 
 
 def _describe(error: Exception) -> str:

@@ -299,7 +299,7 @@ def test_a_second_apply_is_refused_while_a_hosts_execution_is_running_naming_it(
 
     code, document = tenantctl(workdir, "apply")
 
-    assert code == EXIT_ENVIRONMENT
+    assert code == EXIT_INVALID  # refused, as a second local apply is
     assert "a rollout is already running, nothing was started" in document["error"]
     assert (
         f"host {BRIDGE_HOST}: execution first-rollout ({first['executionArn']}"
