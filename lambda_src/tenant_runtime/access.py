@@ -11,7 +11,8 @@ or Secrets Manager):
 - bridge-iam / bridge-secret: a shared function assumes the tenant-access role with the
   session tag tenant=<id>; the role reaches only that tenant's db user or secret;
 - pool-iam / pool-secret: a shared function logs in as the pool's runtime login; the tenant is
-  the transaction-local setting (tenant_transaction), connections come from a pool.
+  the transaction-local setting (tenant_transaction), connections come from a pool (through
+  the pool's RDS Proxy when TENANTKIT_DB_PROXY is true).
 IAM auth mints a fresh token for every new connection (tokens live 15 minutes). Passwords are
 read from the secret and cached for a few minutes. When the server refuses a password, the
 library reads AWSCURRENT again (the secret was rotated since it was cached) and, if that is
@@ -75,7 +76,8 @@ class AccessConfig:
     pattern: Pattern
     region: str
     host: str | None = None
-    """IAM patterns: the database endpoint (secret patterns read it from the secret)."""
+    """IAM patterns: the database endpoint (secret patterns read it from the secret, unless
+    `through_proxy`)."""
     port: int = 5432
     ssl_root_cert: Path = RDS_CA_BUNDLE_PATH
     """The CA bundle the database's certificate must chain to (TLS verify-full)."""
@@ -90,6 +92,11 @@ class AccessConfig:
     """Pool patterns: let psycopg prepare statements on the server (tenant_transaction). Off by
     default: wrong behind PgBouncer < 1.21 in transaction mode, pinning behind RDS Proxy. On
     for a direct connection or PgBouncer 1.21+ with max_prepared_statements > 0."""
+    through_proxy: bool = False
+    """Pool patterns: `host` is the pool's RDS Proxy. pool-iam then mints its token for the
+    proxy's endpoint as the runtime login whose secret the proxy holds (the proxy logs in to
+    the cluster with that secret's password; an rds_iam user has none); pool-secret sends the
+    secret's password to `host` instead of the cluster endpoint the secret names."""
 
     def __post_init__(self) -> None:
         missing = []
@@ -99,8 +106,15 @@ class AccessConfig:
             missing.append("silo_tenant (TENANTKIT_SILO_TENANT)")
         if self.pattern.tier == "bridge" and not self.tenant_access_role_arn:
             missing.append("tenant_access_role_arn (TENANTKIT_TENANT_ACCESS_ROLE_ARN)")
+        if self.through_proxy and self.pattern.tier == "pool" and not self.host:
+            missing.append("host (TENANTKIT_DB_HOST) to go through the proxy")
         if missing:
             raise ValueError(f"pattern {self.pattern.value} needs {', '.join(missing)}")
+        if self.through_proxy and self.pattern.tier != "pool":
+            raise ValueError(
+                f"{env_names.DB_PROXY}: only the pool patterns go through an RDS Proxy, "
+                f"not {self.pattern.value}"
+            )
         if self.silo_tenant is not None:
             validate_tenant_id(self.silo_tenant)
 
@@ -115,11 +129,12 @@ class AccessConfig:
         port = env.get(env_names.DB_PORT, "5432")
         if not port.isdigit():
             raise ValueError(f"{env_names.DB_PORT} must be a number, not {port!r}")
-        prepared = env.get(env_names.DB_PREPARED_STATEMENTS, "false")
-        if prepared not in ("true", "false"):
-            raise ValueError(
-                f"{env_names.DB_PREPARED_STATEMENTS} must be true or false, not {prepared!r}"
-            )
+        switches = {}
+        for name in (env_names.DB_PREPARED_STATEMENTS, env_names.DB_PROXY):
+            value = env.get(name, "false")
+            if value not in ("true", "false"):
+                raise ValueError(f"{name} must be true or false, not {value!r}")
+            switches[name] = value == "true"
         return cls(
             pattern=pattern,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -129,7 +144,8 @@ class AccessConfig:
             silo_tenant=env.get(env_names.SILO_TENANT) or None,
             tenant_access_role_arn=env.get(env_names.TENANT_ACCESS_ROLE_ARN) or None,
             db_resource_id=env.get(env_names.DB_RESOURCE_ID) or None,
-            prepared_statements=prepared == "true",
+            prepared_statements=switches[env_names.DB_PREPARED_STATEMENTS],
+            through_proxy=switches[env_names.DB_PROXY],
         )
 
 
@@ -271,9 +287,11 @@ class TenantDataAccess:
         )
 
     def _secret_settings(self, secret: Mapping[str, Any]) -> ConnectionSettings:
+        # The attached secret names the cluster; through the proxy, the proxy's endpoint.
+        proxy = self.config.through_proxy
         return ConnectionSettings(
-            host=str(secret["host"]),
-            port=int(secret.get("port", 5432)),
+            host=str(self.config.host if proxy else secret["host"]),
+            port=self.config.port if proxy else int(secret.get("port", 5432)),
             user=str(secret["username"]),
             password=str(secret["password"]),
             dbname=str(secret["dbname"]),
@@ -285,7 +303,9 @@ class TenantDataAccess:
         """IAM user, database, login secret and AWS session for `tenant`'s own login, or for
         the pool's (None)."""
         if tenant is None:
-            return POOL.iam_user, POOL.database, POOL.secret_name, boto3.Session()
+            # Through an RDS Proxy the token names a user whose secret the proxy holds.
+            user = POOL.login_role if self.config.through_proxy else POOL.iam_user
+            return user, POOL.database, POOL.secret_name, boto3.Session()
         names = tenant_names(tenant)
         return names.iam_user, names.database, names.secret_name, self._session(tenant)
 

@@ -14,7 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 
 from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, RetryPolicy
-from lambda_src.core.environment import DB_PREPARED_STATEMENTS, SSL_ROOT_CERT
+from lambda_src.core.environment import (
+    DB_HOST,
+    DB_PREPARED_STATEMENTS,
+    DB_PROXY,
+    SSL_ROOT_CERT,
+)
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.events import provider_event
 from lambda_src.provisioner.handler import handle
@@ -410,6 +415,93 @@ def test_configuration_errors_name_what_is_missing() -> None:
         AccessConfig.from_env({"TENANTKIT_PATTERN": "shared-everything"})
     with pytest.raises(ValueError, match="TENANTKIT_DB_PREPARED_STATEMENTS must be true or false"):
         AccessConfig.from_env({"TENANTKIT_PATTERN": "pool-secret", DB_PREPARED_STATEMENTS: "yes"})
+
+
+# -- through the pool's RDS Proxy (pool.proxy in the catalog) ------------------------------------
+
+PROXY_HOST = "tenantkit-pool.proxy-c0ffee.us-east-1.rds.amazonaws.com"
+
+
+def test_the_proxy_switch_is_read_from_the_environment_and_only_for_the_pool() -> None:
+    pool = {"TENANTKIT_PATTERN": "pool-iam", DB_HOST: PROXY_HOST}
+    assert AccessConfig.from_env(pool).through_proxy is False
+    assert AccessConfig.from_env({**pool, DB_PROXY: "true"}).through_proxy is True
+    with pytest.raises(ValueError, match="TENANTKIT_DB_PROXY must be true or false, not 'yes'"):
+        AccessConfig.from_env({**pool, DB_PROXY: "yes"})
+    with pytest.raises(ValueError, match=r"pool-secret needs host .* to go through the proxy"):
+        AccessConfig.from_env({"TENANTKIT_PATTERN": "pool-secret", DB_PROXY: "true"})
+    with pytest.raises(ValueError, match="only the pool patterns go through an RDS Proxy"):
+        AccessConfig(
+            pattern=Pattern.BRIDGE_IAM,
+            region="us-east-1",
+            host=PROXY_HOST,
+            tenant_access_role_arn=ROLE_ARN,
+            through_proxy=True,
+        )
+
+
+@pytest.mark.parametrize("through_proxy", [False, True])
+def test_pool_iam_mints_its_token_for_the_proxy_as_the_login_whose_secret_it_holds(
+    through_proxy: bool, aws: Any, server: RunningServer
+) -> None:
+    # GIVEN pool-iam compute pointed at the cluster, or at the pool's proxy
+    captured: list[dict[str, Any]] = []
+
+    def fake_connect(**kwargs: Any) -> Any:  # IAM tokens cannot log in to a local server
+        captured.append(kwargs)
+        return psycopg.connect(**server.superuser_settings().connect_kwargs())
+
+    host = PROXY_HOST if through_proxy else "db.cluster.example"
+    config = AccessConfig(
+        pattern=Pattern.POOL_IAM, host=host, through_proxy=through_proxy, **ssl(server)
+    )
+    access = TenantDataAccess(config, connect=fake_connect, pool_size=1)
+    # WHEN it opens its pool's connection
+    try:
+        with access.connection("rt-alpha"):
+            pass
+    finally:
+        access.close()
+    # THEN the token is for the host it connects to, as the user that host lets in: the
+    # cluster's IAM user directly, the runtime login (the proxy's secret) through the proxy
+    user = POOL.login_role if through_proxy else POOL.iam_user
+    kwargs = captured[0]
+    assert (kwargs["host"], kwargs["user"], kwargs["dbname"]) == (host, user, POOL.database)
+    assert kwargs["sslmode"] == "verify-full"
+    assert kwargs["password"].startswith(f"{host}:5432/?Action=connect")
+    assert f"DBUser={user}&" in kwargs["password"]
+
+
+def test_pool_secret_through_the_proxy_sends_the_secrets_password_to_the_proxy(
+    world: dict[str, str], server: RunningServer
+) -> None:
+    # GIVEN the runtime login's secret as attached to the cluster (it names the cluster) ...
+    secrets = SecretLogins()
+    secrets.keep(
+        POOL.secret_name,
+        {
+            "host": "cluster.invalid",
+            "port": 5432,
+            "username": POOL.login_role,
+            "password": PASSWORD,
+            "dbname": POOL.database,
+        },
+    )
+    # ... and pool-secret compute told to go through the proxy (the local server stands in)
+    config = AccessConfig(
+        pattern=Pattern.POOL_SECRET,
+        host=server.host,
+        port=server.port,
+        through_proxy=True,
+        **ssl(server),
+    )
+    access = TenantDataAccess(config, secrets=secrets, pool_size=1)
+    # WHEN it connects THEN it reached the proxy's host, not the secret's, as the login
+    try:
+        with access.connection(world["a"]) as conn:
+            assert whoami(conn) == (POOL.login_role, POOL.database)
+    finally:
+        access.close()
 
 
 def test_prepared_statements_are_off_unless_the_environment_turns_them_on() -> None:
