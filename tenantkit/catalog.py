@@ -242,6 +242,37 @@ class Tenant(BaseModel):
 _QUALIFIED_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"
 
 
+class ProxySettings(BaseModel):
+    """An RDS Proxy in front of the pool's cluster (`pool.proxy`, or `pool.proxy: true` for
+    these defaults). TLS is always required; IAM authentication is required when the pool's
+    is (`pool.iam_auth`), else the proxy takes the runtime login's password (SCRAM)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_client_timeout_s: Annotated[int, Field(ge=1, le=28_800)] = 1_800
+    """Seconds a client connection may stay idle before the proxy closes it (RDS Proxy's
+    range 1 to 28,800 and default, 30 minutes); the database connection stays in its pool."""
+    max_connections_percent: Annotated[int, Field(ge=1, le=100)] = 90
+    """The share of the cluster's max_connections the proxy may open; the rest is left for
+    what connects to the cluster directly (the provisioner, the rotator, tenantctl)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_by_tenantkit(cls, value: object) -> object:
+        fixed = {
+            "require_tls": "TLS is always required",
+            "iam_auth": "IAM authentication follows pool.iam_auth",
+        }
+        given = [
+            f"{name}: {why}"
+            for name, why in fixed.items()
+            if isinstance(value, dict) and name in value
+        ]
+        if given:
+            raise ValueError(f"not a setting: {'; '.join(given)}")
+        return value
+
+
 class PoolSettings(BaseModel):
     """The pool tier's own settings (`pool:` in the catalog)."""
 
@@ -258,6 +289,22 @@ class PoolSettings(BaseModel):
     verify_probes: bool = True
     """Keep the sample schema (tenantkit_sample) and the probe tenants (tenantkit-probe-*) that
     `tenantctl verify --dsn` attacks through; false: none, and removed if they exist."""
+    proxy: ProxySettings | None = None
+    """An RDS Proxy for the pool's runtime login (`true`, or its settings); none by default."""
+
+    @field_validator("proxy", mode="before")
+    @classmethod
+    def _proxy_switch(cls, value: object) -> object:
+        if value is True:
+            return ProxySettings()
+        if value is False or value is None:
+            return None
+        if not isinstance(value, dict | ProxySettings):
+            raise ValueError(
+                "true, false or the proxy's settings (idle_client_timeout_s, "
+                f"max_connections_percent), not {value!r}"
+            )
+        return value
 
 
 _SCHEMA_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*$"

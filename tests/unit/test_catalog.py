@@ -126,6 +126,53 @@ def test_the_verify_probes_are_on_unless_the_catalog_turns_them_off() -> None:
         parse_catalog({"tenants": tenants, "pool": {"verify_probes": "sometimes"}}, "t.yaml")
 
 
+def test_the_pool_has_no_rds_proxy_unless_the_catalog_asks_for_one() -> None:
+    tenants = [{"id": "acme", "tier": "pool"}]
+    assert parse_catalog({"tenants": tenants}).pool.proxy is None
+    assert parse_catalog({"tenants": tenants, "pool": {"proxy": False}}).pool.proxy is None
+    # `proxy: true` is the proxy with its defaults: RDS Proxy's idle timeout, a tenth of the
+    # cluster's connections left for what connects directly
+    on = parse_catalog({"tenants": tenants, "pool": {"proxy": True}}).pool.proxy
+    assert on is not None
+    assert (on.idle_client_timeout_s, on.max_connections_percent) == (1800, 90)
+    tuned = parse_catalog(
+        {"tenants": tenants, "pool": {"proxy": {"idle_client_timeout_s": 300}}}
+    ).pool.proxy
+    assert tuned is not None
+    assert (tuned.idle_client_timeout_s, tuned.max_connections_percent) == (300, 90)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "message"),
+    [
+        ("on", r"pool: proxy: true, false or the proxy's settings .*not 'on'"),
+        (3, r"pool: proxy: true, false or the proxy's settings"),
+        (
+            {"max_connections_percent": 0},
+            r"pool: proxy\.max_connections_percent: .* greater than or equal to 1",
+        ),
+        (
+            {"max_connections_percent": 101},
+            r"pool: proxy\.max_connections_percent: .* less than or equal to 100",
+        ),
+        (
+            {"idle_client_timeout_s": 0},
+            r"pool: proxy\.idle_client_timeout_s: .* greater than or equal to 1",
+        ),
+        (
+            {"idle_client_timeout_s": 28_801},
+            r"pool: proxy\.idle_client_timeout_s: .* less than or equal to 28800",
+        ),
+        ({"require_tls": False}, r"pool: proxy: not a setting: require_tls: TLS is always"),
+        ({"iam_auth": False}, r"pool: proxy: not a setting: iam_auth: .* follows pool\.iam_auth"),
+        ({"pinning_filters": []}, r"pool: proxy\.pinning_filters: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_proxy_settings_are_refused_naming_the_field(proxy: object, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        parse_catalog({"tenants": [], "pool": {"proxy": proxy}}, "tenants.yaml")
+
+
 def test_shared_clusters_default_to_a_serverless_writer_and_a_reader_with_backups() -> None:
     clusters = parse_catalog({"tenants": []}).clusters
     for cluster in (clusters.bridge, clusters.pool):
