@@ -13,6 +13,7 @@ from lambda_src.tenancy import POOL
 from tenant_constructs import (
     DatabaseHost,
     PoolDatabase,
+    PoolProxy,
     PoolTenants,
     SampleFunctions,
     SharedCompute,
@@ -93,6 +94,23 @@ class PoolStack(cdk.Stack):
         # user (IAM) or read its secret; the tenant is the transaction-local setting.
         self.compute = SharedCompute(self, "SharedCompute", host=self.host)
         self.compute.allow_pool_login(iam_user=POOL.iam_user, secret=self.pool.secret)
+        # pool.proxy: the same logins, multiplexed by an RDS Proxy (none by default).
+        self.proxy: PoolProxy | None = None
+        if settings.proxy is not None:
+            self.proxy = PoolProxy(
+                self,
+                "Proxy",
+                host=self.host,
+                login_secret=self.pool.secret,
+                clients=self.compute.security_group,
+                iam_auth=settings.iam_auth,
+                idle_client_timeout_s=settings.proxy.idle_client_timeout_s,
+                max_connections_percent=settings.proxy.max_connections_percent,
+            )
+            if settings.iam_auth:
+                self.compute.allow_pool_proxy_login(
+                    proxy_resource_id=self.proxy.resource_id, user=POOL.login_role
+                )
         if samples is not None:
             if not settings.verify_probes:
                 # The pool sample functions read tenantkit_sample.projects.
@@ -103,7 +121,12 @@ class PoolStack(cdk.Stack):
             SampleFunctions(
                 self,
                 "Samples",
-                patterns={"pool-iam": {}, "pool-secret": {}},
+                patterns={
+                    pattern: self.proxy.client_environment()
+                    if self.proxy is not None and pattern in self.proxy.patterns
+                    else {}
+                    for pattern in ("pool-iam", "pool-secret")
+                },
                 role=self.compute.role,
                 security_group=self.compute.security_group,
                 vpc=self.host.vpc,

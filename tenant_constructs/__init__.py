@@ -8,6 +8,7 @@ from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
 from .host_reference import HostReference
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
+from .pool_proxy import PoolProxy
 from .samples import SampleFunctions, auth_environment
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
@@ -23,6 +24,7 @@ __all__ = [
     "HostDatabase",
     "HostReference",
     "PoolDatabase",
+    "PoolProxy",
     "PoolTenants",
     "SampleFunctions",
     "SecretRotator",

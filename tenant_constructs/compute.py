@@ -3,7 +3,8 @@
 - TenantCompute (silo): one tenant's own compute, its db user and secret only.
 - SharedCompute (bridge, pool): one role for the shared functions of a host. In the bridge tier
   it may do nothing but assume the TenantAccessRole with a tenant tag; in the pool tier it logs
-  in as the pool's runtime user (isolation is row-level security).
+  in as the pool's runtime user (isolation is row-level security), directly or through the
+  pool's RDS Proxy.
 - TenantAccessRole (bridge): ONE role for every tenant (IAM's role quota forbids a role per
   tenant); what it reaches is decided by the session tag `tenant=<id>` the shared role sets.
 """
@@ -164,6 +165,16 @@ class SharedCompute(Construct):
         )
         self.role.add_to_policy(
             read_secrets_with_key(self, self.host.key.key_arn, secret_arn=secret.secret_arn)
+        )
+
+    def allow_pool_proxy_login(self, *, proxy_resource_id: str, user: str) -> None:
+        """Pool tier through its RDS Proxy with IAM auth: connect to the proxy as `user`, the
+        login whose secret the proxy holds; the dbuser ARN names the proxy (`prx-...`)."""
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["rds-db:connect"],
+                resources=[db_user_arn(self, proxy_resource_id, user)],
+            )
         )
 
 

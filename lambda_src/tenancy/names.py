@@ -161,6 +161,12 @@ class HostNames:
         return f"{self.host}-migrate"
 
     @property
+    def proxy_name(self) -> str:
+        """The host's RDS Proxy, if it has one (the pool's, `pool.proxy` in the catalog): the
+        name its CloudWatch metrics are reported under (dimension ProxyName)."""
+        return self.host
+
+    @property
     def admin_secret_name(self) -> str:
         """The cluster admin's secret."""
         return f"{SECRET_NAME_PREFIX}{self.host}/admin"
