@@ -36,6 +36,26 @@ def test_the_pinned_package_exports_the_rds_g1_roots_of_every_key_type(
         assert f"Amazon RDS us-east-1 Root CA {kind}" in names
 
 
+def test_the_bundle_also_verifies_rds_proxy_by_the_amazon_trust_services_roots(
+    exported: list[str],
+) -> None:
+    # An RDS Proxy presents an ACM certificate, which chains to these roots, not the RDS CAs:
+    # the pool's runtime verifies a proxy with the same bundle (verify-full).
+    names = {
+        str(c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        for c in validate(exported)
+        if c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    amazon_trust_services = {
+        "Amazon Root CA 1",
+        "Amazon Root CA 2",
+        "Amazon Root CA 3",
+        "Amazon Root CA 4",
+        "Starfield Services Root Certificate Authority - G2",
+    }
+    assert amazon_trust_services <= names
+
+
 def test_the_shipped_bundle_is_exactly_what_the_pinned_package_exports(
     exported: list[str],
 ) -> None:
