@@ -14,7 +14,7 @@ from ..core.connection import ConnectionSettings, RetryPolicy, connect
 from ..core.steps import run_steps
 from ..tenancy import POOL, TenantNames
 from .plans.access import RDS_IAM_ROLE
-from .plans.host import ADMIN_DATABASES, plan_host_hardening
+from .plans.host import ADMIN_DATABASES, PROXY_MONITOR_ROLE, plan_host_hardening
 from .plans.lifecycle import (
     HISTORY_TABLE,
     OBSERVE_REGISTRY,
@@ -50,6 +50,10 @@ OBSERVE_POOL_DATABASE = sql.SQL("SELECT EXISTS (SELECT FROM pg_database WHERE da
 OBSERVE_OPEN_ADMIN_DATABASES = sql.SQL(
     "SELECT datname FROM pg_database "
     "WHERE datname = ANY(%s) AND has_database_privilege('public', oid, 'CONNECT')"
+)
+OBSERVE_PROXY_MONITOR = sql.SQL(
+    "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %(role)s) "
+    "AND NOT has_database_privilege(%(role)s, 'postgres', 'CONNECT')"
 )
 
 
@@ -135,18 +139,26 @@ def protected_tables(settings: ConnectionSettings, retry: RetryPolicy) -> dict[s
 def harden_host(
     conn: psycopg.Connection, settings: ConnectionSettings, retry: RetryPolicy
 ) -> list[str]:
-    """Revoke PUBLIC's access to the admin databases, once per cluster.
+    """Revoke PUBLIC's access to the admin databases, once per cluster, and let an RDS Proxy's
+    monitoring role (once the proxy registered it) connect to `postgres`.
 
     Checked first (nothing to do after the first tenant) and done under a cluster-wide
     advisory lock: concurrent GRANT/REVOKE on one database fail with "tuple concurrently
     updated".
     """
-    query = OBSERVE_OPEN_ADMIN_DATABASES
-    if not conn.execute(query, (list(ADMIN_DATABASES),)).fetchall():
+
+    def observe() -> tuple[list[str], bool]:
+        open_databases = conn.execute(OBSERVE_OPEN_ADMIN_DATABASES, (list(ADMIN_DATABASES),))
+        still_open = [row[0] for row in open_databases]
+        monitor = conn.execute(OBSERVE_PROXY_MONITOR, {"role": PROXY_MONITOR_ROLE}).fetchone()
+        return still_open, bool(monitor and monitor[0])
+
+    if observe() == ([], False):
         return []
     with holding(conn, HOST_LOCK):
-        still_open = [row[0] for row in conn.execute(query, (list(ADMIN_DATABASES),))]
-        return run_steps(conn, settings, retry, plan_host_hardening(still_open))
+        still_open, monitor_lacks_connect = observe()
+        steps = plan_host_hardening(still_open, proxy_monitor_lacks_connect=monitor_lacks_connect)
+        return run_steps(conn, settings, retry, steps)
 
 
 def ensure_registry(

@@ -502,3 +502,27 @@ def test_password_never_appears_in_server_logs_even_with_every_statement_logged(
     log = embedded_pg.log_file.read_text()
     assert "SCRAM-SHA-256$" in log  # the statements were logged...
     assert PASSWORD not in log  # ...but only the verifier, never the password
+
+
+def test_an_rds_proxy_monitor_role_gets_connect_on_postgres_and_public_does_not(
+    tenant_id: str,
+    make_secret: SecretFactory,
+    config: HandlerConfig,
+    superuser: psycopg.Connection,
+) -> None:
+    # GIVEN a host where RDS Proxy registered its monitoring role (as on RDS once a proxy
+    # targets the cluster) and PUBLIC's CONNECT on postgres is revoked
+    superuser.execute("CREATE ROLE rdsproxyadmin NOLOGIN")
+    try:
+        # WHEN a tenant is created (the provisioner hardens the host first)
+        handle(create_event(properties(tenant_id, make_secret(tenant_id, PASSWORD))), config)
+
+        # THEN the proxy's role may connect to postgres, PUBLIC still may not
+        row = superuser.execute(
+            "SELECT has_database_privilege('rdsproxyadmin', 'postgres', 'CONNECT'),"
+            "       has_database_privilege('public', 'postgres', 'CONNECT')"
+        ).fetchone()
+        assert row == (True, False)
+    finally:
+        superuser.execute("REVOKE ALL ON DATABASE postgres FROM rdsproxyadmin")
+        superuser.execute("DROP ROLE rdsproxyadmin")

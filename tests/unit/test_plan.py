@@ -293,6 +293,9 @@ def test_host_hardening_revokes_only_what_is_still_open() -> None:
         'REVOKE ALL ON DATABASE "template1" FROM PUBLIC'
     ]
     assert plan_host_hardening([]) == []
+    assert sql_of(plan_host_hardening([], proxy_monitor_lacks_connect=True)) == [
+        'GRANT CONNECT ON DATABASE postgres TO "rdsproxyadmin"'
+    ]
 
 
 def test_a_suspended_tenant_converges_with_its_logins_disabled_and_sessions_ended() -> None:
