@@ -15,6 +15,7 @@ import boto3
 
 from lambda_src.core.connection import ConnectionSettings, RetryPolicy
 from lambda_src.core.errors import TenantkitError
+from lambda_src.migrations.files import load_migrations
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.events import (
     RequestType,
@@ -24,12 +25,14 @@ from lambda_src.provisioner.events import (
 )
 from lambda_src.provisioner.handler import handle
 from lambda_src.provisioner.kinds import (
+    PoolMigrations,
     RemovalPolicy,
     pool_batch_of,
     pool_batches,
     pool_database_properties,
     pool_tenants_properties,
 )
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.tenancy import POOL
 
 from .catalog import Catalog, Tenant
@@ -99,6 +102,9 @@ class ProvisionResult:
     changes: int
     seconds: float
     error: str | None = None
+    schema_version: int | None = None
+    """The application's migration its database is at (None: none applied, or no schema:
+    section); a pool tenant's is the pool database's."""
 
     @property
     def label(self) -> str:
@@ -194,10 +200,17 @@ def provision_pool(
     *,
     iam_auth: bool = True,
     done: Callable[[ProvisionResult], None] = lambda _result: None,
+    migrations_dir: Path | None = None,
+    pool_schema: PoolSchema = PoolSchema(),
 ) -> list[ProvisionResult]:
     """Create-or-converge the pool database, then register the pool tenants batch by batch;
-    `done` hears of the pool and of each tenant as they finish."""
-    config = handler_config(server)
+    `done` hears of the pool and of each tenant as they finish. With `migrations_dir` (the
+    catalog's schema: directory) the PoolDatabase names the migrations as the pool stack does
+    and the handler carries them as the pool's provisioner does in AWS, so the pool database
+    is brought to the newest (each new table of `pool_schema`'s tenant schemas put under the
+    tenant policies) before any tenant is registered; a failed migration fails the pool, and
+    no tenant is registered."""
+    config = handler_config(server, migrations_dir)
     runtime = (POOL.login_role,) + ((POOL.iam_user,) if iam_auth else ())
     started = time.perf_counter()
     try:
@@ -208,8 +221,16 @@ def provision_pool(
             server=server,
             tenant="pool",
         )
+        migrations = (
+            None
+            if migrations_dir is None
+            else PoolMigrations.of(load_migrations(migrations_dir), pool_schema)
+        )
         properties = pool_database_properties(
-            runtime_secret_arn=arn, iam_auth=iam_auth, removal_policy="retain"
+            runtime_secret_arn=arn,
+            iam_auth=iam_auth,
+            removal_policy="retain",
+            migrations=migrations,
         )
         response = handle(provider_event("Create", properties), config)
         ok, changes, error = True, int(response["Data"]["Changes"]), None

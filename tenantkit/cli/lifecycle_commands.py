@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lambda_src.core.connection import ssl_root_cert_from_env
 from lambda_src.core.errors import TenantkitError
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.provisioner.plans.lifecycle import RegistryEntry
 
 from ..catalog import Catalog, Tenant
@@ -94,7 +95,8 @@ def status_of(servers: LocalServers, tenant: Tenant) -> str:
 
 
 def provision_one(tenant: Tenant, catalog: Catalog, local: LocalSession) -> ProvisionResult:
-    """Provision one tenant through the handler (a pool tenant: the pool and its batches)."""
+    """Provision one tenant through the handler (a pool tenant: the pool, brought to the newest
+    migration, and its batches)."""
     if tenant.tier != "pool":
         return provision_tenant_databases(
             [tenant],
@@ -103,7 +105,11 @@ def provision_one(tenant: Tenant, catalog: Catalog, local: LocalSession) -> Prov
             migrations_dir=catalog.application_migrations,
         )[0]
     results = provision_pool(
-        list(catalog.in_tier("pool")), local.servers.server_for_pool(), local.store
+        list(catalog.in_tier("pool")),
+        local.servers.server_for_pool(),
+        local.store,
+        migrations_dir=catalog.application_migrations,
+        pool_schema=catalog.schema.pool_schema if catalog.schema else PoolSchema(),
     )
     return next((r for r in results if r.tenant_id == tenant.id), results[0])
 

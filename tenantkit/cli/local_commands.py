@@ -1,6 +1,7 @@
 """tenantctl validate, names, run and verify: the catalog checked, the names a tenant id derives,
 and the whole catalog provisioned and attacked on the embedded PostgreSQL."""
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -14,9 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lambda_src.core.connection import settings_from_dsn
+from lambda_src.migrations.files import MigrationError, load_migrations
+from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.tenancy import POOL, TIERS_WITH_TENANT_DATABASES, InvalidTenantIdError, tenant_names
 
-from ..catalog import Tenant
+from ..catalog import Catalog, Tenant
 from ..local import (
     LocalSecrets,
     LocalServers,
@@ -25,6 +28,7 @@ from ..local import (
     provision_pool,
     provision_tenant_databases,
 )
+from ..migrate.rollout import POOL_TARGET, pool_target, schema_versions, tenant_target
 from ..verify import (
     AttackResult,
     PoolProbesOffError,
@@ -144,7 +148,15 @@ def run(
                 done=done,
                 migrations_dir=loaded.application_migrations,
             )
-            results += provision_pool(pool, local.shared, local.store, done=done)
+            results += provision_pool(
+                pool,
+                local.shared,
+                local.store,
+                done=done,
+                migrations_dir=loaded.application_migrations,
+                pool_schema=loaded.schema.pool_schema if loaded.schema else PoolSchema(),
+            )
+        results = with_schema_versions(results, loaded, local.servers)
         ready = {r.tenant_id for r in results if r.ok}
         attacks = local_attacks(
             local.servers,
@@ -176,9 +188,11 @@ def run(
                 "changes": r.changes,
                 "seconds": round(r.seconds, 4),
                 "error": r.error,
+                "schema_version": r.schema_version,
             }
             for r in results
         ],
+        "schema": schema_summary(loaded),
         "verify": verdict,
     }
     if not as_json:
@@ -196,6 +210,49 @@ def run(
         fail(EXIT_FAILED, "; ".join(problems), as_json, **result)
     if as_json:
         print(json.dumps(result))
+
+
+def with_schema_versions(
+    results: list[ProvisionResult], catalog: Catalog, servers: LocalServers
+) -> list[ProvisionResult]:
+    """The results with the schema version each database is at, read from its tracking table
+    as `tenantctl migrate status` reads it (a pool tenant's: the pool database's). Unchanged
+    without a schema: section."""
+    if catalog.schema is None:
+        return results
+    try:
+        migrations = load_migrations(catalog.migrations_directory())
+    except MigrationError:
+        migrations = ()  # the provisioning already failed naming the directory
+    targets = [
+        tenant_target(catalog.get(r.tenant_id), servers)
+        for r in results
+        if r.tenant_id is not None and r.tier in TIERS_WITH_TENANT_DATABASES
+    ]
+    if any(r.tier == "pool" for r in results):
+        targets.append(pool_target(catalog, servers))
+    versions = schema_versions(targets, migrations)
+
+    def label(r: ProvisionResult) -> str:
+        return POOL_TARGET if r.tier == "pool" else r.label
+
+    return [
+        dataclasses.replace(r, schema_version=versions[label(r)]) if label(r) in versions else r
+        for r in results
+    ]
+
+
+def schema_summary(catalog: Catalog) -> dict[str, Any] | None:
+    """`schema` of run's JSON: the migrations directory and its newest version (None without a
+    schema: section or when the directory cannot be read)."""
+    if catalog.schema is None:
+        return None
+    directory = catalog.migrations_directory()
+    try:
+        migrations = load_migrations(directory)
+    except MigrationError:
+        return {"directory": str(directory), "latest": None}
+    return {"directory": str(directory), "latest": migrations[-1].version if migrations else None}
 
 
 def verify(
@@ -256,7 +313,7 @@ def print_summary(
 ) -> None:
     """The provisioned tenants as a table, and where their servers are."""
     table = Table(title=f"tenants on the embedded PostgreSQL (127.0.0.1:{port})")
-    for column in ("tenant", "tier", "database", "roles", "secret", "status", "changes", "time"):
+    for column in ("tenant", "tier", "database", "roles", "status", "schema", "changes", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left")
     for r in results:
         table.add_row(
@@ -264,16 +321,23 @@ def print_summary(
             r.tier,
             r.database,
             ", ".join(role.removeprefix(r.database + "_") for role in r.roles),
-            r.secret or "-",
             "[green]ready[/green]" if r.ok else f"[red]failed[/red]: {r.error}",
+            "-" if r.schema_version is None else str(r.schema_version),
             str(r.changes) if r.ok else "-",
             f"{r.seconds * 1000:.0f} ms",
         )
     out.print(table)
     out.print(
-        "roles are <database>_<suffix> (tenant_acme_app); pool tenants share the runtime login",
+        "roles are <database>_<suffix> (tenant_acme_app), secrets tenantkit/<id>/app; pool "
+        "tenants share the runtime login",
         highlight=False,
     )
+    if any(r.schema_version is not None for r in results):
+        out.print(
+            "schema: the application's migration each database is at (a pool tenant: the pool "
+            "database's)",
+            highlight=False,
+        )
     shared = f"127.0.0.1:{port}"
     own = [f"{r.server} ({r.label})" for r in results if r.server != shared]
     out.print(

@@ -28,7 +28,7 @@ from lambda_src.provisioner.migrate import MIGRATE_REQUEST, PoolSchema, migrate_
 from lambda_src.provisioner.plans.lifecycle import ACTIVE, OFFBOARDED, SUSPENDED
 from lambda_src.tenancy import POOL, TIERS_WITH_TENANT_DATABASES
 
-from ..catalog import Catalog
+from ..catalog import Catalog, CatalogError, Tenant
 from ..lifecycle import recorded_tenants
 from ..local import LocalServers
 from .waves import FleetResult, Outcome
@@ -69,6 +69,25 @@ class Skipped:
         return {"target": self.label, "tier": self.tier, "reason": self.reason}
 
 
+def tenant_target(tenant: Tenant, servers: LocalServers) -> MigrationTarget:
+    """A bridge or silo tenant's database as a rollout target (its server must be running)."""
+    names = tenant.names
+    settings = servers.server_for(tenant).admin_settings(names.database)
+    return MigrationTarget(tenant.id, tenant.tier, names.database, names.objects_role, settings)
+
+
+def pool_target(catalog: Catalog, servers: LocalServers) -> MigrationTarget:
+    """The pool database as a rollout target: migrated as the pool's owner, each new table of a
+    tenant schema put under the tenant policies (the catalog must have a schema: section)."""
+    schema = catalog.schema
+    if schema is None:
+        raise CatalogError(f"{catalog.source}: no schema: section (directory of migrations)")
+    settings = servers.server_for_pool().admin_settings(POOL.database)
+    return MigrationTarget(
+        POOL_TARGET, "pool", POOL.database, POOL.owner_role, settings, schema.pool_schema
+    )
+
+
 def local_targets(
     catalog: Catalog, servers: LocalServers, only: Sequence[str] = ()
 ) -> tuple[list[MigrationTarget], list[Skipped]]:
@@ -83,32 +102,14 @@ def local_targets(
             continue
         recorded = status.get((tenant.id, tenant.tier))
         if recorded in _MIGRATED_STATUSES:
-            names = tenant.names
-            settings = servers.server_for(tenant).admin_settings(names.database)
-            targets.append(
-                MigrationTarget(
-                    tenant.id, tenant.tier, names.database, names.objects_role, settings
-                )
-            )
+            targets.append(tenant_target(tenant, servers))
         elif recorded != OFFBOARDED:
             why = "not provisioned yet" if recorded is None else f"its status is {recorded}"
             skipped.append(Skipped(tenant.id, tenant.tier, f"{why}: provision it first"))
     pool = [t for t in catalog.in_tier("pool") if not only or t.id in only]
     if pool:
         if any(status.get((t.id, "pool")) in _MIGRATED_STATUSES for t in pool):
-            settings = servers.server_for_pool().admin_settings(POOL.database)
-            schema = catalog.schema
-            assert schema is not None  # migrations come from it
-            targets.append(
-                MigrationTarget(
-                    POOL_TARGET,
-                    "pool",
-                    POOL.database,
-                    POOL.owner_role,
-                    settings,
-                    schema.pool_schema,
-                )
-            )
+            targets.append(pool_target(catalog, servers))
         else:
             skipped.append(Skipped(POOL_TARGET, "pool", "no pool tenant is provisioned yet"))
     return targets, skipped
@@ -168,6 +169,20 @@ def _unfinished(target: MigrationTarget, migrations: Sequence[Migration], error:
     except Exception:  # the reason it failed is the error already reported
         return Outcome((), None, f"{error}; its version is unknown until it can be read")
     return Outcome((), current, error)
+
+
+def schema_versions(
+    targets: Sequence[MigrationTarget], migrations: Sequence[Migration]
+) -> dict[str, int | None]:
+    """Target label -> the version its database is at (None: nothing applied, or it could
+    not be read), read from each tracking table as `tenantctl migrate status` reads it."""
+    versions: dict[str, int | None] = {}
+    for target in targets:
+        try:
+            versions[target.label] = read_status(target, migrations).current
+        except (ConnectionError, psycopg.Error):
+            versions[target.label] = None
+    return versions
 
 
 def write_last_apply(state_dir: Path, result: FleetResult, tiers: dict[str, str]) -> None:

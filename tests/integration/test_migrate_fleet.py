@@ -344,3 +344,36 @@ def test_a_pool_migration_whose_table_cannot_be_protected_is_refused_and_rolled_
             (POOL.runtime_role, POOL.runtime_role),
         ).fetchone()
     assert rights == (True, False)
+
+
+@pytest.mark.slow
+def test_run_fails_the_pool_on_a_refused_migration_and_registers_its_tenants_once_fixed(
+    workdir: Path,
+) -> None:
+    # GIVEN a pool-only catalog whose first migration makes a table the pool cannot protect
+    (workdir / "tenants.yaml").write_text(POOL_ONLY)
+    v1 = workdir / "migrations" / "V1__items.sql"
+    v1.write_text("CREATE TABLE items (id bigint PRIMARY KEY, name text);\n")
+
+    # WHEN the catalog is provisioned
+    code, failed = tenantctl(workdir, "run")
+
+    # THEN the pool database fails naming the file, the table and the rule, and no pool
+    # tenant is registered on a pool without the application's schema
+    assert code == EXIT_FAILED
+    rows = {t["id"]: t for t in failed["tenants"]}
+    assert list(rows) == [None]
+    assert rows[None]["status"] == "failed"
+    assert "V1__items.sql creates public.items" in rows[None]["error"]
+    assert "tenant_id" in rows[None]["error"]
+
+    # WHEN the file (rolled back, so never applied: no drift) is fixed and run again
+    v1.write_text(V1)
+    code, fixed = tenantctl(workdir, "run")
+
+    # THEN the pool is at V1 and its tenant is registered at that version
+    assert code == 0, fixed
+    assert {t["id"]: (t["status"], t["schema_version"]) for t in fixed["tenants"]} == {
+        None: ("ready", 1),
+        "shared-one": ("ready", 1),
+    }

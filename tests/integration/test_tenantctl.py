@@ -4,10 +4,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from lambda_src.migrations.files import load_migrations
+from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
+from lambda_src.tenancy import POOL
 from tenantkit.cli import EXIT_ENVIRONMENT, EXIT_INVALID, app
+from tenantkit.embedded_pg import EmbeddedPostgres
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -70,6 +75,49 @@ def test_second_run_converges_to_the_same_summary_without_changes(
     assert stable(second) == stable(first)
     assert all(t["changes"] == 0 for t in second["tenants"])
     assert second["verify"] == first["verify"]
+
+
+@pytest.mark.slow
+def test_run_brings_every_tenant_database_and_the_pool_to_the_newest_migration(
+    two_runs: tuple[dict[str, Any], ...],
+) -> None:
+    # GIVEN the sample catalog's schema: section and its migrations
+    latest = load_migrations(REPO_ROOT / "migrations")[-1].version
+    first, second = two_runs
+    # THEN every bridge and silo tenant, the pool database and so every pool tenant is at the
+    # newest version after the first run, and still is (nothing applied again) after the second
+    for summary in (first, second):
+        assert summary["schema"] == {"directory": str(REPO_ROOT / "migrations"), "latest": latest}
+        assert {t["id"]: t["schema_version"] for t in summary["tenants"]} == {
+            t["id"]: latest for t in summary["tenants"]
+        }
+    assert next(t for t in second["tenants"] if t["id"] is None)["changes"] == 0
+
+
+@pytest.mark.slow
+def test_run_puts_the_pools_application_tables_under_the_tenant_policies(
+    pg_root: Path, two_runs: Any
+) -> None:
+    # GIVEN the state the two runs left
+    pg = EmbeddedPostgres(pg_root / "tenantctl-state" / "pg")
+    settings = pg.start().superuser_settings(POOL.database)
+    try:
+        with psycopg.connect(**settings.connect_kwargs()) as conn:
+            rows = conn.execute(
+                "SELECT c.relname, c.relowner::regrole::text, c.relforcerowsecurity, "
+                "EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = %s) "
+                "FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
+                "AND c.relkind = 'r' ORDER BY 1",
+                (ISOLATION_POLICY,),
+            ).fetchall()
+    finally:
+        pg.stop()
+    # THEN each table the migrations created in the tenant schema belongs to the pool's owner,
+    # with FORCE row-level security and the tenant policy
+    assert rows == [
+        ("customers", POOL.owner_role, True, True),
+        ("invoices", POOL.owner_role, True, True),
+    ]
 
 
 @pytest.mark.slow
