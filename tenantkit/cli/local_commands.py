@@ -102,9 +102,14 @@ def progress(
 
 
 def local_attacks(
-    servers: LocalServers, store: LocalSecrets, db_tenants: list[Tenant], pool_ready: bool
+    servers: LocalServers,
+    store: LocalSecrets,
+    db_tenants: list[Tenant],
+    pool_ready: bool,
+    catalog: Catalog,
 ) -> list[AttackResult]:
-    """Every attack that applies locally: per-database logins and the pool's runtime login."""
+    """Every attack that applies locally: per-database logins and the pool's runtime login
+    (its table attacks on every table of the catalog's tenant schemas, too)."""
     results = run_database_attacks(
         [
             (t, store.password(t.names.secret_name), servers.server_for(t).settings)
@@ -114,7 +119,12 @@ def local_attacks(
     pool_runtime = None
     if pool_ready:
         pool_runtime = pool_runtime_settings(servers.server_for_pool(), store)
-        results += run_pool_attacks(pool_runtime)
+        schema = catalog.schema
+        results += run_pool_attacks(
+            pool_runtime,
+            tenant_schemas=schema.tenant_schemas if schema is not None else (),
+            shared_tables=schema.shared_tables if schema is not None else (),
+        )
     return results + run_runtime_attacks(pool_runtime)
 
 
@@ -133,7 +143,10 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every SQL step.")] = False,
 ) -> None:
     """Provision the whole catalog on the embedded PostgreSQL with the provisioner's own handler,
-    then attack it: every tenant login against every other database, and the pool's policies."""
+    then attack it.
+
+    Each database is brought to the catalog's newest migration. The attacks: every tenant
+    login against every other database, and the pool's policies on every tenant table."""
     configure_logging(verbose)
     loaded = load(catalog, as_json)
     db_tenants = [t for t in loaded.tenants if t.tier in TIERS_WITH_TENANT_DATABASES]
@@ -163,6 +176,7 @@ def run(
             local.store,
             [t for t in db_tenants if t.id in ready],
             pool_ready=None in ready,
+            catalog=loaded,
         )
     servers, server = local.servers, local.shared
     verdict = report(attacks)
@@ -271,7 +285,10 @@ def verify(
     """Run the isolation attacks and report them; exit 1 on any leak.
 
     Locally (after `tenantctl run`): every bridge/silo login against every other tenant's
-    database, and the pool attacks as the pool's runtime login. With --dsn: the pool attacks."""
+    database, and the pool attacks as the pool's runtime login. With --dsn: the pool attacks.
+
+    The pool attacks run on the sample schema and on every table of the catalog's tenant
+    schemas (with --dsn: on every table under the tenant policy)."""
     configure_logging(False)
     if dsn is not None:
         try:
@@ -298,7 +315,9 @@ def verify(
                 as_json,
             )
         with session(state_dir, loaded, as_json) as local:
-            attacks = local_attacks(local.servers, local.store, db_tenants, pool_ready=True)
+            attacks = local_attacks(
+                local.servers, local.store, db_tenants, pool_ready=True, catalog=loaded
+            )
     verdict = report(attacks)
     if not as_json:
         print_verdict(verdict, attacks, every_attack=True)

@@ -13,7 +13,7 @@ tenant. Isolation against such code needs a login per tenant (the bridge tier) o
 mode of a later release.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,30 +27,13 @@ from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 from lambda_src.tenant_runtime import tenant_transaction
 
-from .report import AttackResult
+from .report import AttackResult, Outcome, blocked, leaked
+from .tables import run_table_attacks
 
 A, B, GONE = PROBE_TENANT_IDS
 PROJECTS = sql.SQL("{}.projects").format(sql.Identifier(POOL.sample_schema))
 TASKS = sql.SQL("{}.tasks").format(sql.Identifier(POOL.sample_schema))
 OPEN_TASKS = sql.SQL("{}.open_tasks").format(sql.Identifier(POOL.sample_schema))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an attack found: blocked as it must be, or not (with what happened)."""
-
-    blocked: bool
-    detail: str
-
-
-def blocked(detail: str) -> Outcome:
-    """The attack failed the way it must."""
-    return Outcome(True, detail)
-
-
-def leaked(detail: str) -> Outcome:
-    """The attack got something it must not (or failed in an unexpected way)."""
-    return Outcome(False, detail)
 
 
 class _RollbackError(Exception):
@@ -557,9 +540,16 @@ def _missing_probes(target: Target) -> list[str]:
     return missing
 
 
-def run_pool_attacks(settings: ConnectionSettings) -> list[AttackResult]:
-    """Run every pool attack as the runtime login described by `settings`. Raise
-    PoolProbesOffError if the pool has no verify probes, psycopg.Error if it cannot be reached."""
+def run_pool_attacks(
+    settings: ConnectionSettings,
+    *,
+    tenant_schemas: Sequence[str] = (),
+    shared_tables: Sequence[str] = (),
+) -> list[AttackResult]:
+    """Run every pool attack as the runtime login described by `settings`: the fixed ones on
+    the sample schema, then the table attacks (tenantkit.verify.tables) on every protected
+    table and every table of `tenant_schemas` but `shared_tables`. Raise PoolProbesOffError if
+    the pool has no verify probes, psycopg.Error if it cannot be reached."""
     target = Target(settings)
     missing = _missing_probes(target)
     if missing:
@@ -576,4 +566,4 @@ def run_pool_attacks(settings: ConnectionSettings) -> list[AttackResult]:
         except psycopg.Error as error:
             outcome = leaked(f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}")
         results.append(AttackResult("pool", name, outcome.blocked, outcome.detail))
-    return results
+    return results + run_table_attacks(target.connect, tenant_schemas, shared_tables)

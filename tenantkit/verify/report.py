@@ -14,6 +14,24 @@ class AttackResult:
     detail: str
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What an attack found: blocked as it must be, or not (with what happened)."""
+
+    blocked: bool
+    detail: str
+
+
+def blocked(detail: str) -> Outcome:
+    """The attack failed the way it must."""
+    return Outcome(True, detail)
+
+
+def leaked(detail: str) -> Outcome:
+    """The attack got something it must not (or failed in an unexpected way)."""
+    return Outcome(False, detail)
+
+
 def report(results: list[AttackResult]) -> dict[str, Any]:
     """The `tenantctl verify --json` document: {"attacks": N, "blocked": N, "leaks": [...]}."""
     return {
