@@ -27,6 +27,7 @@ from lambda_src.tenancy import (
     InvalidTenantIdError,
     TenantNames,
     Tier,
+    in_tenant_schema,
     tenant_names,
     validate_tenant_id,
 )
@@ -279,7 +280,10 @@ class PoolSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant_tables: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
-    """Your tables ([schema.]name, with a tenant_id column) to put under the tenant policies."""
+    """Your tables ([schema.]name, with a tenant_id column) to put under the tenant policies.
+    Optional with a schema: section: every table of its tenant_schemas is protected anyway
+    (by each pool migration that creates it and by every deploy of the pool), so a table
+    listed there is derived (redundant, and fine); list only tables outside them."""
     tenant_views: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
     """Your views over those tables; they are made security_invoker."""
     iam_auth: bool = True
@@ -323,7 +327,9 @@ class SchemaSettings(BaseModel):
     tenant_schemas: Annotated[
         tuple[Annotated[str, Field(pattern=_SCHEMA_NAME)], ...], Field(min_length=1)
     ] = ("public",)
-    """The schemas that hold tenant data (in the pool: every table there is a tenant table)."""
+    """The schemas that hold tenant data. In the pool every table there is a tenant table, put
+    under the tenant policies without being listed in pool.tenant_tables (or refused: no
+    tenant_id, a key not led by it), except the shared_tables."""
     shared_tables: tuple[Annotated[str, Field(pattern=_QUALIFIED_NAME)], ...] = ()
     """Pool reference data ([schema.]name): readable by every tenant, writable by none."""
 
@@ -435,6 +441,15 @@ class Catalog:
         if self.schema is None:
             raise CatalogError(f"{self.source}: no schema: section (directory of migrations)")
         return Path(self.source).parent / self.schema.directory
+
+    @property
+    def derived_tenant_tables(self) -> tuple[str, ...]:
+        """The `pool.tenant_tables` a tenant schema holds: protected with every table of the
+        schema, so listing them is redundant (they are kept working all the same)."""
+        if self.schema is None:
+            return ()
+        schemas = self.schema.tenant_schemas
+        return tuple(t for t in self.pool.tenant_tables if in_tenant_schema(t, schemas))
 
     @property
     def application_migrations(self) -> Path | None:

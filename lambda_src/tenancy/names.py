@@ -4,6 +4,7 @@ app.py, the tenantctl CLI and the provisioner Lambda all call tenant_names(); no
 a database, role, secret or stack name from a tenant id.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .ids import validate_tenant_id
@@ -196,3 +197,15 @@ class HostNames:
     def backup_vault(self) -> str:
         """The host's AWS Backup vault (at most 50 characters: a stack name is at most 47)."""
         return self.host
+
+
+def qualified_table(name: str) -> tuple[str, str]:
+    """(schema, table) of a catalog's `[schema.]name`; an unqualified name is in public (the
+    schema PostgreSQL resolves it to for the provisioner's sessions)."""
+    schema, _, table = name.rpartition(".")
+    return (schema or "public", table)
+
+
+def in_tenant_schema(name: str, tenant_schemas: Sequence[str]) -> bool:
+    """Whether the table `[schema.]name` is in one of the application's tenant schemas."""
+    return qualified_table(name)[0] in tenant_schemas

@@ -53,12 +53,44 @@ from .output import (
 
 
 def validate(catalog: CatalogOption = Path("tenants.yaml"), as_json: JsonOption = False) -> None:
-    """Check the tenant catalog and print its tenants."""
+    """Check the tenant catalog and print its tenants.
+
+    With a schema: section, it also says which pool tables are protected because they are in
+    a tenant schema, and which pool.tenant_tables entries that makes redundant."""
     loaded = load(catalog, as_json)
+    tables = pool_tables(loaded)
     if as_json:
-        print(json.dumps({"tenants": [t.model_dump() for t in loaded.tenants]}))
+        print(
+            json.dumps({"tenants": [t.model_dump() for t in loaded.tenants], "pool_tables": tables})
+        )
         return
     out.print(f"{catalog}: {len(loaded.tenants)} tenants, valid")
+    if loaded.schema is not None:
+        shared = ", ".join(tables["shared"])
+        out.print(
+            f"pool: every table of the tenant schemas {', '.join(tables['tenant_schemas'])} is "
+            "put under the tenant policies" + (f", but the shared {shared}" if shared else ""),
+            highlight=False,
+        )
+    for table in tables["derived"]:
+        out.print(
+            f"pool.tenant_tables: {table} is in a tenant schema, so it is protected anyway "
+            "(listing it is redundant)",
+            highlight=False,
+        )
+
+
+def pool_tables(loaded: Catalog) -> dict[str, list[str]]:
+    """Which pool tables the catalog protects: `tenant_schemas` (every table there, but the
+    `shared` ones), `listed` (pool.tenant_tables) and `derived` (those of the listed in a
+    tenant schema)."""
+    schema = loaded.schema
+    return {
+        "tenant_schemas": list(schema.tenant_schemas) if schema is not None else [],
+        "shared": list(schema.shared_tables) if schema is not None else [],
+        "listed": list(loaded.pool.tenant_tables),
+        "derived": list(loaded.derived_tenant_tables),
+    }
 
 
 def names(tenant_id: str, as_json: JsonOption = False) -> None:

@@ -28,7 +28,7 @@ from psycopg.types.json import Json
 
 from lambda_src.migrations.apply import TRACKING_SCHEMA
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
-from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, qualified_table
 
 from .report import AttackResult, Outcome, blocked, leaked
 
@@ -109,16 +109,12 @@ class TenantTable:
         return sql.Identifier(self.schema, self.name)
 
 
-def _qualified(name: str) -> str:
-    return name if "." in name else f"public.{name}"
-
-
 def tenant_tables(
     conn: psycopg.Connection[Any], tenant_schemas: Sequence[str], shared_tables: Sequence[str]
 ) -> list[TenantTable]:
     """The application's tables to attack: every table under the tenant policy and every table
     of `tenant_schemas`, less `shared_tables` (reference data every tenant may read)."""
-    shared = {_qualified(name) for name in shared_tables}
+    shared = {qualified_table(name) for name in shared_tables}
     params = {
         "tenantkit": _NOT_APPLICATION,
         "tenant_schemas": list(tenant_schemas),
@@ -126,7 +122,7 @@ def tenant_tables(
     }
     rows = conn.execute(TENANT_TABLES, params).fetchall()
     found = [TenantTable(int(oid), schema, name) for oid, schema, name in rows]
-    return [table for table in found if table.qualified not in shared]
+    return [table for table in found if (table.schema, table.name) not in shared]
 
 
 class _ProbeRowError(Exception):

@@ -177,6 +177,33 @@ def test_names_shows_derived_names_and_refuses_hostile_ids() -> None:
     assert "invalid tenant id" in hostile.output
 
 
+def test_validate_says_which_listed_pool_tables_a_tenant_schema_makes_redundant(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a catalog listing a pool table inside its tenant schema and one outside
+    catalog = tmp_path / "tenants.yaml"
+    catalog.write_text(
+        "schema: {directory: migrations, tenant_schemas: [app], shared_tables: [app.codes]}\n"
+        "pool: {tenant_tables: [app.items, shop.orders]}\ntenants: []\n"
+    )
+    # WHEN it is validated THEN it is valid, and the one inside is named as derived
+    result = runner.invoke(app, ["validate", "--catalog", str(catalog)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "every table of the tenant schemas app is put under the tenant policies" in (
+        result.output
+    )
+    assert "but the shared app.codes" in result.output
+    assert "pool.tenant_tables: app.items is in a tenant schema" in result.output
+    assert "shop.orders" not in result.output
+    as_json = runner.invoke(app, ["validate", "--catalog", str(catalog), "--json"])
+    assert json.loads(as_json.stdout)["pool_tables"] == {
+        "tenant_schemas": ["app"],
+        "shared": ["app.codes"],
+        "listed": ["app.items", "shop.orders"],
+        "derived": ["app.items"],
+    }
+
+
 def test_validate_accepts_the_sample_catalog() -> None:
     result = runner.invoke(app, ["validate", "--catalog", str(REPO_ROOT / "tenants.yaml")])
     assert result.exit_code == 0

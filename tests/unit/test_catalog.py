@@ -252,6 +252,20 @@ def test_a_shared_table_cannot_also_be_a_pool_tenant_table() -> None:
         parse_catalog(doc, "tenants.yaml")
 
 
+def test_listed_pool_tables_in_a_tenant_schema_are_derived_and_the_others_are_not() -> None:
+    # GIVEN tables listed in a tenant schema (qualified, and unqualified: public) and outside
+    doc = {
+        "tenants": [],
+        "pool": {"tenant_tables": ["app.items", "notes", "shop.orders"]},
+        "schema": {"directory": "m", "tenant_schemas": ["app", "public"]},
+    }
+    # THEN the first two are derived from the schema (listing them is redundant), not the third
+    assert parse_catalog(doc, "tenants.yaml").derived_tenant_tables == ("app.items", "notes")
+    # and without a schema: section nothing is derived
+    del doc["schema"]
+    assert parse_catalog(doc, "tenants.yaml").derived_tenant_tables == ()
+
+
 def test_pool_tenant_tables_keep_working_beside_a_schema_section() -> None:
     doc = {
         "tenants": [],

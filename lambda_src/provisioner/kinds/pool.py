@@ -8,13 +8,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.connection import connect, scram_verifier
+import psycopg
+
+from ...core.connection import connect, first_line, scram_verifier
 from ...core.errors import InvalidRequestError, TenantkitError
 from ...core.secrets import read_password
 from ...core.steps import Step
 from ...migrations.apply import applied_migrations
 from ...migrations.files import Migration, fingerprint, load_migrations
-from ...tenancy import POOL, InvalidTenantIdError, validate_tenant_id
+from ...migrations.pool import protect_tenant_schemas
+from ...tenancy import POOL, InvalidTenantIdError, in_tenant_schema, validate_tenant_id
 from .. import postgres
 from ..events import pool_database_physical_id, pool_tenants_physical_id
 from ..migrate import PoolSchema, migrate_pool, pool_failure
@@ -176,6 +179,16 @@ class PoolDatabaseSpec:
     migrations: PoolMigrations | None = None
     """The application's migrations the pool database must hold (absent: none)."""
 
+    @property
+    def tables_by_name(self) -> list[str]:
+        """The listed tenant tables protected by name (each must exist). With migrations, a
+        listed table in one of their tenant schemas is not among them: every table there is
+        protected anyway (_protect_tenant_schemas), so it may also be one no file created yet."""
+        if self.migrations is None:
+            return list(self.tenant_tables)
+        schemas = self.migrations.schema.tenant_schemas
+        return [t for t in self.tenant_tables if not in_tenant_schema(t, schemas)]
+
     @classmethod
     def parse(cls, props: Mapping[str, Any]) -> "PoolDatabaseSpec":
         """Validate resource properties before any SQL."""
@@ -236,9 +249,30 @@ class PoolDatabase:
             changes = db.run(steps)
             if spec.migrations is not None:
                 changes += self._migrate(db, spec.migrations)
-            protect = [protect_table(t) for t in spec.tenant_tables]
+                changes += self._protect_tenant_schemas(db, spec.migrations.schema)
+            protect = [protect_table(t) for t in spec.tables_by_name]
             changes += db.run(protect + [protect_view(v) for v in spec.tenant_views])
         return self._outcome(hardened + changes)
+
+    @staticmethod
+    def _protect_tenant_schemas(db: AdminSession, schema: PoolSchema) -> list[str]:
+        """Every table of the tenant schemas under the tenant policies, whoever created it (a
+        migration protects its own; this takes one made by hand too), in one transaction of
+        the pool database; one that cannot be protected fails the request, naming it."""
+        with connect(db.settings.for_database(POOL.database), db.retry) as conn:
+            try:
+                with conn.transaction():
+                    changes = protect_tenant_schemas(
+                        conn, schema.tenant_schemas, schema.shared_tables
+                    )
+            except psycopg.Error as error:
+                raise TenantkitError(
+                    f"protecting the tables of {', '.join(schema.tenant_schemas)}: "
+                    f"{first_line(error)}"
+                ) from None
+        for change in changes:
+            log.info("%s", change)
+        return changes
 
     @staticmethod
     def _migrate(db: AdminSession, wanted: PoolMigrations) -> list[str]:
