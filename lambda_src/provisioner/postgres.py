@@ -12,7 +12,7 @@ from psycopg import sql
 
 from ..core.connection import ConnectionSettings, RetryPolicy, connect
 from ..core.steps import run_steps
-from ..tenancy import POOL, TenantNames
+from ..tenancy import POOL, POOL_MODES, PoolMode, TenantNames
 from .plans.access import RDS_IAM_ROLE
 from .plans.host import ADMIN_DATABASES, PROXY_MONITOR_ROLE, plan_host_hardening
 from .plans.lifecycle import (
@@ -25,7 +25,8 @@ from .plans.lifecycle import (
     plan_registry,
 )
 from .plans.pool import ObservedPool
-from .plans.pool_rls import OBSERVE_PROTECTED_TABLES
+from .plans.pool_logins import OBSERVE_TENANT_LOGINS, is_pool_login
+from .plans.pool_rls import MODE_TABLE, OBSERVE_PROTECTED_TABLES, SELECT_MODE
 from .plans.tenant_database import ObservedTenant
 
 log = logging.getLogger(__name__)
@@ -117,16 +118,49 @@ def observe_tenant(conn: psycopg.Connection, names: TenantNames) -> ObservedTena
     )
 
 
-def observe_pool(conn: psycopg.Connection) -> ObservedPool:
-    """Read what exists of the pool: its roles and whether its database exists."""
+def observe_pool(
+    conn: psycopg.Connection, settings: ConnectionSettings, retry: RetryPolicy
+) -> ObservedPool:
+    """Read what exists of the pool: its roles (the tenants' logins too), whether its database
+    exists and, if it does, the mode it records."""
     roles: dict[str, bool] = dict(conn.execute(OBSERVE_ROLES, (list(POOL.roles),)).fetchall())
     database = conn.execute(OBSERVE_POOL_DATABASE, (POOL.database,)).fetchone()
     rds_iam = conn.execute(OBSERVE_RDS_IAM, (RDS_IAM_ROLE,)).fetchone()
+    exists = bool(database and database[0])
     return ObservedPool(
         login_enabled=roles,
-        database_exists=bool(database and database[0]),
+        database_exists=exists,
         rds_iam_exists=bool(rds_iam and rds_iam[0]),
+        mode=pool_mode(settings, retry) if exists else None,
+        tenant_logins=tenant_logins(conn),
     )
+
+
+def tenant_logins(conn: psycopg.Connection) -> dict[str, bool]:
+    """Strict mode's tenant logins that exist (members of the runtime group) -> can log in."""
+    rows = conn.execute(OBSERVE_TENANT_LOGINS, (POOL.runtime_role,)).fetchall()
+    return {role: can_login for role, can_login in rows if is_pool_login(role)}
+
+
+def rds_iam_exists(conn: psycopg.Connection) -> bool:
+    """Whether the server has rds_iam (RDS and Aurora; the embedded server emulates it)."""
+    row = conn.execute(OBSERVE_RDS_IAM, (RDS_IAM_ROLE,)).fetchone()
+    return bool(row and row[0])
+
+
+def observe_logins(conn: psycopg.Connection, roles: list[str]) -> dict[str, bool]:
+    """Which of `roles` exist -> whether each can log in."""
+    return dict(conn.execute(OBSERVE_ROLES, (roles,)).fetchall())
+
+
+def pool_mode(settings: ConnectionSettings, retry: RetryPolicy) -> PoolMode:
+    """The mode the pool database records: settable if it records none (made before modes)."""
+    with connect(settings.for_database(POOL.database), retry) as conn:
+        if conn.execute(OBSERVE_REGISTRY, (MODE_TABLE,)).fetchone() != (True,):
+            return "settable"
+        row = conn.execute(SELECT_MODE).fetchone()
+    recorded = row[0] if row else "settable"
+    return next(mode for mode in POOL_MODES if mode == recorded)
 
 
 def protected_tables(settings: ConnectionSettings, retry: RetryPolicy) -> dict[str, list[str]]:

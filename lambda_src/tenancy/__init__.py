@@ -14,7 +14,9 @@ from .names import (
     HOST_TAG,
     IAM_USER_PREFIX,
     IAM_USER_SUFFIX,
+    PG_NAME_PREFIX,
     POOL,
+    POOL_LOGIN_SUFFIX,
     HostNames,
     PoolNames,
     TenantNames,
@@ -24,7 +26,14 @@ from .names import (
     secret_owner,
     tenant_names,
 )
-from .tiers import TIERS, TIERS_ON_SHARED_CLUSTERS, TIERS_WITH_TENANT_DATABASES, Tier
+from .tiers import (
+    POOL_MODES,
+    TIERS,
+    TIERS_ON_SHARED_CLUSTERS,
+    TIERS_WITH_TENANT_DATABASES,
+    PoolMode,
+    Tier,
+)
 
 __all__ = [
     "BRIDGE_HOST",
@@ -33,7 +42,10 @@ __all__ = [
     "IAM_USER_SUFFIX",
     "MAX_TENANT_ID_LENGTH",
     "MIN_TENANT_ID_LENGTH",
+    "PG_NAME_PREFIX",
     "POOL",
+    "POOL_LOGIN_SUFFIX",
+    "POOL_MODES",
     "PROBE_TENANT_IDS",
     "RESERVED_TENANT_ID_PREFIXES",
     "TENANT_ID_PATTERN",
@@ -42,6 +54,7 @@ __all__ = [
     "TIERS_WITH_TENANT_DATABASES",
     "HostNames",
     "InvalidTenantIdError",
+    "PoolMode",
     "PoolNames",
     "TenantNames",
     "Tier",

@@ -12,6 +12,7 @@ from .ids import validate_tenant_id
 PG_NAME_PREFIX = "tenant_"
 IAM_USER_PREFIX = PG_NAME_PREFIX
 IAM_USER_SUFFIX = "_iam"
+POOL_LOGIN_SUFFIX = "_pool"
 SECRET_NAME_PREFIX = "tenantkit/"  # noqa: S105 (a name prefix)
 STACK_NAME_PREFIX = "tenantkit-"
 BRIDGE_HOST = f"{STACK_NAME_PREFIX}bridge"
@@ -41,6 +42,11 @@ class TenantNames:
     Unlike the other names it keeps the id's hyphens (`tenant_acme-corp_iam`), so an IAM policy
     can name it from a session tag: `dbuser:<resource id>/tenant_${aws:PrincipalTag/tenant}_iam`.
     """
+    pool_login: str
+    """The tenant's own login to the pool database in strict mode (`tenant_acme-corp_pool`),
+    a member of the pool's runtime group. Like iam_user it keeps the id's hyphens: an IAM
+    policy names it from a session tag, and the pool's isolation policy reads the tenant back
+    from session_user (PG_NAME_PREFIX + id + POOL_LOGIN_SUFFIX)."""
     secret_name: str
     """Secrets Manager name of the login role's credentials."""
     silo_stack_name: str
@@ -70,13 +76,14 @@ def secret_owner(secret_id: str) -> str | None:
     return owner or None
 
 
-def tenant_names(tenant_id: str) -> TenantNames:
-    """Derive every physical name of `tenant_id`, validating it first.
+def tenant_names(tenant_id: str, *, allow_probes: bool = False) -> TenantNames:
+    """Derive every physical name of `tenant_id`, validating it first (`allow_probes`: the
+    verify probe tenants too, whose ids are otherwise reserved).
 
     With MAX_TENANT_ID_LENGTH = 32 the longest PostgreSQL name is 45 bytes, inside the 63-byte
     identifier limit (tests check the longest id).
     """
-    validate_tenant_id(tenant_id)
+    validate_tenant_id(tenant_id, allow_probes=allow_probes)
     base = PG_NAME_PREFIX + tenant_id.replace("-", "_")
     names = TenantNames(
         tenant_id=tenant_id,
@@ -85,6 +92,7 @@ def tenant_names(tenant_id: str) -> TenantNames:
         objects_role=f"{base}_objects",
         login_role=f"{base}_app",
         iam_user=f"{PG_NAME_PREFIX}{tenant_id}{IAM_USER_SUFFIX}",
+        pool_login=f"{PG_NAME_PREFIX}{tenant_id}{POOL_LOGIN_SUFFIX}",
         secret_name=login_secret_name(tenant_id),
         silo_stack_name=f"{STACK_NAME_PREFIX}silo-{tenant_id}",
         bridge_stack_name=f"{BRIDGE_HOST}-{tenant_id}",

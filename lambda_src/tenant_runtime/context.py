@@ -9,7 +9,7 @@ from functools import lru_cache
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from ..tenancy import POOL, validate_tenant_id
+from ..tenancy import POOL, tenant_names, validate_tenant_id
 
 
 class TenantContextError(RuntimeError):
@@ -46,10 +46,30 @@ def begin_as_tenant(tenant_id: str, allow_probes: bool = False) -> bytes:
     return sql.Composed([_BEGIN_AS_TENANT, sql.Literal(valid)]).as_bytes(None)
 
 
+BEGIN_AS_LOGIN = b"BEGIN"
+"""The first message of a tenant's transaction in a strict pool: the tenant is the login the
+connection logged in as, so there is nothing to set."""
+
+
+@lru_cache(maxsize=4096)
+def login_of(tenant_id: str, allow_probes: bool = False) -> str:
+    """The login a connection must have logged in as to serve `tenant_id` in a strict pool
+    (validated here, before anything can be sent)."""
+    return tenant_names(tenant_id, allow_probes=allow_probes).pool_login
+
+
 def is_idle(status: int) -> bool:
     """Whether a libpq transaction status (`conn.info.transaction_status`) is IDLE: no
     transaction open, none failed, nothing in flight."""
     return TransactionStatus(status) == TransactionStatus.IDLE
 
 
-__all__ = ["END_AS_TENANT", "ROLLBACK", "TenantContextError", "begin_as_tenant", "is_idle"]
+__all__ = [
+    "BEGIN_AS_LOGIN",
+    "END_AS_TENANT",
+    "ROLLBACK",
+    "TenantContextError",
+    "begin_as_tenant",
+    "is_idle",
+    "login_of",
+]

@@ -8,7 +8,14 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from .context import END_AS_TENANT, ROLLBACK, TenantContextError, begin_as_tenant
+from .context import (
+    BEGIN_AS_LOGIN,
+    END_AS_TENANT,
+    ROLLBACK,
+    TenantContextError,
+    begin_as_tenant,
+    login_of,
+)
 
 
 def _status(conn: psycopg.Connection[Any]) -> TransactionStatus:
@@ -31,6 +38,10 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
     are another client's; RDS Proxy pins the session on a prepared statement. True: the
     connection's own setting applies (a direct connection, PgBouncer 1.21+ with
     max_prepared_statements > 0).
+
+    `strict=True` (a strict pool): the connection must have logged in as the tenant's own login
+    (TenantNames.pool_login; checked against the connection's user, no round trip), and the
+    transaction opens with a plain BEGIN: the policies read the tenant from the login.
     """
 
     def __init__(
@@ -40,9 +51,19 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
         *,
         allow_probes: bool = False,
         prepared_statements: bool = False,
+        strict: bool = False,
     ) -> None:
         self._conn = conn
-        self._begin = begin_as_tenant(tenant_id, allow_probes)
+        if strict:
+            login = login_of(tenant_id, allow_probes)
+            if conn.info.user != login:
+                raise TenantContextError(
+                    f"this connection logged in as {conn.info.user!r}, not as {login!r}: in a "
+                    "strict pool a tenant's transactions run on its own login's connections"
+                )
+            self._begin = BEGIN_AS_LOGIN
+        else:
+            self._begin = begin_as_tenant(tenant_id, allow_probes)
         self._autocommit = conn.autocommit
         self._prepared_statements = prepared_statements
         self._prepare_threshold = conn.prepare_threshold

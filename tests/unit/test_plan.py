@@ -342,3 +342,97 @@ def test_pool_converge_without_verify_probes_creates_none_and_removes_them() -> 
     ]
     assert off.count("protect table shop.orders") == 1
     assert [d for d in off if d.startswith("protect table")] == ["protect table shop.orders"]
+
+
+# -- strict mode -------------------------------------------------------------------------------
+
+
+def test_tenant_logins_are_created_enabled_or_not_and_granted_in_one_statement_each() -> None:
+    from lambda_src.provisioner.plans.pool_logins import TenantLogin, plan_tenant_logins
+
+    logins = [
+        TenantLogin("tenant_new_pool", True),
+        TenantLogin("tenant_back_pool", True, VERIFIER),
+        TenantLogin("tenant_paused_pool", False),
+    ]
+    existing = {"tenant_back_pool": False, "tenant_paused_pool": True}
+    statements = sql_of(plan_tenant_logins(logins, existing))
+    assert statements == [
+        'CREATE ROLE "tenant_new_pool" LOGIN',
+        'ALTER ROLE "tenant_back_pool" LOGIN',
+        'ALTER ROLE "tenant_paused_pool" NOLOGIN',
+        'GRANT "tenantkit_pool_runtime" TO "tenant_new_pool", "tenant_back_pool", '
+        '"tenant_paused_pool"',
+        # IAM auth for those without a password secret; a password for the one with
+        'GRANT "rds_iam" TO "tenant_new_pool", "tenant_paused_pool"',
+        f"ALTER ROLE \"tenant_back_pool\" PASSWORD '{VERIFIER}'",
+    ]
+
+
+def test_sessions_of_disabled_logins_are_ended_after_the_disabling_commits() -> None:
+    from lambda_src.provisioner.plans.pool_logins import plan_disable_logins, plan_end_sessions
+
+    steps = plan_disable_logins(["tenant_x_pool"], {"tenant_x_pool": True}) + plan_end_sessions(
+        ["tenant_x_pool"]
+    )
+    groups = transaction_groups(steps)
+    # two groups: the NOLOGIN commits before any session is ended, so none can reconnect
+    assert [len(g) for g in groups] == [1, 1]
+    assert not groups[1][0].transactional
+    assert steps[1].params == (["tenant_x_pool"],)
+
+
+def test_a_pool_in_strict_mode_bakes_the_login_policy_into_protect_table() -> None:
+    from lambda_src.provisioner.plans.pool import ObservedPool, plan_pool_converge
+
+    def converge_pool(mode: Any, observed_mode: Any) -> list[Step]:
+        return plan_pool_converge(
+            ObservedPool(rds_iam_exists=True, database_exists=True, mode=observed_mode),
+            iam_auth=True,
+            password_verifier=VERIFIER,
+            tables=[],
+            views=[],
+            verify_probes=True,
+            mode=mode,
+        )
+
+    strict = converge_pool("strict", "strict")
+    procedure = next(s for s in strict if s.description == "create protect_table()")
+    text = procedure.statement.as_string(None)
+    assert "session_user" in text
+    assert "current_setting" not in text
+    assert "put every protected table under the strict policies" not in [
+        s.description for s in strict
+    ]
+    # from the other mode: every protected table is put under the new policies, in the same
+    # transaction as the procedure that now carries them
+    converted = converge_pool("strict", "settable")
+    reprotect = next(
+        s
+        for s in converted
+        if s.description == "put every protected table under the strict policies"
+    )
+    group = next(g for g in transaction_groups(converted) if reprotect in g)
+    assert procedure.description in [s.description for s in group]
+
+
+def test_a_settable_pool_disables_every_tenant_login_left_from_a_strict_past() -> None:
+    from lambda_src.provisioner.plans.pool import ObservedPool, plan_pool_converge
+
+    steps = plan_pool_converge(
+        ObservedPool(
+            rds_iam_exists=True,
+            database_exists=True,
+            mode="strict",
+            tenant_logins={"tenant_a_pool": True, "tenant_b_pool": False},
+        ),
+        iam_auth=True,
+        password_verifier=VERIFIER,
+        tables=[],
+        views=[],
+        verify_probes=True,
+    )
+    descriptions = [s.description for s in steps]
+    assert "disable login of tenant_a_pool" in descriptions
+    assert "disable login of tenant_b_pool" not in descriptions
+    assert descriptions[-1] == "end the sessions of 2 pool login(s)"

@@ -73,6 +73,7 @@ def test_names_are_derived_deterministically_from_the_tenant_id() -> None:
     assert names.owner_role == "tenant_acme_corp_owner"
     assert names.login_role == "tenant_acme_corp_app"
     assert names.iam_user == "tenant_acme-corp_iam"  # keeps the id as a session tag spells it
+    assert names.pool_login == "tenant_acme-corp_pool"  # so does a strict pool's login
     assert names.secret_name == "tenantkit/acme-corp/app"
     assert names.silo_stack_name == "tenantkit-silo-acme-corp"
     assert tenant_names("acme-corp") == names
@@ -80,8 +81,16 @@ def test_names_are_derived_deterministically_from_the_tenant_id() -> None:
 
 def test_longest_tenant_id_yields_postgres_identifiers_within_63_bytes() -> None:
     names = tenant_names("a" * MAX_TENANT_ID_LENGTH)
-    for name in (names.database, *names.roles):
+    for name in (names.database, *names.roles, names.pool_login):
         assert len(name.encode()) <= 63, name
+
+
+def test_probe_tenants_have_names_only_when_asked_for() -> None:
+    with pytest.raises(InvalidTenantIdError, match="reserved"):
+        tenant_names("tenantkit-probe-a")
+    assert tenant_names("tenantkit-probe-a", allow_probes=True).pool_login == (
+        "tenant_tenantkit-probe-a_pool"
+    )
 
 
 def test_stack_name_of_longest_id_is_a_valid_cloudformation_stack_name() -> None:

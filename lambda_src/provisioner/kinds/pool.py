@@ -1,11 +1,12 @@
 """The pool tier's kinds: PoolDatabase (roles, registry, policies) and PoolTenants (a batch of
-registry rows, so 1,000 tenants are a handful of resources rather than 1,000)."""
+registry rows, and in strict mode of tenant logins, so 1,000 tenants are a handful of resources
+rather than 1,000)."""
 
 import hashlib
 import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -17,7 +18,16 @@ from ...core.steps import Step
 from ...migrations.apply import applied_migrations
 from ...migrations.files import Migration, fingerprint, load_migrations
 from ...migrations.pool import protect_tenant_schemas
-from ...tenancy import POOL, InvalidTenantIdError, in_tenant_schema, validate_tenant_id
+from ...tenancy import (
+    POOL,
+    POOL_MODES,
+    PROBE_TENANT_IDS,
+    InvalidTenantIdError,
+    PoolMode,
+    in_tenant_schema,
+    tenant_names,
+    validate_tenant_id,
+)
 from .. import postgres
 from ..events import pool_database_physical_id, pool_tenants_physical_id
 from ..migrate import PoolSchema, migrate_pool, pool_failure
@@ -30,6 +40,13 @@ from ..plans.pool import (
     plan_pool_retain,
     plan_purge,
     plan_register,
+)
+from ..plans.pool_logins import (
+    TenantLogin,
+    plan_disable_logins,
+    plan_drop_logins,
+    plan_end_sessions,
+    plan_tenant_logins,
 )
 from ..plans.pool_rls import protect_table, protect_view
 from ..settings import REMOVAL_POLICIES, RemovalPolicy
@@ -52,15 +69,23 @@ def pool_batch_of(tenant_id: str) -> str:
 
 
 def pool_batches(
-    tenants: Sequence[tuple[str, RemovalPolicy]], *, suspended: Collection[str] = ()
+    tenants: Sequence[tuple[str, RemovalPolicy]],
+    *,
+    suspended: Collection[str] = (),
+    password_secrets: Mapping[str, str] | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Group (tenant id, removal policy) pairs into batches: batch id -> PoolTenants entries.
-    Tenants in `suspended` get `"Suspended": "true"` (the key is absent for the others)."""
+    Tenants in `suspended` get `"Suspended": "true"` (the key is absent for the others);
+    tenants in `password_secrets` (strict mode on a server without IAM authentication) get
+    `"PasswordSecretArn"`, the secret their login's password comes from."""
+    secrets = password_secrets or {}
     batches: dict[str, list[dict[str, str]]] = {}
     for tenant_id, removal_policy in tenants:
         entry = {"Id": tenant_id, "RemovalPolicy": removal_policy}
         if tenant_id in suspended:
             entry["Suspended"] = "true"
+        if tenant_id in secrets:
+            entry["PasswordSecretArn"] = secrets[tenant_id]
         batches.setdefault(pool_batch_of(tenant_id), []).append(entry)
     return dict(sorted(batches.items()))
 
@@ -123,9 +148,13 @@ def pool_database_properties(
     tenant_views: Sequence[str] = (),
     verify_probes: bool = True,
     migrations: PoolMigrations | None = None,
+    mode: PoolMode = "settable",
+    probe_secrets: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Resource properties of the PoolDatabase, as CloudFormation passes them (`Migrations`
-    only with the application's migrations, so a pool without them keeps its template)."""
+    only with the application's migrations, so a pool without them keeps its template; `Mode`
+    for a strict pool only, absent: settable, as before the property existed; `probe_secrets`:
+    the probe tenants' password secrets, strict mode without IAM auth)."""
     properties: dict[str, Any] = {
         "Kind": "PoolDatabase",
         "RuntimeSecretArn": runtime_secret_arn,
@@ -137,12 +166,26 @@ def pool_database_properties(
     }
     if migrations is not None:
         properties["Migrations"] = migrations.properties()
+    if mode != "settable":
+        properties["Mode"] = mode
+    if probe_secrets:
+        properties["ProbePasswordSecretArns"] = dict(probe_secrets)
     return properties
 
 
-def pool_tenants_properties(batch_id: str, entries: Sequence[Mapping[str, str]]) -> dict[str, Any]:
-    """Resource properties of one PoolTenants batch."""
-    return {"Kind": "PoolTenants", "BatchId": batch_id, "Tenants": [dict(e) for e in entries]}
+def pool_tenants_properties(
+    batch_id: str, entries: Sequence[Mapping[str, str]], *, mode: PoolMode = "settable"
+) -> dict[str, Any]:
+    """Resource properties of one PoolTenants batch (`Mode` only for a strict pool: a change
+    of mode then updates every batch, which gives or takes its tenants' logins)."""
+    properties: dict[str, Any] = {
+        "Kind": "PoolTenants",
+        "BatchId": batch_id,
+        "Tenants": [dict(e) for e in entries],
+    }
+    if mode != "settable":
+        properties["Mode"] = mode
+    return properties
 
 
 def _names_property(props: Mapping[str, Any], key: str) -> list[str]:
@@ -164,6 +207,27 @@ def _removal_policy(raw: object, where: str) -> RemovalPolicy:
     raise InvalidRequestError(f"{where} must be retain or destroy")
 
 
+def _mode(props: Mapping[str, Any]) -> PoolMode:
+    raw = props.get("Mode", "settable")
+    for mode in POOL_MODES:
+        if raw == mode:
+            return mode
+    raise InvalidRequestError(f"resource property Mode must be one of {', '.join(POOL_MODES)}")
+
+
+def _secret_arn(raw: object, where: str) -> str:
+    if not isinstance(raw, str) or not raw.startswith("arn:"):
+        raise InvalidRequestError(f"{where} must be a secret's ARN")
+    return raw
+
+
+def _password_verifier(db: AdminSession, role: str, secret_arn: str | None) -> str | None:
+    """The SCRAM verifier of the password in `secret_arn` for `role` (None: IAM auth)."""
+    if secret_arn is None:
+        return None
+    return scram_verifier(db.conn, role, read_password(secret_arn))
+
+
 @dataclass(frozen=True)
 class PoolDatabaseSpec:
     """Validated properties of the PoolDatabase resource."""
@@ -178,6 +242,9 @@ class PoolDatabaseSpec:
     as before the property existed)."""
     migrations: PoolMigrations | None = None
     """The application's migrations the pool database must hold (absent: none)."""
+    mode: PoolMode = "settable"
+    probe_secrets: Mapping[str, str] = field(default_factory=dict)
+    """Strict mode: probe tenant -> the secret of its login's password (absent: IAM auth)."""
 
     @property
     def tables_by_name(self) -> list[str]:
@@ -196,6 +263,15 @@ class PoolDatabaseSpec:
         if not isinstance(secret, str) or not secret.startswith("arn:"):
             raise InvalidRequestError("resource property RuntimeSecretArn must be an ARN")
         raw_migrations = props.get("Migrations")
+        probes = props.get("ProbePasswordSecretArns") or {}
+        if not isinstance(probes, Mapping) or not set(probes) <= set(PROBE_TENANT_IDS):
+            raise InvalidRequestError(
+                "resource property ProbePasswordSecretArns must map probe tenant ids to ARNs"
+            )
+        probe_secrets = {
+            tenant: _secret_arn(arn, f"resource property ProbePasswordSecretArns.{tenant}")
+            for tenant, arn in probes.items()
+        }
         return cls(
             runtime_secret_arn=secret,
             iam_auth=bool_property(props, "IamAuth", False),
@@ -206,6 +282,8 @@ class PoolDatabaseSpec:
             tenant_views=_names_property(props, "TenantViews"),
             verify_probes=bool_property(props, "VerifyProbes", True),
             migrations=None if raw_migrations is None else PoolMigrations.parse(raw_migrations),
+            mode=_mode(props),
+            probe_secrets=probe_secrets,
         )
 
 
@@ -236,8 +314,11 @@ class PoolDatabase:
         password = read_password(spec.runtime_secret_arn)
         hardened = postgres.harden_host(db.conn, db.settings, db.retry)
         with postgres.holding(db.conn, postgres.POOL_LOCK):
-            observed = postgres.observe_pool(db.conn)
+            observed = postgres.observe_pool(db.conn, db.settings, db.retry)
             require_rds_iam(spec.iam_auth, observed.rds_iam_exists)
+            probe_logins = self._probe_logins(db, spec)
+            if any(login.password_verifier is None for login in probe_logins):
+                require_rds_iam(True, observed.rds_iam_exists)
             steps = plan_pool_converge(
                 observed,
                 iam_auth=spec.iam_auth,
@@ -245,6 +326,8 @@ class PoolDatabase:
                 tables=(),
                 views=(),
                 verify_probes=spec.verify_probes,
+                mode=spec.mode,
+                probe_logins=probe_logins,
             )
             changes = db.run(steps)
             if spec.migrations is not None:
@@ -253,6 +336,19 @@ class PoolDatabase:
             protect = [protect_table(t) for t in spec.tables_by_name]
             changes += db.run(protect + [protect_view(v) for v in spec.tenant_views])
         return self._outcome(hardened + changes)
+
+    @staticmethod
+    def _probe_logins(db: AdminSession, spec: PoolDatabaseSpec) -> list[TenantLogin]:
+        """Strict mode with the verify probes: the probe tenants' logins (the offboarded one
+        disabled), with their secrets' passwords or IAM auth."""
+        if spec.mode != "strict" or not spec.verify_probes:
+            return []
+        logins = []
+        for tenant in PROBE_TENANT_IDS:
+            role = tenant_names(tenant, allow_probes=True).pool_login
+            verifier = _password_verifier(db, role, spec.probe_secrets.get(tenant))
+            logins.append(TenantLogin(role, tenant != PROBE_TENANT_IDS[-1], verifier))
+        return logins
 
     @staticmethod
     def _protect_tenant_schemas(db: AdminSession, schema: PoolSchema) -> list[str]:
@@ -328,7 +424,7 @@ class PoolDatabase:
         """Retain: the application's logins disabled, data kept. Destroy: pool dropped."""
         spec = PoolDatabaseSpec.parse(properties)
         with postgres.holding(db.conn, postgres.POOL_LOCK):
-            observed = postgres.observe_pool(db.conn)
+            observed = postgres.observe_pool(db.conn, db.settings, db.retry)
             plan = plan_pool_destroy if spec.removal_policy == "destroy" else plan_pool_retain
             changes = db.run(plan(observed))
         return self._outcome(changes)
@@ -341,6 +437,9 @@ class PoolTenantsSpec:
     batch_id: str
     tenants: dict[str, RemovalPolicy]
     suspended: frozenset[str] = frozenset()
+    mode: PoolMode = "settable"
+    password_secrets: Mapping[str, str] = field(default_factory=dict)
+    """Strict mode: tenant -> the secret of its login's password (absent: IAM auth)."""
 
     @classmethod
     def parse(cls, props: Mapping[str, Any]) -> "PoolTenantsSpec":
@@ -353,8 +452,10 @@ class PoolTenantsSpec:
             raise InvalidRequestError(
                 f"resource property Tenants must be a list of at most {MAX_TENANTS_PER_BATCH}"
             )
+        mode = _mode(props)
         tenants: dict[str, RemovalPolicy] = {}
         suspended: set[str] = set()
+        secrets: dict[str, str] = {}
         for index, entry in enumerate(entries):
             where = f"resource property Tenants[{index}]"
             if not isinstance(entry, Mapping):
@@ -373,7 +474,21 @@ class PoolTenantsSpec:
                     suspended.add(tenant_id)
             except InvalidRequestError:
                 raise InvalidRequestError(f"{where}.Suspended must be true or false") from None
-        return cls(batch_id=batch_id, tenants=tenants, suspended=frozenset(suspended))
+            if "PasswordSecretArn" in entry:
+                if mode != "strict":
+                    raise InvalidRequestError(
+                        f"{where}.PasswordSecretArn: only a strict pool's tenants have logins"
+                    )
+                secrets[tenant_id] = _secret_arn(
+                    entry["PasswordSecretArn"], f"{where}.PasswordSecretArn"
+                )
+        return cls(
+            batch_id=batch_id,
+            tenants=tenants,
+            suspended=frozenset(suspended),
+            mode=mode,
+            password_secrets=secrets,
+        )
 
     def register(self) -> list[Step]:
         """Steps that register the batch's tenants: active, or suspended."""
@@ -383,8 +498,14 @@ class PoolTenantsSpec:
         )
 
 
+def _login_of(tenant_id: str) -> str:
+    return tenant_names(tenant_id).pool_login
+
+
 class PoolTenants:
-    """A batch of pool tenants in the registry; Update registers and offboards the difference."""
+    """A batch of pool tenants in the registry; Update registers and offboards the difference.
+    In strict mode each tenant's login follows it: enabled while it is active, disabled (its
+    sessions ended) while it is suspended or offboarded, dropped when its rows are purged."""
 
     def validate(self, properties: Mapping[str, Any]) -> None:
         """Raise InvalidRequestError for anything wrong in the batch, before any SQL."""
@@ -394,29 +515,69 @@ class PoolTenants:
         data = {"BatchId": spec.batch_id, "TenantCount": str(len(spec.tenants))}
         return Outcome(pool_tenants_physical_id(spec.batch_id), data, changes)
 
+    @staticmethod
+    def _check_mode(db: AdminSession, spec: PoolTenantsSpec) -> None:
+        """Refuse, before any change, a batch written for a pool in the other mode (the
+        PoolDatabase resource changes the mode, and is deployed before its batches)."""
+        recorded = postgres.pool_mode(db.settings, db.retry)
+        if recorded != spec.mode:
+            raise InvalidRequestError(
+                f"batch {spec.batch_id} is for a {spec.mode} pool, but the pool database is "
+                f"{recorded}: the PoolDatabase resource changes the mode first"
+            )
+
     def _remove(
-        self, db: AdminSession, batch: str, removed: Mapping[str, RemovalPolicy]
+        self, db: AdminSession, spec: PoolTenantsSpec, removed: Mapping[str, RemovalPolicy]
     ) -> list[str]:
         keep = [t for t, policy in removed.items() if policy == "retain"]
         purge = [t for t, policy in removed.items() if policy == "destroy"]
-        steps = plan_offboard(keep, batch)
+        batch = spec.batch_id
+        logins = [_login_of(t) for t in removed]
+        # Whatever the mode: a login left from a strict past goes with its tenant.
+        existing = postgres.observe_logins(db.conn, logins)
+        steps = plan_disable_logins(logins, existing) + plan_end_sessions(
+            [login for login in logins if login in existing]
+        )
+        steps += plan_offboard(keep, batch)
         if purge:
             references = postgres.protected_tables(db.settings, db.retry)
             steps += plan_purge(purge, batch, references)
+            steps += plan_drop_logins([_login_of(t) for t in purge], existing)
         return db.run(steps)
 
     def create(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Register every tenant of the batch (re-activating offboarded ones)."""
         spec = PoolTenantsSpec.parse(properties)
         with postgres.holding(db.conn, postgres.pool_batch_lock(spec.batch_id)):
+            self._check_mode(db, spec)
             changes = self._register(db, spec)
         return self._outcome(spec, changes)
 
+    def _logins(self, db: AdminSession, spec: PoolTenantsSpec) -> list[Step]:
+        """Strict mode: each tenant's login as its state says; the sessions of suspended
+        tenants ended once their logins are disabled."""
+        if spec.mode != "strict":
+            return []
+        logins = [
+            TenantLogin(
+                _login_of(tenant),
+                tenant not in spec.suspended,
+                _password_verifier(db, _login_of(tenant), spec.password_secrets.get(tenant)),
+            )
+            for tenant in spec.tenants
+        ]
+        existing = postgres.observe_logins(db.conn, [login.role for login in logins])
+        if any(login.password_verifier is None for login in logins):
+            require_rds_iam(True, postgres.rds_iam_exists(db.conn))
+        suspended = [login.role for login in logins if not login.enabled]
+        return plan_tenant_logins(logins, existing) + plan_end_sessions(suspended)
+
     def _register(self, db: AdminSession, spec: PoolTenantsSpec) -> list[str]:
-        """Register the batch; on failure, record it (with its reason) for the tenants the
-        registry does not already hold in a settled state."""
+        """Register the batch, in strict mode after giving its tenants their logins (the
+        registry says active once the login works); on failure, record it (with its reason)
+        for the tenants the registry does not already hold in a settled state."""
         try:
-            return db.run(spec.register())
+            return db.run(self._logins(db, spec) + spec.register())
         except TenantkitError as error:
             failed = plan_record(
                 list(spec.tenants),
@@ -441,14 +602,15 @@ class PoolTenants:
             previous = PoolTenantsSpec(batch_id=spec.batch_id, tenants={})
         removed = {t: p for t, p in previous.tenants.items() if t not in spec.tenants}
         with postgres.holding(db.conn, postgres.pool_batch_lock(spec.batch_id)):
+            self._check_mode(db, spec)
             changes = self._register(db, spec)
             if previous.batch_id == spec.batch_id:
-                changes += self._remove(db, spec.batch_id, removed)
+                changes += self._remove(db, spec, removed)
         return self._outcome(spec, changes)
 
     def delete(self, db: AdminSession, properties: Mapping[str, Any]) -> Outcome:
         """Offboard every tenant of the batch (retain keeps rows; destroy purges them)."""
         spec = PoolTenantsSpec.parse(properties)
         with postgres.holding(db.conn, postgres.pool_batch_lock(spec.batch_id)):
-            changes = self._remove(db, spec.batch_id, spec.tenants)
+            changes = self._remove(db, spec, spec.tenants)
         return self._outcome(spec, changes)

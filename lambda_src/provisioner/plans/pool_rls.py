@@ -5,15 +5,24 @@ How the pool isolates tenants:
 - every tenant table has `tenant_id text NOT NULL` leading its primary, unique and foreign keys
   and its indexes (unique and FK checks bypass RLS, so they may only ever compare rows of one
   tenant);
-- ENABLE and FORCE ROW LEVEL SECURITY, and one policy for the runtime group, TENANT_CONDITION,
-  for reads (USING) and writes (WITH CHECK): tenant_id equals the registry's row for the
-  transaction-local setting app.tenant_id, if that tenant is active. The scalar sub-select is
-  evaluated once per statement (an InitPlan) and tenant_id is compared with a constant, so the
-  index leading with tenant_id is used. NULL, '' (what current_setting returns after a
-  transaction that set it locally), unknown and offboarded tenants all yield NULL: no rows,
-  and every write fails its WITH CHECK;
+- ENABLE and FORCE ROW LEVEL SECURITY, and one policy for the runtime group for reads (USING)
+  and writes (WITH CHECK): tenant_id equals the pool's tenant expression for its mode
+  (tenancy.PoolMode), a scalar sub-select the planner evaluates once per statement (an
+  InitPlan), so tenant_id is compared with a constant and the index leading with tenant_id is
+  used; a NULL tenant matches no row and fails every WITH CHECK:
+  - settable (SETTABLE_TENANT): the registry's row for the transaction-local setting
+    app.tenant_id, if that tenant is active. NULL, '' (what current_setting returns after a
+    transaction that set it locally), unknown and offboarded tenants all yield NULL;
+  - strict (LOGIN_TENANT): the tenant whose own login the session logged in as, read from
+    session_user (which SET ROLE does not change and only a superuser's session can), so no
+    setting is read at all and no registry row per statement: a suspended or offboarded
+    tenant's login is disabled and its sessions ended instead. Any other login (the shared
+    runtime logins) yields NULL;
 - a NOLOGIN maintainer role has the only other policy (all rows) and is used by the provisioner
   alone (purging an offboarded tenant that asked for `destroy`, seeding the verify probes).
+The mode is recorded in tenantkit.pool_mode and baked into protect_table(), so a migration
+protects a new table for the pool's mode; changing the mode re-applies the policies of every
+protected table in the same transaction (plan_mode_change).
 Nothing here interpolates input into SQL: names are constants (tenancy.names.POOL) rendered
 with psycopg.sql.Identifier, tenant ids and table names are bound parameters.
 """
@@ -23,22 +32,58 @@ from collections.abc import Mapping, Sequence
 from psycopg import sql
 
 from ...core.steps import Step, compose
-from ...tenancy import POOL
+from ...tenancy import PG_NAME_PREFIX, POOL, POOL_LOGIN_SUFFIX, POOL_MODES, PoolMode
 
 ISOLATION_POLICY = "tenantkit_isolation"
 MAINTENANCE_POLICY = "tenantkit_maintenance"
 
-TENANT_CONDITION = (
+SETTABLE_TENANT = (
     sql.SQL(
-        "tenant_id = (SELECT r.tenant_id FROM {}.tenants r "
+        "(SELECT r.tenant_id FROM {}.tenants r "
         "WHERE r.tenant_id = nullif(current_setting({}, true), '') AND r.status = 'active')"
     )
     .format(sql.Identifier(POOL.registry_schema), sql.Literal(POOL.tenant_setting))
     .as_string(None)
 )
-"""The tenant policy: rows of the tenant named by the transaction-local setting, if that tenant
-is registered and active. NULL (never set), '' (set locally by an earlier transaction), unknown
-and offboarded tenants all give NULL: no row matches and every write fails WITH CHECK."""
+"""Settable mode's tenant: the one the transaction-local setting names, if the registry has it
+active; else NULL."""
+
+LOGIN_TENANT = (
+    sql.SQL(
+        "(SELECT substr(u, {start}, length(u) - {cut}) "
+        'FROM (SELECT session_user::text COLLATE "default") AS s(u) '
+        "WHERE left(u, {prefix_length}) = {prefix} AND right(u, {suffix_length}) = {suffix})"
+    )
+    .format(
+        start=sql.Literal(len(PG_NAME_PREFIX) + 1),
+        cut=sql.Literal(len(PG_NAME_PREFIX) + len(POOL_LOGIN_SUFFIX)),
+        prefix_length=sql.Literal(len(PG_NAME_PREFIX)),
+        prefix=sql.Literal(PG_NAME_PREFIX),
+        suffix_length=sql.Literal(len(POOL_LOGIN_SUFFIX)),
+        suffix=sql.Literal(POOL_LOGIN_SUFFIX),
+    )
+    .as_string(None)
+)
+"""Strict mode's tenant: the id inside the session's login name, `tenant_<id>_pool`
+(TenantNames.pool_login, the only logins of that shape in the runtime group); NULL for any
+other login. session_user, not current_user: SET ROLE (to the runtime group, say) changes
+current_user and never session_user. COLLATE "default": session_user is a `name`, whose
+collation is "C", and tenant_id = <a "C" value> is not a condition the tenant_id index (default
+collation) can serve: without it every statement filtered the whole table."""
+
+TENANT_CONDITION = f"tenant_id = {SETTABLE_TENANT}"
+"""The settable tenant policy: rows of the tenant named by the transaction-local setting, if
+that tenant is registered and active. NULL (never set), '' (set locally by an earlier
+transaction), unknown and offboarded tenants all give NULL: no row matches and every write
+fails WITH CHECK."""
+STRICT_TENANT_CONDITION = f"tenant_id = {LOGIN_TENANT}"
+"""The strict tenant policy: rows of the tenant the session logged in as."""
+
+
+def tenant_condition(mode: PoolMode) -> str:
+    """The isolation policy's USING and WITH CHECK expression in `mode`."""
+    return STRICT_TENANT_CONDITION if mode == "strict" else TENANT_CONDITION
+
 
 POOL_NAMES: dict[str, sql.Composable] = {
     "db": sql.Identifier(POOL.database),
@@ -55,7 +100,6 @@ POOL_NAMES: dict[str, sql.Composable] = {
     "isolation": sql.Identifier(ISOLATION_POLICY),
     "maintenance": sql.Identifier(MAINTENANCE_POLICY),
     "isolation_name": sql.Literal(ISOLATION_POLICY),
-    "tenant_expr": sql.Literal(TENANT_CONDITION),
     "maintenance_name": sql.Literal(MAINTENANCE_POLICY),
 }
 
@@ -93,13 +137,30 @@ _RLS = [
         "ALTER TABLE {registry}.tenants ENABLE ROW LEVEL SECURITY",
     ),
     (
-        "let the runtime see the registry row of the tenant it claims",
+        "let the runtime see the registry row of its own tenant",
         """DO $do$ BEGIN
             DROP POLICY IF EXISTS tenantkit_claimed_tenant ON {registry}.tenants;
             CREATE POLICY tenantkit_claimed_tenant ON {registry}.tenants FOR SELECT TO {runtime}
-                USING (tenant_id = nullif(current_setting({setting}, true), ''));
+                USING (tenant_id = {registry_tenant});
         END $do$""",
     ),
+    (
+        "create the record of the pool's mode",
+        """CREATE TABLE IF NOT EXISTS {registry}.pool_mode (
+            mode text NOT NULL CHECK (mode IN ({modes})),
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row)
+        )""",
+    ),
+    (
+        "give the record of the mode to the pool owner",
+        "ALTER TABLE {registry}.pool_mode OWNER TO {owner}",
+    ),
+    (
+        "revoke PUBLIC access to the record of the mode",
+        "REVOKE ALL ON {registry}.pool_mode FROM PUBLIC",
+    ),
+    # tenantctl verify, as the runtime, reads which attacks apply.
+    ("let the runtime read the pool's mode", "GRANT SELECT ON {registry}.pool_mode TO {runtime}"),
     (
         "grant the runtime use of the registry schema",
         "GRANT USAGE ON SCHEMA {registry} TO {runtime}",
@@ -221,13 +282,68 @@ _RLS = [
 ]
 
 
-def plan_rls() -> list[Step]:
-    """Steps that create (or bring up to date) the registry's lookup index and RLS, and the
-    protect_table()/protect_view() procedures, in the pool database. All idempotent."""
+def plan_rls(mode: PoolMode) -> list[Step]:
+    """Steps that create (or bring up to date) the registry's lookup index and RLS, the record
+    of the mode, and the protect_table()/protect_view() procedures for `mode`, in the pool
+    database. All idempotent."""
+    names = {
+        # The registry's own policy: in settable mode the claimed tenant (the lookup the
+        # table policies make must not itself need the registry), in strict mode the login's.
+        "registry_tenant": (
+            sql.SQL(LOGIN_TENANT)
+            if mode == "strict"
+            else sql.SQL("nullif(current_setting({}, true), '')").format(
+                sql.Literal(POOL.tenant_setting)
+            )
+        ),
+        "tenant_expr": sql.Literal(tenant_condition(mode)),
+        "modes": sql.SQL(", ").join(sql.Literal(m) for m in POOL_MODES),
+    }
     return [
-        Step(description, pool_sql(text), database=POOL.database, changes=False)
+        Step(description, pool_sql(text, **names), database=POOL.database, changes=False)
         for description, text in _RLS
     ]
+
+
+def plan_mode(mode: PoolMode, observed: PoolMode | None) -> list[Step]:
+    """Record `mode`; if the pool was in another one (`observed`), put every protected table
+    under `mode`'s policies in the same transaction (plan_rls has replaced protect_table)."""
+    steps = [
+        Step(
+            f"record the pool's mode: {mode}",
+            pool_sql(
+                "INSERT INTO {registry}.pool_mode (mode) VALUES (%s) "
+                "ON CONFLICT (only_row) DO UPDATE SET mode = EXCLUDED.mode "
+                "WHERE pool_mode.mode IS DISTINCT FROM EXCLUDED.mode"
+            ),
+            (mode,),
+            database=POOL.database,
+            changes_only_if_rows=True,
+        )
+    ]
+    if observed is not None and observed != mode:
+        steps.append(
+            Step(
+                f"put every protected table under the {mode} policies",
+                pool_sql(
+                    """DO $do$ DECLARE protected regclass; BEGIN
+                        FOR protected IN SELECT DISTINCT polrelid::regclass FROM pg_policy
+                                          WHERE polname = {isolation_name}
+                        LOOP
+                            CALL {registry}.protect_table(protected);
+                        END LOOP;
+                    END $do$"""
+                ),
+                database=POOL.database,
+            )
+        )
+    return steps
+
+
+MODE_TABLE = f"{POOL.registry_schema}.pool_mode"
+SELECT_MODE = pool_sql("SELECT mode FROM {registry}.pool_mode")
+"""The pool's recorded mode, in the pool database (no table or no row: none recorded, as in a
+pool made before modes existed, whose policies are settable)."""
 
 
 def protect_table(table: str) -> Step:
