@@ -12,7 +12,10 @@ or Secrets Manager):
   session tag tenant=<id>; the role reaches only that tenant's db user or secret;
 - pool-iam / pool-secret: a shared function logs in as the pool's runtime login; the tenant is
   the transaction-local setting (tenant_transaction), connections come from a pool (through
-  the pool's RDS Proxy when TENANTKIT_DB_PROXY is true).
+  the pool's RDS Proxy when TENANTKIT_DB_PROXY is true). In a strict pool
+  (TENANTKIT_POOL_MODE=strict) it logs in as the tenant's own login instead, through the
+  tenant-access role as for bridge (its db user `tenant_<id>_pool`, or its secret), with a
+  connection pool per tenant login and a bound on the connections of all of them.
 IAM auth mints a fresh token for every new connection (tokens live 15 minutes). Passwords are
 read from the secret and cached for a few minutes. When the server refuses a password, the
 library reads AWSCURRENT again (the secret was rotated since it was cached) and, if that is
@@ -40,9 +43,10 @@ from psycopg_pool import ConnectionPool
 
 from ..core import environment as env_names
 from ..core.connection import RDS_CA_BUNDLE_PATH, ConnectionSettings, ssl_root_cert_from_env
-from ..tenancy import POOL, tenant_names, validate_tenant_id
+from ..tenancy import POOL, POOL_MODES, PoolMode, tenant_names, validate_tenant_id
 from .credentials import TenantSessions, tenant_session_policy
 from .identity import UnverifiedTenantError
+from .login_pools import TenantLoginPools
 from .pool import tenant_transaction
 
 APPLICATION_NAME = "tenantkit-runtime"
@@ -84,10 +88,14 @@ class AccessConfig:
     silo_tenant: str | None = None
     """Silo patterns: the one tenant this compute serves."""
     tenant_access_role_arn: str | None = None
-    """Bridge patterns: the role assumed with the session tag tenant=<id>."""
+    """Bridge patterns and a strict pool: the role assumed with the session tag tenant=<id>."""
     db_resource_id: str | None = None
-    """Bridge patterns: the cluster's resource id; set, the assumed session is also narrowed
-    by a session policy to the tenant's own db user and secret (token vending)."""
+    """Bridge patterns and a strict pool: the cluster's resource id; set, the assumed session
+    is also narrowed by a session policy to the tenant's own db user and secret (token
+    vending)."""
+    pool_mode: PoolMode = "settable"
+    """Pool patterns: settable (the shared runtime login, the tenant set per transaction) or
+    strict (the tenant's own login; what the pool was deployed with)."""
     prepared_statements: bool = False
     """Pool patterns: let psycopg prepare statements on the server (tenant_transaction). Off by
     default: wrong behind PgBouncer < 1.21 in transaction mode, pinning behind RDS Proxy. On
@@ -104,12 +112,17 @@ class AccessConfig:
             missing.append("host (TENANTKIT_DB_HOST)")
         if self.pattern.tier == "silo" and not self.silo_tenant:
             missing.append("silo_tenant (TENANTKIT_SILO_TENANT)")
-        if self.pattern.tier == "bridge" and not self.tenant_access_role_arn:
+        if self.tenant_logins and not self.tenant_access_role_arn:
             missing.append("tenant_access_role_arn (TENANTKIT_TENANT_ACCESS_ROLE_ARN)")
         if self.through_proxy and self.pattern.tier == "pool" and not self.host:
             missing.append("host (TENANTKIT_DB_HOST) to go through the proxy")
         if missing:
             raise ValueError(f"pattern {self.pattern.value} needs {', '.join(missing)}")
+        if self.through_proxy and self.pattern.tier == "pool" and self.pool_mode == "strict":
+            raise ValueError(
+                f"{env_names.DB_PROXY}: a strict pool's tenants log in as their own logins, "
+                "which the pool's RDS Proxy has no secrets for; connect to the cluster"
+            )
         if self.through_proxy and self.pattern.tier != "pool":
             raise ValueError(
                 f"{env_names.DB_PROXY}: only the pool patterns go through an RDS Proxy, "
@@ -117,6 +130,13 @@ class AccessConfig:
             )
         if self.silo_tenant is not None:
             validate_tenant_id(self.silo_tenant)
+
+    @property
+    def tenant_logins(self) -> bool:
+        """Shared compute that logs in as each tenant's own login (bridge, strict pool)."""
+        return self.pattern.tier == "bridge" or (
+            self.pattern.tier == "pool" and self.pool_mode == "strict"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "AccessConfig":
@@ -135,6 +155,12 @@ class AccessConfig:
             if value not in ("true", "false"):
                 raise ValueError(f"{name} must be true or false, not {value!r}")
             switches[name] = value == "true"
+        raw_mode = env.get(env_names.POOL_MODE, "settable")
+        mode = next((m for m in POOL_MODES if m == raw_mode), None)
+        if mode is None:
+            raise ValueError(
+                f"{env_names.POOL_MODE} must be one of {', '.join(POOL_MODES)}, not {raw_mode!r}"
+            )
         return cls(
             pattern=pattern,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -146,6 +172,7 @@ class AccessConfig:
             db_resource_id=env.get(env_names.DB_RESOURCE_ID) or None,
             prepared_statements=switches[env_names.DB_PREPARED_STATEMENTS],
             through_proxy=switches[env_names.DB_PROXY],
+            pool_mode=mode,
         )
 
 
@@ -209,7 +236,11 @@ class TenantDataAccess:
         secrets: SecretLogins | None = None,
         connect: Callable[..., psycopg.Connection[Any]] = psycopg.connect,
         pool_size: int = 10,
+        pool_size_per_tenant: int = 2,
     ) -> None:
+        """`pool_size`: pool patterns, the most connections open at once (in a strict pool,
+        over all the tenants' logins together); `pool_size_per_tenant`: a strict pool, the most
+        one tenant's login may hold of them."""
         self.config = config
         self._sessions = sessions
         if sessions is None and config.tenant_access_role_arn is not None:
@@ -220,7 +251,9 @@ class TenantDataAccess:
         self._secrets = secrets or SecretLogins()
         self._connect = connect
         self._pool_size = pool_size
+        self._pool_size_per_tenant = pool_size_per_tenant
         self._pool: ConnectionPool | None = None
+        self._login_pools: TenantLoginPools | None = None
         self._pool_lock = threading.Lock()
 
     # -- the entry point ----------------------------------------------------------------------
@@ -229,13 +262,22 @@ class TenantDataAccess:
         """A connection that reaches `tenant_id`'s data and no other tenant's.
 
         Bridge and silo: a new connection as the tenant's own login, closed afterwards. Pool:
-        a pooled runtime connection inside tenant_transaction (committed on success).
+        a pooled runtime connection inside tenant_transaction (committed on success); strict
+        pool: a pooled connection of the tenant's own login, inside tenant_transaction(strict).
         """
         tenant = validate_tenant_id(tenant_id)
         if self.config.pattern.tier == "silo" and tenant != self.config.silo_tenant:
             raise UnverifiedTenantError(
                 f"this compute serves tenant {self.config.silo_tenant!r} only, not {tenant!r}"
             )
+        if self.config.pattern.tier == "pool" and self.config.pool_mode == "strict":
+            prepared = self.config.prepared_statements
+            with (
+                self._tenant_pools().connection(tenant) as conn,
+                tenant_transaction(conn, tenant, prepared_statements=prepared, strict=True),
+            ):
+                yield conn
+            return
         if self.config.pattern.tier == "pool":
             prepared = self.config.prepared_statements
             with (
@@ -251,21 +293,29 @@ class TenantDataAccess:
             conn.close()
 
     def close(self) -> None:
-        """Close the connection pool, if one was opened."""
+        """Close the connection pools, if any was opened."""
         if self._pool is not None:
             self._pool.close()
+        if self._login_pools is not None:
+            self._login_pools.close()
 
     # -- credentials ----------------------------------------------------------------------------
     def _token_vending(self) -> Callable[[str], dict[str, Any]]:
         role_arn = str(self.config.tenant_access_role_arn)
         _, partition, _, _, account, _ = role_arn.split(":", 5)
         region, resource_id = self.config.region, str(self.config.db_resource_id)
+        pool = self.config.pattern.tier == "pool"
         return lambda tenant: tenant_session_policy(
-            tenant, partition=partition, region=region, account=account, db_resource_id=resource_id
+            tenant,
+            partition=partition,
+            region=region,
+            account=account,
+            db_resource_id=resource_id,
+            db_user=tenant_names(tenant).pool_login if pool else None,
         )
 
     def _session(self, tenant: str) -> boto3.Session:
-        if self.config.pattern.tier == "bridge":
+        if self.config.tenant_logins:
             assert self._sessions is not None
             return self._sessions.session_for(tenant)
         return boto3.Session()
@@ -307,6 +357,8 @@ class TenantDataAccess:
             user = POOL.login_role if self.config.through_proxy else POOL.iam_user
             return user, POOL.database, POOL.secret_name, boto3.Session()
         names = tenant_names(tenant)
+        if self.config.pattern.tier == "pool":  # a strict pool: the tenant's own pool login
+            return names.pool_login, POOL.database, names.secret_name, self._session(tenant)
         return names.iam_user, names.database, names.secret_name, self._session(tenant)
 
     def _open(self, tenant: str | None) -> psycopg.Connection[Any]:
@@ -362,6 +414,23 @@ class TenantDataAccess:
                     open=True,
                 )
             return self._pool
+
+    def _tenant_pools(self) -> TenantLoginPools:
+        with self._pool_lock:
+            if self._login_pools is None:
+
+                def open_login(tenant: str) -> psycopg.Connection[Any]:
+                    conn = self._open(tenant)
+                    conn.autocommit = True  # tenant_transaction sends its own BEGIN
+                    return conn
+
+                self._login_pools = TenantLoginPools(
+                    open_login,
+                    max_total=self._pool_size,
+                    max_per_tenant=min(self._pool_size_per_tenant, self._pool_size),
+                    reset=reset_pooled_connection,
+                )
+            return self._login_pools
 
 
 def reset_pooled_connection(conn: psycopg.Connection[Any]) -> None:

@@ -58,10 +58,17 @@ class TenantSessions:
 
 
 def tenant_session_policy(
-    tenant_id: str, *, partition: str, region: str, account: str, db_resource_id: str
+    tenant_id: str,
+    *,
+    partition: str,
+    region: str,
+    account: str,
+    db_resource_id: str,
+    db_user: str | None = None,
 ) -> dict[str, Any]:
-    """The token-vending session policy: this tenant's IAM db user and secret (and the key
-    use that reading the secret needs), nothing else.
+    """The token-vending session policy: this tenant's IAM db user (`db_user`, by default its
+    bridge user; a strict pool's: TenantNames.pool_login) and secret (and the key use that
+    reading the secret needs), nothing else.
 
     The role's own policy already says the same through `${aws:PrincipalTag/tenant}`; the
     session policy makes a mistake in either one insufficient to reach another tenant.
@@ -78,7 +85,7 @@ def tenant_session_policy(
                 "Effect": "Allow",
                 "Action": "rds-db:connect",
                 "Resource": f"arn:{partition}:rds-db:{region}:{account}:dbuser:"
-                f"{db_resource_id}/{names.iam_user}",
+                f"{db_resource_id}/{db_user or names.iam_user}",
             },
             {
                 "Effect": "Allow",
