@@ -25,6 +25,7 @@ from lambda_src.tenancy import (
     POOL,
     TIERS,
     InvalidTenantIdError,
+    PoolMode,
     TenantNames,
     Tier,
     in_tenant_schema,
@@ -309,6 +310,27 @@ class PoolSettings(BaseModel):
                 f"max_connections_percent), not {value!r}"
             )
         return value
+
+    mode: PoolMode = "settable"
+    """How the policies learn the tenant: settable (one shared runtime login; the application
+    sets the tenant per transaction) or strict (each tenant logs in as its own login; nothing
+    to set). Changing it converts the pool on the next deploy."""
+
+    @model_validator(mode="after")
+    def _strict_logs_in_with_iam(self) -> "PoolSettings":
+        if self.mode == "strict" and not self.iam_auth:
+            raise ValueError(
+                "mode strict needs iam_auth: true: each pool tenant logs in with IAM "
+                "authentication. A password login per tenant would need a Secrets Manager "
+                "secret per tenant (USD 0.40 a month each, 1,000 tenants USD 400) and three "
+                "template resources each (a pool stack holds at most 500)"
+            )
+        if self.mode == "strict" and self.proxy is not None:
+            raise ValueError(
+                "mode strict and proxy: the pool's RDS Proxy logs in with the shared runtime "
+                "login's secret, and a strict pool's tenants log in as their own logins"
+            )
+        return self
 
 
 _SCHEMA_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*$"

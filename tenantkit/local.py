@@ -33,7 +33,7 @@ from lambda_src.provisioner.kinds import (
     pool_tenants_properties,
 )
 from lambda_src.provisioner.migrate import PoolSchema
-from lambda_src.tenancy import POOL
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, PoolMode, tenant_names
 
 from .catalog import Catalog, Tenant
 from .embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, RunningServer
@@ -193,25 +193,46 @@ def provision_tenant_databases(
     return results
 
 
+def pool_login_secrets(
+    tenant_ids: Sequence[str], server: RunningServer, store: LocalSecrets
+) -> dict[str, str]:
+    """A strict pool on the embedded server (no IAM authentication): each tenant's login
+    secret (`tenantkit/<id>/app`, its pool login and the pool database), served first; tenant
+    id -> ARN. In AWS a strict pool's tenants log in with IAM tokens and have no secret."""
+    return {
+        tenant: store.ensure(
+            tenant_names(tenant, allow_probes=True).secret_name,
+            username=tenant_names(tenant, allow_probes=True).pool_login,
+            dbname=POOL.database,
+            server=server,
+            tenant=tenant,
+        )
+        for tenant in tenant_ids
+    }
+
+
 def provision_pool(
     tenants: list[Tenant],
     server: RunningServer,
     store: LocalSecrets,
     *,
     iam_auth: bool = True,
+    mode: PoolMode = "settable",
     done: Callable[[ProvisionResult], None] = lambda _result: None,
     migrations_dir: Path | None = None,
     pool_schema: PoolSchema = PoolSchema(),
 ) -> list[ProvisionResult]:
-    """Create-or-converge the pool database, then register the pool tenants batch by batch;
-    `done` hears of the pool and of each tenant as they finish. With `migrations_dir` (the
-    catalog's schema: directory) the PoolDatabase names the migrations as the pool stack does
-    and the handler carries them as the pool's provisioner does in AWS, so the pool database
-    is brought to the newest (each new table of `pool_schema`'s tenant schemas put under the
-    tenant policies) before any tenant is registered; a failed migration fails the pool, and
-    no tenant is registered."""
+    """Create-or-converge the pool database in `mode`, then register the pool tenants batch by
+    batch (in a strict pool each with its login, password from its local secret); `done` hears
+    of the pool and of each tenant as they finish. With `migrations_dir` (the catalog's schema:
+    directory) the PoolDatabase names the migrations as the pool stack does and the handler
+    carries them as the pool's provisioner does in AWS, so the pool database is brought to the
+    newest (each new table of `pool_schema`'s tenant schemas put under the tenant policies)
+    before any tenant is registered; a failed migration fails the pool, and no tenant is
+    registered."""
     config = handler_config(server, migrations_dir)
     runtime = (POOL.login_role,) + ((POOL.iam_user,) if iam_auth else ())
+    strict = mode == "strict"
     started = time.perf_counter()
     try:
         arn = store.ensure(
@@ -231,6 +252,8 @@ def provision_pool(
             iam_auth=iam_auth,
             removal_policy="retain",
             migrations=migrations,
+            mode=mode,
+            probe_secrets=pool_login_secrets(PROBE_TENANT_IDS, server, store) if strict else None,
         )
         response = handle(provider_event("Create", properties), config)
         ok, changes, error = True, int(response["Data"]["Changes"]), None
@@ -253,15 +276,18 @@ def provision_pool(
     if not ok:
         return results
     by_id = {t.id: t for t in tenants}
+    secrets = pool_login_secrets(list(by_id), server, store) if strict else None
     batches = pool_batches(
         [(t.id, t.removal_policy) for t in tenants],
         suspended=[t.id for t in tenants if t.suspended],
+        password_secrets=secrets,
     )
     for batch_id, entries in batches.items():
         started = time.perf_counter()
         try:
             response = handle(
-                provider_event("Create", pool_tenants_properties(batch_id, entries)), config
+                provider_event("Create", pool_tenants_properties(batch_id, entries, mode=mode)),
+                config,
             )
             ok, changes, error = True, int(response["Data"]["Changes"]), None
         except TenantkitError as failure:
@@ -274,8 +300,8 @@ def provision_pool(
                     tenant.id,
                     "pool",
                     POOL.database,
-                    (POOL.runtime_role,),
-                    "",
+                    (tenant.names.pool_login,) if strict else (POOL.runtime_role,),
+                    tenant.names.secret_name if strict else "",
                     f"{server.host}:{server.port}",
                     ok,
                     changes,
@@ -299,23 +325,37 @@ def offboard_tenant_database(
 
 
 def offboard_pool_tenant(
-    tenant: Tenant, pool_tenants: list[Tenant], server: RunningServer, *, destroy: bool
+    tenant: Tenant,
+    pool_tenants: list[Tenant],
+    server: RunningServer,
+    *,
+    destroy: bool,
+    mode: PoolMode = "settable",
+    store: LocalSecrets | None = None,
 ) -> int:
     """Send the Update of the tenant's batch that a deploy without it sends: the batch's old
-    properties hold the tenant with the chosen removal policy, the new ones do not."""
+    properties hold the tenant with the chosen removal policy, the new ones do not (a strict
+    pool: with the tenants' login secrets from `store`)."""
     others = [t for t in pool_tenants if t.id != tenant.id]
     policy: RemovalPolicy = "destroy" if destroy else "retain"
     suspended = [t.id for t in pool_tenants if t.suspended]
+    secrets = None
+    if mode == "strict" and store is not None:
+        secrets = pool_login_secrets([t.id for t in pool_tenants], server, store)
     batch = pool_batch_of(tenant.id)
     before = pool_batches(
-        [*((t.id, t.removal_policy) for t in others), (tenant.id, policy)], suspended=suspended
+        [*((t.id, t.removal_policy) for t in others), (tenant.id, policy)],
+        suspended=suspended,
+        password_secrets=secrets,
     )[batch]
-    after = pool_batches([(t.id, t.removal_policy) for t in others], suspended=suspended)
+    after = pool_batches(
+        [(t.id, t.removal_policy) for t in others], suspended=suspended, password_secrets=secrets
+    )
     event = provider_event(
         "Update",
-        pool_tenants_properties(batch, after.get(batch, [])),
+        pool_tenants_properties(batch, after.get(batch, []), mode=mode),
         physical_id=pool_tenants_physical_id(batch),
-        old_properties=pool_tenants_properties(batch, before),
+        old_properties=pool_tenants_properties(batch, before, mode=mode),
     )
     response = handle(event, handler_config(server))
     return int(response["Data"]["Changes"])
@@ -324,6 +364,14 @@ def offboard_pool_tenant(
 def pool_runtime_settings(server: RunningServer, store: LocalSecrets) -> ConnectionSettings:
     """How the application logs in to the pool (what `tenantctl verify` attacks as)."""
     return server.settings(POOL.login_role, store.password(POOL.secret_name), POOL.database)
+
+
+def pool_login_settings(
+    server: RunningServer, store: LocalSecrets, tenant_id: str
+) -> ConnectionSettings:
+    """How a strict pool's tenant (a probe tenant too) logs in as its own login, locally."""
+    names = tenant_names(tenant_id, allow_probes=True)
+    return server.settings(names.pool_login, store.password(names.secret_name), POOL.database)
 
 
 class LocalServers:

@@ -110,6 +110,7 @@ def provision_one(tenant: Tenant, catalog: Catalog, local: LocalSession) -> Prov
         local.store,
         migrations_dir=catalog.application_migrations,
         pool_schema=catalog.schema.pool_schema if catalog.schema else PoolSchema(),
+        mode=catalog.pool.mode,
     )
     return next((r for r in results if r.tenant_id == tenant.id), results[0])
 
@@ -274,6 +275,8 @@ def offboard(
                         list(loaded.in_tier("pool")),
                         local.servers.server_for_pool(),
                         destroy=destroy_data,
+                        mode=loaded.pool.mode,
+                        store=local.store,
                     )
                 else:
                     changes = offboard_tenant_database(

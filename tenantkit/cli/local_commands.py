@@ -24,6 +24,7 @@ from ..local import (
     LocalSecrets,
     LocalServers,
     ProvisionResult,
+    pool_login_settings,
     pool_runtime_settings,
     provision_pool,
     provision_tenant_databases,
@@ -32,6 +33,7 @@ from ..migrate.rollout import POOL_TARGET, pool_target, schema_versions, tenant_
 from ..verify import (
     AttackResult,
     PoolProbesOffError,
+    StrictLoginsMissingError,
     report,
     run_database_attacks,
     run_pool_attacks,
@@ -140,8 +142,9 @@ def local_attacks(
     pool_ready: bool,
     catalog: Catalog,
 ) -> list[AttackResult]:
-    """Every attack that applies locally: per-database logins and the pool's runtime login
-    (its table attacks on every table of the catalog's tenant schemas, too)."""
+    """Every attack that applies locally: per-database logins, the pool's runtime login (its
+    table attacks on every table of the catalog's tenant schemas, too) and, in a strict pool,
+    the probe tenants' own logins (their local secrets)."""
     results = run_database_attacks(
         [
             (t, store.password(t.names.secret_name), servers.server_for(t).settings)
@@ -150,12 +153,14 @@ def local_attacks(
     )
     pool_runtime = None
     if pool_ready:
-        pool_runtime = pool_runtime_settings(servers.server_for_pool(), store)
+        pool_server = servers.server_for_pool()
+        pool_runtime = pool_runtime_settings(pool_server, store)
         schema = catalog.schema
         results += run_pool_attacks(
             pool_runtime,
             tenant_schemas=schema.tenant_schemas if schema is not None else (),
             shared_tables=schema.shared_tables if schema is not None else (),
+            logins=lambda tenant: pool_login_settings(pool_server, store, tenant),
         )
     return results + run_runtime_attacks(pool_runtime)
 
@@ -200,6 +205,7 @@ def run(
                 done=done,
                 migrations_dir=loaded.application_migrations,
                 pool_schema=loaded.schema.pool_schema if loaded.schema else PoolSchema(),
+                mode=loaded.pool.mode,
             )
         results = with_schema_versions(results, loaded, local.servers)
         ready = {r.tenant_id for r in results if r.ok}
@@ -329,7 +335,7 @@ def verify(
             fail(EXIT_INVALID, str(error), as_json, label="invalid --dsn")
         try:
             attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
-        except PoolProbesOffError as error:
+        except (PoolProbesOffError, StrictLoginsMissingError) as error:
             fail(EXIT_ENVIRONMENT, str(error), as_json)
         except psycopg.OperationalError as error:  # TLS refused, wrong password, unreachable
             reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"

@@ -1,13 +1,14 @@
 """`tenantctl verify`: attack suites that prove tenant isolation against a running server."""
 
 from .databases import run_database_attacks
-from .pool import PoolProbesOffError, run_pool_attacks
+from .pool import PoolProbesOffError, StrictLoginsMissingError, run_pool_attacks
 from .report import AttackResult, report
 from .runtime import run_runtime_attacks
 
 __all__ = [
     "AttackResult",
     "PoolProbesOffError",
+    "StrictLoginsMissingError",
     "report",
     "run_database_attacks",
     "run_pool_attacks",

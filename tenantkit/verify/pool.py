@@ -1,21 +1,25 @@
-"""Attacks on the pool tier, run as the application's runtime login.
+"""Attacks on the pool tier, run as the application's logins: the shared runtime login, and in a
+strict pool each probe tenant's own login.
 
 Each attack states the exact outcome that means "blocked"; any other outcome (more rows, a
 different error, success) is reported as a leak. The attacks use the probe tenants the
 PoolDatabase resource registers (tenancy.PROBE_TENANT_IDS) and its sample schema, so they run
-against the embedded server or any provisioned pool given the runtime login's connection. A
-pool provisioned with `verify_probes: false` has neither: the suite then refuses to run
-(PoolProbesOffError) rather than report every attack as a leak.
+against the embedded server or any provisioned pool given the runtime login's connection (and,
+in a strict pool, the probe tenants' logins). A pool provisioned with `verify_probes: false`
+has neither: the suite then refuses to run (PoolProbesOffError) rather than report every attack
+as a leak. The suite reads the pool's mode and runs the attacks of that mode; an attack that
+applies to both runs in both.
 
-What stays possible by design (documented, not tested as blocked): code that can run arbitrary
-SQL on the runtime connection can itself call set_config('app.tenant_id', ...) and read that
-tenant. Isolation against such code needs a login per tenant (the bridge tier) or the strict
-mode of a later release.
+What stays possible by design in a settable pool (documented, not tested as blocked): code that
+can run arbitrary SQL on the runtime connection can itself call set_config('app.tenant_id', ...)
+and read that tenant. A strict pool closes it: the tenant is the login, and the strict attacks
+(set_config, SET ROLE and SET SESSION AUTHORIZATION to another tenant, functions that trust the
+setting) must all be blocked there.
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -24,7 +28,7 @@ from psycopg import errors, sql
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.provisioner.plans.pool_probes import PROBE_ONLY_B_PROJECT
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
-from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
+from lambda_src.tenancy import POOL, POOL_MODES, PROBE_TENANT_IDS, PoolMode, tenant_names
 from lambda_src.tenant_runtime import tenant_transaction
 
 from .report import AttackResult, Outcome, blocked, leaked
@@ -34,33 +38,73 @@ A, B, GONE = PROBE_TENANT_IDS
 PROJECTS = sql.SQL("{}.projects").format(sql.Identifier(POOL.sample_schema))
 TASKS = sql.SQL("{}.tasks").format(sql.Identifier(POOL.sample_schema))
 OPEN_TASKS = sql.SQL("{}.open_tasks").format(sql.Identifier(POOL.sample_schema))
+SAMPLE = sql.Identifier(POOL.sample_schema)
+SETTING = sql.Identifier(*POOL.tenant_setting.split("."))
 
 
 class _RollbackError(Exception):
     """Raised inside a tenant transaction to undo an attack's own harmless write."""
 
 
+TenantLogins = Callable[[str], ConnectionSettings]
+"""A strict pool: probe tenant id -> how to log in as that tenant's own login."""
+
+
 @dataclass
 class Target:
-    """Where the attacks run: the pool database, as the runtime login."""
+    """Where the attacks run: the pool database, as the shared runtime login (`settings`) and,
+    in a strict pool, as each probe tenant's own login (`logins`)."""
 
     settings: ConnectionSettings
+    logins: TenantLogins | None = None
+    mode: PoolMode = field(default="settable")
+
+    @property
+    def strict(self) -> bool:
+        """Whether the pool's tenant is the login (strict) rather than a setting."""
+        return self.mode == "strict"
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection[Any]]:
-        """A fresh autocommit connection as the runtime login (as a connection pool hands out)."""
+        """A fresh autocommit connection as the shared runtime login (as a pool hands out)."""
         with psycopg.connect(**self.settings.connect_kwargs(), autocommit=True) as conn:
             yield conn
 
-    @staticmethod
     @contextmanager
-    def as_tenant(conn: psycopg.Connection[Any], tenant: str) -> Iterator[psycopg.Connection[Any]]:
-        """The application's tenant context (tenant_runtime.tenant_transaction)."""
-        with tenant_transaction(conn, tenant, allow_probes=True) as scoped:
+    def login(self, tenant: str) -> Iterator[psycopg.Connection[Any]]:
+        """A fresh autocommit connection that can serve `tenant`: its own login in a strict
+        pool, the shared runtime login in a settable one."""
+        if not self.strict:
+            with self.connect() as conn:
+                yield conn
+            return
+        assert self.logins is not None
+        settings = self.logins(tenant)
+        with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+            yield conn
+
+    def attacker(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """The connection an attacker's SQL runs on: the shared runtime login, or in a strict
+        pool the first probe tenant's own login (SQL injected into one tenant's requests)."""
+        return self.login(A) if self.strict else self.connect()
+
+    @contextmanager
+    def as_tenant(
+        self, conn: psycopg.Connection[Any], tenant: str
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """The application's tenant context (tenant_runtime.tenant_transaction, strict or
+        not as the pool is)."""
+        with tenant_transaction(conn, tenant, allow_probes=True, strict=self.strict) as scoped:
+            yield scoped
+
+    @contextmanager
+    def tenant(self, tenant: str) -> Iterator[psycopg.Connection[Any]]:
+        """A fresh connection that serves `tenant`, inside the tenant's transaction."""
+        with self.login(tenant) as conn, self.as_tenant(conn, tenant) as scoped:
             yield scoped
 
 
-def _tenants_of(rows: list[tuple[Any, ...]]) -> set[Any]:
+def _tenants_of(rows: Iterable[tuple[Any, ...]]) -> set[Any]:
     return {row[0] for row in rows}
 
 
@@ -72,7 +116,7 @@ def _expect_error(
     tenant: str | None = None,
     params: tuple[object, ...] | None = None,
 ) -> Outcome:
-    with target.connect() as conn:
+    with target.attacker() if tenant is None else target.login(tenant) as conn:
         try:
             if tenant is None:
                 conn.execute(statement, params)  # type: ignore[arg-type]
@@ -89,17 +133,27 @@ def _expect_error(
 # -- the attacks -------------------------------------------------------------------------------
 
 Attack = Callable[[Target], Outcome]
-ATTACKS: dict[str, Attack] = {}
+ATTACKS: dict[str, tuple[Attack, tuple[PoolMode, ...]]] = {}
+SETTABLE_ONLY: tuple[PoolMode, ...] = ("settable",)
+"""Attacks on reusing one connection for several tenants: a strict pool never does (a
+connection is one tenant's login; the runtime keeps a pool per login)."""
+STRICT_ONLY: tuple[PoolMode, ...] = ("strict",)
+"""Attacks a settable pool does not block by design (the setting is the tenant)."""
 
 
-def attack(name: str) -> Callable[[Attack], Attack]:
-    """Register an attack under a stable name."""
+def attack(name: str, modes: tuple[PoolMode, ...] = POOL_MODES) -> Callable[[Attack], Attack]:
+    """Register an attack under a stable name, for the pool modes it applies to."""
 
     def register(function: Attack) -> Attack:
-        ATTACKS[name] = function
+        ATTACKS[name] = (function, modes)
         return function
 
     return register
+
+
+def attacks_for(mode: PoolMode) -> dict[str, Attack]:
+    """The attacks that apply to a pool in `mode`, by name."""
+    return {name: function for name, (function, modes) in ATTACKS.items() if mode in modes}
 
 
 @attack("read without any tenant context")
@@ -117,14 +171,14 @@ def _empty_context(target: Target) -> Outcome:
     return blocked("0 rows") if not rows else leaked(f"{len(rows)} rows with context ''")
 
 
-@attack("read as a tenant that is not registered")
+@attack("read as a tenant that is not registered", SETTABLE_ONLY)
 def _unknown_tenant(target: Target) -> Outcome:
     with target.connect() as conn, target.as_tenant(conn, "no-such-tenant"):
         rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
     return blocked("0 rows") if not rows else leaked(f"{len(rows)} rows")
 
 
-@attack("read as an offboarded tenant whose rows are retained")
+@attack("read as an offboarded tenant whose rows are retained", SETTABLE_ONLY)
 def _offboarded_tenant(target: Target) -> Outcome:
     with target.connect() as conn, target.as_tenant(conn, GONE):
         rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)).fetchall()
@@ -133,7 +187,7 @@ def _offboarded_tenant(target: Target) -> Outcome:
 
 @attack("select another tenant's rows by WHERE tenant_id")
 def _where_other(target: Target) -> Outcome:
-    with target.connect() as conn, target.as_tenant(conn, A):
+    with target.tenant(A) as conn:
         rows = conn.execute(
             sql.SQL("SELECT tenant_id FROM {} WHERE tenant_id = %s").format(PROJECTS), (B,)
         ).fetchall()
@@ -166,7 +220,7 @@ def _update_tenant_id(target: Target) -> Outcome:
 
 @attack("update another tenant's rows")
 def _update_other(target: Target) -> Outcome:
-    with target.connect() as conn, target.as_tenant(conn, A):
+    with target.tenant(A) as conn:
         count = conn.execute(
             sql.SQL("UPDATE {} SET name = name || '!' WHERE tenant_id = %s").format(PROJECTS),
             (B,),
@@ -176,13 +230,12 @@ def _update_other(target: Target) -> Outcome:
 
 @attack("delete another tenant's rows")
 def _delete_other(target: Target) -> Outcome:
-    with target.connect() as conn:
-        with target.as_tenant(conn, A):
-            count = conn.execute(
-                sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(TASKS), (B,)
-            ).rowcount
-        with target.as_tenant(conn, B):
-            left = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(TASKS)).fetchone()
+    with target.tenant(A) as conn:
+        count = conn.execute(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(TASKS), (B,)
+        ).rowcount
+    with target.tenant(B) as conn:
+        left = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(TASKS)).fetchone()
     if count == 0 and left and left[0] > 0:
         return blocked(f"0 rows deleted; {B} still has {left[0]} task(s)")
     return leaked(f"deleted {count} rows of {B}")
@@ -190,7 +243,7 @@ def _delete_other(target: Target) -> Outcome:
 
 @attack("join tables without naming the tenant")
 def _join(target: Target) -> Outcome:
-    with target.connect() as conn, target.as_tenant(conn, A):
+    with target.tenant(A) as conn:
         rows = conn.execute(
             sql.SQL(
                 "SELECT t.tenant_id, p.tenant_id FROM {} t JOIN {} p USING (project_id)"
@@ -202,7 +255,7 @@ def _join(target: Target) -> Outcome:
 
 @attack("read through a view")
 def _view(target: Target) -> Outcome:
-    with target.connect() as conn, target.as_tenant(conn, A):
+    with target.tenant(A) as conn:
         rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(OPEN_TASKS)).fetchall()
     seen = _tenants_of(rows)
     return blocked(f"only {A}") if seen <= {A} else leaked(f"view showed {sorted(seen)}")
@@ -244,7 +297,7 @@ def _truncate(target: Target) -> Outcome:
 
 @attack("COPY ... TO STDOUT")
 def _copy_to(target: Target) -> Outcome:
-    with target.connect() as conn, target.as_tenant(conn, A):
+    with target.tenant(A) as conn:
         cursor = conn.cursor()
         with cursor.copy(sql.SQL("COPY {} (tenant_id) TO STDOUT").format(PROJECTS)) as copy:
             seen = {row[0] for row in copy.rows()}
@@ -253,7 +306,7 @@ def _copy_to(target: Target) -> Outcome:
 
 @attack("COPY ... FROM STDIN into another tenant")
 def _copy_from(target: Target) -> Outcome:
-    with target.connect() as conn:
+    with target.login(A) as conn:
         try:
             with target.as_tenant(conn, A):
                 cursor = conn.cursor()
@@ -269,7 +322,7 @@ def _copy_from(target: Target) -> Outcome:
 def _unique_probe(target: Target) -> Outcome:
     # B has a project with this name; if uniqueness ignored tenant_id, A's insert would fail
     # and reveal it.
-    with target.connect() as conn:
+    with target.login(A) as conn:
         try:
             with target.as_tenant(conn, A):
                 conn.execute(
@@ -289,7 +342,7 @@ def _unique_probe(target: Target) -> Outcome:
 def _foreign_key_probe(target: Target) -> Outcome:
     outcomes = []
     for project in (PROBE_ONLY_B_PROJECT, 987654):  # exists only for B / exists for nobody
-        with target.connect() as conn:
+        with target.login(A) as conn:
             try:
                 with target.as_tenant(conn, A):
                     conn.execute(
@@ -311,7 +364,7 @@ def _foreign_key_probe(target: Target) -> Outcome:
 def _leaky_function(target: Target) -> Outcome:
     # A cast error prints the value it failed on. Were the cast evaluated before the policy,
     # another tenant's name could appear in the error.
-    with target.connect() as conn:
+    with target.login(A) as conn:
         try:
             with target.as_tenant(conn, A):
                 conn.execute(sql.SQL("SELECT * FROM {} WHERE name::int = 1").format(PROJECTS))
@@ -367,7 +420,7 @@ def _self_register(target: Target) -> Outcome:
 
 @attack("read pg_stats of a tenant table")
 def _pg_stats(target: Target) -> Outcome:
-    with target.connect() as conn:
+    with target.attacker() as conn:
         rows = conn.execute(
             "SELECT attname FROM pg_stats WHERE schemaname = %s AND tablename = 'projects'",
             (POOL.sample_schema,),
@@ -387,14 +440,14 @@ def _registry(target: Target) -> Outcome:
     )
     with target.connect() as conn:
         without = _tenants_of(conn.execute(registry).fetchall())
-        with target.as_tenant(conn, A):
-            claimed = _tenants_of(conn.execute(registry).fetchall())
+    with target.tenant(A) as conn:
+        claimed = _tenants_of(conn.execute(registry).fetchall())
     if not without and claimed == {A}:
         return blocked("no row without a tenant, only its own row as a tenant")
     return leaked(f"saw {sorted(without)} without a tenant, {sorted(claimed)} as {A}")
 
 
-@attack("context survives COMMIT on a reused connection")
+@attack("context survives COMMIT on a reused connection", SETTABLE_ONLY)
 def _after_commit(target: Target) -> Outcome:
     with target.connect() as conn:
         with target.as_tenant(conn, A):
@@ -403,7 +456,7 @@ def _after_commit(target: Target) -> Outcome:
     return blocked("0 rows after COMMIT") if not rows else leaked(f"{len(rows)} rows after COMMIT")
 
 
-@attack("context survives ROLLBACK on a reused connection")
+@attack("context survives ROLLBACK on a reused connection", SETTABLE_ONLY)
 def _after_rollback(target: Target) -> Outcome:
     with target.connect() as conn:
         try:
@@ -415,7 +468,7 @@ def _after_rollback(target: Target) -> Outcome:
     return blocked("0 rows after ROLLBACK") if not rows else leaked(f"{len(rows)} rows")
 
 
-@attack("context survives an error on a reused connection")
+@attack("context survives an error on a reused connection", SETTABLE_ONLY)
 def _after_error(target: Target) -> Outcome:
     with target.connect() as conn:
         try:
@@ -427,7 +480,7 @@ def _after_error(target: Target) -> Outcome:
     return blocked("0 rows after the error") if not rows else leaked(f"{len(rows)} rows")
 
 
-@attack("cursor WITH HOLD read by the connection's next tenant")
+@attack("cursor WITH HOLD read by the connection's next tenant", SETTABLE_ONLY)
 def _cursor_with_hold(target: Target) -> Outcome:
     with target.connect() as conn:
         with target.as_tenant(conn, A):
@@ -444,7 +497,7 @@ def _cursor_with_hold(target: Target) -> Outcome:
     return leaked(f"{B} fetched {len(rows)} rows read as {A}")
 
 
-@attack("prepared statement reused by another tenant")
+@attack("prepared statement reused by another tenant", SETTABLE_ONLY)
 def _prepared(target: Target) -> Outcome:
     # PREPARE outlives the transaction (it is not transactional) on the same server session;
     # behind a transaction pooler that resets server connections it is gone by the next one.
@@ -503,7 +556,7 @@ def _create_table(target: Target) -> Outcome:
 
 @attack("runtime login is a superuser, BYPASSRLS or a table owner")
 def _privileged_login(target: Target) -> Outcome:
-    with target.connect() as conn:
+    with target.attacker() as conn:
         row = conn.execute(
             "SELECT r.rolsuper, r.rolbypassrls, "
             "       EXISTS (SELECT FROM pg_class c WHERE pg_has_role(c.relowner, 'USAGE') "
@@ -515,29 +568,165 @@ def _privileged_login(target: Target) -> Outcome:
     return leaked(f"superuser, bypassrls, owner = {row}")
 
 
+# -- reading other tenants' rows through functions and views (both modes) ---------------------
+
+
+@attack("read through a SECURITY DEFINER function owned by the app")
+def _definer_function(target: Target) -> Outcome:
+    # Runs as the pool owner: FORCE row-level security and no policy of the owner's.
+    with target.tenant(A) as conn:
+        rows = conn.execute(sql.SQL("SELECT tenant_id FROM {}.projects_as_owner()").format(SAMPLE))
+        seen = _tenants_of(rows.fetchall())
+    return blocked("0 rows") if not seen else leaked(f"the function returned {sorted(seen)}")
+
+
+@attack("read through a view that is not security_invoker")
+def _owner_view(target: Target) -> Outcome:
+    with target.tenant(A) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT tenant_id FROM {}.projects_as_view_owner").format(SAMPLE)
+        )
+        seen = _tenants_of(rows.fetchall())
+    return blocked("0 rows") if not seen else leaked(f"the view showed {sorted(seen)}")
+
+
+@attack("read through a query run by a built-in function (query_to_xml)")
+def _query_to_xml(target: Target) -> Outcome:
+    query = sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS).as_string(None)
+    with target.tenant(A) as conn:
+        row = conn.execute("SELECT query_to_xml(%s, false, false, '')::text", (query,)).fetchone()
+    text = row[0] if row else ""
+    others = [t for t in (B, GONE) if t in text]
+    return blocked(f"only {A}") if not others else leaked(f"query_to_xml returned {others}")
+
+
+# -- what a strict pool must block and a settable one does not, by design ----------------------
+
+
+@attack("set_config to another tenant", STRICT_ONLY)
+def _set_config_other(target: Target) -> Outcome:
+    with target.tenant(A) as conn:
+        conn.execute("SELECT set_config(%s, %s, true)", (POOL.tenant_setting, B))
+        seen = _tenants_of(conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)))
+    if seen <= {A}:
+        return blocked(f"still only {A}: the tenant is the login")
+    return leaked(f"setting the tenant showed {sorted(seen)}")
+
+
+@attack("session SET of another tenant", STRICT_ONLY)
+def _session_set_other(target: Target) -> Outcome:
+    with target.login(A) as conn:
+        conn.execute(sql.SQL("SET {} = {}").format(SETTING, sql.Literal(B)))
+        seen = _tenants_of(conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)))
+    return blocked(f"still only {A}") if seen <= {A} else leaked(f"saw {sorted(seen)}")
+
+
+@attack("read through a function that trusts the setting, set to another tenant", STRICT_ONLY)
+def _setting_function(target: Target) -> Outcome:
+    with target.tenant(A) as conn:
+        conn.execute("SELECT set_config(%s, %s, true)", (POOL.tenant_setting, B))
+        rows = conn.execute(
+            sql.SQL("SELECT tenant_id FROM {}.projects_of_setting()").format(SAMPLE)
+        )
+        seen = _tenants_of(rows.fetchall())
+    return blocked("0 rows") if not seen else leaked(f"the function returned {sorted(seen)}")
+
+
+@attack("SET ROLE to another tenant's login", STRICT_ONLY)
+def _set_role_other_tenant(target: Target) -> Outcome:
+    other = tenant_names(B, allow_probes=True).pool_login
+    return _expect_error(
+        target, sql.SQL("SET ROLE {}").format(sql.Identifier(other)), errors.InsufficientPrivilege
+    )
+
+
+@attack("SET SESSION AUTHORIZATION to another tenant's login", STRICT_ONLY)
+def _session_authorization_other(target: Target) -> Outcome:
+    other = tenant_names(B, allow_probes=True).pool_login
+    return _expect_error(
+        target,
+        sql.SQL("SET SESSION AUTHORIZATION {}").format(sql.Identifier(other)),
+        errors.InsufficientPrivilege,
+    )
+
+
+@attack("SET ROLE to the runtime group and read", STRICT_ONLY)
+def _set_role_runtime(target: Target) -> Outcome:
+    # The login is a member of the group: SET ROLE works and changes current_user, but the
+    # policy reads session_user.
+    with target.login(A) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.runtime_role)))
+        seen = _tenants_of(conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)))
+    return blocked(f"still only {A}") if seen <= {A} else leaked(f"saw {sorted(seen)}")
+
+
+@attack("log in as an offboarded tenant", STRICT_ONLY)
+def _offboarded_login(target: Target) -> Outcome:
+    try:
+        with target.login(GONE) as conn:
+            seen = _tenants_of(conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)))
+    except psycopg.OperationalError as error:
+        if "not permitted to log in" in str(error):
+            return blocked("its login is disabled")
+        return leaked(f"expected a disabled login, got: {str(error).strip().splitlines()[-1]}")
+    return leaked(f"logged in as the offboarded tenant and saw {sorted(seen)}")
+
+
+@attack("the shared runtime login claims a tenant", STRICT_ONLY)
+def _shared_login_claims(target: Target) -> Outcome:
+    with target.connect() as conn, tenant_transaction(conn, A, allow_probes=True):
+        seen = _tenants_of(conn.execute(sql.SQL("SELECT tenant_id FROM {}").format(PROJECTS)))
+    return blocked("0 rows") if not seen else leaked(f"the shared login saw {sorted(seen)}")
+
+
 class PoolProbesOffError(RuntimeError):
     """The pool has not got the sample schema and probe tenants the attacks run through."""
 
 
+class StrictLoginsMissingError(RuntimeError):
+    """A strict pool's attacks need the probe tenants' own logins, and none were given."""
+
+
+def _registered(conn: psycopg.Connection[Any], tenant: str) -> bool:
+    # The runtime may read the registry row of its own tenant, and no other.
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.tenants WHERE tenant_id = %s").format(
+            sql.Identifier(POOL.registry_schema)
+        ),
+        (tenant,),
+    ).fetchone()
+    return row == (1,)
+
+
 def _missing_probes(target: Target) -> list[str]:
-    """What of the verify probes the runtime login cannot find in the pool. Only whether they
-    exist: what state they are in is for the attacks to judge."""
-    sample = [f"{POOL.sample_schema}.{name}" for name in ("projects", "tasks", "open_tasks")]
+    """What of the verify probes the runtime cannot find in the pool. Only whether they exist:
+    what state they are in is for the attacks to judge."""
+    sample = [
+        f"{POOL.sample_schema}.{name}"
+        for name in ("projects", "tasks", "open_tasks", "projects_as_view_owner")
+    ]
     with target.connect() as conn:
         found = conn.execute("SELECT to_regclass(x)::text FROM unnest(%s::text[]) x", (sample,))
         missing = [name for name, (exists,) in zip(sample, found, strict=True) if exists is None]
-        for tenant in PROBE_TENANT_IDS:
-            # The runtime may read the registry row of the tenant it claims, and no other.
-            with target.as_tenant(conn, tenant):
-                row = conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}.tenants WHERE tenant_id = %s").format(
-                        sql.Identifier(POOL.registry_schema)
-                    ),
-                    (tenant,),
-                ).fetchone()
-            if row != (1,):
+    for tenant in PROBE_TENANT_IDS:
+        if target.strict and tenant == GONE:
+            continue  # its login is disabled: an attack checks that
+        with target.tenant(tenant) as conn:
+            if not _registered(conn, tenant):
                 missing.append(f"probe tenant {tenant}")
     return missing
+
+
+def pool_mode_of(settings: ConnectionSettings) -> PoolMode:
+    """The mode the pool records, read as the shared runtime login (settable if it records
+    none: a pool made before modes existed)."""
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+        table = sql.Identifier(POOL.registry_schema, "pool_mode")
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(None),))
+        if exists.fetchone() != (True,):
+            return "settable"
+        row = conn.execute(sql.SQL("SELECT mode FROM {}").format(table)).fetchone()
+    return next((m for m in POOL_MODES if row and m == row[0]), "settable")
 
 
 def run_pool_attacks(
@@ -545,12 +734,25 @@ def run_pool_attacks(
     *,
     tenant_schemas: Sequence[str] = (),
     shared_tables: Sequence[str] = (),
+    logins: TenantLogins | None = None,
 ) -> list[AttackResult]:
-    """Run every pool attack as the runtime login described by `settings`: the fixed ones on
-    the sample schema, then the table attacks (tenantkit.verify.tables) on every protected
-    table and every table of `tenant_schemas` but `shared_tables`. Raise PoolProbesOffError if
-    the pool has no verify probes, psycopg.Error if it cannot be reached."""
-    target = Target(settings)
+    """Run every attack of the pool's mode: as the runtime login described by `settings` and,
+    in a strict pool, as the probe tenants' own logins that `logins` gives; the fixed ones on
+    the sample schema, then, in a settable pool, the table attacks (tenantkit.verify.tables) on
+    every protected table and every table of `tenant_schemas` but `shared_tables` (they write
+    two tenants' probe rows in one transaction through the tenant setting, which a strict pool
+    has not got). Raise PoolProbesOffError if the pool has no verify probes,
+    StrictLoginsMissingError for a strict pool without `logins`, psycopg.Error if it cannot be
+    reached."""
+    mode = pool_mode_of(settings)
+    if mode == "strict" and logins is None:
+        raise StrictLoginsMissingError(
+            f"the pool {settings.host}:{settings.port}/{settings.dbname} is strict: its attacks "
+            "run as the probe tenants' own logins (tenant_<probe>_pool), which this run was "
+            "not given (`tenantctl verify --dsn` takes the runtime login only; locally, "
+            "`tenantctl verify` logs in as them)"
+        )
+    target = Target(settings, logins, mode)
     missing = _missing_probes(target)
     if missing:
         raise PoolProbesOffError(
@@ -560,10 +762,12 @@ def run_pool_attacks(
             "stack to verify this pool."
         )
     results = []
-    for name, function in ATTACKS.items():
+    for name, function in attacks_for(mode).items():
         try:
             outcome = function(target)
         except psycopg.Error as error:
             outcome = leaked(f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}")
         results.append(AttackResult("pool", name, outcome.blocked, outcome.detail))
+    if target.strict:
+        return results
     return results + run_table_attacks(target.connect, tenant_schemas, shared_tables)

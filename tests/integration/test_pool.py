@@ -504,6 +504,11 @@ def test_every_attack_on_a_provisioned_pool_is_blocked(pool: ConnectionSettings)
     assert len(results) >= 20
     leaks = [(r.attack, r.detail) for r in results if not r.blocked]
     assert leaks == []
+    # a settable pool: the attacks of both modes and its own; none it does not block by design
+    names = {r.attack for r in results}
+    assert "read through a SECURITY DEFINER function owned by the app" in names
+    assert "context survives COMMIT on a reused connection" in names
+    assert "set_config to another tenant" not in names
 
 
 BREAKAGES = [
@@ -546,6 +551,11 @@ BREAKAGES = [
         {"read through a view"},
         id="view-as-owner",
     ),
+    pytest.param(
+        ["ALTER FUNCTION tenantkit_sample.projects_as_owner() OWNER TO postgres"],
+        {"read through a SECURITY DEFINER function owned by the app"},
+        id="definer-function-of-a-superuser",
+    ),
 ]
 
 
@@ -566,6 +576,9 @@ def test_the_suite_reports_leaks_when_isolation_is_broken(
         superuser.execute(f"ALTER ROLE {POOL.login_role} NOBYPASSRLS")
         superuser.execute("REVOKE TEMPORARY ON DATABASE tenantkit_pool FROM tenantkit_pool_runtime")
         superuser.execute(f"ALTER VIEW tenantkit_sample.open_tasks OWNER TO {POOL.owner_role}")
+        superuser.execute(
+            f"ALTER FUNCTION tenantkit_sample.projects_as_owner() OWNER TO {POOL.owner_role}"
+        )
         handle(event("Create", pool_props(aws)), config)  # the provisioner repairs the rest
     assert expected_leaks <= leaks
     repaired = run_pool_attacks(pool)

@@ -26,6 +26,8 @@ from lambda_src.provisioner.plans.pool_rls import STRICT_TENANT_CONDITION
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, PoolMode, tenant_names
 from lambda_src.tenant_runtime import TenantContextError, tenant_transaction
 from tenantkit.embedded_pg import RunningServer
+from tenantkit.verify import run_pool_attacks
+from tenantkit.verify.pool import StrictLoginsMissingError
 
 from .pool_fixtures import PASSWORD, aws, config, pool_server  # noqa: F401 (fixtures)
 
@@ -475,6 +477,98 @@ def test_the_offboarded_probe_tenant_cannot_log_in(pool_server: RunningServer) -
         psycopg.connect(**login_settings(pool_server, PROBE_TENANT_IDS[2]).connect_kwargs())
     with psycopg.connect(**login_settings(pool_server, PROBE_TENANT_IDS[0]).connect_kwargs()) as c:
         assert tenants_seen(c) == {PROBE_TENANT_IDS[0]}
+
+
+# -- the attack suite on a strict pool ---------------------------------------------------------
+
+
+def probe_logins(server: RunningServer) -> Any:
+    """How the suite logs in as each probe tenant's own login."""
+    return lambda tenant: login_settings(server, tenant)
+
+
+def test_every_attack_on_a_strict_pool_is_blocked(
+    pool: ConnectionSettings, pool_server: RunningServer
+) -> None:
+    results = run_pool_attacks(pool, logins=probe_logins(pool_server))
+    names = {r.attack for r in results}
+    assert [(r.attack, r.detail) for r in results if not r.blocked] == []
+    # the strict attacks ran, and those on one connection reused by several tenants did not
+    assert {
+        "set_config to another tenant",
+        "SET ROLE to another tenant's login",
+        "SET SESSION AUTHORIZATION to another tenant's login",
+        "read through a function that trusts the setting, set to another tenant",
+        "read through a SECURITY DEFINER function owned by the app",
+        "log in as an offboarded tenant",
+    } <= names
+    assert "context survives COMMIT on a reused connection" not in names
+    assert len(results) >= 35
+
+
+def test_a_strict_pool_is_not_attacked_without_the_probe_tenants_logins(
+    pool: ConnectionSettings,
+) -> None:
+    with pytest.raises(StrictLoginsMissingError, match="is strict: its attacks run as the probe"):
+        run_pool_attacks(pool)
+
+
+STRICT_BREAKAGES = [
+    pytest.param(
+        [
+            "ALTER POLICY tenantkit_isolation ON tenantkit_sample.projects "
+            "USING (tenant_id = current_setting('app.tenant_id', true))"
+        ],
+        {
+            "set_config to another tenant",
+            "session SET of another tenant",
+            "read through a function that trusts the setting, set to another tenant",
+        },
+        id="settable-policy-in-a-strict-pool",
+    ),
+    pytest.param(
+        ['GRANT "tenant_tenantkit-probe-b_pool" TO "tenant_tenantkit-probe-a_pool"'],
+        {"SET ROLE to another tenant's login"},
+        id="a-login-member-of-another",
+    ),
+    pytest.param(
+        ['ALTER ROLE "tenant_tenantkit-probe-gone_pool" LOGIN'],
+        {"log in as an offboarded tenant"},
+        id="offboarded-login-enabled",
+    ),
+    pytest.param(
+        ["ALTER FUNCTION tenantkit_sample.projects_as_owner() OWNER TO postgres"],
+        {"read through a SECURITY DEFINER function owned by the app"},
+        id="definer-function-of-a-superuser",
+    ),
+]
+
+
+@pytest.mark.parametrize(("breakage", "expected_leaks"), STRICT_BREAKAGES)
+def test_the_suite_reports_leaks_when_a_strict_pool_is_weakened(
+    breakage: list[str],
+    expected_leaks: set[str],
+    pool: ConnectionSettings,
+    pool_server: RunningServer,
+    aws: Any,
+    config: HandlerConfig,
+    superuser: psycopg.Connection[Any],
+) -> None:
+    for statement in breakage:
+        superuser.execute(statement)
+    try:
+        results = run_pool_attacks(pool, logins=probe_logins(pool_server))
+    finally:
+        superuser.execute(
+            'REVOKE "tenant_tenantkit-probe-b_pool" FROM "tenant_tenantkit-probe-a_pool"'
+        )
+        superuser.execute(
+            f"ALTER FUNCTION tenantkit_sample.projects_as_owner() OWNER TO {POOL.owner_role}"
+        )
+        handle(event("Create", pool_props(aws)), config)  # the provisioner repairs the rest
+    assert expected_leaks <= {r.attack for r in results if not r.blocked}
+    repaired = run_pool_attacks(pool, logins=probe_logins(pool_server))
+    assert [r.attack for r in repaired if not r.blocked] == []
 
 
 # -- switching the pool between modes (last: they change the module's pool) --------------------

@@ -49,6 +49,45 @@ _SAMPLE = [
           FROM {sample}.tasks t JOIN {sample}.projects p USING (tenant_id, project_id)
          WHERE NOT t.done""",
     ),
+    # Application code that reads the sample rows other than as the querying role, for the
+    # verify suite's attacks "through a function": a SECURITY DEFINER function and a view that
+    # is not security_invoker, both run as the pool owner (whom FORCE row-level security and no
+    # policy of its own show nothing), and a function that trusts the tenant setting.
+    (
+        "create the sample function run as its owner",
+        """CREATE OR REPLACE FUNCTION {sample}.projects_as_owner()
+        RETURNS TABLE (tenant_id text, project_id bigint)
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS $fn$ SELECT p.tenant_id, p.project_id FROM {sample}.projects p $fn$""",
+    ),
+    (
+        "create the sample function that trusts the tenant setting",
+        """CREATE OR REPLACE FUNCTION {sample}.projects_of_setting()
+        RETURNS TABLE (tenant_id text, project_id bigint)
+        LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+        AS $fn$ SELECT p.tenant_id, p.project_id FROM {sample}.projects p
+                WHERE p.tenant_id = current_setting({setting}, true) $fn$""",
+    ),
+    (
+        "create the sample view run as its owner",
+        """CREATE OR REPLACE VIEW {sample}.projects_as_view_owner AS
+        SELECT tenant_id, project_id FROM {sample}.projects""",
+    ),
+    (
+        "give the sample functions and view to the pool owner",
+        """ALTER FUNCTION {sample}.projects_as_owner() OWNER TO {owner};
+        ALTER FUNCTION {sample}.projects_of_setting() OWNER TO {owner};
+        ALTER VIEW {sample}.projects_as_view_owner OWNER TO {owner}""",
+    ),
+    (
+        "let the runtime use the sample functions and view",
+        """REVOKE ALL ON FUNCTION {sample}.projects_as_owner(), {sample}.projects_of_setting()
+            FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {sample}.projects_as_owner(), {sample}.projects_of_setting()
+            TO {runtime};
+        REVOKE ALL ON {sample}.projects_as_view_owner FROM PUBLIC;
+        GRANT SELECT ON {sample}.projects_as_view_owner TO {runtime}""",
+    ),
 ]
 SAMPLE_TABLES = (f"{POOL.sample_schema}.projects", f"{POOL.sample_schema}.tasks")
 SAMPLE_VIEWS = (f"{POOL.sample_schema}.open_tasks",)
@@ -150,6 +189,9 @@ def plan_probes_removal() -> list[Step]:
             -- the schema, or one that uses its tables, makes the drop fail, not disappear.
             EXECUTE format('SET LOCAL ROLE %I', {owner_name});
             DROP VIEW IF EXISTS {sample}.open_tasks;
+            DROP VIEW IF EXISTS {sample}.projects_as_view_owner;
+            DROP FUNCTION IF EXISTS {sample}.projects_as_owner();
+            DROP FUNCTION IF EXISTS {sample}.projects_of_setting();
             DROP TABLE IF EXISTS {sample}.tasks;
             DROP TABLE IF EXISTS {sample}.projects;
             DROP SCHEMA IF EXISTS {sample};
