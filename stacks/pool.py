@@ -6,10 +6,11 @@ from pathlib import Path
 import aws_cdk as cdk
 from constructs import Construct
 
+from lambda_src.core import environment as env_names
 from lambda_src.migrations.files import load_migrations
 from lambda_src.provisioner.kinds import PoolMigrations
 from lambda_src.provisioner.migrate import PoolSchema
-from lambda_src.tenancy import POOL
+from lambda_src.tenancy import POOL, POOL_LOGIN_SUFFIX
 from tenant_constructs import (
     DatabaseHost,
     PoolDatabase,
@@ -17,6 +18,7 @@ from tenant_constructs import (
     PoolTenants,
     SampleFunctions,
     SharedCompute,
+    TenantAccessRole,
 )
 from tenantkit.catalog import ClusterSettings, PoolSettings, Tenant
 from tenantkit.deployment import TENANTS_METADATA
@@ -79,6 +81,7 @@ class PoolStack(cdk.Stack):
             removal_policy=settings.removal_policy,
             verify_probes=settings.verify_probes,
             migrations=pool_migrations,
+            mode=settings.mode,
         )
         self.tenants = PoolTenants(
             self,
@@ -90,27 +93,51 @@ class PoolStack(cdk.Stack):
         )
         # Same stack: the cluster must be up and the provisioner reachable first.
         self.pool.node.add_dependency(self.host)
-        # Pooled compute, pooled database: the shared functions log in as the pool's runtime
-        # user (IAM) or read its secret; the tenant is the transaction-local setting.
         self.compute = SharedCompute(self, "SharedCompute", host=self.host)
-        self.compute.allow_pool_login(iam_user=POOL.iam_user, secret=self.pool.secret)
-        # pool.proxy: the same logins, multiplexed by an RDS Proxy (none by default).
+        patterns: dict[str, dict[str, str]] = {"pool-iam": {}, "pool-secret": {}}
+        # pool.proxy: the runtime logins multiplexed by an RDS Proxy (none by default; the
+        # catalog refuses one for a strict pool, whose tenants log in as themselves).
         self.proxy: PoolProxy | None = None
-        if settings.proxy is not None:
-            self.proxy = PoolProxy(
+        if settings.mode == "strict":
+            # Each tenant logs in as its own login, with an IAM token that only the
+            # tenant-access role, assumed with the tenant's session tag, may mint: as for
+            # bridge, STS in the VPC, and the shared role reaches nothing else. The tenants
+            # have no secrets (IAM auth only), so pool-secret has no sample here.
+            sts = self.host.network.add_sts_endpoint()
+            sts.connections.allow_default_port_from(self.compute.security_group, "shared compute")
+            self.tenant_access = TenantAccessRole(
                 self,
-                "Proxy",
-                host=self.host,
-                login_secret=self.pool.secret,
-                clients=self.compute.security_group,
-                iam_auth=settings.iam_auth,
-                idle_client_timeout_s=settings.proxy.idle_client_timeout_s,
-                max_connections_percent=settings.proxy.max_connections_percent,
+                "TenantAccess",
+                shared=self.compute,
+                db_user_suffix=POOL_LOGIN_SUFFIX,
+                secrets=False,
             )
-            if settings.iam_auth:
-                self.compute.allow_pool_proxy_login(
-                    proxy_resource_id=self.proxy.resource_id, user=POOL.login_role
+            patterns = {
+                "pool-iam": {
+                    env_names.POOL_MODE: "strict",
+                    env_names.TENANT_ACCESS_ROLE_ARN: self.tenant_access.role.role_arn,
+                    env_names.DB_RESOURCE_ID: self.host.database.resource_id,
+                }
+            }
+        else:
+            # Pooled compute, pooled database: the shared functions log in as the pool's
+            # runtime user (IAM) or read its secret; the tenant is the transaction-local setting.
+            self.compute.allow_pool_login(iam_user=POOL.iam_user, secret=self.pool.secret)
+            if settings.proxy is not None:
+                self.proxy = PoolProxy(
+                    self,
+                    "Proxy",
+                    host=self.host,
+                    login_secret=self.pool.secret,
+                    clients=self.compute.security_group,
+                    iam_auth=settings.iam_auth,
+                    idle_client_timeout_s=settings.proxy.idle_client_timeout_s,
+                    max_connections_percent=settings.proxy.max_connections_percent,
                 )
+                if settings.iam_auth:
+                    self.compute.allow_pool_proxy_login(
+                        proxy_resource_id=self.proxy.resource_id, user=POOL.login_role
+                    )
         if samples is not None:
             if not settings.verify_probes:
                 # The pool sample functions read tenantkit_sample.projects.
@@ -122,10 +149,13 @@ class PoolStack(cdk.Stack):
                 self,
                 "Samples",
                 patterns={
-                    pattern: self.proxy.client_environment()
-                    if self.proxy is not None and pattern in self.proxy.patterns
-                    else {}
-                    for pattern in ("pool-iam", "pool-secret")
+                    pattern: environment
+                    | (
+                        self.proxy.client_environment()
+                        if self.proxy is not None and pattern in self.proxy.patterns
+                        else {}
+                    )
+                    for pattern, environment in patterns.items()
                 },
                 role=self.compute.role,
                 security_group=self.compute.security_group,

@@ -2,11 +2,12 @@
 
 - TenantCompute (silo): one tenant's own compute, its db user and secret only.
 - SharedCompute (bridge, pool): one role for the shared functions of a host. In the bridge tier
-  it may do nothing but assume the TenantAccessRole with a tenant tag; in the pool tier it logs
-  in as the pool's runtime user (isolation is row-level security), directly or through the
-  pool's RDS Proxy.
-- TenantAccessRole (bridge): ONE role for every tenant (IAM's role quota forbids a role per
-  tenant); what it reaches is decided by the session tag `tenant=<id>` the shared role sets.
+  and a strict pool it may do nothing but assume the TenantAccessRole with a tenant tag; in a
+  settable pool it logs in as the pool's runtime user (isolation is row-level security),
+  directly or through the pool's RDS Proxy.
+- TenantAccessRole (bridge, strict pool): ONE role for every tenant (IAM's role quota forbids a
+  role per tenant); what it reaches is decided by the session tag `tenant=<id>` the shared role
+  sets.
 """
 
 import string
@@ -179,17 +180,28 @@ class SharedCompute(Construct):
 
 
 class TenantAccessRole(Construct):
-    """The bridge tier's tenant-access role, assumable only by `shared.role` with exactly one
-    session tag, `tenant`, whose value cannot be one that matches no tenant by construction.
+    """The tenant-access role of a shared cluster, assumable only by `shared.role` with exactly
+    one session tag, `tenant`, whose value cannot be one that matches no tenant by construction.
 
     Its policy reaches the tenant's own resources through `${aws:PrincipalTag/tenant}`: the db
-    user `tenant_<tag>_iam` on this cluster, secrets whose `tenant` resource tag equals the
-    session tag (and whose host tag is this host), and the host key to decrypt, through
-    Secrets Manager, only the secret named for the session tag. A session without the tag
-    reaches nothing.
+    user `tenant_<tag><db_user_suffix>` on this cluster (bridge: `_iam`, the tenant's IAM user;
+    a strict pool: `_pool`, the tenant's pool login) and, with `secrets`, secrets whose `tenant`
+    resource tag equals the session tag (and whose host tag is this host), and the host key to
+    decrypt, through Secrets Manager, only the secret named for the session tag. A session
+    without the tag reaches nothing.
     """
 
-    def __init__(self, scope: Construct, id_: str, *, shared: SharedCompute) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        shared: SharedCompute,
+        db_user_suffix: str = IAM_USER_SUFFIX,
+        secrets: bool = True,
+    ) -> None:
+        """`secrets`: false for a strict pool, whose tenants log in with IAM tokens and have no
+        secrets (and whose host holds the shared runtime secret, tagged tenant=pool)."""
         super().__init__(scope, id_)
         host = shared.host
         principal = iam.SessionTagsPrincipal(iam.ArnPrincipal(shared.role.role_arn))
@@ -215,11 +227,20 @@ class TenantAccessRole(Construct):
                     db_user_arn(
                         self,
                         host.database.resource_id,
-                        f"{IAM_USER_PREFIX}{tag}{IAM_USER_SUFFIX}",
+                        f"{IAM_USER_PREFIX}{tag}{db_user_suffix}",
                     )
                 ],
             )
         )
+        if secrets:
+            self._read_tenant_secrets(host, tag)
+        shared.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["sts:AssumeRole", "sts:TagSession"], resources=[self.role.role_arn]
+            )
+        )
+
+    def _read_tenant_secrets(self, host: DatabaseHost, tag: str) -> None:
         read = iam.PolicyStatement(
             actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
             resources=[host_secrets_arn(self)],
@@ -250,10 +271,5 @@ class TenantAccessRole(Construct):
                 "<AWS::Region>:<AWS::AccountId>:secret:tenantkit/*]",
                 reason="Tenant secrets are created by tenant stacks; a session reads only the "
                 "secret whose tenant tag equals its own session tag (ABAC)",
-            )
-        )
-        shared.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["sts:AssumeRole", "sts:TagSession"], resources=[self.role.role_arn]
             )
         )

@@ -13,7 +13,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from app import build_app
-from tenantkit.catalog import load_catalog
+from tenantkit.catalog import load_catalog, parse_catalog
 from tenantkit.synth import offline_context
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +50,28 @@ def synth() -> Synth:
     outdir = tempfile.mkdtemp(prefix="tenantkit-cdk-out-")
     app = cdk.App(context=cdk_context(), outdir=outdir)
     build_app(app, load_catalog(FIXTURE_CATALOG), samples=True)
+    return Synth(app=app, assembly=app.synth())
+
+
+STRICT_POOL_CATALOG = {
+    "pool": {"mode": "strict"},
+    "tenants": [{"id": "tailspin", "tier": "pool"}, {"id": "litware", "tier": "pool"}],
+    "auth": {
+        "issuer": "https://auth.fixture.example/",
+        "audience": "tenantkit-fixture",
+        "jwks_file": "jwks.json",
+    },
+}
+"""The fixture catalog's pool tenants in a strict pool (`pool: {mode: strict}`)."""
+
+
+@pytest.fixture(scope="session")
+def strict_pool() -> Synth:
+    """The pool stack of STRICT_POOL_CATALOG with its sample functions; synth raises if
+    cdk-nag finds anything."""
+    outdir = tempfile.mkdtemp(prefix="tenantkit-cdk-out-strict-")
+    app = cdk.App(context=cdk_context(), outdir=outdir)
+    build_app(app, parse_catalog(STRICT_POOL_CATALOG, str(FIXTURE_CATALOG)), samples=True)
     return Synth(app=app, assembly=app.synth())
 
 

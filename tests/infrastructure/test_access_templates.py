@@ -162,3 +162,103 @@ def test_six_sample_functions_one_per_pattern_in_the_compute_subnets(synth: Synt
             "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
         },
     )
+
+
+# -- a strict pool: the tenant-access role reaches each tenant's own pool login ----------------
+
+
+def test_a_strict_pools_tenant_access_role_may_connect_only_as_the_tagged_tenants_pool_login(
+    strict_pool: Synth,
+) -> None:
+    policy = resource(strict_pool, POOL_STACK, "TenantAccessRoleDefaultPolicy", "AWS::IAM::Policy")
+    cluster = logical_id(strict_pool, POOL_STACK, "HostDatabaseCluster", "AWS::RDS::DBCluster")
+    # one statement: no secret (the tenants log in with IAM tokens; the host's one secret
+    # with a tenant tag is the shared runtime login's, tagged tenant=pool)
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "rds-db:connect",
+            "Resource": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        ":rds-db:",
+                        {"Ref": "AWS::Region"},
+                        ":",
+                        {"Ref": "AWS::AccountId"},
+                        ":dbuser:",
+                        {"Fn::GetAtt": [cluster, "DBClusterResourceId"]},
+                        "/tenant_${aws:PrincipalTag/tenant}_pool",
+                    ],
+                ]
+            },
+        }
+    ]
+
+
+def test_a_strict_pools_tenant_access_role_trusts_only_the_shared_role_with_one_tag(
+    strict_pool: Synth,
+) -> None:
+    role = resource(strict_pool, POOL_STACK, "TenantAccessRole", "AWS::IAM::Role")
+    shared = logical_id(strict_pool, POOL_STACK, "SharedComputeRole", "AWS::IAM::Role")
+    (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [shared, "Arn"]}}
+    assert statement["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["tenant"]},
+        "StringLike": {"aws:RequestTag/tenant": "?*"},
+        "StringNotLike": {"aws:RequestTag/tenant": FORBIDDEN_TENANT_TAGS},
+    }
+
+
+def test_a_strict_pools_shared_role_reaches_no_database_user_and_no_secret(
+    strict_pool: Synth,
+) -> None:
+    policy = resource(strict_pool, POOL_STACK, "SharedComputeRoleDefaultPolicy", "AWS::IAM::Policy")
+    access = logical_id(strict_pool, POOL_STACK, "TenantAccessRole", "AWS::IAM::Role")
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    data_access = [s for s in statements if not s["Action"][0].startswith("logs:")]
+    assert data_access == [
+        {
+            "Effect": "Allow",
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Resource": {"Fn::GetAtt": [access, "Arn"]},
+        }
+    ]
+
+
+def test_a_strict_pool_tells_the_provisioner_its_mode_and_has_sts_and_one_iam_sample(
+    strict_pool: Synth,
+) -> None:
+    template = strict_pool.template(POOL_STACK)
+    template.has_resource_properties("Custom::PoolDatabase", {"Mode": "strict"})
+    batches = template.find_resources("Custom::PoolTenants")
+    assert batches
+    for batch in batches.values():
+        assert batch["Properties"]["Mode"] == "strict"
+        # IAM auth: no password secret per tenant
+        assert all("PasswordSecretArn" not in e for e in batch["Properties"]["Tenants"])
+    assert "ProbePasswordSecretArns" not in json.dumps(template.to_json())
+    endpoints = [
+        json.dumps(v["Properties"]["ServiceName"])
+        for v in template.find_resources("AWS::EC2::VPCEndpoint").values()
+    ]
+    assert any(".sts" in e for e in endpoints)
+    samples = [
+        v["Properties"]["Environment"]["Variables"]
+        for v in template.find_resources("AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler") == "lambda_src.samples.handler.handler"
+    ]
+    assert [env["TENANTKIT_PATTERN"] for env in samples] == ["pool-iam"]
+    (env,) = samples
+    assert env["TENANTKIT_POOL_MODE"] == "strict"
+    access = logical_id(strict_pool, POOL_STACK, "TenantAccessRole", "AWS::IAM::Role")
+    assert env["TENANTKIT_TENANT_ACCESS_ROLE_ARN"] == {"Fn::GetAtt": [access, "Arn"]}
+
+
+def test_a_settable_pool_sends_no_mode_so_existing_pools_see_no_change(synth: Synth) -> None:
+    template = synth.template(POOL_STACK)
+    for kind in ("Custom::PoolDatabase", "Custom::PoolTenants"):
+        for found in template.find_resources(kind).values():
+            assert "Mode" not in found["Properties"]

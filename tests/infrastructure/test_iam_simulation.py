@@ -1,4 +1,5 @@
-"""The bridge tier's pooled-compute IAM, evaluated by an IAM policy simulator.
+"""The pooled-compute IAM of the bridge tier and of a strict pool, evaluated by an IAM policy
+simulator.
 
 test_access_templates.py pins the policy documents; these tests ask
 @cloud-copilot/iam-simulate (pinned in package.json, run offline through iam_simulate.mjs) what
@@ -37,7 +38,7 @@ from lambda_src.tenancy import MAX_TENANT_ID_LENGTH, tenant_names
 from lambda_src.tenancy.ids import RESERVED_TENANT_ID_PREFIXES
 from lambda_src.tenant_runtime import tenant_session_policy
 
-from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, REPO_ROOT, Synth
+from .conftest import BRIDGE, BRIDGE_CONTOSO, BRIDGE_FABRIKAM, POOL_STACK, REPO_ROOT, Synth
 
 pytestmark = pytest.mark.slow
 
@@ -977,3 +978,189 @@ def test_the_simulator_still_ignores_the_kms_encryption_context_key(bridge: Brid
     (answer,) = run_simulator([request])
     # THEN the simulator drops the key: once it keeps it, drop the rename in simulated_key
     assert answer["ignoredContextKeys"] == ["kms:EncryptionContext:SecretARN"]
+
+
+# --- A strict pool: the same tenant-access role, for each tenant's own pool login --------------
+
+POOL_TENANTS = ("tailspin", "litware")
+
+
+@dataclass(frozen=True)
+class StrictPoolIam:
+    """A strict pool host's IAM as deployed, in concrete values."""
+
+    shared_role: str
+    access_role: str
+    access_trust: Policy
+    access_identity: list[Policy]
+    shared_identity: list[Policy]
+    runtime_secret: Secret
+    """The shared runtime login's secret (tagged tenant=pool)."""
+
+    def access_session(self, tenant_tag: str | None) -> str:
+        return session_arn(self.access_role, f"tenant-{tenant_tag or 'untagged'}")
+
+
+@pytest.fixture(scope="module")
+def strict_pool_iam(strict_pool: Synth) -> StrictPoolIam:
+    template = strict_pool.raw(POOL_STACK)
+    resolve = Resolver.for_template(template)
+    shared = only_resource(template, "SharedComputeRole", "AWS::IAM::Role")
+    access = only_resource(template, "TenantAccessRole", "AWS::IAM::Role")
+    (runtime,) = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::SecretsManager::Secret"
+        and r["Properties"].get("Name") == "tenantkit/pool/app"
+    ]
+    return StrictPoolIam(
+        shared_role=shared,
+        access_role=access,
+        access_trust=resolve(
+            template["Resources"][access]["Properties"]["AssumeRolePolicyDocument"]
+        ),
+        access_identity=identity_policies(template, access, resolve),
+        shared_identity=identity_policies(template, shared, resolve),
+        runtime_secret=Secret(
+            arn=f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+            f"tenantkit/pool/app{SECRET_ARN_SUFFIX}",
+            tags={tag["Key"]: tag["Value"] for tag in runtime["Tags"]},
+        ),
+    )
+
+
+def db_user(user: str) -> str:
+    return f"arn:{PARTITION}:rds-db:{REGION}:{ACCOUNT}:dbuser:{CLUSTER_RESOURCE_ID}/{user}"
+
+
+def pool_requests(
+    principal: str,
+    identity: Sequence[Policy],
+    *,
+    context: Mapping[str, str] | None = None,
+    session_policy: Policy | None = None,
+    secret: Secret | None = None,
+) -> dict[str, Request]:
+    """Connecting as each pool tenant's login, as the shared runtime's IAM user and as the
+    bridge-form IAM user of a tenant; reading the runtime secret (given `secret`)."""
+    users = {
+        **{f"connect {tenant}": tenant_names(tenant).pool_login for tenant in POOL_TENANTS},
+        "connect the shared runtime user": "tenantkit_pool_iam",
+        "connect tailspin's bridge-form user": tenant_names("tailspin").iam_user,
+    }
+    cases = {
+        name: Request(
+            principal=principal,
+            action="rds-db:connect",
+            resource=db_user(user),
+            context=dict(context or {}),
+            identity=identity,
+            session_policy=session_policy,
+        )
+        for name, user in users.items()
+    }
+    if secret is not None:
+        cases["read the runtime secret"] = Request(
+            principal=principal,
+            action="secretsmanager:GetSecretValue",
+            resource=secret.arn,
+            context={**(context or {}), **secret.context()},
+            identity=identity,
+            session_policy=session_policy,
+        )
+    return cases
+
+
+def test_a_strict_pool_session_tagged_tailspin_connects_only_as_tailspins_pool_login(
+    strict_pool_iam: StrictPoolIam,
+) -> None:
+    iam = strict_pool_iam
+    cases = pool_requests(
+        iam.access_session("tailspin"),
+        iam.access_identity,
+        context=tagged("tailspin"),
+        secret=iam.runtime_secret,
+    )
+    assert verdicts(cases) == {
+        "connect tailspin": ALLOWED,
+        "connect litware": DENIED,
+        "connect the shared runtime user": DENIED,
+        "connect tailspin's bridge-form user": DENIED,
+        "read the runtime secret": DENIED,
+    }
+
+
+def test_a_strict_pool_session_tagged_litware_reaches_litware_so_the_denials_are_real(
+    strict_pool_iam: StrictPoolIam,
+) -> None:
+    iam = strict_pool_iam
+    cases = pool_requests(
+        iam.access_session("litware"), iam.access_identity, context=tagged("litware")
+    )
+    assert verdicts(cases)["connect litware"] == ALLOWED
+
+
+def test_a_strict_pool_session_without_a_tag_or_tagged_pool_reaches_nothing(
+    strict_pool_iam: StrictPoolIam,
+) -> None:
+    # `pool` is a reserved tenant id that the trust policy's patterns do not refuse: the
+    # runtime secret is tagged tenant=pool, and the role has no secret statement at all
+    iam = strict_pool_iam
+    untagged = pool_requests(
+        iam.access_session(None), iam.access_identity, secret=iam.runtime_secret
+    )
+    pool = pool_requests(
+        iam.access_session("pool"),
+        iam.access_identity,
+        context=tagged("pool"),
+        secret=iam.runtime_secret,
+    )
+    assert verdicts(untagged) == dict.fromkeys(untagged, DENIED)
+    assert verdicts(pool) == dict.fromkeys(pool, DENIED)
+
+
+def test_a_strict_pools_shared_role_reaches_no_login_and_may_assume_the_access_role(
+    strict_pool_iam: StrictPoolIam,
+) -> None:
+    iam = strict_pool_iam
+    shared = session_arn(iam.shared_role, "shared-function")
+    cases = pool_requests(shared, iam.shared_identity, secret=iam.runtime_secret)
+    assert verdicts(cases) == dict.fromkeys(cases, DENIED)
+    assume = {
+        action: Request(
+            principal=shared,
+            action=action,
+            resource=role_arn(iam.access_role),
+            context={"aws:RequestTag/tenant": "tailspin", "aws:TagKeys": ["tenant"]},
+            identity=iam.shared_identity,
+            resource_policy=iam.access_trust,
+        )
+        for action in ASSUME_ACTIONS
+    }
+    assert verdicts(assume) == dict.fromkeys(ASSUME_ACTIONS, ALLOWED)
+
+
+def test_the_tailspin_pool_session_policy_keeps_an_over_broad_role_away_from_litware(
+    strict_pool_iam: StrictPoolIam,
+) -> None:
+    iam = strict_pool_iam
+    vended = tenant_session_policy(
+        "tailspin",
+        partition=PARTITION,
+        region=REGION,
+        account=ACCOUNT,
+        db_resource_id=CLUSTER_RESOURCE_ID,
+        db_user=tenant_names("tailspin").pool_login,
+    )
+    cases = pool_requests(
+        iam.access_session("tailspin"),
+        [over_broad_identity_policy()],
+        context=tagged("tailspin"),
+        session_policy=vended,
+    )
+    assert verdicts(cases) == {
+        "connect tailspin": ALLOWED,
+        "connect litware": DENIED,
+        "connect the shared runtime user": DENIED,
+        "connect tailspin's bridge-form user": DENIED,
+    }

@@ -277,3 +277,15 @@ def test_pool_tenant_tables_keep_working_beside_a_schema_section() -> None:
     assert loaded.pool.tenant_tables == ("app.items",)
     assert loaded.schema is not None
     assert loaded.schema.tenant_schemas == ("app",)
+
+
+def test_a_strict_pool_is_selected_in_the_catalog_and_needs_iam_auth() -> None:
+    tenants = [{"id": "acme", "tier": "pool"}]
+    assert parse_catalog({"tenants": tenants}).pool.mode == "settable"
+    assert parse_catalog({"tenants": tenants, "pool": {"mode": "strict"}}).pool.mode == "strict"
+    with pytest.raises(CatalogError, match=r"pool: mode strict needs iam_auth: true.*USD 0.40"):
+        parse_catalog({"tenants": tenants, "pool": {"mode": "strict", "iam_auth": False}})
+    with pytest.raises(CatalogError, match="pool: mode: Input should be 'settable' or 'strict'"):
+        parse_catalog({"tenants": tenants, "pool": {"mode": "paranoid"}})
+    with pytest.raises(CatalogError, match="mode strict and proxy: the pool's RDS Proxy"):
+        parse_catalog({"tenants": tenants, "pool": {"mode": "strict", "proxy": True}})
