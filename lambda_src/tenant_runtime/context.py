@@ -49,6 +49,10 @@ def begin_as_tenant(tenant_id: str, allow_probes: bool = False) -> bytes:
 BEGIN_AS_LOGIN = b"BEGIN"
 """The first message of a tenant's transaction in a strict pool: the tenant is the login the
 connection logged in as, so there is nothing to set."""
+END_AS_LOGIN = b"COMMIT"
+"""The last message of a tenant's transaction in a strict pool. A WITH HOLD cursor may outlive
+it, but only on the tenant's own login, whose connections no other tenant is ever given (the
+pools' reset closes it when the connection is returned)."""
 
 
 @lru_cache(maxsize=4096)
@@ -66,6 +70,7 @@ def is_idle(status: int) -> bool:
 
 __all__ = [
     "BEGIN_AS_LOGIN",
+    "END_AS_LOGIN",
     "END_AS_TENANT",
     "ROLLBACK",
     "TenantContextError",

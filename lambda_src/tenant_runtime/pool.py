@@ -10,6 +10,7 @@ from psycopg.pq import TransactionStatus
 
 from .context import (
     BEGIN_AS_LOGIN,
+    END_AS_LOGIN,
     END_AS_TENANT,
     ROLLBACK,
     TenantContextError,
@@ -41,7 +42,8 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
 
     `strict=True` (a strict pool): the connection must have logged in as the tenant's own login
     (TenantNames.pool_login; checked against the connection's user, no round trip), and the
-    transaction opens with a plain BEGIN: the policies read the tenant from the login.
+    transaction opens with a plain BEGIN and ends with a plain COMMIT: the policies read the
+    tenant from the login, and what the transaction leaves (a held cursor) stays with it.
     """
 
     def __init__(
@@ -61,9 +63,9 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
                     f"this connection logged in as {conn.info.user!r}, not as {login!r}: in a "
                     "strict pool a tenant's transactions run on its own login's connections"
                 )
-            self._begin = BEGIN_AS_LOGIN
+            self._begin, self._end_message = BEGIN_AS_LOGIN, END_AS_LOGIN
         else:
-            self._begin = begin_as_tenant(tenant_id, allow_probes)
+            self._begin, self._end_message = begin_as_tenant(tenant_id, allow_probes), END_AS_TENANT
         self._autocommit = conn.autocommit
         self._prepared_statements = prepared_statements
         self._prepare_threshold = conn.prepare_threshold
@@ -102,7 +104,7 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
                 return
             status = _status(conn)
             if status == TransactionStatus.INTRANS:
-                conn.execute(END_AS_TENANT, prepare=False)
+                conn.execute(self._end_message, prepare=False)
             elif status == TransactionStatus.INERROR:
                 conn.execute(ROLLBACK, prepare=False)
                 raise TenantContextError("the transaction failed and was rolled back")

@@ -1,4 +1,4 @@
-"""`tenantctl bench rls`: what tenant isolation costs a query, five ways, in one interleaved run.
+"""`tenantctl bench rls`: what tenant isolation costs a query, six ways, in one interleaved run.
 
 Data: `rows_per_tenant` rows for each of `tenants` tenants (100k rows by default) on a fresh
 embedded PostgreSQL provisioned by the provisioner's own handler.
@@ -8,6 +8,11 @@ Variants (each request: set the context, three statements, COMMIT):
 - control    the baseline again on a copy of its table: its ratio to `where` is the run's
              noise floor (an A/A test);
 - tenantkit  RLS as the pool tier installs it, context from tenant_runtime.tenant_transaction;
+- strict     RLS as a strict pool installs it (the tenant from session_user), each request on
+             a connection of the tenant's own login (one for each of `strict_sample` tenants,
+             logins made by the provisioner's plan), tenant_transaction(strict=True): BEGIN;
+- where-logins the baseline again on the strict variant's connections and tenants: its ratio to
+             strict is the policy's cost alone, whatever the connection layout costs;
 - naive      RLS policy `tenant_id = current_setting('app.tenant_id')`, set with a SET;
 - schema     one schema per tenant (`tenants` schemas), context by SET search_path;
 - database   one database per tenant (a sample of `database_sample`), a connection each.
@@ -41,6 +46,7 @@ How the run is laid out, and why (each choice removed a bias measured on this ma
 
 import itertools
 import random
+import secrets
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -52,10 +58,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from lambda_src.core.connection import RetryPolicy, connect
+from lambda_src.core.connection import ConnectionSettings, RetryPolicy, connect, scram_verifier
 from lambda_src.core.steps import run_steps
-from lambda_src.provisioner.plans.pool_rls import protect_table
-from lambda_src.tenancy import POOL
+from lambda_src.provisioner.plans.pool_logins import TenantLogin, plan_tenant_logins
+from lambda_src.provisioner.plans.pool_rls import (
+    ISOLATION_POLICY,
+    STRICT_TENANT_CONDITION,
+    protect_table,
+)
+from lambda_src.provisioner.postgres import observe_logins
+from lambda_src.tenancy import POOL, tenant_names
 from lambda_src.tenant_runtime import tenant_transaction
 
 from ..catalog import Tenant, parse_catalog
@@ -64,7 +76,16 @@ from ..local import LocalSecrets, pool_runtime_settings, provision_pool, provisi
 from ..local_aws import local_aws
 from .latency_proxy import latency_proxy
 
-VARIANTS = ("where", "control", "tenantkit", "naive", "schema", "database")
+VARIANTS = (
+    "where",
+    "control",
+    "tenantkit",
+    "strict",
+    "where-logins",
+    "naive",
+    "schema",
+    "database",
+)
 STEPS = ("context", "list", "read", "write", "commit")
 SCHEMAS_DATABASE = "bench_schemas"
 
@@ -76,6 +97,8 @@ class RlsBenchConfig:
     tenants: int = 1000
     rows_per_tenant: int = 100
     database_sample: int = 20
+    strict_sample: int = 20
+    """Tenants of the strict variant, each with a login and a connection of its own."""
     blocks: int = 150
     """Timed blocks per variant; one more round of blocks before them only warms up."""
     block_size: int = 100
@@ -143,19 +166,30 @@ def _fill(table: sql.Composable) -> sql.Composed:
 
 
 def _setup_pool_tables(server: RunningServer, tenant_ids: list[str], rows: int) -> None:
-    """bench.items (tenantkit RLS), bench.items_plain and its copy bench.items_control (none),
-    bench.items_naive (naive RLS)."""
+    """bench.items (tenantkit RLS), bench.items_strict (a strict pool's RLS), bench.items_plain
+    and its copy bench.items_control (none), bench.items_naive (naive RLS)."""
     settings = server.admin_settings(POOL.database)
     retry = RetryPolicy(attempts=2)
     with connect(settings, retry) as conn:
         conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
         conn.execute("CREATE SCHEMA bench")
-        for name in ("items", "items_plain", "items_control", "items_naive"):
+        for name in ("items", "items_strict", "items_plain", "items_control", "items_naive"):
             table = sql.SQL("bench.{}").format(sql.Identifier(name))
             conn.execute(sql.SQL("CREATE TABLE {} (" + _ITEMS_COLUMNS + ")").format(table))
             conn.execute(sql.SQL("CREATE INDEX ON {} (tenant_id, status)").format(table))
             conn.execute(_fill(table), (tenant_ids, rows))
-        run_steps(conn, settings, retry, [protect_table("bench.items")])
+        run_steps(
+            conn,
+            settings,
+            retry,
+            [protect_table("bench.items"), protect_table("bench.items_strict")],
+        )
+        # The bench pool is settable; this table gets a strict pool's policy, text for text.
+        conn.execute(
+            sql.SQL("ALTER POLICY {} ON bench.items_strict USING ({c}) WITH CHECK ({c})").format(
+                sql.Identifier(ISOLATION_POLICY), c=sql.SQL(STRICT_TENANT_CONDITION)
+            )
+        )
         runtime = sql.Identifier(POOL.runtime_role)
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA bench TO {}").format(runtime))
         conn.execute(
@@ -176,9 +210,35 @@ def _setup_pool_tables(server: RunningServer, tenant_ids: list[str], rows: int) 
         # registry's too: the tenant policy reads it with an index-only scan).
         registry = sql.Identifier(POOL.registry_schema, "tenants")
         tables = sql.SQL(
-            "bench.items, bench.items_plain, bench.items_control, bench.items_naive, {}"
+            "bench.items, bench.items_strict, bench.items_plain, bench.items_control, "
+            "bench.items_naive, {}"
         ).format(registry)
         conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(tables))
+
+
+def _setup_strict_logins(
+    server: RunningServer, tenant_ids: list[str]
+) -> dict[str, ConnectionSettings]:
+    """Each tenant's own pool login, made by the provisioner's plan as a strict pool's batch
+    makes it (a password login: the embedded server has no IAM auth); tenant -> its settings."""
+    admin = server.admin_settings()
+    retry = RetryPolicy(attempts=2)
+    passwords = {tenant: secrets.token_urlsafe(18) for tenant in tenant_ids}
+    with connect(admin, retry) as conn:
+        logins = [
+            TenantLogin(
+                tenant_names(t).pool_login,
+                True,
+                scram_verifier(conn, tenant_names(t).pool_login, passwords[t]),
+            )
+            for t in tenant_ids
+        ]
+        existing = observe_logins(conn, [login.role for login in logins])
+        run_steps(conn, admin, retry, plan_tenant_logins(logins, existing))
+    return {
+        t: server.settings(tenant_names(t).pool_login, passwords[t], POOL.database)
+        for t in tenant_ids
+    }
 
 
 def _setup_schemas(server: RunningServer, tenant_ids: list[str], rows: int) -> None:
@@ -309,6 +369,10 @@ def _tenantkit_context(
     return tenant_transaction(conn, tenant, prepared_statements=True)
 
 
+def _strict_context(conn: psycopg.Connection[Any], tenant: str) -> AbstractContextManager[object]:
+    return tenant_transaction(conn, tenant, prepared_statements=True, strict=True)
+
+
 def run_rls_bench(
     root: Path, config: RlsBenchConfig, progress: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -349,6 +413,8 @@ def run_rls_bench(
         progress(f"creating {len(pool_ids)} schemas")
         _setup_schemas(server, pool_ids, config.rows_per_tenant)
         _setup_databases(server, store, db_tenants, config.rows_per_tenant)
+        strict_ids = rng.sample(pool_ids, min(config.strict_sample, len(pool_ids)))
+        strict_logins = _setup_strict_logins(server, strict_ids)
 
         def open_(settings: Any) -> psycopg.Connection[Any]:
             conn = psycopg.connect(**settings.connect_kwargs(), autocommit=True)
@@ -360,6 +426,7 @@ def run_rls_bench(
         schema_conns = [
             open_(runtime.for_database(SCHEMAS_DATABASE)) for _ in range(config.connections)
         ]
+        strict_conns = {tenant: open_(settings) for tenant, settings in strict_logins.items()}
         db_conns = {
             t.id: open_(
                 server.settings(
@@ -399,6 +466,22 @@ def run_rls_bench(
                     pool_ids,
                 )
                 for copy in range(1, config.tenantkit_copies + 1)
+            ),
+            _Variant(
+                "strict",
+                _strict_context,
+                _statements("bench.items_strict", False),
+                False,
+                lambda t: strict_conns[t],
+                strict_ids,
+            ),
+            _Variant(
+                "where-logins",
+                _plain_transaction,
+                _statements("bench.items_plain", True),
+                True,
+                lambda t: strict_conns[t],
+                strict_ids,
             ),
             _Variant(
                 "naive",
@@ -449,7 +532,9 @@ def run_rls_bench(
                         timing.backends.add(conn.info.backend_pid)
 
         progress(f"counting round trips through a {config.latency_ms} ms relay")
-        round_trips = _round_trips(server, runtime, config, rng, pool_ids)
+        round_trips = _round_trips(
+            server, runtime, config, rng, pool_ids, (strict_ids[0], strict_logins[strict_ids[0]])
+        )
     finally:
         for conn in connections:
             conn.close()
@@ -458,33 +543,46 @@ def run_rls_bench(
 
 
 def _round_trips(
-    server: RunningServer, runtime: Any, config: RlsBenchConfig, rng: random.Random, ids: list[str]
+    server: RunningServer,
+    runtime: Any,
+    config: RlsBenchConfig,
+    rng: random.Random,
+    ids: list[str],
+    strict: tuple[str, ConnectionSettings],
 ) -> dict[str, Any]:
-    """Median request time through a delaying relay, in round trips, baseline vs tenantkit."""
+    """Median request time through a delaying relay, in round trips: baseline, tenantkit, and
+    strict (`strict`: a tenant and its own login)."""
     measured: dict[str, Any] = {"delay_ms_each_way": config.latency_ms}
+    strict_tenant, strict_login = strict
+    cases = {
+        "where": (runtime, ids, _plain_transaction, _statements("bench.items_plain", True), True),
+        "tenantkit": (runtime, ids, _tenantkit_context, _statements("bench.items", False), False),
+        "strict": (
+            strict_login,
+            [strict_tenant],
+            _strict_context,
+            _statements("bench.items_strict", False),
+            False,
+        ),
+    }
     with latency_proxy(server.port, config.latency_ms) as relay:
-        settings = runtime.__class__(**{**runtime.__dict__, "port": relay.port})
-        with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
-            cases = {
-                "where": (_plain_transaction, _statements("bench.items_plain", True), True),
-                "tenantkit": (_tenantkit_context, _statements("bench.items", False), False),
-            }
-            for name, (context, statements, with_tenant) in cases.items():
+        for name, (login, tenants, context, statements, with_tenant) in cases.items():
+            settings = login.__class__(**{**login.__dict__, "port": relay.port})
+            with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
                 # psycopg prepares a statement once it has run prepare_threshold times (one more
                 # round trip then): count the steady state after it
                 for _ in range((conn.prepare_threshold or 0) + 1):
-                    _request(conn, context, statements, rng.choice(ids), 1, with_tenant)
+                    _request(conn, context, statements, rng.choice(tenants), 1, with_tenant)
                 before = relay.round_trips
                 totals = [
-                    sum(_request(conn, context, statements, rng.choice(ids), 1, with_tenant))
+                    sum(_request(conn, context, statements, rng.choice(tenants), 1, with_tenant))
                     for _ in range(config.latency_rounds)
                 ]
-                median_ms = statistics.median(totals) / 1e6
-                measured[name] = {
-                    "median_ms": round(median_ms, 2),
-                    # counted by the relay: exact, whatever the machine's load
-                    "round_trips": (relay.round_trips - before) / config.latency_rounds,
-                }
+            measured[name] = {
+                "median_ms": round(statistics.median(totals) / 1e6, 2),
+                # counted by the relay: exact, whatever the machine's load
+                "round_trips": (relay.round_trips - before) / config.latency_rounds,
+            }
     return measured
 
 

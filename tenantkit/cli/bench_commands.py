@@ -63,8 +63,8 @@ def bench_rls(
         Path, typer.Option(help="Scratch directory for the benchmark's own server.")
     ] = Path(".tenantkit/bench"),
 ) -> None:
-    """RLS cost: explicit WHERE vs tenantkit's RLS vs a naive policy vs schema- and
-    database-per-tenant, interleaved in one run on a fresh embedded server."""
+    """RLS cost: explicit WHERE vs tenantkit's RLS (settable and strict) vs a naive policy vs
+    schema- and database-per-tenant, interleaved in one run on a fresh embedded server."""
     from ..bench.rls import (
         RlsBenchConfig,
         check_config,
@@ -115,18 +115,31 @@ def bench_rls(
     trips = results["round_trips"]
     out.print(
         "control is the baseline again on a copy of its table: its ratio is this run's noise "
-        f"floor; the pool variants shared {config.connections} connections",
+        f"floor; the pool variants shared {config.connections} connections, strict and "
+        f"where-logins one per tenant of {config.strict_sample} (strict vs where-logins: "
+        f"{_ratio(results, 'strict', 'where-logins')})",
         highlight=False,
     )
     out.print(
         f"round trips per request through a {trips['delay_ms_each_way']} ms relay: "
-        f"where {trips['where']['round_trips']}, tenantkit {trips['tenantkit']['round_trips']}",
+        f"where {trips['where']['round_trips']}, tenantkit {trips['tenantkit']['round_trips']}, "
+        f"strict {trips['strict']['round_trips']}",
         highlight=False,
     )
     out.print(f"wrote {out_json}", highlight=False)
     if plot_png is not None:
         plot(results, plot_png)
         out.print(f"wrote {plot_png}", highlight=False)
+
+
+def _ratio(results: dict[str, Any], name: str, baseline: str) -> str:
+    """`name`'s medians over `baseline`'s, server-side and end to end."""
+    variants = results["variants"]
+    parts = []
+    for key in ("server_side", "end_to_end"):
+        ratio = variants[name][key]["median_ms"] / variants[baseline][key]["median_ms"]
+        parts.append(f"{ratio:.3f}x {key.replace('_', ' ')}")
+    return ", ".join(parts)
 
 
 def bench_onboard(

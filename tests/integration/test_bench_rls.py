@@ -16,6 +16,7 @@ def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> No
         tenants=12,
         rows_per_tenant=10,
         database_sample=2,
+        strict_sample=2,
         blocks=2,
         block_size=12,
         block_warmup=2,
@@ -30,12 +31,14 @@ def test_bench_measures_every_variant_and_equal_round_trips(pg_root: Path) -> No
         assert variant["server_side"]["median_ms"] > 0
         assert variant["end_to_end"]["median_ms"] >= variant["server_side"]["median_ms"]
         assert set(variant["steps_median_us"]) == {"context", "list", "read", "write", "commit"}
-        # the pool variants draw from one shared set of connections; database has one each
-        expected_backends = 2 if name == "database" else 3
+        # the pool variants draw from one shared set of connections; database, strict and
+        # where-logins have one per tenant of their sample
+        expected_backends = 2 if name in ("database", "strict", "where-logins") else 3
         assert variant["backends"] == expected_backends, name
     trips = results["round_trips"]
     # counted by the relay, not estimated from time: setting the tenant adds no round trip
     assert trips["tenantkit"]["round_trips"] == trips["where"]["round_trips"]
+    assert trips["strict"]["round_trips"] == trips["where"]["round_trips"]
     # BEGIN (with the context for tenantkit), list, read, write, COMMIT
     assert trips["where"]["round_trips"] == 5
 
