@@ -624,7 +624,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results["variants"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(max(11, 1.7 * len(names)), 4.6), sharey=True)
     for axis, key, title in (
         (axes[0], "server_side", "server-side (3 statements, equal round trips)"),
         (axes[1], "end_to_end", "end to end (incl. setting the context)"),
@@ -634,7 +634,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         positions = range(len(names))
         axis.bar([p - 0.2 for p in positions], medians, width=0.4, label="median")
         axis.bar([p + 0.2 for p in positions], p95s, width=0.4, label="p95")
-        axis.set_xticks(list(positions), names)
+        axis.set_xticks(list(positions), names, rotation=25, ha="right", fontsize=9)
         axis.set_title(title, fontsize=10)
         for position, name, median in zip(positions, names, medians, strict=True):
             ratio = results["variants"][name]["ratio"][f"{key}_median"]
