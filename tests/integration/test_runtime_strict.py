@@ -318,3 +318,35 @@ def test_strict_pool_configuration_needs_the_tenant_access_role() -> None:
                 "TENANTKIT_DB_PROXY": "true",
             }
         )
+
+
+def test_the_pool_iam_sample_function_serves_a_strict_pool_as_the_tenants_login(
+    world: RunningServer,
+) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from lambda_src.samples.handler import respond
+    from lambda_src.tenant_runtime import TokenVerifier
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    verifier = TokenVerifier(
+        jwks={"keys": [{**jwk, "kid": "k1"}]}, issuer="https://idp.example", audience="aud"
+    )
+    now = int(time.time())
+    claims = {"iss": "https://idp.example", "aud": "aud", "iat": now, "exp": now + 300}
+    bearer = jwt.encode({**claims, "tenant_id": TENANTS[4]}, key, "RS256", {"kid": "k1"})
+
+    def password_login(**kwargs: Any) -> Any:  # the token is minted; a password stands in
+        assert kwargs["user"] == tenant_names(TENANTS[4]).pool_login
+        settings = world.settings(kwargs["user"], password_of(TENANTS[4]), kwargs["dbname"])
+        return psycopg.connect(**settings.connect_kwargs())
+
+    access = TenantDataAccess(strict_config(Pattern.POOL_IAM, world), connect=password_login)
+    try:
+        response = respond({"headers": {"authorization": f"Bearer {bearer}"}}, verifier, access)
+    finally:
+        access.close()
+    assert response["statusCode"] == 200, response
+    assert {row[0] for row in json.loads(response["body"])["rows"]} == {TENANTS[4]}
