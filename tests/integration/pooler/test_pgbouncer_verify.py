@@ -15,7 +15,7 @@ from tenantkit.cli import app
 from tenantkit.embedded_pg import RunningServer
 from tenantkit.pgbouncer import RunningPgBouncer
 from tenantkit.verify import run_pool_attacks, run_runtime_attacks
-from tenantkit.verify.pool import ATTACKS
+from tenantkit.verify.pool import attacks_for
 
 from .conftest import PASSWORD, start_pgbouncer
 
@@ -26,7 +26,7 @@ def test_every_pool_attack_through_pgbouncer_is_blocked(
     pooled_runtime: ConnectionSettings,
 ) -> None:
     results = run_pool_attacks(pooled_runtime)
-    assert len(results) == len(ATTACKS)
+    assert len(results) == len(attacks_for("settable"))
     assert [(r.attack, r.detail) for r in results if not r.blocked] == []
 
 
@@ -48,7 +48,9 @@ def test_tenantctl_verify_dsn_through_pgbouncer_blocks_everything(
     result = CliRunner().invoke(app, ["verify", "--json", "--dsn", dsn])
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)
-    assert verdict["attacks"] == len(ATTACKS) + len(run_runtime_attacks(pooled_runtime))
+    assert verdict["attacks"] == len(attacks_for("settable")) + len(
+        run_runtime_attacks(pooled_runtime)
+    )
     assert verdict["leaks"] == []
 
 
