@@ -201,6 +201,27 @@ def run_as(
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
+def copy_for_server_user(source: Path, binary: Path, into: Path, version: str) -> Path:
+    """A copy of the install tree `source` in `into` (world-readable), for a server user that
+    cannot reach it where it is (a clone in root's 0700 home). Named by the version and by
+    `binary`'s size and mtime, so a reinstall gets a new copy; made once, atomically (another
+    process copying at the same time is harmless)."""
+    stat = binary.stat()
+    digest = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    copy = into / f"{version}-{digest[:12]}"
+    if not copy.is_dir():
+        copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        staging = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging, symlinks=True)
+        staging.chmod(0o755)
+        try:
+            staging.rename(copy)
+        except OSError:  # another process copied it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (a server may still race for it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -353,21 +374,9 @@ class EmbeddedPostgres:
                 f"user {self._server_user.pw_name!r} cannot run {bindir / 'postgres'}: "
                 f"put the binaries where it can, or point {ENV_BINDIR} at other ones"
             )
-        stat = (bindir / "postgres").stat()
-        digest = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[
-            :12
-        ]
-        copy = self._server_home / "postgresql" / f"{self.install.version}-{digest}"
-        if not copy.is_dir():
-            copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            staging = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source, staging, symlinks=True)
-            staging.chmod(0o755)
-            try:
-                staging.rename(copy)
-            except OSError:  # another process copied it first
-                shutil.rmtree(staging, ignore_errors=True)
+        copy = copy_for_server_user(
+            source, bindir / "postgres", self._server_home / "postgresql", self.install.version
+        )
         return copy / bindir.name
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import os
 import platform
 import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +27,14 @@ from pathlib import Path
 from lambda_src.core import environment as env_names
 from lambda_src.core.connection import ConnectionSettings
 
-from .embedded_pg import REPO_ROOT, SERVER_HOME, RunningServer, free_port, run_as
+from .embedded_pg import (
+    REPO_ROOT,
+    SERVER_HOME,
+    RunningServer,
+    copy_for_server_user,
+    free_port,
+    run_as,
+)
 from .embedded_pg import unprivileged_server_user as _server_user
 from .tls import write_server_tls
 
@@ -318,20 +324,8 @@ class EmbeddedPgBouncer:
                 f"user {self._user.pw_name!r} cannot run {install.binary}: put it where it can"
             )
         source = install.binary.parents[2]  # .../root (usr/sbin/pgbouncer)
-        stat = install.binary.stat()
-        digest = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        copy = self._server_home / "pgbouncer" / f"{install.version}-{digest.hexdigest()[:12]}"
-        if not copy.is_dir():
-            copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            staging = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source, staging, symlinks=True)
-            staging.chmod(0o755)
-            try:
-                staging.rename(copy)
-            except OSError:  # another process copied it first
-                shutil.rmtree(staging, ignore_errors=True)
-        return _pinned(copy)
+        into = self._server_home / "pgbouncer"
+        return _pinned(copy_for_server_user(source, install.binary, into, install.version))
 
     def _write_config(self, port: int) -> Path:
         tls = write_server_tls(self.root, self.root)  # ca.crt, server.crt, server.key

@@ -34,7 +34,6 @@ from ..migrate.aws_api import (
     follow,
 )
 from ..migrate.aws_rollout import (
-    RUNNING,
     UNKNOWN,
     HostPlan,
     RolloutHost,
@@ -45,7 +44,7 @@ from ..migrate.aws_rollout import (
 )
 from ..migrate.waves import APPLIED, FAILED, NOT_STARTED, Wave, WavePlanError
 from .local_commands import progress
-from .migrate_report import print_skipped, status_json, statuses, version
+from .migrate_report import print_skipped, rollout_cells, status_json, statuses, version
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, err, fail, out
 
 AWS = {"provision": "aws"}
@@ -280,20 +279,8 @@ def print_aws_rollout(document: dict[str, Any]) -> None:
     )
     for column in ("target", "tier", "host", "wave", "result", "applied", "version"):
         table.add_column(column)
-    colours = {APPLIED: "green", FAILED: "red", RUNNING: "yellow", UNKNOWN: "yellow"}
     for t in document["targets"]:
-        colour = colours.get(t["status"], "yellow")
-        shown = "up to date" if t["status"] == APPLIED and not t["applied"] else t["status"]
-        detail = t["error"] or t["reason"] or ""
-        table.add_row(
-            t["target"],
-            t["tier"],
-            t["host"],
-            str(t["wave"]),
-            f"[{colour}]{shown}[/{colour}]" + (f": {detail}" if detail else ""),
-            ", ".join(map(str, t["applied"])) or "-",
-            version(t["current"]),
-        )
+        table.add_row(t["target"], t["tier"], t["host"], str(t["wave"]), *rollout_cells(t))
     out.print(table)
     for host in document["hosts"]:
         out.print(

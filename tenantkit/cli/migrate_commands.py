@@ -51,6 +51,7 @@ from .migrate_report import (
     print_findings,
     print_skipped,
     print_statuses,
+    rollout_cells,
     status_json,
     statuses,
     version,
@@ -338,17 +339,7 @@ def print_rollout(document: dict[str, Any]) -> None:
     for column in ("target", "tier", "wave", "result", "applied", "version"):
         table.add_column(column)
     for t in document["targets"]:
-        colour = {"applied": "green", "failed": "red"}.get(t["status"], "yellow")
-        shown = "up to date" if t["status"] == "applied" and not t["applied"] else t["status"]
-        detail = t["error"] or t["reason"] or ""
-        table.add_row(
-            t["target"],
-            t["tier"],
-            str(t["wave"]),
-            f"[{colour}]{shown}[/{colour}]" + (f": {detail}" if detail else ""),
-            ", ".join(map(str, t["applied"])) or "-",
-            version(t["current"]),
-        )
+        table.add_row(t["target"], t["tier"], str(t["wave"]), *rollout_cells(t))
     out.print(table)
     out.print(
         f"{document['waves_run']} of {len(document['waves'])} wave(s) run"

@@ -15,6 +15,7 @@ from lambda_src.migrations.files import Migration, MigrationError, load_migratio
 
 from ..catalog import Catalog, CatalogError
 from ..migrate.rollout import MigrationTarget, Skipped, read_status
+from ..migrate.waves import APPLIED, FAILED
 from ..migrate_lint import Finding, lint_migrations
 from .output import EXIT_INVALID, fail, out
 
@@ -86,6 +87,24 @@ def status_json(target: MigrationTarget, status: DatabaseStatus | str) -> dict[s
 def version(value: int | None) -> str:
     """A version as tables show it (`-` for none)."""
     return "-" if value is None else str(value)
+
+
+ROLLOUT_COLOURS = {APPLIED: "green", FAILED: "red"}
+"""A rollout result's colour in tables (any other result: yellow)."""
+
+
+def rollout_cells(target: dict[str, Any]) -> tuple[str, str, str]:
+    """An apply's target as its table shows it: the coloured result with its reason, the
+    versions applied, and the version it is at."""
+    colour = ROLLOUT_COLOURS.get(target["status"], "yellow")
+    applied = target["status"] == APPLIED
+    shown = "up to date" if applied and not target["applied"] else target["status"]
+    detail = target["error"] or target["reason"] or ""
+    return (
+        f"[{colour}]{shown}[/{colour}]" + (f": {detail}" if detail else ""),
+        ", ".join(map(str, target["applied"])) or "-",
+        version(target["current"]),
+    )
 
 
 def print_statuses(
