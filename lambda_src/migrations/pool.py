@@ -28,7 +28,16 @@ UNPROTECTED_TABLES = sql.SQL(
     "ORDER BY n.nspname, c.relname"
 )
 """Tables of the tenant schemas (parameter 1) without the tenant policy (parameter 2)."""
-RUNTIME_READS = sql.SQL("SELECT has_table_privilege(%s, %s::regclass, 'SELECT')")
+SHARED_TABLE_STATE = sql.SQL(
+    "SELECT has_table_privilege(%(runtime)s, c.oid, 'SELECT'), "
+    "coalesce(array_agg(DISTINCT pg_get_userbyid(a.grantee)) FILTER (WHERE a.grantee <> 0), "
+    "'{}'), coalesce(bool_or(a.grantee = 0), false) "
+    "FROM pg_class c LEFT JOIN LATERAL aclexplode(c.relacl) a ON a.grantee <> c.relowner "
+    "AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') "
+    "WHERE c.oid = %(table)s::regclass GROUP BY c.oid"
+)
+"""A shared table's state: whether the runtime may read it, the roles other than its owner
+that may write it, and whether PUBLIC may."""
 
 
 class UnprotectableTableError(TenantkitError):
@@ -52,17 +61,12 @@ def protect_tenant_schemas(
     cannot be protected (the caller's transaction must then be rolled back)."""
     shared = {qualified_table(name) for name in shared_tables}
     registry = sql.Identifier(POOL.registry_schema)
-    runtime = sql.Identifier(POOL.runtime_role)
     changes: list[str] = []
     rows = conn.execute(UNPROTECTED_TABLES, (list(tenant_schemas), ISOLATION_POLICY))
     for schema, table in rows.fetchall():
         target = sql.Identifier(schema, table)
         if (schema, table) in shared:
-            readable = conn.execute(RUNTIME_READS, (POOL.runtime_role, target.as_string(conn)))
-            if readable.fetchone() != (True,):
-                conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(target))
-                conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(target, runtime))
-                changes.append(f"let the runtime read the shared table {schema}.{table}")
+            changes += _close_shared_table(conn, target, f"{schema}.{table}")
             continue
         try:
             with conn.transaction():  # a savepoint: the refusal's own error is kept
@@ -74,6 +78,28 @@ def protect_tenant_schemas(
             raise UnprotectableTableError(f"{schema}.{table}", first_line(error)) from None
         changes.append(f"protect table {schema}.{table}")
     return changes
+
+
+def _close_shared_table(conn: psycopg.Connection, target: sql.Identifier, name: str) -> list[str]:
+    """A shared table readable by the runtime and writable by no one but its owner: whatever a
+    migration granted (to PUBLIC, the runtime or a login) to write it is revoked."""
+    state = conn.execute(
+        SHARED_TABLE_STATE, {"runtime": POOL.runtime_role, "table": target.as_string(conn)}
+    ).fetchone()
+    readable, writers, public_writes = state if state is not None else (False, [], True)
+    if readable and not writers and not public_writes:
+        return []
+    conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(target))
+    for writer in writers:
+        conn.execute(
+            sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(
+                target, sql.Identifier(writer)
+            )
+        )
+    conn.execute(
+        sql.SQL("GRANT SELECT ON {} TO {}").format(target, sql.Identifier(POOL.runtime_role))
+    )
+    return [f"let the runtime read the shared table {name}, and no one write it"]
 
 
 def protect_new_tables(tenant_schemas: Sequence[str], shared_tables: Sequence[str]) -> AfterEach:

@@ -239,6 +239,34 @@ def test_shared_tables_of_the_property_are_readable_and_not_writable(
 
 
 @pytest.mark.usefixtures("fresh_pool")
+def test_a_shared_table_a_migration_opened_to_writers_is_closed_to_them(
+    aws: Any, carrying: HandlerConfig, migrations: Path, superuser: Any
+) -> None:
+    # GIVEN a migration that makes a shared table and grants writes on it to PUBLIC and to the
+    # pool's own logins (the runtime, and its login directly)
+    (migrations / "V2__countries.sql").write_text(
+        "CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);\n"
+        "GRANT ALL ON countries TO PUBLIC;\n"
+        f"GRANT INSERT, TRUNCATE ON countries TO {POOL.runtime_role}, {POOL.login_role};\n"
+    )
+    props = props_for(aws, migrations, PoolSchema(("public",), ("countries",)))
+
+    # WHEN the pool database is created with it
+    handle(event("Create", props), carrying)
+
+    # THEN the runtime and its login may read the table and no one but its owner may write it
+    with superuser() as conn:
+        rights = conn.execute(
+            "SELECT has_table_privilege(%s, 'public.countries', 'SELECT'), "
+            "has_table_privilege(%s, 'public.countries', 'INSERT, UPDATE, DELETE, TRUNCATE'), "
+            "has_table_privilege(%s, 'public.countries', 'INSERT, UPDATE, DELETE, TRUNCATE'), "
+            "has_table_privilege('public', 'public.countries', 'INSERT, UPDATE, DELETE, TRUNCATE')",
+            (POOL.runtime_role, POOL.runtime_role, POOL.login_role),
+        ).fetchone()
+    assert rights == (True, False, False, False)
+
+
+@pytest.mark.usefixtures("fresh_pool")
 def test_a_resource_naming_other_migrations_than_the_provisioner_carries_is_refused(
     aws: Any, config: HandlerConfig, carrying: HandlerConfig, migrations: Path, tmp_path: Path
 ) -> None:
