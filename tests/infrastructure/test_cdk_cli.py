@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lambda_src.core.connection import RDS_CA_BUNDLE, RDS_CA_BUNDLE_PATH
+from tenant_constructs.bundling import MIGRATIONS_ASSET_DIR
 from tenantkit.ca_bundle import MIN_CERTIFICATES
 
 from .conftest import CFN_LINT
@@ -66,24 +67,36 @@ def test_cli_synthesizes_every_stack_of_the_sample_catalog(cli_out: Path) -> Non
     ]
 
 
-def test_lambda_bundle_holds_lambda_src_and_psycopg_for_arm64(cli_out: Path) -> None:
+def lambda_bundles(cli_out: Path) -> dict[bool, Path]:
+    """The CLI's lambda_src bundles by whether they carry the catalog's migrations: one shared
+    by every provisioner of every stack (tenants.yaml has a schema: section), one by every
+    other tenantkit function."""
     bundles = [p for p in cli_out.glob("asset.*") if (p / "lambda_src").is_dir()]
-    assert len(bundles) == 1  # one bundle, shared by every function of every stack
-    bundle = bundles[0]
-    assert (bundle / "lambda_src" / "provisioner" / "handler.py").is_file()
-    assert not list(bundle.rglob("__pycache__"))
-    libs = [p.name for p in (bundle / "psycopg_binary").glob("*.so")]
-    assert libs
-    assert all("aarch64" in name or "cpython-314" in name for name in libs)
+    by_migrations = {(p / MIGRATIONS_ASSET_DIR).is_dir(): p for p in bundles}
+    assert len(bundles) == len(by_migrations) == 2, bundles
+    return by_migrations
+
+
+def test_lambda_bundle_holds_lambda_src_and_psycopg_for_arm64(cli_out: Path) -> None:
+    bundles = lambda_bundles(cli_out)
+    migrations = sorted(p.name for p in (bundles[True] / MIGRATIONS_ASSET_DIR).iterdir())
+    assert migrations == sorted(p.name for p in (REPO_ROOT / "migrations").iterdir())
+    for bundle in bundles.values():
+        assert (bundle / "lambda_src" / "provisioner" / "handler.py").is_file()
+        assert not list(bundle.rglob("__pycache__"))
+        libs = [p.name for p in (bundle / "psycopg_binary").glob("*.so")]
+        assert libs
+        assert all("aarch64" in name or "cpython-314" in name for name in libs)
 
 
 def test_every_function_gets_the_rds_ca_bundle_inside_its_asset(cli_out: Path) -> None:
-    # GIVEN the one lambda_src bundle the CLI built
-    (bundle,) = [p for p in cli_out.glob("asset.*") if (p / "lambda_src").is_dir()]
-    shipped = bundle / "lambda_src" / RDS_CA_BUNDLE
-    # THEN it holds the bundle make setup extracted, byte for byte
-    assert shipped.read_bytes() == RDS_CA_BUNDLE_PATH.read_bytes()
-    assert shipped.read_text().count("-----BEGIN CERTIFICATE-----") >= MIN_CERTIFICATES
+    # GIVEN the lambda_src bundles the CLI built (with and without the migrations)
+    bundles = list(lambda_bundles(cli_out).values())
+    # THEN each holds the bundle make setup extracted, byte for byte
+    for bundle in bundles:
+        shipped = bundle / "lambda_src" / RDS_CA_BUNDLE
+        assert shipped.read_bytes() == RDS_CA_BUNDLE_PATH.read_bytes()
+        assert shipped.read_text().count("-----BEGIN CERTIFICATE-----") >= MIN_CERTIFICATES
     # and every tenantkit function names it, relative to lambda_src (as the handler resolves it)
     named = []
     for template in cli_out.glob("*.template.json"):
@@ -94,7 +107,7 @@ def test_every_function_gets_the_rds_ca_bundle_inside_its_asset(cli_out: Path) -
             ).startswith("lambda_src."):
                 named.append(properties["Environment"]["Variables"]["TENANTKIT_SSL_ROOT_CERT"])
     assert len(named) >= 6  # provisioner and rotator of the bridge, pool and silo hosts
-    assert {bundle / "lambda_src" / value for value in named} == {shipped}
+    assert {Path(value) for value in named} == {RDS_CA_BUNDLE}
 
 
 def test_cli_output_passes_cfn_lint(cli_out: Path) -> None:
