@@ -85,7 +85,7 @@ test: setup lint-quick
 	$(MAKE) --no-print-directory -j2 typecheck pytest-all
 
 pytest-all: setup
-	$(VENV)/bin/pytest -n auto --durations=15
+	$(VENV)/bin/pytest -n auto --dist worksteal --durations=15
 
 # The tests not marked slow (pyproject.toml: markers); `make test` still runs every test.
 test-fast: setup
