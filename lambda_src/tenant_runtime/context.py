@@ -4,9 +4,10 @@ scoped to one tenant, shared by the sync, asyncio and SQLAlchemy integrations.
 Each integration sends exactly these bytes; none builds SQL of its own around a tenant id.
 """
 
+from dataclasses import dataclass
 from functools import lru_cache
 
-from psycopg import sql
+from psycopg import ConnectionInfo, sql
 from psycopg.pq import TransactionStatus
 
 from ..tenancy import POOL, tenant_names, validate_tenant_id
@@ -62,6 +63,40 @@ def login_of(tenant_id: str, allow_probes: bool = False) -> str:
     return tenant_names(tenant_id, allow_probes=allow_probes).pool_login
 
 
+@dataclass(frozen=True)
+class TenantMessages:
+    """The first and the last message of one tenant's transaction."""
+
+    begin: bytes
+    end: bytes
+
+
+_AS_LOGIN = TenantMessages(BEGIN_AS_LOGIN, END_AS_LOGIN)
+
+
+def tenant_messages(
+    tenant_id: str, info: ConnectionInfo, *, strict: bool, allow_probes: bool = False
+) -> TenantMessages:
+    """The messages that open and end `tenant_id`'s transaction on the connection `info`
+    describes (`conn.info`), the id validated first.
+
+    Settable: BEGIN with SET LOCAL of the tenant, then CLOSE ALL; COMMIT. Strict: a plain
+    BEGIN and COMMIT, once the connection's user is the tenant's own login; any other login is
+    refused with TenantContextError, so nothing is sent on a connection of another tenant
+    (or of the shared runtime login, which sees no tenant in a strict pool).
+    """
+    if not strict:
+        return TenantMessages(begin_as_tenant(tenant_id, allow_probes), END_AS_TENANT)
+    login = login_of(tenant_id, allow_probes)
+    user = info.user  # what the connection logged in as, known to libpq: no round trip
+    if user != login:
+        raise TenantContextError(
+            f"this connection logged in as {user!r}, not as {login!r}: in a strict pool a "
+            "tenant's transactions run on its own login's connections"
+        )
+    return _AS_LOGIN
+
+
 def is_idle(status: int) -> bool:
     """Whether a libpq transaction status (`conn.info.transaction_status`) is IDLE: no
     transaction open, none failed, nothing in flight."""
@@ -74,7 +109,9 @@ __all__ = [
     "END_AS_TENANT",
     "ROLLBACK",
     "TenantContextError",
+    "TenantMessages",
     "begin_as_tenant",
     "is_idle",
     "login_of",
+    "tenant_messages",
 ]

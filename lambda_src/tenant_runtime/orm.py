@@ -26,6 +26,11 @@ How it works, with the messages of context.py:
   outside any transaction (after a COMMIT written in SQL text).
 - A Session entering tenant_session for another tenant than the last one starts with an empty
   identity map: an object loaded for one tenant is never served to another from memory.
+- A strict pool (`strict=True`): an engine's connections log in as one tenant's own login
+  (`tenant_<id>_pool`), so an engine serves one tenant. The `begin` listener checks the
+  connection's login against the tenant it is asked for (libpq knows it: no round trip) and
+  sends a plain BEGIN, the `commit` listener a plain COMMIT; a Session bound to any other
+  tenant is refused at its first begin, before anything is sent.
 
 Ships in lambda_src beside the rest of the runtime, but SQLAlchemy does not: an application
 that uses this module bundles SQLAlchemy (and greenlet, for asyncio) itself.
@@ -45,7 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import immutabledict
 
 from ..tenancy import validate_tenant_id
-from .context import END_AS_TENANT, TenantContextError, begin_as_tenant, is_idle
+from .context import END_AS_LOGIN, END_AS_TENANT, TenantContextError, is_idle, tenant_messages
 
 if tuple(int(part) for part in sqlalchemy.__version__.split(".")[:2]) < (2, 1):
     # 2.0 applies a Session's execution options to its statements only, not to the
@@ -73,15 +78,16 @@ def _driver_connection(conn: Connection) -> Any:
     return conn.connection.dbapi_connection
 
 
-def _on_begin(conn: Connection) -> None:
+def _begin(conn: Connection, *, strict: bool) -> None:
     tenant = conn.get_execution_options().get(TENANT_OPTION)
     if tenant is None:
         raise TenantContextError(
             "this engine serves one tenant per transaction: use tenant_session() (or a "
             f"connection with the execution option {TENANT_OPTION}); nothing was sent"
         )
-    message = begin_as_tenant(tenant)
     dbapi = _driver_connection(conn)
+    # strict: a connection of another login is refused here, before anything is sent on it
+    message = tenant_messages(tenant, dbapi.info, strict=strict).begin
     if not dbapi.autocommit:
         raise TenantContextError(
             "the engine's connections must be in autocommit (create_engine(..., "
@@ -93,7 +99,7 @@ def _on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(message.decode(), execution_options=_SEND)
 
 
-def _on_commit(conn: Connection) -> None:
+def _commit(conn: Connection, *, strict: bool) -> None:
     dbapi = _driver_connection(conn)
     if dbapi.closed or is_idle(dbapi.info.transaction_status):
         return
@@ -101,7 +107,8 @@ def _on_commit(conn: Connection) -> None:
         # COMMIT of a failed transaction rolls back and reports success: say so instead.
         conn.exec_driver_sql("ROLLBACK", execution_options=_SEND)
         raise TenantContextError("the transaction failed and was rolled back")
-    conn.exec_driver_sql(END_AS_TENANT.decode(), execution_options=_SEND)
+    end = END_AS_LOGIN if strict else END_AS_TENANT
+    conn.exec_driver_sql(end.decode(), execution_options=_SEND)
 
 
 def _on_statement(
@@ -123,13 +130,39 @@ def _on_statement(
         )
 
 
-def install_tenant_context(engine: Engine | AsyncEngine) -> None:
+def _on_begin(conn: Connection) -> None:
+    _begin(conn, strict=False)
+
+
+def _on_commit(conn: Connection) -> None:
+    _commit(conn, strict=False)
+
+
+def _on_begin_strict(conn: Connection) -> None:
+    _begin(conn, strict=True)
+
+
+def _on_commit_strict(conn: Connection) -> None:
+    _commit(conn, strict=True)
+
+
+_LISTENERS = {
+    False: (("begin", _on_begin), ("commit", _on_commit)),
+    True: (("begin", _on_begin_strict), ("commit", _on_commit_strict)),
+}
+"""The begin and commit listeners of each mode (settable: False, strict: True)."""
+
+
+def install_tenant_context(engine: Engine | AsyncEngine, *, strict: bool = False) -> None:
     """Make `engine` open every transaction as the tenant its connection carries (idempotent).
 
     The engine must use the psycopg driver (`postgresql+psycopg://`) with
     isolation_level="AUTOCOMMIT"; tenant_engine() and async_tenant_engine() create one so (and
     turn psycopg's prepared statements off, which an engine of your own does with
-    connect_args={"prepare_threshold": None}).
+    connect_args={"prepare_threshold": None}). `strict=True` (a strict pool): the engine's
+    connections log in as one tenant's own login, each transaction is a plain BEGIN ...
+    COMMIT, and a transaction for any other tenant is refused before anything is sent.
+    An engine is in one mode: installing the other one is refused.
     """
     sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     dialect = sync.dialect
@@ -139,11 +172,12 @@ def install_tenant_context(engine: Engine | AsyncEngine) -> None:
         )
     if getattr(dialect, "skip_autocommit_rollback", False):
         raise TenantContextError("skip_autocommit_rollback would leave tenant transactions open")
-    for name, listener in (
-        ("begin", _on_begin),
-        ("commit", _on_commit),
-        ("before_cursor_execute", _on_statement),
-    ):
+    if any(event.contains(sync, name, fn) for name, fn in _LISTENERS[not strict]):
+        raise TenantContextError(
+            f"the engine already has the {'settable' if strict else 'strict'} tenant context: "
+            "an engine serves one pool mode"
+        )
+    for name, listener in (*_LISTENERS[strict], ("before_cursor_execute", _on_statement)):
         if not event.contains(sync, name, listener):
             event.listen(sync, name, listener)
 
@@ -163,26 +197,36 @@ def _tenant_engine_options(options: dict[str, Any], prepared_statements: bool) -
 
 
 def tenant_engine(
-    url: str | sqlalchemy.URL, *, prepared_statements: bool = False, **options: Any
+    url: str | sqlalchemy.URL,
+    *,
+    prepared_statements: bool = False,
+    strict: bool = False,
+    **options: Any,
 ) -> Engine:
     """create_engine() for the pool database, with the tenant context installed.
 
     `prepared_statements=False` (the default) gives every connection prepare_threshold=None:
     nothing is prepared on the server, as PgBouncer before 1.21 and RDS Proxy need; True leaves
     psycopg's own threshold (a direct connection, PgBouncer 1.21+ with prepared statements).
+    `strict=True`: an engine of one tenant's own login in a strict pool (its connect_args log in
+    as `tenant_<id>_pool`); its sessions serve that tenant only (install_tenant_context).
     """
     engine = sqlalchemy.create_engine(url, **_tenant_engine_options(options, prepared_statements))
-    install_tenant_context(engine)
+    install_tenant_context(engine, strict=strict)
     return engine
 
 
 def async_tenant_engine(
-    url: str | sqlalchemy.URL, *, prepared_statements: bool = False, **options: Any
+    url: str | sqlalchemy.URL,
+    *,
+    prepared_statements: bool = False,
+    strict: bool = False,
+    **options: Any,
 ) -> AsyncEngine:
     """create_async_engine() for the pool database, with the tenant context installed
-    (`prepared_statements` as for tenant_engine)."""
+    (`prepared_statements` and `strict` as for tenant_engine)."""
     engine = _create_async_engine(url, **_tenant_engine_options(options, prepared_statements))
-    install_tenant_context(engine)
+    install_tenant_context(engine, strict=strict)
     return engine
 
 

@@ -8,15 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from .context import (
-    BEGIN_AS_LOGIN,
-    END_AS_LOGIN,
-    END_AS_TENANT,
-    ROLLBACK,
-    TenantContextError,
-    begin_as_tenant,
-    login_of,
-)
+from .context import ROLLBACK, TenantContextError, tenant_messages
 
 
 def _status(conn: psycopg.Connection[Any]) -> TransactionStatus:
@@ -56,16 +48,8 @@ class tenant_transaction:  # noqa: N801 - used like a function: `with tenant_tra
         strict: bool = False,
     ) -> None:
         self._conn = conn
-        if strict:
-            login = login_of(tenant_id, allow_probes)
-            if conn.info.user != login:
-                raise TenantContextError(
-                    f"this connection logged in as {conn.info.user!r}, not as {login!r}: in a "
-                    "strict pool a tenant's transactions run on its own login's connections"
-                )
-            self._begin, self._end_message = BEGIN_AS_LOGIN, END_AS_LOGIN
-        else:
-            self._begin, self._end_message = begin_as_tenant(tenant_id, allow_probes), END_AS_TENANT
+        messages = tenant_messages(tenant_id, conn.info, strict=strict, allow_probes=allow_probes)
+        self._begin, self._end_message = messages.begin, messages.end
         self._autocommit = conn.autocommit
         self._prepared_statements = prepared_statements
         self._prepare_threshold = conn.prepare_threshold

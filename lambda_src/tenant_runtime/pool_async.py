@@ -10,9 +10,11 @@ id is validated before anything is sent, BEGIN and the transaction-local setting
 round trip, WITH HOLD cursors are closed before COMMIT, the connection must be idle, an error
 rolls back (a failed first message included), autocommit is restored, and nothing is prepared
 on the server unless prepared_statements=True (a transaction-mode pooler may be in the path).
-Asyncio adds one case: a task cancelled while its statement runs. psycopg cancels the
-statement and the transaction is rolled back; a connection still busy after that would be
-closed (the server ends the transaction with the session), never handed on mid-transaction.
+In a strict pool (`strict=True`) the connection is the tenant's own login's, checked before
+anything is sent, and the transaction a plain BEGIN ... COMMIT. Asyncio adds one case: a task
+cancelled while its statement runs. psycopg cancels the statement and the transaction is
+rolled back; a connection still busy after that would be closed (the server ends the
+transaction with the session), never handed on mid-transaction.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +26,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-from .context import END_AS_TENANT, ROLLBACK, TenantContextError, begin_as_tenant, is_idle
+from ..tenancy import validate_tenant_id
+from .context import ROLLBACK, TenantContextError, is_idle, tenant_messages
 
 
 def _status(conn: psycopg.AsyncConnection[Any]) -> TransactionStatus:
@@ -40,6 +43,10 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
     sent (here, in the constructor). `prepared_statements` as for tenant_transaction: False
     (the default), nothing of the transaction is prepared on the server (a transaction-mode
     pooler may be in the path); True, the connection's prepare_threshold applies.
+
+    `strict=True` (a strict pool), as for tenant_transaction: the connection must have logged
+    in as the tenant's own login (checked in the constructor, nothing sent otherwise), and the
+    transaction is a plain BEGIN ... COMMIT.
     """
 
     def __init__(
@@ -49,9 +56,11 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
         *,
         allow_probes: bool = False,
         prepared_statements: bool = False,
+        strict: bool = False,
     ) -> None:
         self._conn = conn
-        self._begin = begin_as_tenant(tenant_id, allow_probes)
+        messages = tenant_messages(tenant_id, conn.info, strict=strict, allow_probes=allow_probes)
+        self._begin, self._end_message = messages.begin, messages.end
         self._autocommit = conn.autocommit
         self._prepared_statements = prepared_statements
         self._prepare_threshold = conn.prepare_threshold
@@ -90,7 +99,7 @@ class async_tenant_transaction:  # noqa: N801 - used like a function: `async wit
         status = _status(conn)
         try:
             if status == TransactionStatus.INTRANS:
-                await conn.execute(END_AS_TENANT, prepare=False)
+                await conn.execute(self._end_message, prepare=False)
             elif status == TransactionStatus.INERROR:
                 await conn.execute(ROLLBACK, prepare=False)
                 raise TenantContextError("the transaction failed and was rolled back")
@@ -162,13 +171,16 @@ async def async_tenant_connection(
     tenant_id: str,
     *,
     prepared_statements: bool = False,
+    strict: bool = False,
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection inside async_tenant_transaction (committed when the body returns)."""
-    begin_as_tenant(tenant_id)  # validated before a connection is borrowed
+    """A pooled connection inside async_tenant_transaction (committed when the body returns).
+    `strict=True`: `pool` is the tenant's own login's pool (a connection of any other login is
+    refused before anything is sent on it)."""
+    validate_tenant_id(tenant_id)  # before a connection is borrowed
     async with (
         pool.connection() as conn,
         async_tenant_transaction(
-            conn, tenant_id, prepared_statements=prepared_statements
+            conn, tenant_id, prepared_statements=prepared_statements, strict=strict
         ) as scoped,
     ):
         yield scoped

@@ -22,7 +22,7 @@ from lambda_src.tenant_runtime import (
     async_tenant_pool,
     async_tenant_transaction,
 )
-from lambda_src.tenant_runtime import pool_async as pool_async_module
+from lambda_src.tenant_runtime import context as runtime_context
 
 from .pool_fixtures import aws, config, pool_server  # noqa: F401 (fixtures)
 from .tenant_pool_fixtures import (  # noqa: F401 (fixtures)
@@ -180,7 +180,7 @@ async def test_a_first_message_that_fails_leaves_the_connection_idle_and_usable(
     # GIVEN a connection whose tenant transaction fails inside its first message (as a pooler
     # that lost a prepared statement would make it fail)
     async with await psycopg.AsyncConnection.connect(**pool.connect_kwargs()) as conn:
-        monkeypatch.setattr(pool_async_module, "begin_as_tenant", lambda *_: b"BEGIN; SELECT 1/0")
+        monkeypatch.setattr(runtime_context, "begin_as_tenant", lambda *_: b"BEGIN; SELECT 1/0")
         with pytest.raises(errors.DivisionByZero):
             async with async_tenant_transaction(conn, "red"):
                 pytest.fail("the body runs only after the context is set")

@@ -14,8 +14,6 @@ import pytest
 import pytest_asyncio
 from psycopg import errors
 from sqlalchemy import (
-    BigInteger,
-    ForeignKeyConstraint,
     create_engine,
     delete,
     event,
@@ -26,14 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
     Session,
     joinedload,
-    mapped_column,
-    relationship,
     selectinload,
     sessionmaker,
 )
@@ -51,6 +45,7 @@ from lambda_src.tenant_runtime.orm import (
 )
 from tenantkit.bench.latency_proxy import latency_proxy
 
+from .orm_models import Project, Task
 from .pool_fixtures import aws, config, pool_server  # noqa: F401 (fixtures)
 from .tenant_pool_fixtures import (  # noqa: F401 (fixtures)
     TENANTS,
@@ -60,41 +55,6 @@ from .tenant_pool_fixtures import (  # noqa: F401 (fixtures)
     superuser,
     task_title,
 )
-
-SCHEMA = POOL.sample_schema
-
-
-class Base(AsyncAttrs, DeclarativeBase):
-    pass
-
-
-class Project(Base):
-    __tablename__ = "projects"
-    __table_args__ = {"schema": SCHEMA}  # noqa: RUF012 (SQLAlchemy's declarative form)
-
-    tenant_id: Mapped[str] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    name: Mapped[str]
-    tasks: Mapped[list["Task"]] = relationship(back_populates="project", order_by="Task.task_id")
-
-
-class Task(Base):
-    __tablename__ = "tasks"
-    __table_args__ = (
-        ForeignKeyConstraint(
-            ["tenant_id", "project_id"],
-            [f"{SCHEMA}.projects.tenant_id", f"{SCHEMA}.projects.project_id"],
-        ),
-        {"schema": SCHEMA},
-    )
-
-    tenant_id: Mapped[str] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    project_id: Mapped[int] = mapped_column(BigInteger)
-    title: Mapped[str]
-    done: Mapped[bool] = mapped_column(default=False)
-    project: Mapped[Project] = relationship(back_populates="tasks")
-
 
 WRITE_REFUSED = (errors.InsufficientPrivilege,)
 """What PostgreSQL raises when a row fails the tenant policy's WITH CHECK."""

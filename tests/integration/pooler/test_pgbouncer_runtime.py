@@ -17,7 +17,6 @@ from lambda_src.core.connection import ConnectionSettings
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 from lambda_src.tenant_runtime import AccessConfig, Pattern, TenantDataAccess, tenant_transaction
 from lambda_src.tenant_runtime import context as runtime_context
-from lambda_src.tenant_runtime import pool as runtime_pool
 from tenantkit.pgbouncer import PGBOUNCER_VERSION, RunningPgBouncer
 from tenantkit.verify.soak import run_soak
 
@@ -166,9 +165,10 @@ def test_failed_tenant_transactions_never_prepare_rollback(
 
 
 @pytest.fixture
-def first_message_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def first_message_fails(runtime: ConnectionSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The next tenant_transaction's first message fails after its BEGIN ran (a server error
-    inside the message that opens the transaction); later ones are as usual."""
+    inside the message that opens the transaction); later ones are as usual. After `runtime`:
+    the session's pool is seeded by then."""
     real = runtime_context.begin_as_tenant
     calls = {"n": 0}
 
@@ -178,7 +178,7 @@ def first_message_fails(monkeypatch: pytest.MonkeyPatch) -> None:
             return b"BEGIN; SELECT 1 / 0"
         return real(tenant_id, allow_probes)
 
-    monkeypatch.setattr(runtime_pool, "begin_as_tenant", begin_as)
+    monkeypatch.setattr(runtime_context, "begin_as_tenant", begin_as)
 
 
 @pytest.mark.usefixtures("first_message_fails")
