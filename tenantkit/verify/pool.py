@@ -738,10 +738,9 @@ def run_pool_attacks(
 ) -> list[AttackResult]:
     """Run every attack of the pool's mode: as the runtime login described by `settings` and,
     in a strict pool, as the probe tenants' own logins that `logins` gives; the fixed ones on
-    the sample schema, then, in a settable pool, the table attacks (tenantkit.verify.tables) on
-    every protected table and every table of `tenant_schemas` but `shared_tables` (they write
-    two tenants' probe rows in one transaction through the tenant setting, which a strict pool
-    has not got). Raise PoolProbesOffError if the pool has no verify probes,
+    the sample schema, then the table attacks (tenantkit.verify.tables) on every protected
+    table and every table of `tenant_schemas` but `shared_tables`. Raise PoolProbesOffError if
+    the pool has no verify probes,
     StrictLoginsMissingError for a strict pool without `logins`, psycopg.Error if it cannot be
     reached."""
     mode = pool_mode_of(settings)
@@ -768,6 +767,4 @@ def run_pool_attacks(
         except psycopg.Error as error:
             outcome = leaked(f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}")
         results.append(AttackResult("pool", name, outcome.blocked, outcome.detail))
-    if target.strict:
-        return results
-    return results + run_table_attacks(target.connect, tenant_schemas, shared_tables)
+    return results + run_table_attacks(target, tenant_schemas, shared_tables)

@@ -6,7 +6,17 @@ The probe tenants have rows in the sample schema only, so each attack first writ
 of tenantkit-probe-a and one of tenantkit-probe-b into the table (and into every table it
 references, parents first), each under its own tenant's context, inside the attack's
 transaction; the attack then runs as tenantkit-probe-a, and the transaction is rolled back
-whatever happens: nothing an attack writes is ever committed. A probe row takes a value for
+whatever happens: nothing an attack writes is ever committed.
+
+In a strict pool the tenant is the login, so each probe tenant writes and reads on its own
+login's connection (and "no tenant" is the shared runtime login). Another session cannot see
+rows that are not committed, so tenantkit-probe-b's probe rows are committed, once per table,
+before its attacks, and deleted by the same login after them (each row found by its full
+value; one that cannot be deleted is reported as a failure naming the table); the attacker's
+rows and everything the attacks write are rolled back as above. What a commit sets off in
+the application's table (a trigger that writes elsewhere) is then committed too.
+
+A probe row takes a value for
 each NOT NULL column without a default (by the column's type; a foreign key's columns from
 the parent's probe row); a table whose constraints refuse such a row cannot be attacked, and
 that is reported as a failure saying so, never as blocked.
@@ -18,17 +28,17 @@ WITH CHECK before the table's NOT NULL constraints, so inserting only another te
 """
 
 from collections.abc import Callable, Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, ExitStack, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import errors, sql
-from psycopg.types.json import Json
+from psycopg.types.json import Json, Jsonb
 
 from lambda_src.migrations.apply import TRACKING_SCHEMA
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
-from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, qualified_table
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, PoolMode, qualified_table
 
 from .report import AttackResult, Outcome, blocked, leaked
 
@@ -129,18 +139,79 @@ class _ProbeRowError(Exception):
     """A probe row could not be written (the table's constraints refused it)."""
 
 
+class Logins(Protocol):
+    """The logins the table attacks run as (tenantkit.verify.pool.Target is one)."""
+
+    @property
+    def strict(self) -> bool:
+        """Whether the pool's tenant is the login (strict) rather than a setting."""
+        ...
+
+    def connect(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """An autocommit connection as the shared runtime login."""
+        ...
+
+    def login(self, tenant: str) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """An autocommit connection that can serve `tenant` (its own login, if strict)."""
+        ...
+
+
+class _Sessions:
+    """Settable: one connection of the runtime login serves every tenant, the tenant set
+    transaction-locally (as tenant_transaction does); an attack's transaction holds both probe
+    tenants' rows."""
+
+    strict = False
+
+    def __init__(self, runtime: psycopg.Connection[Any]) -> None:
+        self.attacker = runtime
+
+    def as_tenant(self, tenant: str | None) -> psycopg.Connection[Any]:
+        """The connection that runs statements as `tenant` (None: no tenant), now."""
+        self.attacker.execute(_SET_TENANT, (tenant or "",))
+        return self.attacker
+
+
+class _StrictSessions(_Sessions):
+    """Strict: each probe tenant on its own login's connection, the shared runtime login for
+    "no tenant". The attacker's (tenantkit-probe-a's) transaction is rolled back as in a
+    settable pool; tenantkit-probe-b's rows are on another session, so they are committed
+    before the table's attacks (another session sees nothing else) and deleted after them."""
+
+    strict = True
+
+    def __init__(
+        self,
+        runtime: psycopg.Connection[Any],
+        own: psycopg.Connection[Any],
+        other: psycopg.Connection[Any],
+    ) -> None:
+        self.attacker = own
+        self._by_tenant: dict[str | None, psycopg.Connection[Any]] = {
+            None: runtime,
+            A: own,
+            B: other,
+        }
+
+    def as_tenant(self, tenant: str | None) -> psycopg.Connection[Any]:
+        return self._by_tenant[tenant]
+
+
 class _Probe:
     """Probe rows written inside the attack's transaction, a table's parents first."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
+    def __init__(self, sessions: _Sessions) -> None:
+        self.sessions = sessions
         self.rows: dict[tuple[int, str], dict[str, Any]] = {}
+        """(table, tenant) -> the probe row written, parents before the tables that reference
+        them."""
+        self._tables: dict[tuple[int, str], TenantTable] = {}
         self._writing: set[int] = set()
         """Tables whose probe row is being written: a cycle of foreign keys stops there."""
 
-    def as_tenant(self, tenant: str) -> None:
-        """Make `tenant` the transaction's tenant (as tenant_transaction does, locally)."""
-        self.conn.execute(_SET_TENANT, (tenant,))
+    def as_tenant(self, tenant: str | None) -> psycopg.Connection[Any]:
+        """The connection to run statements on as `tenant` (None: with no tenant)."""
+        return self.sessions.as_tenant(tenant)
 
     def write(self, table: TenantTable, tenant: str) -> dict[str, Any]:
         """A probe row of `tenant` in `table` (and in every table it references first); the
@@ -149,9 +220,10 @@ class _Probe:
         key = (table.oid, tenant)
         if key in self.rows:
             return self.rows[key]
+        conn = self.as_tenant(tenant)
         values: dict[str, Any] = {}
         self._writing.add(table.oid)
-        for parent_oid, schema, name, columns, parent_columns in self.conn.execute(
+        for parent_oid, schema, name, columns, parent_columns in conn.execute(
             FOREIGN_KEYS, (table.oid,)
         ).fetchall():
             if parent_oid in self._writing:
@@ -159,7 +231,7 @@ class _Probe:
             parent = self.write(TenantTable(int(parent_oid), schema, name), tenant)
             values.update(zip(columns, (parent[c] for c in parent_columns), strict=True))
         self._writing.discard(table.oid)
-        for column, needed, category, first_label in self.conn.execute(COLUMNS, (table.oid,)):
+        for column, needed, category, first_label in conn.execute(COLUMNS, (table.oid,)):
             if needed and column not in values:
                 values[column] = first_label if category == "E" else PROBE_VALUES.get(category)
         values["tenant_id"] = tenant
@@ -168,10 +240,10 @@ class _Probe:
             "INSERT INTO {table} AS probe ({names}) SELECT {names} "
             "FROM json_populate_record(NULL::{table}, %s) RETURNING to_jsonb(probe)"
         ).format(table=table.identifier, names=names)
-        self.as_tenant(tenant)
+        conn = self.as_tenant(tenant)
         try:
-            with self.conn.transaction():  # a savepoint: the refusal is reported, not fatal
-                row = self.conn.execute(statement, (Json(values),)).fetchone()
+            with conn.transaction():  # a savepoint: the refusal is reported, not fatal
+                row = conn.execute(statement, (Json(values),)).fetchone()
         except errors.InsufficientPrivilege:
             raise
         except psycopg.Error as error:
@@ -181,37 +253,51 @@ class _Probe:
             ) from None
         assert row is not None
         self.rows[key] = row[0]
+        self._tables[key] = table
         return self.rows[key]
+
+    def written(self, tenant: str) -> list[tuple[TenantTable, dict[str, Any]]]:
+        """`tenant`'s probe rows, each with its table, in the order they were written."""
+        return [(self._tables[key], row) for key, row in self.rows.items() if key[1] == tenant]
 
 
 TableAttack = Callable[[_Probe, TenantTable], Outcome]
 TABLE_ATTACKS: dict[str, TableAttack] = {}
-"""Attack name (shown after the table's name) -> the attack."""
+"""Attack name (shown after the table's name) -> the attack, for both pool modes."""
+STRICT_TABLE_ATTACKS: dict[str, TableAttack] = {}
+"""The attacks a strict pool adds on every table (a settable pool lets the setting choose the
+tenant, by design)."""
 
 
-def table_attack(name: str) -> Callable[[TableAttack], TableAttack]:
-    """Register an attack run against every application table."""
+def table_attack(name: str, *, strict_only: bool = False) -> Callable[[TableAttack], TableAttack]:
+    """Register an attack run against every application table (in a strict pool only, if
+    `strict_only`)."""
 
     def register(function: TableAttack) -> TableAttack:
-        TABLE_ATTACKS[name] = function
+        (STRICT_TABLE_ATTACKS if strict_only else TABLE_ATTACKS)[name] = function
         return function
 
     return register
 
 
-def _count(probe: _Probe, table: TenantTable, tenant: str | None = None) -> int:
-    """The rows of `table` the transaction's tenant sees (only `tenant`'s, if given)."""
+def table_attacks_for(mode: PoolMode) -> dict[str, TableAttack]:
+    """The table attacks of a pool in `mode`, by name."""
+    return {**TABLE_ATTACKS, **(STRICT_TABLE_ATTACKS if mode == "strict" else {})}
+
+
+def _count(conn: psycopg.Connection[Any], table: TenantTable, tenant: str | None = None) -> int:
+    """The rows of `table` the connection's tenant sees (only `tenant`'s, if given)."""
     if tenant is None:
-        row = probe.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier))
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier))
     else:
         statement = sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s")
-        row = probe.conn.execute(statement.format(table.identifier), (tenant,))
+        row = conn.execute(statement.format(table.identifier), (tenant,))
     found = row.fetchone()
     return int(found[0]) if found else 0
 
 
 def _refused(
-    probe: _Probe,
+    conn: psycopg.Connection[Any],
     statement: sql.Composed,
     params: tuple[object, ...],
     *,
@@ -220,8 +306,8 @@ def _refused(
     """Blocked if the server refuses `statement` for privileges or the tenant policy; with
     `if_no_row`, a statement that found no row to change could not be judged: that message."""
     try:
-        with probe.conn.transaction():
-            done = probe.conn.execute(statement, params).rowcount
+        with conn.transaction():
+            done = conn.execute(statement, params).rowcount
     except errors.InsufficientPrivilege as error:
         return blocked(f"InsufficientPrivilege: {str(error).splitlines()[0]}")
     except psycopg.Error as error:
@@ -234,18 +320,18 @@ def _refused(
 
 @table_attack("read with the tenant context cleared")
 def _cleared_context(probe: _Probe, table: TenantTable) -> Outcome:
-    probe.as_tenant("")
-    rows = _count(probe, table)
+    # strict: the shared runtime login, whose session names no tenant
+    rows = _count(probe.as_tenant(None), table)
     return Outcome(rows == 0, "0 rows" if rows == 0 else f"{rows} rows without a tenant")
 
 
 @table_attack("read another tenant's rows")
 def _read_other(probe: _Probe, table: TenantTable) -> Outcome:
-    probe.as_tenant(A)
-    where = _count(probe, table, B)
+    conn = probe.as_tenant(A)
+    where = _count(conn, table, B)
     seen = {
         row[0]
-        for row in probe.conn.execute(
+        for row in conn.execute(
             sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(table.identifier)
         )
     }
@@ -256,26 +342,22 @@ def _read_other(probe: _Probe, table: TenantTable) -> Outcome:
 
 @table_attack("insert a row into another tenant")
 def _insert_other(probe: _Probe, table: TenantTable) -> Outcome:
-    probe.as_tenant(A)
     statement = sql.SQL("INSERT INTO {} (tenant_id) VALUES (%s)").format(table.identifier)
-    return _refused(probe, statement, (B,))
+    return _refused(probe.as_tenant(A), statement, (B,))
 
 
 @table_attack("update another tenant's rows")
 def _update_other(probe: _Probe, table: TenantTable) -> Outcome:
-    probe.as_tenant(A)
     statement = sql.SQL("UPDATE {} SET tenant_id = tenant_id WHERE tenant_id = %s")
-    count = probe.conn.execute(statement.format(table.identifier), (B,)).rowcount
+    count = probe.as_tenant(A).execute(statement.format(table.identifier), (B,)).rowcount
     return Outcome(count == 0, "0 rows updated" if count == 0 else f"updated {count} of {B}'s")
 
 
 @table_attack("delete another tenant's rows")
 def _delete_other(probe: _Probe, table: TenantTable) -> Outcome:
-    probe.as_tenant(A)
     statement = sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(table.identifier)
-    count = probe.conn.execute(statement, (B,)).rowcount
-    probe.as_tenant(B)
-    left = _count(probe, table, B)
+    count = probe.as_tenant(A).execute(statement, (B,)).rowcount
+    left = _count(probe.as_tenant(B), table, B)
     if count == 0 and left > 0:
         return blocked(f"0 rows deleted; {B} still has {left}")
     if count == 0:
@@ -285,26 +367,39 @@ def _delete_other(probe: _Probe, table: TenantTable) -> Outcome:
 
 @table_attack("move an own row to another tenant (UPDATE tenant_id)")
 def _move_own(probe: _Probe, table: TenantTable) -> Outcome:
-    probe.as_tenant(A)
     statement = sql.SQL("UPDATE {} SET tenant_id = %s WHERE tenant_id = %s")
     return _refused(
-        probe,
+        probe.as_tenant(A),
         statement.format(table.identifier),
         (B, A),
         if_no_row=f"cannot attack {table.qualified}: {A} has no row to move",
     )
 
 
-def _attack_one(conn: psycopg.Connection[Any], table: TenantTable, attack: TableAttack) -> Outcome:
-    """One attack in a transaction of its own, always rolled back: probe rows of both probe
-    tenants first (unless the runtime may not write the table at all), then the attack."""
+@table_attack("read another tenant's rows with the setting claiming it", strict_only=True)
+def _setting_claims_other(probe: _Probe, table: TenantTable) -> Outcome:
+    # A policy of the table's own that trusts the setting (written by hand, not protect_table's)
+    # would let any SQL on a tenant's connection choose another tenant.
+    conn = probe.as_tenant(A)
+    conn.execute(_SET_TENANT, (B,))
+    seen = _count(conn, table, B)
+    return Outcome(seen == 0, "0 rows" if seen == 0 else f"{A} read {seen} of {B}'s rows")
+
+
+def _attack_one(sessions: _Sessions, table: TenantTable, attack: TableAttack) -> Outcome:
+    """One attack in a transaction of its own on the attacker's connection, always rolled
+    back: probe rows first (both probe tenants' when settable; the attacker's own when strict,
+    the other's being committed already), unless the runtime may not write the table at all,
+    then the attack."""
+    conn = sessions.attacker
     try:
         with conn.transaction(force_rollback=True):
-            probe = _Probe(conn)
+            probe = _Probe(sessions)
             # the runtime may not write the table at all: the attack finds the same refusal
             with suppress(errors.InsufficientPrivilege), conn.transaction():
                 probe.write(table, A)
-                probe.write(table, B)
+                if not sessions.strict:
+                    probe.write(table, B)
             return attack(probe, table)
     except _ProbeRowError as error:
         return leaked(str(error))
@@ -312,25 +407,92 @@ def _attack_one(conn: psycopg.Connection[Any], table: TenantTable, attack: Table
         return blocked(f"InsufficientPrivilege: {str(error).splitlines()[0]}")
 
 
-def run_table_attacks(
-    connect: Callable[[], Any], tenant_schemas: Sequence[str], shared_tables: Sequence[str] = ()
-) -> list[AttackResult]:
-    """Every table attack against every application table (tenant_tables), as the runtime
-    login `connect()` opens (a context manager giving an autocommit connection)."""
-    results = []
-    with connect() as conn:
-        tables = tenant_tables(conn, tenant_schemas, shared_tables)
-        for table in tables:
-            for name, attack in TABLE_ATTACKS.items():
-                try:
-                    outcome = _attack_one(conn, table, attack)
-                except psycopg.Error as error:
-                    outcome = leaked(
-                        f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}"
-                    )
-                results.append(
-                    AttackResult(
-                        "pool", f"{table.qualified}: {name}", outcome.blocked, outcome.detail
-                    )
+def _commit_other_rows(sessions: _Sessions, table: TenantTable) -> _Probe:
+    """Strict: tenantkit-probe-b's probe rows in `table` (and its parents), written as its own
+    login and committed, for the attacker's session to find."""
+    probe = _Probe(sessions)
+    with sessions.as_tenant(B).transaction():
+        probe.write(table, B)
+    return probe
+
+
+def _remove_rows(probe: _Probe, tenant: str) -> str | None:
+    """Delete the probe rows `tenant` committed, as its own login, the tables that reference
+    others first; None if each was found and deleted, else what went wrong."""
+    conn = probe.as_tenant(tenant)
+    try:
+        with conn.transaction():
+            for table, row in reversed(probe.written(tenant)):
+                statement = sql.SQL(
+                    "DELETE FROM {} AS probe WHERE tenant_id = %s AND to_jsonb(probe) = %s"
+                ).format(table.identifier)
+                deleted = conn.execute(statement, (tenant, Jsonb(row))).rowcount
+                if deleted != 1:
+                    return f"{deleted} rows of {table.qualified} matched its probe row"
+    except psycopg.Error as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return None
+
+
+def _attack_table(sessions: _Sessions, table: TenantTable) -> list[AttackResult]:
+    """Every table attack on `table`; in a strict pool between committing tenantkit-probe-b's
+    rows and deleting them (a failure to delete them is reported as a failure of its own)."""
+    attacks = table_attacks_for("strict" if sessions.strict else "settable")
+    outcomes: dict[str, Outcome] = {}
+    committed: _Probe | None = None
+    try:
+        if sessions.strict:
+            try:
+                committed = _commit_other_rows(sessions, table)
+            except errors.InsufficientPrivilege:
+                pass  # the runtime may not write the table at all: each attack finds that too
+            except _ProbeRowError as error:
+                outcomes = dict.fromkeys(attacks, leaked(str(error)))
+        for name, attack in attacks.items():
+            if name in outcomes:
+                continue
+            try:
+                outcomes[name] = _attack_one(sessions, table, attack)
+            except psycopg.Error as error:
+                outcomes[name] = leaked(
+                    f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}"
                 )
+    finally:
+        left = _remove_rows(committed, B) if committed is not None else None
+    results = [
+        AttackResult("pool", f"{table.qualified}: {name}", outcome.blocked, outcome.detail)
+        for name, outcome in outcomes.items()
+    ]
+    if left is not None:
+        results.append(
+            AttackResult(
+                "pool",
+                f"{table.qualified}: delete {B}'s committed probe rows",
+                False,
+                f"not deleted, left in the table ({left})",
+            )
+        )
+    return results
+
+
+def run_table_attacks(
+    logins: Logins, tenant_schemas: Sequence[str], shared_tables: Sequence[str] = ()
+) -> list[AttackResult]:
+    """Every table attack against every application table (tenant_tables): as the runtime
+    login in a settable pool, as the probe tenants' own logins in a strict one."""
+    results: list[AttackResult] = []
+    with ExitStack() as stack:
+        runtime = stack.enter_context(logins.connect())
+        tables = tenant_tables(runtime, tenant_schemas, shared_tables)
+        if not tables:
+            return results
+        sessions = (
+            _StrictSessions(
+                runtime, stack.enter_context(logins.login(A)), stack.enter_context(logins.login(B))
+            )
+            if logins.strict
+            else _Sessions(runtime)
+        )
+        for table in tables:
+            results += _attack_table(sessions, table)
     return results

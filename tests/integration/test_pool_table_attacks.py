@@ -3,7 +3,6 @@ schema is attacked (probe rows written and rolled back), each attack reports a l
 table broken on purpose, and a table the suite cannot write a probe row into is a failure."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -11,9 +10,6 @@ import pytest
 from psycopg import errors
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.migrations.apply import apply_migrations
-from lambda_src.migrations.files import load_migrations
-from lambda_src.migrations.pool import protect_new_tables
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.events import provider_event
 from lambda_src.provisioner.handler import handle
@@ -25,38 +21,9 @@ from tenantkit.verify import run_pool_attacks
 from tenantkit.verify.tables import TABLE_ATTACKS
 
 from .pool_fixtures import PASSWORD, aws, config, pool_server  # noqa: F401 (fixtures)
+from .table_attack_fixtures import SCHEMAS, SHARED, VICTIM, migrate_pool
 
 A, B, _ = PROBE_TENANT_IDS
-SCHEMAS = ["app"]
-SHARED = ["app.countries"]
-MIGRATION = """\
-CREATE SCHEMA app;
-CREATE TYPE app.order_status AS ENUM ('open', 'paid');
-CREATE TABLE app.customers (
-    tenant_id text NOT NULL,
-    customer_id bigint GENERATED ALWAYS AS IDENTITY,
-    name text NOT NULL,
-    PRIMARY KEY (tenant_id, customer_id)
-);
-CREATE TABLE app.orders (
-    tenant_id text NOT NULL,
-    order_id bigint NOT NULL,
-    customer_id bigint NOT NULL,
-    placed_on date NOT NULL,
-    status app.order_status NOT NULL,
-    total numeric(12, 2) NOT NULL CHECK (total >= 0),
-    tags text[] NOT NULL,
-    reference uuid NOT NULL,
-    details jsonb NOT NULL,
-    paid boolean NOT NULL,
-    PRIMARY KEY (tenant_id, order_id),
-    FOREIGN KEY (tenant_id, customer_id) REFERENCES app.customers (tenant_id, customer_id)
-);
-CREATE TABLE app.countries (code text PRIMARY KEY, name text NOT NULL);
-INSERT INTO app.countries VALUES ('fr', 'France');
-"""
-"""Two tenant tables (the second of many column types, referencing the first) and reference
-data, in the tenant schema `app`."""
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +37,7 @@ def runtime(
         runtime_secret_arn=arn, iam_auth=False, removal_policy="retain"
     )
     handle(provider_event("Create", properties), config)
-    directory: Path = tmp_path_factory.mktemp("pool-migrations")
-    (directory / "V1__app.sql").write_text(MIGRATION)
-    admin = pool_server.admin_settings(POOL.database)
-    with psycopg.connect(**admin.connect_kwargs(), autocommit=True) as conn:
-        result = apply_migrations(
-            conn,
-            load_migrations(directory),
-            role=POOL.owner_role,
-            after_each=protect_new_tables(SCHEMAS, SHARED),
-        )
-    assert result.failed is None, result.failed
+    migrate_pool(pool_server, tmp_path_factory.mktemp("pool-migrations"))
     return pool_server.settings(POOL.login_role, PASSWORD, POOL.database)
 
 
@@ -153,10 +110,6 @@ def test_the_policy_refuses_another_tenants_row_before_not_null_is_checked(
     assert isinstance(own, errors.NotNullViolation)
 
 
-VICTIM = (
-    "CREATE TABLE app.victims (tenant_id text NOT NULL, victim_id bigint NOT NULL, "
-    "note text NOT NULL, PRIMARY KEY (tenant_id, victim_id))"
-)
 POLICY = "tenantkit_isolation"
 EVERY_ATTACK = set(TABLE_ATTACKS)
 BREAKAGES = [
