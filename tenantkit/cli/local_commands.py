@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import boto3
 import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,12 +34,12 @@ from ..migrate.rollout import POOL_TARGET, pool_target, schema_versions, tenant_
 from ..verify import (
     AttackResult,
     PoolProbesOffError,
-    StrictLoginsMissingError,
     report,
     run_database_attacks,
     run_pool_attacks,
     run_runtime_attacks,
 )
+from ..verify.pool import given_probe_logins
 from .lifecycle_commands import refuse_tier_moves
 from .options import CatalogOption, JsonOption, StateDirOption
 from .output import (
@@ -220,7 +221,7 @@ def run(
     verdict = report(attacks)
     failed = [r.label for r in results if not r.ok]
     result: dict[str, Any] = {
-        "ok": not failed and not verdict["leaks"],
+        "ok": not failed and not verdict["leaks"] and verdict["complete"],
         "server": {
             "host": server.host,
             "port": server.port,
@@ -259,6 +260,7 @@ def run(
     if not result["ok"]:
         problems = [f"provisioning failed: {', '.join(failed)}"] if failed else []
         problems += [leaked(verdict)] if verdict["leaks"] else []
+        problems += [incomplete(verdict)] if verdict["not_run"] else []
         fail(EXIT_FAILED, "; ".join(problems), as_json, **result)
     if as_json:
         print(json.dumps(result))
@@ -318,12 +320,33 @@ def verify(
             "its sslrootcert or the shipped RDS CA bundle)."
         ),
     ] = None,
+    probe_dsn: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--probe-dsn",
+            help="With --dsn, for a strict pool: a libpq connection string of one probe "
+            "tenant's own login (tenant_tenantkit-probe-a_pool, -b_pool, -gone_pool), its "
+            "password or IAM token in it. Repeat for each.",
+        ),
+    ] = None,
+    probe_iam: Annotated[
+        bool,
+        typer.Option(
+            "--probe-iam",
+            help="With --dsn, for a strict pool: log in as each probe login not given by "
+            "--probe-dsn with an IAM token minted with your AWS credentials (they need "
+            "rds-db:connect to it) for --dsn's host and port, in AWS_REGION.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the isolation attacks and report them; exit 1 on any leak.
+    """Run the isolation attacks and report them; exit 1 on any leak, 3 if some could not run.
 
     Locally (after `tenantctl run`): every bridge/silo login against every other tenant's
-    database, and the pool attacks as the pool's runtime login. With --dsn: the pool attacks.
+    database, and the pool attacks as the pool's runtime login (in a strict pool, as the probe
+    tenants' own logins too). With --dsn: the pool attacks; in a strict pool those that need a
+    probe tenant's login run only with --probe-dsn/--probe-iam, and any not run make the
+    report incomplete (exit 3), never a pass.
 
     The pool attacks run on the sample schema and on every table of the catalog's tenant
     schemas (with --dsn: on every table under the tenant policy)."""
@@ -333,14 +356,30 @@ def verify(
             settings = settings_from_dsn(dsn, os.environ)
         except ValueError as error:
             fail(EXIT_INVALID, str(error), as_json, label="invalid --dsn")
+        region = None
+        if probe_iam:
+            region = boto3.session.Session().region_name
+            if region is None:
+                fail(EXIT_INVALID, "--probe-iam needs AWS_REGION (or a profile's region)", as_json)
         try:
-            attacks = run_pool_attacks(settings) + run_runtime_attacks(settings)
-        except (PoolProbesOffError, StrictLoginsMissingError) as error:
+            logins = given_probe_logins(settings, probe_dsn or (), iam_region=region)
+        except ValueError as error:
+            fail(EXIT_INVALID, str(error), as_json, label="invalid --probe-dsn")
+        try:
+            attacks = run_pool_attacks(settings, logins=logins) + run_runtime_attacks(settings)
+        except PoolProbesOffError as error:
             fail(EXIT_ENVIRONMENT, str(error), as_json)
         except psycopg.OperationalError as error:  # TLS refused, wrong password, unreachable
             reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
             fail(EXIT_ENVIRONMENT, f"cannot connect to the pool: {reason}", as_json)
     else:
+        if probe_dsn or probe_iam:
+            fail(
+                EXIT_INVALID,
+                "--probe-dsn and --probe-iam go with --dsn (locally the probe tenants log in "
+                "with their local secrets)",
+                as_json,
+            )
         loaded = load(catalog, as_json)
         db_tenants = [t for t in loaded.tenants if t.tier in TIERS_WITH_TENANT_DATABASES]
         store = LocalSecrets(state_dir / "secrets.json")
@@ -361,8 +400,20 @@ def verify(
         print_verdict(verdict, attacks, every_attack=True)
     if verdict["leaks"]:
         fail(EXIT_FAILED, leaked(verdict), as_json, **verdict)
+    if verdict["not_run"]:
+        fail(EXIT_ENVIRONMENT, incomplete(verdict), as_json, **verdict)
     if as_json:
         print(json.dumps(verdict))
+
+
+def incomplete(verdict: dict[str, Any]) -> str:
+    """How many attacks could not run and what they needed, as a failure's message."""
+    needs = sorted({a["detail"].removeprefix("not run: ") for a in verdict["not_run"]})
+    return (
+        f"incomplete: {len(verdict['not_run'])} of {verdict['attacks']} isolation attacks could "
+        f"not run ({'; '.join(needs)}): give the probe logins with --probe-dsn, or --probe-iam "
+        "to mint IAM tokens for them"
+    )
 
 
 def print_summary(
@@ -416,19 +467,23 @@ def print_verdict(
         for column in ("tier", "attack", "result", "detail"):
             table.add_column(column)
         for a in attacks:
-            result = "[green]blocked[/green]" if a.blocked else "[red]LEAK[/red]"
+            if not a.ran:
+                result = "[yellow]not run[/yellow]"
+            else:
+                result = "[green]blocked[/green]" if a.blocked else "[red]LEAK[/red]"
             table.add_row(a.tier, a.attack, result, a.detail)
         out.print(table)
     tiers = sorted({a.tier for a in attacks})
     per_tier = ", ".join(
-        f"{tier} {sum(a.blocked for a in attacks if a.tier == tier)}/"
+        f"{tier} {sum(a.blocked for a in attacks if a.tier == tier and a.ran)}/"
         f"{sum(1 for a in attacks if a.tier == tier)}"
         for tier in tiers
     )
-    colour = "red" if verdict["leaks"] else "green"
+    colour = "red" if verdict["leaks"] else "yellow" if verdict["not_run"] else "green"
+    not_run = f", {len(verdict['not_run'])} not run" if verdict["not_run"] else ""
     out.print(
         f"[{colour}]verify[/{colour}]: {verdict['attacks']} attacks, {verdict['blocked']} "
-        f"blocked, {len(verdict['leaks'])} leaks ({per_tier})",
+        f"blocked, {len(verdict['leaks'])} leaks{not_run} ({per_tier})",
         highlight=False,
     )
     for leak in verdict["leaks"]:

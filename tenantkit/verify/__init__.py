@@ -2,11 +2,12 @@
 
 from .databases import run_database_attacks
 from .pool import PoolProbesOffError, StrictLoginsMissingError, run_pool_attacks
-from .report import AttackResult, report
+from .report import AttackResult, LoginUnavailableError, report
 from .runtime import run_runtime_attacks
 
 __all__ = [
     "AttackResult",
+    "LoginUnavailableError",
     "PoolProbesOffError",
     "StrictLoginsMissingError",
     "report",

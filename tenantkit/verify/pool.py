@@ -19,19 +19,20 @@ setting) must all be blocked there.
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import boto3
 import psycopg
 from psycopg import errors, sql
 
-from lambda_src.core.connection import ConnectionSettings
+from lambda_src.core.connection import ConnectionSettings, settings_from_dsn
 from lambda_src.provisioner.plans.pool_probes import PROBE_ONLY_B_PROJECT
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
 from lambda_src.tenancy import POOL, POOL_MODES, PROBE_TENANT_IDS, PoolMode, tenant_names
 from lambda_src.tenant_runtime import tenant_transaction
 
-from .report import AttackResult, Outcome, blocked, leaked
+from .report import AttackResult, LoginUnavailableError, Outcome, blocked, leaked, not_run
 from .tables import run_table_attacks
 
 A, B, GONE = PROBE_TENANT_IDS
@@ -47,7 +48,51 @@ class _RollbackError(Exception):
 
 
 TenantLogins = Callable[[str], ConnectionSettings]
-"""A strict pool: probe tenant id -> how to log in as that tenant's own login."""
+"""A strict pool: probe tenant id -> how to log in as that tenant's own login (raising
+LoginUnavailableError for one the run was not given: the attacks that need it are reported as
+not run)."""
+
+
+def given_probe_logins(
+    runtime: ConnectionSettings,
+    dsns: Sequence[str],
+    *,
+    iam_region: str | None = None,
+) -> TenantLogins:
+    """A remote strict pool's probe logins (`tenantctl verify --dsn`): each of `dsns` a libpq
+    connection string of one probe tenant's own login, its password (or IAM token) in it; with
+    `iam_region`, every probe login not among them gets a fresh IAM token per connection,
+    minted with the caller's AWS credentials for the runtime's host, port and database. A
+    probe login given neither way raises LoginUnavailableError when an attack needs it. Raise
+    ValueError for a connection string that is not one, lacks its password, or logs in as
+    anything but a probe tenant's login (or one given twice)."""
+    probes = {tenant_names(t, allow_probes=True).pool_login: t for t in PROBE_TENANT_IDS}
+    given: dict[str, ConnectionSettings] = {}
+    for dsn in dsns:
+        # its own password: PGPASSWORD, if set, is the runtime login's
+        settings = settings_from_dsn(dsn, {})
+        tenant = probes.get(settings.user)
+        if tenant is None:
+            raise ValueError(
+                f"user {settings.user!r} is not a probe tenant's login ({', '.join(probes)})"
+            )
+        if tenant in given:
+            raise ValueError(f"{settings.user} is given twice")
+        given[tenant] = settings
+
+    def login(tenant: str) -> ConnectionSettings:
+        if tenant in given:
+            return given[tenant]
+        name = tenant_names(tenant, allow_probes=True).pool_login
+        if iam_region is None:
+            raise LoginUnavailableError(f"not run: needs the probe login {name}")
+        # a fresh token per connection: a token is valid for 15 minutes
+        token = boto3.client("rds", region_name=iam_region).generate_db_auth_token(
+            DBHostname=runtime.host, Port=runtime.port, DBUsername=name, Region=iam_region
+        )
+        return replace(runtime, user=name, password=token)
+
+    return login
 
 
 @dataclass
@@ -711,9 +756,12 @@ def _missing_probes(target: Target) -> list[str]:
     for tenant in PROBE_TENANT_IDS:
         if target.strict and tenant == GONE:
             continue  # its login is disabled: an attack checks that
-        with target.tenant(tenant) as conn:
-            if not _registered(conn, tenant):
-                missing.append(f"probe tenant {tenant}")
+        try:
+            with target.tenant(tenant) as conn:
+                if not _registered(conn, tenant):
+                    missing.append(f"probe tenant {tenant}")
+        except LoginUnavailableError:
+            continue  # not given: the attacks that need it are reported as not run
     return missing
 
 
@@ -742,14 +790,15 @@ def run_pool_attacks(
     table and every table of `tenant_schemas` but `shared_tables`. Raise PoolProbesOffError if
     the pool has no verify probes,
     StrictLoginsMissingError for a strict pool without `logins`, psycopg.Error if it cannot be
-    reached."""
+    reached. An attack that needs a login `logins` refuses (LoginUnavailableError) is reported
+    as not run, never as blocked."""
     mode = pool_mode_of(settings)
     if mode == "strict" and logins is None:
         raise StrictLoginsMissingError(
             f"the pool {settings.host}:{settings.port}/{settings.dbname} is strict: its attacks "
             "run as the probe tenants' own logins (tenant_<probe>_pool), which this run was "
-            "not given (`tenantctl verify --dsn` takes the runtime login only; locally, "
-            "`tenantctl verify` logs in as them)"
+            "not given (`tenantctl verify --dsn` takes them with --probe-dsn or --probe-iam; "
+            "locally, `tenantctl verify` logs in as them)"
         )
     target = Target(settings, logins, mode)
     missing = _missing_probes(target)
@@ -764,6 +813,9 @@ def run_pool_attacks(
     for name, function in attacks_for(mode).items():
         try:
             outcome = function(target)
+        except LoginUnavailableError as unavailable:
+            results.append(not_run("pool", name, str(unavailable)))
+            continue
         except psycopg.Error as error:
             outcome = leaked(f"unexpected {type(error).__name__}: {str(error).splitlines()[0]}")
         results.append(AttackResult("pool", name, outcome.blocked, outcome.detail))

@@ -40,7 +40,7 @@ from lambda_src.migrations.apply import TRACKING_SCHEMA
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, PoolMode, qualified_table
 
-from .report import AttackResult, Outcome, blocked, leaked
+from .report import AttackResult, LoginUnavailableError, Outcome, blocked, leaked, not_run
 
 A, B, _GONE = PROBE_TENANT_IDS
 _NOT_APPLICATION = [POOL.registry_schema, POOL.sample_schema, TRACKING_SCHEMA]
@@ -479,20 +479,30 @@ def run_table_attacks(
     logins: Logins, tenant_schemas: Sequence[str], shared_tables: Sequence[str] = ()
 ) -> list[AttackResult]:
     """Every table attack against every application table (tenant_tables): as the runtime
-    login in a settable pool, as the probe tenants' own logins in a strict one."""
+    login in a settable pool, as the probe tenants' own logins in a strict one (all reported as
+    not run if either probe tenant's login is unavailable)."""
     results: list[AttackResult] = []
     with ExitStack() as stack:
         runtime = stack.enter_context(logins.connect())
         tables = tenant_tables(runtime, tenant_schemas, shared_tables)
         if not tables:
             return results
-        sessions = (
-            _StrictSessions(
-                runtime, stack.enter_context(logins.login(A)), stack.enter_context(logins.login(B))
+        try:
+            sessions = (
+                _StrictSessions(
+                    runtime,
+                    stack.enter_context(logins.login(A)),
+                    stack.enter_context(logins.login(B)),
+                )
+                if logins.strict
+                else _Sessions(runtime)
             )
-            if logins.strict
-            else _Sessions(runtime)
-        )
+        except LoginUnavailableError as unavailable:
+            return [
+                not_run("pool", f"{table.qualified}: {name}", str(unavailable))
+                for table in tables
+                for name in table_attacks_for("strict")
+            ]
         for table in tables:
             results += _attack_table(sessions, table)
     return results

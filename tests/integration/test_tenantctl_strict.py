@@ -5,6 +5,7 @@ weakened table is reported by verify."""
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from lambda_src.tenancy import POOL, tenant_names
-from tenantkit.cli import EXIT_ENVIRONMENT, app, output
+from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, tenant_names
+from tenantkit.cli import EXIT_ENVIRONMENT, EXIT_INVALID, app, output
 from tenantkit.local import LocalSecrets, LocalServers, pool_login_settings
 
 runner = CliRunner()
@@ -126,23 +127,113 @@ def test_offboard_disables_the_tenants_login_and_the_others_still_pass_verify(
     assert verdict["leaks"] == []
 
 
-def test_verify_dsn_of_a_strict_pool_says_it_needs_the_probe_logins(
-    state: tuple[Path, Path, dict[str, Any]],
-) -> None:
+@pytest.fixture
+def remote(state: tuple[Path, Path, dict[str, Any]]) -> Iterator[dict[str, str]]:
+    """The local strict pool reached as a remote one: libpq connection strings of the runtime
+    login ("runtime") and of each probe tenant's own login (by tenant id), server running
+    (restarted per test: a local command stops it, and a restart may change its port)."""
     _, state_dir, _ = state
     servers = LocalServers(state_dir, [])
     shared = servers.start()
-    try:
-        password = LocalSecrets(state_dir / "secrets.json").password(POOL.secret_name)
-        dsn = (
+    store = LocalSecrets(state_dir / "secrets.json")
+
+    def dsn(user: str, password: str) -> str:
+        return (
             f"host={shared.host} port={shared.port} dbname={POOL.database} "
-            f"user={POOL.login_role} password={password} sslrootcert={shared.ca_cert}"
+            f"user={user} password={password} sslrootcert={shared.ca_cert}"
         )
-        result = runner.invoke(app, ["verify", "--json", "--dsn", dsn])
+
+    dsns = {"runtime": dsn(POOL.login_role, store.password(POOL.secret_name))}
+    for tenant in PROBE_TENANT_IDS:
+        names = tenant_names(tenant, allow_probes=True)
+        dsns[tenant] = dsn(names.pool_login, store.password(names.secret_name))
+    try:
+        yield dsns
     finally:
         servers.stop()
+
+
+def verify_dsn(remote: dict[str, str], *probes: str, extra: tuple[str, ...] = ()) -> Any:
+    args = ["verify", "--json", "--dsn", remote["runtime"], *extra]
+    for tenant in probes:
+        args += ["--probe-dsn", remote[tenant]]
+    return runner.invoke(app, args)
+
+
+def test_verify_dsn_with_every_probe_login_runs_what_local_verify_runs(
+    state: tuple[Path, Path, dict[str, Any]], remote: dict[str, str]
+) -> None:
+    result = verify_dsn(remote, *PROBE_TENANT_IDS)
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["complete"] is True
+    assert verdict["leaks"] == []
+    assert verdict["not_run"] == []
+    # the same attacks as `tenantctl verify` on the catalog (which has pool tenants only), the
+    # migrated tables' found under the tenant policy
+    catalog, state_dir, _ = state
+    local = invoke("verify", "--catalog", str(catalog), "--state-dir", str(state_dir))
+    assert verdict["attacks"] == verdict["blocked"] == local["attacks"]
+
+
+def test_verify_dsn_of_a_strict_pool_without_probe_logins_is_incomplete_not_a_pass(
+    remote: dict[str, str],
+) -> None:
+    result = verify_dsn(remote)
     assert result.exit_code == EXIT_ENVIRONMENT, result.output
-    assert "is strict: its attacks run as the probe tenants' own logins" in result.stdout
+    verdict = json.loads(result.stdout)
+    # what needs no probe login ran and was blocked; everything else is listed as not run,
+    # saying which login it needs; nothing is counted as blocked that did not run
+    assert verdict["complete"] is False
+    assert verdict["leaks"] == []
+    assert verdict["blocked"] + len(verdict["not_run"]) == verdict["attacks"]
+    assert verdict["blocked"] >= 10
+    not_run = {a["attack"] for a in verdict["not_run"]}
+    assert {
+        "set_config to another tenant",
+        "log in as an offboarded tenant",
+        "public.customers: read another tenant's rows",
+    } <= not_run
+    assert "read without any tenant context" not in not_run
+    assert all(
+        "needs the probe login tenant_tenantkit-probe-" in a["detail"] for a in verdict["not_run"]
+    )
+    assert "incomplete: " in verdict["error"]
+
+
+def test_verify_dsn_without_the_offboarded_probes_login_leaves_only_its_attack_unrun(
+    remote: dict[str, str],
+) -> None:
+    a, b, gone = PROBE_TENANT_IDS
+    result = verify_dsn(remote, a, b)
+    assert result.exit_code == EXIT_ENVIRONMENT, result.output
+    verdict = json.loads(result.stdout)
+    assert [x["attack"] for x in verdict["not_run"]] == ["log in as an offboarded tenant"]
+    assert tenant_names(gone, allow_probes=True).pool_login in verdict["not_run"][0]["detail"]
+
+
+def test_verify_dsn_refuses_a_probe_dsn_that_is_not_a_probe_login(remote: dict[str, str]) -> None:
+    wrong = remote[PROBE_TENANT_IDS[0]].replace(
+        "tenant_tenantkit-probe-a_pool", "tenant_umbrella_pool"
+    )
+    result = runner.invoke(
+        app, ["verify", "--json", "--dsn", remote["runtime"], "--probe-dsn", wrong]
+    )
+    assert result.exit_code == EXIT_INVALID, result.output
+    assert "'tenant_umbrella_pool' is not a probe tenant's login" in result.stdout
+    alone = runner.invoke(app, ["verify", "--json", "--probe-dsn", remote[PROBE_TENANT_IDS[0]]])
+    assert alone.exit_code == EXIT_INVALID
+    assert "go with --dsn" in alone.stdout
+
+
+def test_verify_dsn_with_probe_iam_logs_in_as_the_probe_login_with_a_minted_token(
+    remote: dict[str, str],
+) -> None:
+    # The embedded server has no IAM authentication: the token is refused, for the probe login
+    result = verify_dsn(remote, extra=("--probe-iam",))
+    assert result.exit_code == EXIT_ENVIRONMENT, result.output
+    error = json.loads(result.stdout)["error"]
+    assert 'password authentication failed for user "tenant_tenantkit-probe-a_pool"' in error
 
 
 def test_verify_reports_a_table_weakened_by_a_permissive_policy(
