@@ -24,8 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from lambda_src.core import environment as env_names
-from lambda_src.core.connection import ConnectionSettings
+from lambda_src.core.connection import ConnectionSettings, scram_verifier
 
 from .embedded_pg import (
     REPO_ROOT,
@@ -263,12 +266,87 @@ class RunningPgBouncer:
 ADMIN_USER = "tenantkit_pgbouncer_admin"
 """The console's only user: known to PgBouncer alone (it never logs in to PostgreSQL)."""
 
+LOOKUP_USER = "tenantkit_pgbouncer_auth"
+"""The login PgBouncer looks up the pool's tenant logins as (auth_user): it may call the lookup
+function and nothing else."""
+LOOKUP_SCHEMA = "tenantkit_pgbouncer"
+LOOKUP_FUNCTION = "login_secret"
+TENANT_LOGINS = "tenant\\_%\\_pool"
+"""LIKE pattern of the logins the lookup serves: a strict pool's tenant logins (TenantNames.
+pool_login), never the runtime, admin or any other role's verifier."""
+
+
+@dataclass(frozen=True)
+class LoginLookup:
+    """PgBouncer's auth_query for a strict pool: a login without an auth_file entry (every
+    tenant's own login) is looked up on the server as `user`, through the function
+    install_login_lookup made; the SCRAM verifier it returns lets PgBouncer check the client's
+    password and log in to the server with the client's own SCRAM proof (pass-through)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    @property
+    def query(self) -> str:
+        """The auth_query (PgBouncer binds the login's name to $1)."""
+        function = sql.Identifier(LOOKUP_SCHEMA, LOOKUP_FUNCTION)
+        return sql.SQL("SELECT usename, passwd FROM {}($1)").format(function).as_string(None)
+
+
+def install_login_lookup(
+    admin: ConnectionSettings, *, password: str, user: str = LOOKUP_USER
+) -> LoginLookup:
+    """Create (or converge) the lookup PgBouncer's auth_query calls, in the database `admin`
+    connects to, as that superuser: the login `user` (its SCRAM verifier sent, never the
+    password), allowed to connect and to call one SECURITY DEFINER function that returns the
+    verifier of a strict pool's tenant login and of no other role.
+
+    The function returns disabled (NOLOGIN) logins too: PgBouncer then admits the client and
+    the server refuses the login itself, with its own reason ("not permitted to log in"), and a
+    login enabled again needs nothing of PgBouncer. The server enforces LOGIN either way.
+    Reading pg_authid needs a superuser: RDS and Aurora give no one that (see the README).
+    """
+    names = {
+        "user": sql.Identifier(user),
+        "schema": sql.Identifier(LOOKUP_SCHEMA),
+        "function": sql.Identifier(LOOKUP_SCHEMA, LOOKUP_FUNCTION),
+        "db": sql.Identifier(admin.dbname),
+        "logins": sql.Literal(TENANT_LOGINS),
+    }
+    with psycopg.connect(**admin.connect_kwargs(), autocommit=True) as conn, conn.transaction():
+        verifier = sql.Literal(scram_verifier(conn, user, password))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+        create = (
+            "ALTER ROLE {user} LOGIN PASSWORD {verifier}"
+            if exists
+            else ("CREATE ROLE {user} LOGIN PASSWORD {verifier}")
+        )
+        conn.execute(sql.SQL(create).format(verifier=verifier, **names))
+        for statement in (
+            "GRANT CONNECT ON DATABASE {db} TO {user}",
+            "CREATE SCHEMA IF NOT EXISTS {schema}",
+            "REVOKE ALL ON SCHEMA {schema} FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA {schema} TO {user}",
+            "CREATE OR REPLACE FUNCTION {function}(login text) "
+            "RETURNS TABLE (usename name, passwd text) LANGUAGE sql STABLE SECURITY DEFINER "
+            "SET search_path = pg_catalog AS "
+            "$$SELECT rolname, rolpassword FROM pg_catalog.pg_authid "
+            "WHERE rolname = login AND rolname LIKE {logins}$$",
+            "REVOKE ALL ON FUNCTION {function}(text) FROM PUBLIC",
+            "GRANT EXECUTE ON FUNCTION {function}(text) TO {user}",
+        ):
+            conn.execute(sql.SQL(statement).format(**names))
+    return LoginLookup(user, password)
+
 
 class EmbeddedPgBouncer:
     """PgBouncer in transaction mode for one database of an embedded server, kept in `root`.
 
     `logins` maps each login PgBouncer admits to its password (auth_file: SCRAM from the
-    client, the same password to the server). TLS both ways: clients verify-full against this
+    client, the same password to the server). `login_lookup` (a strict pool, a login per
+    tenant): every other login is looked up on the server by auth_query, and each (login,
+    database) gets a pool of its own, `pool_size` server connections at most, all of them
+    together at most `max_db_connections`. TLS both ways: clients verify-full against this
     instance's own CA (ConnectionSettings has no other mode), and PgBouncer verify-full
     against the server's. `reset_always` runs `server_reset_query` (DISCARD ALL) after every
     transaction, which PgBouncer does only in session mode by default: without it a session
@@ -285,6 +363,8 @@ class EmbeddedPgBouncer:
         pool_size: int = 4,
         reset_always: bool = True,
         max_prepared_statements: int | None = None,
+        login_lookup: LoginLookup | None = None,
+        max_db_connections: int | None = None,
         server_home: Path = SERVER_HOME,
     ) -> None:
         self.root = root.absolute()
@@ -295,6 +375,8 @@ class EmbeddedPgBouncer:
         self._pool_size = pool_size
         self._reset_always = reset_always
         self._max_prepared = max_prepared_statements
+        self._lookup = login_lookup
+        self._max_db_connections = max_db_connections
         self._user = _server_user()
         self._server_home = server_home
         self._admin_password = hashlib.sha256(os.urandom(32)).hexdigest()
@@ -332,6 +414,8 @@ class EmbeddedPgBouncer:
         userlist = self.root / "userlist.txt"
         userlist.touch(mode=0o600)
         entries = {**self._logins, ADMIN_USER: self._admin_password}
+        if self._lookup is not None:  # auth_user logs in with a password of the auth_file
+            entries[self._lookup.user] = self._lookup.password
         # auth_file format: "name" "password", a double quote doubled.
         userlist.write_text(
             "".join(
@@ -363,6 +447,12 @@ class EmbeddedPgBouncer:
         }
         if self._max_prepared is not None:  # 1.21+; older versions refuse the unknown key
             settings["max_prepared_statements"] = str(self._max_prepared)
+        if self._lookup is not None:
+            settings["auth_user"] = self._lookup.user
+            settings["auth_query"] = self._lookup.query
+        if self._max_db_connections is not None:
+            # a pool per (login, database): the bound on what all of them open together
+            settings["max_db_connections"] = str(self._max_db_connections)
         config = self.root / "pgbouncer.ini"
         config.write_text(
             "[databases]\n"

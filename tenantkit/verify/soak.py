@@ -4,7 +4,8 @@ rows with parameterized statements, as an application does. It counts errors, tr
 saw another tenant's rows (or none of their own), and the server backends that served them.
 
 A thread keeps its connection after an error, as an application's pool would hand it out again:
-a connection an error left unusable shows up as errors in every later transaction.
+a connection an error left unusable shows up as errors in every later transaction. In a strict
+pool (run_login_soak) the connections are the tenants' own logins', from TenantLoginPools.
 """
 
 import re
@@ -22,6 +23,8 @@ from psycopg import sql
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.tenancy import POOL
 from lambda_src.tenant_runtime import TenantContextError, tenant_transaction
+from lambda_src.tenant_runtime.access import reset_pooled_connection
+from lambda_src.tenant_runtime.login_pools import PoolTimeoutError, TenantLoginPools
 
 PROJECTS = sql.SQL("{}.projects").format(sql.Identifier(POOL.sample_schema))
 TASKS = sql.SQL("{}.tasks").format(sql.Identifier(POOL.sample_schema))
@@ -141,3 +144,66 @@ def run_soak(
         backends=len(backends),
         seconds=time.perf_counter() - started,
     )
+
+
+def run_login_soak(
+    open_login: Callable[[str], psycopg.Connection[Any]],
+    tenants: Sequence[str],
+    *,
+    threads: int = 8,
+    transactions: int = 30,
+    max_total: int = 8,
+    max_per_tenant: int = 2,
+) -> tuple[SoakResult, int]:
+    """The soak for a strict pool: `threads` x `transactions` strict tenant transactions, tenants
+    taken in turn from `tenants`, each on a connection of the tenant's own login from one
+    TenantLoginPools (`open_login(tenant)` opens one; at most `max_total` open in all and
+    `max_per_tenant` per tenant). Also the most client connections the pools had open."""
+    pools = TenantLoginPools(
+        open_login,
+        max_total=max_total,
+        max_per_tenant=max_per_tenant,
+        reset=reset_pooled_connection,
+    )
+    lock = threading.Lock()
+    errors: Counter[str] = Counter()
+    totals = {"cross": 0, "missing": 0}
+    backends: set[int] = set()
+
+    def worker(index: int) -> None:
+        for n in range(transactions):
+            tenant = tenants[(index + n) % len(tenants)]
+            try:
+                with (
+                    pools.connection(tenant) as conn,
+                    tenant_transaction(conn, tenant, allow_probes=True, strict=True),
+                ):
+                    rows = conn.execute(_READ, (0,)).fetchall()
+                    conn.execute(_COUNT, (0,)).fetchone()
+            except (psycopg.Error, TenantContextError, PoolTimeoutError) as error:
+                with lock:
+                    errors[_error_text(error)] += 1
+                continue
+            with lock:
+                backends.update(row[1] for row in rows)
+                totals["cross"] += any(row[0] != tenant for row in rows)
+                totals["missing"] += not any(row[0] == tenant for row in rows)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    try:
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    finally:
+        pools.close()
+    result = SoakResult(
+        transactions=threads * transactions,
+        errors=dict(errors),
+        cross_tenant=totals["cross"],
+        own_rows_missing=totals["missing"],
+        backends=len(backends),
+        seconds=time.perf_counter() - started,
+    )
+    return result, pools.high_water

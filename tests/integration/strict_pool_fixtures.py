@@ -45,9 +45,13 @@ def login_settings(server: Any, tenant: str) -> ConnectionSettings:
 
 
 def _login_secret(secrets: Any, tenant: str) -> str:
-    value = {"username": login_of(tenant), "password": password_of(tenant)}
+    """The tenant's login secret (created on first use); its ARN."""
     name = tenant_names(tenant, allow_probes=True).secret_name
-    return str(secrets.create_secret(Name=name, SecretString=json.dumps(value))["ARN"])
+    try:
+        return str(secrets.describe_secret(SecretId=name)["ARN"])
+    except secrets.exceptions.ResourceNotFoundException:
+        value = {"username": login_of(tenant), "password": password_of(tenant)}
+        return str(secrets.create_secret(Name=name, SecretString=json.dumps(value))["ARN"])
 
 
 def provision_strict_pool(
@@ -58,9 +62,9 @@ def provision_strict_pool(
     *,
     runtime_secret_arn: str,
 ) -> None:
-    """Create a strict pool on `server` with `tenants` registered (login secrets created in the
-    Secrets Manager client `secrets`), then seed each tenant's projects and tasks as its own
-    login."""
+    """Create (or converge) a strict pool on `server` with `tenants` registered (login secrets
+    created in the Secrets Manager client `secrets`), then seed each tenant's projects and
+    tasks as its own login (once: call it again for other tenants only)."""
     probes = {tenant: _login_secret(secrets, tenant) for tenant in PROBE_TENANT_IDS}
     properties = pool_database_properties(
         runtime_secret_arn=runtime_secret_arn,
