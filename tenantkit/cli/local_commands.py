@@ -343,10 +343,10 @@ def verify(
     """Run the isolation attacks and report them; exit 1 on any leak, 3 if some could not run.
 
     Locally (after `tenantctl run`): every bridge/silo login against every other tenant's
-    database, and the pool attacks as the pool's runtime login (in a strict pool, as the probe
-    tenants' own logins too). With --dsn: the pool attacks; in a strict pool those that need a
-    probe tenant's login run only with --probe-dsn/--probe-iam, and any not run make the
-    report incomplete (exit 3), never a pass.
+    database, and the pool attacks as the pool's runtime login (and the probe tenants' logins).
+
+    With --dsn: the pool attacks. In a strict pool those that need a probe tenant's login run
+    only with --probe-dsn or --probe-iam; any not run make the report incomplete (exit 3).
 
     The pool attacks run on the sample schema and on every table of the catalog's tenant
     schemas (with --dsn: on every table under the tenant policy)."""
