@@ -420,18 +420,18 @@ def _remove_rows(probe: _Probe, tenant: str) -> str | None:
     """Delete the probe rows `tenant` committed, as its own login, the tables that reference
     others first; None if each was found and deleted, else what went wrong."""
     conn = probe.as_tenant(tenant)
+    missed = []
     try:
         with conn.transaction():
             for table, row in reversed(probe.written(tenant)):
                 statement = sql.SQL(
                     "DELETE FROM {} AS probe WHERE tenant_id = %s AND to_jsonb(probe) = %s"
                 ).format(table.identifier)
-                deleted = conn.execute(statement, (tenant, Jsonb(row))).rowcount
-                if deleted != 1:
-                    return f"{deleted} rows of {table.qualified} matched its probe row"
-    except psycopg.Error as error:
+                if conn.execute(statement, (tenant, Jsonb(row))).rowcount == 0:
+                    missed.append(f"no row of {table.qualified} matched its probe row")
+    except psycopg.Error as error:  # nothing was deleted: the transaction rolled back
         return f"{type(error).__name__}: {str(error).splitlines()[0]}"
-    return None
+    return "; ".join(missed) or None
 
 
 def _attack_table(sessions: _Sessions, table: TenantTable) -> list[AttackResult]:
