@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,11 +47,14 @@ def _no_function_logger_after_a_test() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def pg_root() -> Path:
-    """A temp directory the unprivileged server user can traverse (mkdtemp makes it 0700)."""
+def pg_root() -> Iterator[Path]:
+    """A temp directory the unprivileged server user can traverse (mkdtemp makes it 0700),
+    removed with everything in it once the session's servers have stopped: each session's
+    data directories take about 1.5 GB, and runs that left them filled this machine's disk."""
     root = Path(tempfile.mkdtemp(prefix="tenantkit-test-"))
     root.chmod(0o711)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

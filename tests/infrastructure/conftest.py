@@ -3,7 +3,6 @@
 import json
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,9 @@ class Synth:
 
 
 @pytest.fixture(scope="session")
-def synth() -> Synth:
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     """The app built from the fixture catalog; synth raises if cdk-nag finds anything."""
-    outdir = tempfile.mkdtemp(prefix="tenantkit-cdk-out-")
+    outdir = str(tmp_path_factory.mktemp("cdk-out"))
     app = cdk.App(context=cdk_context(), outdir=outdir)
     build_app(app, load_catalog(FIXTURE_CATALOG), samples=True)
     return Synth(app=app, assembly=app.synth())
@@ -66,10 +65,10 @@ STRICT_POOL_CATALOG = {
 
 
 @pytest.fixture(scope="session")
-def strict_pool() -> Synth:
+def strict_pool(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     """The pool stack of STRICT_POOL_CATALOG with its sample functions; synth raises if
     cdk-nag finds anything."""
-    outdir = tempfile.mkdtemp(prefix="tenantkit-cdk-out-strict-")
+    outdir = str(tmp_path_factory.mktemp("cdk-out-strict"))
     app = cdk.App(context=cdk_context(), outdir=outdir)
     build_app(app, parse_catalog(STRICT_POOL_CATALOG, str(FIXTURE_CATALOG)), samples=True)
     return Synth(app=app, assembly=app.synth())

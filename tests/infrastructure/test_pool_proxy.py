@@ -4,7 +4,6 @@ and the sample functions that connect through it; none unless the catalog asks."
 
 import json
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tenantkit.catalog import parse_catalog
 from .conftest import CFN_LINT, FIXTURE_CATALOG, POOL_STACK, Synth, cdk_context
 
 
-def synth_pool(pool: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+def synth_pool(pool: dict[str, Any], outdir: Path) -> tuple[dict[str, Any], Path]:
     """The pool stack of a one-tenant catalog with `pool` settings and the sample functions,
     through the app's gate (the four nag packs and CDK's template validation raise on any
     finding); its template and the assembly directory."""
@@ -31,26 +30,26 @@ def synth_pool(pool: dict[str, Any]) -> tuple[dict[str, Any], Path]:
         },
         str(FIXTURE_CATALOG),
     )
-    outdir = Path(tempfile.mkdtemp(prefix="tenantkit-proxy-"))
     app = build_app(cdk.App(context=cdk_context(), outdir=str(outdir)), catalog, samples=True)
     assembly = app.synth()
     return assembly.get_stack_by_name(POOL_STACK).template, outdir
 
 
 @pytest.fixture(scope="module")
-def with_iam() -> tuple[dict[str, Any], Path]:
+def with_iam(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """pool.proxy with the defaults; the pool's IAM login on (the default)."""
-    return synth_pool({"proxy": True})
+    return synth_pool({"proxy": True}, tmp_path_factory.mktemp("proxy"))
 
 
 @pytest.fixture(scope="module")
-def without_iam() -> tuple[dict[str, Any], Path]:
+def without_iam(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """pool.proxy with settings of its own; the pool without its IAM login."""
     return synth_pool(
         {
             "iam_auth": False,
             "proxy": {"idle_client_timeout_s": 300, "max_connections_percent": 50},
-        }
+        },
+        tmp_path_factory.mktemp("proxy"),
     )
 
 
