@@ -10,8 +10,9 @@ deployed). Every non-zero exit goes through `output.fail`: with --json, one JSON
 stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
-(onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan),
-migrate_commands (migrate plan, apply, status) and bench_commands (bench rls, onboard, synth).
+(onboard, suspend, resume, offboard, list, status), mobility_commands (export, import),
+deploy_commands (deploy, plan), migrate_commands (migrate plan, apply, status) and
+bench_commands (bench rls, onboard, synth).
 """
 
 import inspect
@@ -27,6 +28,7 @@ from .local_commands import names, run, validate, verify
 from .migrate_commands import apply as migrate_apply
 from .migrate_commands import plan as migrate_plan
 from .migrate_commands import status as migrate_status
+from .mobility_commands import export, import_
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
@@ -64,6 +66,8 @@ _register(app, onboard)
 _register(app, suspend)
 _register(app, resume)
 _register(app, offboard)
+_register(app, export)
+_register(app, import_, "import")
 _register(app, deploy)
 _register(app, list_tenants, "list")
 _register(app, status)

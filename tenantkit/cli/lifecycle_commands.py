@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lambda_src.core.connection import ssl_root_cert_from_env
 from lambda_src.core.errors import TenantkitError
+from lambda_src.mobility import ExportError, default_export_dir
 from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.provisioner.plans.lifecycle import RegistryEntry
 
@@ -31,9 +32,11 @@ from ..lifecycle import (
     tier_moves,
 )
 from ..local import (
+    EXPORTS_DIR,
     LocalServers,
     LocalSession,
     ProvisionResult,
+    export_local_tenant,
     offboard_pool_tenant,
     offboard_tenant_database,
     provision_pool,
@@ -250,6 +253,13 @@ def offboard(
             "--destroy-data", help="Delete the tenant's data too (default: keep it, logins off)."
         ),
     ] = False,
+    no_export: Annotated[
+        bool,
+        typer.Option(
+            "--no-export",
+            help="With --destroy-data: destroy without taking an export first.",
+        ),
+    ] = False,
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
     provision: ProvisionOption = Provision.local,
@@ -258,7 +268,8 @@ def offboard(
     as_json: JsonOption = False,
 ) -> None:
     """Offboard a tenant: its data is kept (logins disabled, the pool policy denies it) unless
-    --destroy-data; then it leaves the catalog."""
+    --destroy-data, which first takes an export (tenantctl export; its path is printed) unless
+    --no-export: if the export fails, nothing is destroyed. Then it leaves the catalog."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     data = "destroyed" if destroy_data else "retained"
@@ -266,8 +277,30 @@ def offboard(
     loaded = load(catalog, as_json)
     tenant = catalog_tenant(loaded, tenant_id, as_json)
     fields["tier"] = tenant.tier
+    exporting = destroy_data and not no_export
+    if exporting and provision is Provision.aws and not dry_run:
+        fail(
+            EXIT_INVALID,
+            f"--destroy-data takes an export of {tenant_id} first, and exporting from AWS is "
+            "not built yet (it needs a function inside the VPC): pass --no-export to destroy "
+            "without a copy",
+            as_json,
+            **fields,
+        )
     if provision is Provision.local:
         with session(state_dir, loaded, as_json) as local:
+            if exporting and status_of(local.servers, tenant) != REQUESTED:
+                directory = default_export_dir(state_dir / EXPORTS_DIR, tenant_id)
+                try:
+                    export_local_tenant(local.servers, tenant_id, tenant.tier, directory)
+                except ExportError as error:
+                    fail(
+                        EXIT_FAILED,
+                        f"{error}; nothing was destroyed (--no-export to destroy without one)",
+                        as_json,
+                        **fields,
+                    )
+                fields["export"] = str(directory)
             try:
                 if tenant.tier == "pool":
                     changes = offboard_pool_tenant(
@@ -303,6 +336,8 @@ def offboard(
             f"{'removed from' if fields.get('catalog') == 'removed' else 'catalog:'} {catalog}",
             highlight=False,
         )
+        if "export" in fields:
+            out.print(f"export taken first: {fields['export']}", highlight=False)
 
 
 def offboard_aws(
