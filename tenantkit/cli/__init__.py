@@ -10,7 +10,7 @@ deployed). Every non-zero exit goes through `output.fail`: with --json, one JSON
 stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
-(onboard, suspend, resume, offboard, list, status), mobility_commands (export, import),
+(onboard, suspend, resume, offboard, list, status), mobility_commands (export, import, move),
 deploy_commands (deploy, plan), migrate_commands (migrate plan, apply, status) and
 bench_commands (bench rls, onboard, synth).
 """
@@ -28,7 +28,7 @@ from .local_commands import names, run, validate, verify
 from .migrate_commands import apply as migrate_apply
 from .migrate_commands import plan as migrate_plan
 from .migrate_commands import status as migrate_status
-from .mobility_commands import export, import_
+from .mobility_commands import export, import_, move
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
@@ -68,6 +68,7 @@ _register(app, resume)
 _register(app, offboard)
 _register(app, export)
 _register(app, import_, "import")
+_register(app, move)
 _register(app, deploy)
 _register(app, list_tenants, "list")
 _register(app, status)

@@ -9,6 +9,7 @@ import psycopg
 import typer
 from rich.table import Table
 
+from lambda_src.core.errors import TenantkitError
 from lambda_src.mobility import (
     ExportError,
     ImportFailedError,
@@ -19,11 +20,13 @@ from lambda_src.mobility import (
     import_tenant,
     verify_export,
 )
+from lambda_src.mobility.journal import DONE
 
 from ..lifecycle import REQUESTED
 from ..local import EXPORTS_DIR, export_local_tenant, tenant_admin_settings
+from ..move import Move, MoveFailedError, MoveRefusedError
 from .lifecycle_commands import catalog_tenant, status_of
-from .options import CatalogOption, JsonOption, StateDirOption
+from .options import CatalogOption, JsonOption, StateDirOption, TierName
 from .output import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -168,3 +171,95 @@ def import_(
     )
     if result.replaced_rows:
         out.print(f"replaced {result.replaced_rows} existing rows", highlight=False)
+
+
+def move(
+    tenant_id: str,
+    to: Annotated[
+        TierName | None, typer.Option("--to", help="The tier to move the tenant to.")
+    ] = None,
+    purge_source: Annotated[
+        bool,
+        typer.Option(
+            "--purge-source",
+            help="After a finished move: export the rows left in the old tier, then destroy them.",
+        ),
+    ] = False,
+    catalog: CatalogOption = Path("tenants.yaml"),
+    state_dir: StateDirOption = Path(".tenantkit"),
+    as_json: JsonOption = False,
+) -> None:
+    """Move a tenant to another tier, locally: provision the target (suspended) at the source's
+    schema version, freeze the source, copy, verify every table's count and checksum, switch
+    the catalog's tier, activate the target. The source's rows are kept, marked moved and read
+    by no one, until --purge-source (which exports them first). A failure before the switch
+    rolls back (the source active as before, the cause recorded); an interrupted move is
+    finished or rolled back by the next `tenantctl move <id>`."""
+    configure_logging(False)
+    tenant_id = checked_id(tenant_id, as_json)
+    loaded = load(catalog, as_json)
+    tenant = catalog_tenant(loaded, tenant_id, as_json)
+    fields: dict[str, Any] = {"tenant": tenant_id, "tier": tenant.tier}
+    if to is not None and to.value == tenant.tier and not purge_source:
+        fail(EXIT_INVALID, f"{tenant_id} is already in {tenant.tier}", as_json, **fields)
+    if to is not None and purge_source:
+        fail(EXIT_INVALID, "--purge-source takes no --to", as_json, **fields)
+    extra = [tenant_id] if to is not None and to.value == "silo" else []
+    with session(state_dir, loaded, as_json, extra_silos=extra) as local:
+        mover = Move(local, catalog, state_dir, tenant_id)
+        try:
+            interrupted = mover.find_open()
+            if interrupted is not None:
+                report = mover.resume(loaded, interrupted)
+                fields.update(report.as_json())
+                if not as_json:
+                    out.print(
+                        f"{tenant_id}: an interrupted move {interrupted.source_tier} -> "
+                        f"{interrupted.target_tier} (after step {interrupted.step}) "
+                        f"{'finished' if report.outcome == DONE else 'rolled back'}",
+                        highlight=False,
+                    )
+                if to is None or report.outcome == DONE:
+                    finish_move(fields, as_json)
+                    return
+                loaded = load(catalog, as_json)
+            if purge_source:
+                record, directory = mover.purge_source()
+                fields.update(purged=record.source_tier, export=str(directory))
+                if not as_json:
+                    out.print(
+                        f"{tenant_id}: rows left in {record.source_tier} exported to "
+                        f"{directory}, then destroyed",
+                        highlight=False,
+                    )
+                finish_move(fields, as_json)
+                return
+            if to is None:
+                fail(EXIT_INVALID, "give --to pool|bridge|silo (or --purge-source)", as_json)
+            report = mover.run(loaded, to.value)
+        except MoveRefusedError as error:
+            fail(EXIT_INVALID, str(error), as_json, **fields)
+        except MoveFailedError as error:
+            fail(EXIT_FAILED, str(error), as_json, **fields)
+        except (TenantkitError, psycopg.Error, ExportError) as error:
+            fail(EXIT_FAILED, f"moving {tenant_id}: {error}", as_json, **fields)
+    fields.update(report.as_json())
+    if report.freeze_seconds is not None:
+        fields["freeze_seconds"] = round(report.freeze_seconds, 3)
+    if not as_json:
+        _print_tables(
+            f"{tenant_id} moved {report.source_tier} -> {report.target_tier}, verified",
+            [(name, rows, sha) for name, (rows, sha) in report.tables.items()],
+        )
+        out.print(
+            f"steps: {', '.join(report.steps)}; the {report.source_tier} rows are kept, marked "
+            f"moved (tenantctl move {tenant_id} --purge-source to export and destroy them)",
+            highlight=False,
+        )
+    finish_move(fields, as_json)
+
+
+def finish_move(fields: dict[str, Any], as_json: bool) -> None:
+    """The JSON document of a move that ended well."""
+    if as_json:
+        print(json.dumps({"ok": True, **fields}))
