@@ -25,16 +25,16 @@ from .catalog import Catalog, CatalogError, parse_catalog
 
 
 class TierMoveError(CatalogError):
-    """A tenant would change tier; tenantkit cannot move a tenant's data between tiers yet."""
+    """A tenant would change tier by an edit: its data must be moved (tenantctl move)."""
 
 
 def tier_move_message(tenant_id: str, current: str, wanted: str, where: str) -> str:
-    """The one wording of a refused tier move."""
+    """The one wording of a tier change refused because it was asked for without the data."""
     return (
-        f"tenant {tenant_id!r} is in tier {current} ({where}); moving it to {wanted} is refused: "
-        "tenantkit cannot migrate a tenant's data between tiers yet. Keep it in "
-        f"{current}; if its data may go, have it in {current} in the catalog and run "
-        f"`tenantctl offboard {tenant_id} --destroy-data` first"
+        f"tenant {tenant_id!r} is in tier {current} ({where}); a catalog edit does not move it "
+        f"to {wanted}: its data must move with it. Keep it in {current} in the catalog and run "
+        f"`tenantctl move {tenant_id} --to {wanted}`, which copies and verifies its data and "
+        "then switches the catalog's tier"
     )
 
 

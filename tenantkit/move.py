@@ -30,6 +30,7 @@ from ruamel.yaml import YAML
 
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.core.errors import TenantkitError
+from lambda_src.migrations.files import load_migrations
 from lambda_src.mobility import (
     TenantScope,
     default_export_dir,
@@ -267,12 +268,27 @@ class Move:
             raise MoveRefusedError(
                 f"the {target_tier} registry still holds {self.tenant_id} ({held}): {hint}"
             )
+        self.refuse_other_versions(loaded, source_tier, target_tier)
         report = MoveReport(self.tenant_id, source_tier, target_tier, RUNNING)
         with self.journal(source_tier) as conn:
             start_move(conn, self.tenant_id, source_tier, target_tier)
         report.steps.append("started")
         _fault("started")
         return self.carry_on(loaded, target_catalog, report, progress)
+
+    def refuse_other_versions(self, loaded: Catalog, source_tier: str, target_tier: str) -> None:
+        """The target is provisioned at the catalog's newest migration: refuse, before anything
+        changes, a source at another version (the copy is checked again after provisioning)."""
+        with self.data(source_tier) as conn:
+            at_source = schema_version(conn)
+        migrations = loaded.application_migrations
+        newest = load_migrations(migrations)[-1].version if migrations else None
+        if newest is not None and at_source.version != newest:
+            raise MoveRefusedError(
+                f"{self.tenant_id} ({source_tier}) is at {at_source.label}; a new {target_tier} "
+                f"target starts at the newest migration, V{newest}: bring the source to it "
+                f"first (tenantctl migrate apply --tenant {self.tenant_id})"
+            )
 
     def resume(self, loaded: Catalog, record: MoveRecord) -> MoveReport:
         """Finish an interrupted move: forward if the catalog has switched, else roll back."""
