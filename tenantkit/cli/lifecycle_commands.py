@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
 from rich.table import Table
 
@@ -42,6 +43,7 @@ from ..local import (
     provision_pool,
     provision_tenant_databases,
 )
+from ..move import Move
 from .deploy_commands import cdk, deploy_argv, deploy_tenant, refuse_drops, run_cdk
 from .options import (
     Approval,
@@ -544,6 +546,9 @@ def status(
         registered, by_tier = fleet.recorded, fleet.histories
         unknown = fleet.unknown(loaded)
     else:
+        finished = finish_interrupted_move(state_dir, catalog, loaded, tenant_id, as_json)
+        if finished is not None:
+            loaded = load(catalog, as_json)  # the move may have switched the tenant's tier
         registered, by_tier = recorded(state_dir, loaded, as_json, tenant_id)
         unknown = {}
     found = [s for s in tenant_statuses(loaded, registered, unknown) if s.tenant_id == tenant_id]
@@ -578,6 +583,14 @@ def status(
         if found
         else {**TenantStatus(tenant_id, "", False, UNKNOWN).as_json(), "tier": None}
     )
+    if fleet is None:
+        document["move"] = finished
+        if finished is not None and not as_json:
+            out.print(
+                f"{tenant_id}: an interrupted move {finished['from']} -> {finished['to']} was "
+                f"{'finished' if finished['outcome'] == 'done' else 'rolled back'}",
+                highlight=False,
+            )
     if fleet is None and as_json:
         print(json.dumps(document))
         return
@@ -585,6 +598,24 @@ def status(
         print_status(tenant_id, found, entries)
     if fleet is not None:
         report_unreachable(fleet, as_json, provision="aws", **document)
+
+
+def finish_interrupted_move(
+    state_dir: Path, catalog_path: Path, loaded: Catalog, tenant_id: str, as_json: bool
+) -> dict[str, Any] | None:
+    """Finish (after the catalog switched) or roll back (before) a move of the tenant that a
+    killed process left running; what it did, or None if there was none."""
+    if not (state_dir / "pg").is_dir() or tenant_id not in {t.id for t in loaded.tenants}:
+        return None
+    with session(state_dir, loaded, as_json) as local:
+        mover = Move(local, catalog_path, state_dir, tenant_id)
+        try:
+            interrupted = mover.find_open()
+            if interrupted is None:
+                return None
+            return mover.resume(loaded, interrupted).as_json()
+        except (TenantkitError, psycopg.Error) as error:
+            fail(EXIT_FAILED, f"finishing {tenant_id}'s interrupted move: {error}", as_json)
 
 
 def print_status(
