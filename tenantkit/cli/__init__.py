@@ -12,7 +12,7 @@ stdout.
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
 (onboard, suspend, resume, offboard, list, status), mobility_commands (export, import, move),
 deploy_commands (deploy, plan), migrate_commands (migrate plan, apply, status) and
-bench_commands (bench rls, onboard, synth).
+bench_commands (bench rls, onboard, synth, migrate, move).
 """
 
 import inspect
@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from .bench_commands import bench_migrate, bench_onboard, bench_rls, bench_synth
+from .bench_commands import bench_migrate, bench_move, bench_onboard, bench_rls, bench_synth
 from .deploy_commands import deploy, plan
 from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
 from .local_commands import names, run, validate, verify
@@ -77,6 +77,7 @@ _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
 _register(bench_app, bench_synth, "synth")
 _register(bench_app, bench_migrate, "migrate")
+_register(bench_app, bench_move, "move")
 _register(migrate_app, migrate_plan, "plan")
 _register(migrate_app, migrate_apply, "apply")
 _register(migrate_app, migrate_status, "status")
