@@ -98,6 +98,18 @@ def edit_catalog(path: Path, change: Change) -> tuple[Catalog, str]:
         return catalog, outcome
 
 
+def preview_catalog(path: Path, change: Change) -> Catalog:
+    """The validated catalog `change` would make of the file, which is left as it is."""
+    try:
+        doc = _yaml().load(path.read_text())
+    except (OSError, YAMLError) as error:
+        raise CatalogError(f"{path}: cannot read the tenant catalog: {error}") from None
+    if not isinstance(doc, CommentedMap):
+        raise CatalogError(f"{path}: must be a mapping with a `tenants:` list")
+    change(doc)
+    return parse_catalog(_plain(doc), str(path))
+
+
 def _replace(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path` and rename it over `path`."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

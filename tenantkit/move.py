@@ -16,7 +16,6 @@ places or in none. The source's rows stay (frozen, `moved`) until `--purge-sourc
 exports them first.
 """
 
-import io
 import os
 import shutil
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from ruamel.yaml import YAML
 
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.core.errors import TenantkitError
@@ -55,8 +53,8 @@ from lambda_src.provisioner.plans.lifecycle import ACTIVE, MOVED, MOVING, SUSPEN
 from lambda_src.provisioner.postgres import read_registry
 from lambda_src.tenancy import POOL
 
-from .catalog import Catalog, CatalogError, Tenant, parse_catalog
-from .catalog_edit import _plain, edit_catalog, set_setting
+from .catalog import Catalog, CatalogError, Tenant
+from .catalog_edit import edit_catalog, preview_catalog, set_setting
 from .local import (
     EXPORTS_DIR,
     LocalSession,
@@ -113,10 +111,7 @@ class MoveReport:
 
 def catalog_in_tier(path: Path, tenant_id: str, tier: str) -> Catalog:
     """The catalog as it would be with the tenant in `tier` (validated, not written)."""
-    yaml = YAML()
-    doc = yaml.load(io.StringIO(path.read_text()))
-    set_setting(tenant_id, "tier", tier)(doc)
-    return parse_catalog(_plain(doc), str(path))
+    return preview_catalog(path, set_setting(tenant_id, "tier", tier))
 
 
 def registry_settings(local: LocalSession, tenant_id: str, tier: str) -> ConnectionSettings:
