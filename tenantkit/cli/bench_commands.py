@@ -338,8 +338,9 @@ def bench_move(
         Path, typer.Option(help="Scratch directory for the benchmark's own state.")
     ] = Path(".tenantkit/bench-move"),
 ) -> None:
-    """A pool tenant of --rows rows moved to the bridge by tenantctl move's state machine:
-    total time, freeze time and the copy's rows/s against a raw COPY TO -> COPY FROM pipe
+    """A pool tenant of --rows rows moved to the bridge by tenantctl move's state machine.
+
+    Total time, freeze time and the copy's rows/s against a raw COPY TO -> COPY FROM pipe
     between the same two databases in the same run."""
     from ..bench.move import MoveBenchConfig, run_move_bench
 

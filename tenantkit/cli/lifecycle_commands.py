@@ -270,8 +270,10 @@ def offboard(
     as_json: JsonOption = False,
 ) -> None:
     """Offboard a tenant: its data is kept (logins disabled, the pool policy denies it) unless
-    --destroy-data, which first takes an export (tenantctl export; its path is printed) unless
-    --no-export: if the export fails, nothing is destroyed. Then it leaves the catalog."""
+    --destroy-data; then it leaves the catalog.
+
+    --destroy-data first takes an export (its path is printed) unless --no-export; if the
+    export fails, nothing is destroyed."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     data = "destroyed" if destroy_data else "retained"

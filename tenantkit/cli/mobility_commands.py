@@ -76,9 +76,10 @@ def export(
     state_dir: StateDirOption = Path(".tenantkit"),
     as_json: JsonOption = False,
 ) -> None:
-    """Export one tenant's data from its tier (locally) into a directory: manifest.json (tenant,
-    tier, schema version, tables in foreign-key order with row counts and sha256) and one COPY
-    file per table, from one consistent snapshot; mode 0700, files 0600."""
+    """Export one tenant's data from its tier (locally) into a directory, mode 0700.
+
+    manifest.json (tenant, tier, schema version, tables in foreign-key order with row counts
+    and sha256) and one COPY file per table (0600), from one consistent snapshot."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)
@@ -124,9 +125,12 @@ def import_(
     state_dir: StateDirOption = Path(".tenantkit"),
     as_json: JsonOption = False,
 ) -> None:
-    """Import an export into a tenant of any tier at the same schema version (locally), in one
-    transaction: every file's sha256 checked first, the tenant's rows checked after loading,
-    all rolled back on any mismatch; a tenant with rows is refused unless --replace."""
+    """Import an export into a tenant of any tier at the same schema version (locally).
+
+    Every file's sha256 is checked first; one transaction loads the tables and checks the
+    tenant's rows after, rolled back on any mismatch.
+
+    A tenant with rows is refused unless --replace."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)
@@ -189,12 +193,16 @@ def move(
     state_dir: StateDirOption = Path(".tenantkit"),
     as_json: JsonOption = False,
 ) -> None:
-    """Move a tenant to another tier, locally: provision the target (suspended) at the source's
-    schema version, freeze the source, copy, verify every table's count and checksum, switch
-    the catalog's tier, activate the target. The source's rows are kept, marked moved and read
-    by no one, until --purge-source (which exports them first). A failure before the switch
-    rolls back (the source active as before, the cause recorded); an interrupted move is
-    finished or rolled back by the next `tenantctl move <id>`."""
+    """Move a tenant to another tier, locally, verified table by table.
+
+    Steps: provision the target (suspended), freeze the source, copy, verify counts and
+    checksums, switch the catalog's tier, activate the target.
+
+    The source's rows are kept, marked moved and read by no one, until --purge-source (which
+    exports them first).
+
+    A failure before the switch rolls back (the source active as before, the cause recorded);
+    an interrupted move is finished or rolled back by the next `tenantctl move <id>`."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)

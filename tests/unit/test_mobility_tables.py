@@ -30,7 +30,7 @@ def test_a_self_reference_and_a_reference_outside_the_export_do_not_count() -> N
 
 
 def test_a_reference_cycle_is_refused_naming_it() -> None:
-    with pytest.raises(ValueError, match="cycle: public.a -> public.b -> public.a"):
+    with pytest.raises(ValueError, match=r"cycle: public\.a -> public\.b -> public\.a"):
         fk_order([table("a", "b"), table("b", "a")])
 
 
