@@ -25,16 +25,16 @@ from .catalog import Catalog, CatalogError, parse_catalog
 
 
 class TierMoveError(CatalogError):
-    """A tenant would change tier; tenantkit cannot move a tenant's data between tiers yet."""
+    """A tenant would change tier by an edit: its data must be moved (tenantctl move)."""
 
 
 def tier_move_message(tenant_id: str, current: str, wanted: str, where: str) -> str:
-    """The one wording of a refused tier move."""
+    """The one wording of a tier change refused because it was asked for without the data."""
     return (
-        f"tenant {tenant_id!r} is in tier {current} ({where}); moving it to {wanted} is refused: "
-        "tenantkit cannot migrate a tenant's data between tiers yet. Keep it in "
-        f"{current}; if its data may go, have it in {current} in the catalog and run "
-        f"`tenantctl offboard {tenant_id} --destroy-data` first"
+        f"tenant {tenant_id!r} is in tier {current} ({where}); a catalog edit does not move it "
+        f"to {wanted}: its data must move with it. Keep it in {current} in the catalog and run "
+        f"`tenantctl move {tenant_id} --to {wanted}`, which copies and verifies its data and "
+        "then switches the catalog's tier"
     )
 
 
@@ -96,6 +96,18 @@ def edit_catalog(path: Path, change: Change) -> tuple[Catalog, str]:
             yaml.dump(doc, buffer)
             _replace(path, buffer.getvalue())
         return catalog, outcome
+
+
+def preview_catalog(path: Path, change: Change) -> Catalog:
+    """The validated catalog `change` would make of the file, which is left as it is."""
+    try:
+        doc = _yaml().load(path.read_text())
+    except (OSError, YAMLError) as error:
+        raise CatalogError(f"{path}: cannot read the tenant catalog: {error}") from None
+    if not isinstance(doc, CommentedMap):
+        raise CatalogError(f"{path}: must be a mapping with a `tenants:` list")
+    change(doc)
+    return parse_catalog(_plain(doc), str(path))
 
 
 def _replace(path: Path, text: str) -> None:

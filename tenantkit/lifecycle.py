@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.provisioner.plans.lifecycle import RegistryEntry
+from lambda_src.provisioner.plans.lifecycle import MOVED, MOVING, RegistryEntry
 from lambda_src.provisioner.postgres import read_history, read_registry
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS
 
@@ -126,11 +126,20 @@ def histories(servers: LocalServers, tenant_id: str) -> dict[str, list[RegistryE
 
 def tier_moves(wanted: Sequence[tuple[str, str]], recorded: Sequence[RecordedTenant]) -> list[str]:
     """Messages for each (tenant id, tier) whose tenant a registry holds in another tier: its
-    data is there (an offboarded tenant's too, unless it was destroyed)."""
+    data is there (an offboarded tenant's too, unless it was destroyed). The rows a finished
+    move left (`moved`) are no claim on the tenant; a move still `moving` must be finished
+    first."""
     problems = []
     for tenant_id, tier in wanted:
         for row in recorded:
-            if row.tenant_id == tenant_id and row.tier != tier:
+            if row.tenant_id != tenant_id or row.tier == tier or row.status == MOVED:
+                continue
+            if row.status == MOVING:
+                problems.append(
+                    f"tenant {tenant_id!r} is being moved out of {row.tier} (an interrupted "
+                    f"move): run `tenantctl move {tenant_id}` to finish or roll it back first"
+                )
+            else:
                 where = f"{row.status} in the {row.tier} registry on {row.server}"
                 problems.append(tier_move_message(tenant_id, row.tier, tier, where))
     return problems

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg
 
 from lambda_src.core.connection import ConnectionSettings, RetryPolicy
 from lambda_src.core.errors import TenantkitError
 from lambda_src.migrations.files import load_migrations
+from lambda_src.mobility import ExportError, Manifest, TenantScope, export_tenant
 from lambda_src.provisioner.config import HandlerConfig
 from lambda_src.provisioner.events import (
     RequestType,
@@ -393,7 +395,11 @@ class LocalServers:
         return self._running["(shared)"]
 
     def server_for(self, tenant: Tenant) -> RunningServer:
-        """The server holding `tenant`'s database (its own for a silo tenant)."""
+        """The server holding `tenant`'s database (its own for a silo tenant). A tenant of
+        another tier whose silo server is still on disk (it was moved out of the silo) is on
+        the shared one."""
+        if tenant.tier != "silo":
+            return self._running["(shared)"]
         return self._running.get(tenant.id, self._running["(shared)"])
 
     def running(self, tenant_id: str) -> RunningServer:
@@ -466,3 +472,29 @@ def local_session(
         finally:
             if not keep_running:
                 servers.stop()
+
+
+def tenant_admin_settings(servers: LocalServers, tenant_id: str, tier: str) -> ConnectionSettings:
+    """The admin's connection to the database holding a tenant's data locally: the pool
+    database, the tenant's database on the shared server (bridge) or on its own (silo)."""
+    if tier == "pool":
+        return servers.server_for_pool().admin_settings(POOL.database)
+    server = servers.running(tenant_id) if tier == "silo" else servers.server_for_pool()
+    return server.admin_settings(tenant_names(tenant_id).database)
+
+
+EXPORTS_DIR = "exports"
+"""Where exports go by default, under the state directory."""
+
+
+def export_local_tenant(
+    servers: LocalServers, tenant_id: str, tier: str, directory: Path
+) -> Manifest:
+    """Export a provisioned tenant's data into `directory` (ExportError if it cannot: nothing
+    is left there)."""
+    settings = tenant_admin_settings(servers, tenant_id, tier)
+    try:
+        with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+            return export_tenant(conn, TenantScope.of_tier(tenant_id, tier), tier, directory)
+    except psycopg.OperationalError as error:
+        raise ExportError(f"exporting {tenant_id} failed: {error}") from error

@@ -21,7 +21,7 @@ class CatalogChanges:
     removed: list[Tenant] = field(default_factory=list)
     changed: dict[str, list[str]] = field(default_factory=dict)
     moves: list[str] = field(default_factory=list)
-    """One message per tenant whose tier changed: tenantkit cannot move data between tiers."""
+    """One message per tenant whose tier changed by an edit: `tenantctl move` moves it."""
 
 
 def catalog_changes(before: Catalog | None, after: Catalog) -> CatalogChanges:

@@ -21,6 +21,7 @@ from .plans.lifecycle import (
     REGISTRY_TABLE,
     SELECT_HISTORY,
     SELECT_TENANTS,
+    STATES,
     RegistryEntry,
     plan_registry,
 )
@@ -195,11 +196,22 @@ def harden_host(
         return run_steps(conn, settings, retry, steps)
 
 
+OBSERVE_REGISTRY_STATES = sql.SQL(
+    "SELECT coalesce((SELECT pg_get_constraintdef(k.oid) LIKE %s FROM pg_constraint k "
+    "WHERE k.conname = 'tenants_status_check' AND k.conrelid = to_regclass(%s)), false)"
+)
+"""Whether the registry exists and its status check knows the newest state (bound: a LIKE
+pattern, then the table)."""
+
+
 def ensure_registry(
     conn: psycopg.Connection, settings: ConnectionSettings, retry: RetryPolicy
 ) -> list[str]:
-    """Create the host's tenant registry in the admin database once (under the host lock)."""
-    if conn.execute(OBSERVE_REGISTRY, (REGISTRY_TABLE,)).fetchone() == (True,):
+    """Create the host's tenant registry in the admin database once, or bring one made before
+    the newest lifecycle state up to it (under the host lock)."""
+    if conn.execute(OBSERVE_REGISTRY_STATES, (f"%{STATES[-1]}%", REGISTRY_TABLE)).fetchone() == (
+        True,
+    ):
         return []
     with holding(conn, HOST_LOCK):
         run_steps(conn, settings, retry, plan_registry())  # idempotent: a race is harmless

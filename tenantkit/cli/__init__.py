@@ -10,8 +10,9 @@ deployed). Every non-zero exit goes through `output.fail`: with --json, one JSON
 stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
-(onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan),
-migrate_commands (migrate plan, apply, status) and bench_commands (bench rls, onboard, synth).
+(onboard, suspend, resume, offboard, list, status), mobility_commands (export, import, move),
+deploy_commands (deploy, plan), migrate_commands (migrate plan, apply, status) and
+bench_commands (bench rls, onboard, synth, migrate, move).
 """
 
 import inspect
@@ -20,13 +21,14 @@ from typing import Any
 
 import typer
 
-from .bench_commands import bench_migrate, bench_onboard, bench_rls, bench_synth
+from .bench_commands import bench_migrate, bench_move, bench_onboard, bench_rls, bench_synth
 from .deploy_commands import deploy, plan
 from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
 from .local_commands import names, run, validate, verify
 from .migrate_commands import apply as migrate_apply
 from .migrate_commands import plan as migrate_plan
 from .migrate_commands import status as migrate_status
+from .mobility_commands import export, import_, move
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
@@ -64,6 +66,9 @@ _register(app, onboard)
 _register(app, suspend)
 _register(app, resume)
 _register(app, offboard)
+_register(app, export)
+_register(app, import_, "import")
+_register(app, move)
 _register(app, deploy)
 _register(app, list_tenants, "list")
 _register(app, status)
@@ -72,6 +77,7 @@ _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
 _register(bench_app, bench_synth, "synth")
 _register(bench_app, bench_migrate, "migrate")
+_register(bench_app, bench_move, "move")
 _register(migrate_app, migrate_plan, "plan")
 _register(migrate_app, migrate_apply, "apply")
 _register(migrate_app, migrate_status, "status")

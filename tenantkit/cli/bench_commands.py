@@ -198,7 +198,11 @@ def bench_onboard(
         f"{pool['batched']['tenants_per_second']:.0f} tenants/s",
     )
     out.print(table)
-    out.print(f"wrote {out_json}", highlight=False)
+    out.print(
+        f"load average at the end: {results['load_average_1m']} (times are this machine's, the "
+        "ratio is within one run); wrote " + str(out_json),
+        highlight=False,
+    )
     if parallel["errors"] or parallel["roles"] != parallel["expected_roles"]:
         fail(
             EXIT_FAILED,
@@ -323,3 +327,60 @@ def bench_migrate(
         highlight=False,
     )
     out.print(f"wrote {out_json} and {plot_path}", highlight=False)
+
+
+def bench_move(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/move.json"
+    ),
+    rows: Annotated[int, typer.Option(min=1_000, max=10_000_000)] = 100_000,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch directory for the benchmark's own state.")
+    ] = Path(".tenantkit/bench-move"),
+) -> None:
+    """A pool tenant of --rows rows moved to the bridge by tenantctl move's state machine.
+
+    Total time, freeze time and the copy's rows/s against a raw COPY TO -> COPY FROM pipe
+    between the same two databases in the same run."""
+    from ..bench.move import MoveBenchConfig, run_move_bench
+
+    configure_logging(False)
+    results = _on_fresh_server(run_move_bench, MoveBenchConfig(rows=rows), work_dir, out_json)
+    table = Table(
+        title=f"tenantctl move: a pool tenant of {results['tenant_rows']:,} rows to the bridge"
+    )
+    for column in ("what", "time", "rows/s", "note"):
+        table.add_column(column, justify="left" if column in ("what", "note") else "right")
+    table.add_row("move, total", f"{results['total_seconds']:.2f} s", "", "every step")
+    table.add_row(
+        "  provision the target",
+        f"{results['provision_target_seconds']:.2f} s",
+        "",
+        "CREATE DATABASE + migrations, suspended",
+    )
+    table.add_row(
+        "  freeze", f"{results['freeze_seconds']:.2f} s", "", "suspended -> target active"
+    )
+    table.add_row(
+        "  copy",
+        f"{results['copy_seconds']:.2f} s",
+        f"{results['copy_rows_per_second']:,}",
+        "export files + verified import",
+    )
+    table.add_row("  verify", f"{results['verify_seconds']:.2f} s", "", "checksums both sides")
+    raw = results["raw"]
+    table.add_row(
+        "raw COPY pipe",
+        f"{raw['median_seconds']:.2f} s",
+        f"{raw['rows_per_second']:,}",
+        f"median of {len(raw['runs_seconds'])}, same databases",
+    )
+    table.add_row(
+        "copy / raw", f"{results['copy_vs_raw']:.2f}x", "", f"target >= {results['target_ratio']}x"
+    )
+    out.print(table)
+    out.print(
+        f"load average at the end: {results['load_average_1m']} (times are this machine's, the "
+        "ratio is within one run); wrote " + str(out_json),
+        highlight=False,
+    )

@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
 from rich.table import Table
 
 from lambda_src.core.connection import ssl_root_cert_from_env
 from lambda_src.core.errors import TenantkitError
+from lambda_src.mobility import ExportError, default_export_dir
 from lambda_src.provisioner.migrate import PoolSchema
 from lambda_src.provisioner.plans.lifecycle import RegistryEntry
 
@@ -31,14 +33,17 @@ from ..lifecycle import (
     tier_moves,
 )
 from ..local import (
+    EXPORTS_DIR,
     LocalServers,
     LocalSession,
     ProvisionResult,
+    export_local_tenant,
     offboard_pool_tenant,
     offboard_tenant_database,
     provision_pool,
     provision_tenant_databases,
 )
+from ..move import Move
 from .deploy_commands import cdk, deploy_argv, deploy_tenant, refuse_drops, run_cdk
 from .options import (
     Approval,
@@ -250,6 +255,13 @@ def offboard(
             "--destroy-data", help="Delete the tenant's data too (default: keep it, logins off)."
         ),
     ] = False,
+    no_export: Annotated[
+        bool,
+        typer.Option(
+            "--no-export",
+            help="With --destroy-data: destroy without taking an export first.",
+        ),
+    ] = False,
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
     provision: ProvisionOption = Provision.local,
@@ -258,7 +270,10 @@ def offboard(
     as_json: JsonOption = False,
 ) -> None:
     """Offboard a tenant: its data is kept (logins disabled, the pool policy denies it) unless
-    --destroy-data; then it leaves the catalog."""
+    --destroy-data; then it leaves the catalog.
+
+    --destroy-data first takes an export (its path is printed) unless --no-export; if the
+    export fails, nothing is destroyed."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     data = "destroyed" if destroy_data else "retained"
@@ -266,8 +281,30 @@ def offboard(
     loaded = load(catalog, as_json)
     tenant = catalog_tenant(loaded, tenant_id, as_json)
     fields["tier"] = tenant.tier
+    exporting = destroy_data and not no_export
+    if exporting and provision is Provision.aws and not dry_run:
+        fail(
+            EXIT_INVALID,
+            f"--destroy-data takes an export of {tenant_id} first, and exporting from AWS is "
+            "not built yet (it needs a function inside the VPC): pass --no-export to destroy "
+            "without a copy",
+            as_json,
+            **fields,
+        )
     if provision is Provision.local:
         with session(state_dir, loaded, as_json) as local:
+            if exporting and status_of(local.servers, tenant) != REQUESTED:
+                directory = default_export_dir(state_dir / EXPORTS_DIR, tenant_id)
+                try:
+                    export_local_tenant(local.servers, tenant_id, tenant.tier, directory)
+                except ExportError as error:
+                    fail(
+                        EXIT_FAILED,
+                        f"{error}; nothing was destroyed (--no-export to destroy without one)",
+                        as_json,
+                        **fields,
+                    )
+                fields["export"] = str(directory)
             try:
                 if tenant.tier == "pool":
                     changes = offboard_pool_tenant(
@@ -303,6 +340,8 @@ def offboard(
             f"{'removed from' if fields.get('catalog') == 'removed' else 'catalog:'} {catalog}",
             highlight=False,
         )
+        if "export" in fields:
+            out.print(f"export taken first: {fields['export']}", highlight=False)
 
 
 def offboard_aws(
@@ -509,6 +548,9 @@ def status(
         registered, by_tier = fleet.recorded, fleet.histories
         unknown = fleet.unknown(loaded)
     else:
+        finished = finish_interrupted_move(state_dir, catalog, loaded, tenant_id, as_json)
+        if finished is not None:
+            loaded = load(catalog, as_json)  # the move may have switched the tenant's tier
         registered, by_tier = recorded(state_dir, loaded, as_json, tenant_id)
         unknown = {}
     found = [s for s in tenant_statuses(loaded, registered, unknown) if s.tenant_id == tenant_id]
@@ -543,6 +585,14 @@ def status(
         if found
         else {**TenantStatus(tenant_id, "", False, UNKNOWN).as_json(), "tier": None}
     )
+    if fleet is None:
+        document["move"] = finished
+        if finished is not None and not as_json:
+            out.print(
+                f"{tenant_id}: an interrupted move {finished['from']} -> {finished['to']} was "
+                f"{'finished' if finished['outcome'] == 'done' else 'rolled back'}",
+                highlight=False,
+            )
     if fleet is None and as_json:
         print(json.dumps(document))
         return
@@ -550,6 +600,24 @@ def status(
         print_status(tenant_id, found, entries)
     if fleet is not None:
         report_unreachable(fleet, as_json, provision="aws", **document)
+
+
+def finish_interrupted_move(
+    state_dir: Path, catalog_path: Path, loaded: Catalog, tenant_id: str, as_json: bool
+) -> dict[str, Any] | None:
+    """Finish (after the catalog switched) or roll back (before) a move of the tenant that a
+    killed process left running; what it did, or None if there was none."""
+    if not (state_dir / "pg").is_dir() or tenant_id not in {t.id for t in loaded.tenants}:
+        return None
+    with session(state_dir, loaded, as_json) as local:
+        mover = Move(local, catalog_path, state_dir, tenant_id)
+        try:
+            interrupted = mover.find_open()
+            if interrupted is None:
+                return None
+            return mover.resume(loaded, interrupted).as_json()
+        except (TenantkitError, psycopg.Error) as error:
+            fail(EXIT_FAILED, f"finishing {tenant_id}'s interrupted move: {error}", as_json)
 
 
 def print_status(

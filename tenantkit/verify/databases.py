@@ -67,6 +67,9 @@ def _connect_error(login: Login, database: str, on: SettingsFor | None = None) -
 _REFUSALS = {
     "permission denied for database": "refused: permission denied for database",
     "password authentication failed": "refused: no such login on that server",
+    # The same login on another server, disabled there: what a tenant moved away from that
+    # server leaves until its source is purged (tenantctl move --purge-source).
+    "is not permitted to log in": "refused: its login is disabled on that server",
 }
 
 

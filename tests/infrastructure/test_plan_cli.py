@@ -78,7 +78,7 @@ def test_plan_refuses_a_tenant_moved_to_another_tier(tmp_path: Path) -> None:
     assert result["ok"] is False
     assert len(result["refused"]) == 1
     assert "tenant 'beta' is in tier pool" in result["refused"][0]
-    assert "moving it to bridge is refused" in result["refused"][0]
+    assert "`tenantctl move beta --to bridge`" in result["refused"][0]
 
 
 def test_plan_refuses_a_tenant_the_baseline_holds_unless_it_is_offboarded(tmp_path: Path) -> None:

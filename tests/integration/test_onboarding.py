@@ -245,7 +245,7 @@ def test_run_refuses_a_tier_move_made_by_hand_before_provisioning_anything(
     code, refused = tenantctl(workdir, "run")
 
     assert code == EXIT_INVALID
-    assert "moving it to pool is refused" in refused["error"]
+    assert "run `tenantctl move newco --to pool`" in refused["error"]
 
 
 def test_deploy_names_exactly_the_stacks_a_tenant_or_tier_needs(workdir: Path) -> None:

@@ -1,12 +1,14 @@
-"""The README's "Changing the schema of every tenant" walkthrough, run end to end: its catalog
-written as the README shows it, then every `$` line of its console block, as written and in
-order, in a directory of its own. Each exit code must be the one the line states (`# exit N`,
-else 0) and each output line the README shows must be in the command's output, so the README
-cannot drift from what the commands do."""
+"""The README's walkthroughs ("Changing the schema of every tenant", "Moving a tenant"), run end
+to end: the catalog written as the README shows it, then every `$` line of the console block,
+as written and in order, in a directory of its own. Each exit code must be the one the line
+states (`# exit N`, else 0) and each output line the README shows must be in the command's
+output, so the README cannot drift from what the commands do."""
 
+import os
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from tenantkit.embedded_pg import EmbeddedPostgres
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECTION = "## Changing the schema of every tenant"
+MOVE_SECTION = "## Moving a tenant"
 runner = CliRunner()
 
 
@@ -32,11 +35,11 @@ class Command:
     exit_code: int
 
 
-def walkthrough() -> tuple[str, list[Command]]:
+def walkthrough(heading: str = SECTION) -> tuple[str, list[Command]]:
     """The section's catalog (its yaml block) and the commands of its console block."""
     text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index("\n## ", len(SECTION))]
+    section = text[text.index(heading) :]
+    section = section[: section.index("\n## ", len(heading))]
     blocks = dict(re.findall(r"```(yaml|console)\n(.*?)```", section, re.DOTALL))
     commands: list[Command] = []
     for line in blocks["console"].splitlines():
@@ -76,10 +79,15 @@ def test_the_walkthrough_is_read_from_the_readme_as_commands_with_their_output()
 
 
 @pytest.mark.slow
-def test_every_command_of_the_walkthrough_behaves_as_the_readme_shows(directory: Path) -> None:
+@pytest.mark.parametrize("heading", [SECTION, MOVE_SECTION])
+def test_every_command_of_the_walkthrough_behaves_as_the_readme_shows(
+    directory: Path, heading: str
+) -> None:
     # GIVEN only the catalog the README shows
-    catalog, commands = walkthrough()
+    catalog, commands = walkthrough(heading)
     (directory / "tenants.yaml").write_text(catalog)
+    # (a line bash runs finds this tenantctl, as a user's activated virtualenv would)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:
         # WHEN the line runs as written: tenantctl in this process, anything else in bash
         if command.line.startswith("tenantctl "):
@@ -87,7 +95,12 @@ def test_every_command_of_the_walkthrough_behaves_as_the_readme_shows(directory:
             code, output = result.exit_code, result.output
         else:
             done = subprocess.run(
-                ["bash", "-c", command.line], cwd=directory, capture_output=True, text=True
+                ["bash", "-c", command.line],
+                cwd=directory,
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
             )
             code, output = done.returncode, done.stdout + done.stderr
         # THEN its exit code and every output line shown are the README's

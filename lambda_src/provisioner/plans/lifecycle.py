@@ -7,6 +7,8 @@ database. The provisioner records each transition as it works, in AWS and locall
     (in the catalog: requested) -> provisioning -> active <-> suspended
     active | suspended | failed -> offboarding -> offboarded
     provisioning | offboarding -> failed (the cause kept)
+    active | suspended -> moving -> moved (tenantctl move: the source's rows, kept frozen and
+                          read by no one, until --purge-source) | back to active (rolled back)
 
 A trigger appends every change to `tenantkit.tenant_history`, so the real cause of a failure
 survives a later retry. `requested` is not a row: it is a catalog entry no registry knows yet.
@@ -29,7 +31,12 @@ SUSPENDED = "suspended"
 OFFBOARDING = "offboarding"
 OFFBOARDED = "offboarded"
 FAILED = "failed"
-STATES = (PROVISIONING, ACTIVE, SUSPENDED, OFFBOARDING, OFFBOARDED, FAILED)
+MOVING = "moving"
+"""Being moved to another tier: its writes are frozen (logins disabled, the pool policy denies
+it) while its data is copied."""
+MOVED = "moved"
+"""Moved to another tier: the rows left here are read by no one until purged."""
+STATES = (PROVISIONING, ACTIVE, SUSPENDED, OFFBOARDING, OFFBOARDED, FAILED, MOVING, MOVED)
 """What a registry row may say."""
 
 MAX_CAUSE_LENGTH = 1000
@@ -66,11 +73,12 @@ _REGISTRY = [
         status_changed_at timestamptz NOT NULL DEFAULT now()
     )""",
     ),
-    # Registries made before the lifecycle knew only active and offboarded, without a cause.
+    # Registries made before the lifecycle knew only active and offboarded, without a cause,
+    # or before moves.
     (
         "bring an older registry up to the lifecycle states",
         """DO $do$ BEGIN
-            IF coalesce((SELECT pg_get_constraintdef(oid) NOT LIKE '%suspended%'
+            IF coalesce((SELECT pg_get_constraintdef(oid) NOT LIKE '%moved%'
                            FROM pg_constraint WHERE conname = 'tenants_status_check'
                             AND conrelid = {registry_table}::regclass), true) THEN
                 ALTER TABLE {registry}.tenants

@@ -1,0 +1,166 @@
+"""`tenantctl bench move`: a pool tenant of N rows moved to the bridge by `tenantctl move`'s own
+state machine, on a fresh local state directory (the sample schema: customers and invoices),
+against a raw `COPY (SELECT ... WHERE tenant_id = ...) TO STDOUT` piped into `COPY ... FROM
+STDIN` between the same two databases in the same run.
+
+- total: the whole move (provision the target, freeze, copy, verify, switch, activate);
+- freeze: from the source's suspension to the target's activation (the tenant cannot write);
+- copy: the copy step (export to files and import in one verified transaction), its rows/s
+  against the raw pipe's (the raw pipe runs in a transaction that is rolled back, into the
+  moved tenant's bridge database emptied inside that transaction).
+"""
+
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from lambda_src.tenancy import POOL, tenant_names
+
+from ..catalog import load_catalog
+from ..local import local_session
+from ..move import Move, provision
+
+REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+TENANT = "mover"
+NEIGHBOUR = "neighbour"
+TABLES = ("customers", "invoices")
+COLUMNS = {
+    "customers": ("tenant_id", "customer_id", "name", "created_at"),
+    "invoices": ("tenant_id", "invoice_id", "customer_id", "amount_cents", "issued_at"),
+}
+
+
+@dataclass(frozen=True)
+class MoveBenchConfig:
+    """How many rows the moved tenant has (a fifth customers, the rest invoices)."""
+
+    rows: int = 100_000
+    raw_repeats: int = 3
+
+
+def _catalog_text() -> str:
+    return (
+        "schema:\n  directory: migrations\n"
+        f"tenants:\n  - id: {TENANT}\n    tier: pool\n  - id: {NEIGHBOUR}\n    tier: pool\n"
+    )
+
+
+def _seed(conn: psycopg.Connection, tenant_id: str, rows: int) -> None:
+    customers = rows // 5
+    conn.execute(
+        "INSERT INTO customers (tenant_id, name) "
+        "SELECT %s, 'customer ' || g FROM generate_series(1, %s) g",
+        (tenant_id, customers),
+    )
+    conn.execute(
+        "INSERT INTO invoices (tenant_id, customer_id, amount_cents) "
+        "SELECT c.tenant_id, c.customer_id, g * 100 FROM customers c, generate_series(1, 4) g "
+        "WHERE c.tenant_id = %s",
+        (tenant_id,),
+    )
+    conn.execute("ANALYZE customers")
+    conn.execute("ANALYZE invoices")
+
+
+def _raw_pipe(source: psycopg.Connection, target: psycopg.Connection) -> tuple[float, int]:
+    """Seconds and rows of the raw COPY pipe, both tables, parents first; rolled back."""
+    rows = 0
+    with target.transaction(force_rollback=True):
+        target.execute("TRUNCATE invoices, customers")
+        started = time.perf_counter()
+        for table in TABLES:
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS[table])
+            out = sql.SQL("COPY (SELECT {} FROM {} WHERE tenant_id = %s) TO STDOUT").format(
+                columns, sql.Identifier(table)
+            )
+            into = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), columns)
+            with (
+                source.cursor().copy(out, (TENANT,)) as reading,
+                target.cursor().copy(into) as writing,
+            ):
+                for chunk in reading:
+                    data = bytes(chunk)
+                    rows += data.count(b"\n")
+                    writing.write(data)
+        seconds = time.perf_counter() - started
+    return seconds, rows
+
+
+def run_move_bench(
+    work_dir: Path, config: MoveBenchConfig, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """Provision the pool with two tenants, move one of `config.rows` rows to the bridge, time
+    it, then time the raw pipe between the same databases."""
+    catalog_path = work_dir / "tenants.yaml"
+    catalog_path.write_text(_catalog_text())
+    shutil.copytree(REPO_MIGRATIONS, work_dir / "migrations")
+    state_dir = work_dir / "state"
+    catalog = load_catalog(catalog_path)
+    with local_session(state_dir, catalog) as local:
+        progress("provisioning the pool")
+        provision(local, catalog.get(TENANT), catalog)
+        pool = local.shared.superuser_settings(POOL.database)
+        progress(f"seeding {config.rows:,} rows for {TENANT} (and a neighbour)")
+        with psycopg.connect(**pool.connect_kwargs(), autocommit=True) as conn:
+            _seed(conn, TENANT, config.rows)
+            _seed(conn, NEIGHBOUR, config.rows // 10)
+
+        marks: dict[str, float] = {}
+
+        def mark(step: str) -> None:
+            marks[step] = time.perf_counter()
+            progress(f"move: {step}")
+
+        started = time.perf_counter()
+        report = Move(local, catalog_path, state_dir, TENANT).run(catalog, "bridge", mark)
+        total = time.perf_counter() - started
+        copy_seconds = marks["verify"] - marks["copy"]
+        verify_seconds = marks["switch"] - marks["verify"]
+
+        progress("raw COPY pipe, pool -> the tenant's bridge database")
+        bridge = local.shared.superuser_settings(tenant_names(TENANT).database)
+        raw = []
+        with (
+            psycopg.connect(**pool.connect_kwargs()) as source,
+            psycopg.connect(**bridge.connect_kwargs()) as target,
+        ):
+            for _ in range(config.raw_repeats):
+                seconds, raw_rows = _raw_pipe(source, target)
+                source.rollback()
+                raw.append(seconds)
+    raw_seconds = statistics.median(raw)
+    copy_rate = report.rows / copy_seconds
+    raw_rate = raw_rows / raw_seconds
+    return {
+        "tenant_rows": report.rows,
+        "tables": {name: rows for name, (rows, _sha) in report.tables.items()},
+        "total_seconds": round(total, 3),
+        "freeze_seconds": round(report.freeze_seconds or 0.0, 3),
+        "copy_seconds": round(copy_seconds, 3),
+        "verify_seconds": round(verify_seconds, 3),
+        "provision_target_seconds": round(marks["freeze"] - marks["provision-target"], 3),
+        "copy_rows_per_second": round(copy_rate),
+        "raw": {
+            "rows": raw_rows,
+            "median_seconds": round(raw_seconds, 3),
+            "runs_seconds": [round(s, 3) for s in raw],
+            "rows_per_second": round(raw_rate),
+        },
+        "copy_vs_raw": round(copy_rate / raw_rate, 3),
+        "target_ratio": 0.7,
+        "load_average_1m": round(os.getloadavg()[0], 1),
+        "note": (
+            "copy = export to files (one REPEATABLE READ snapshot, sha256 per table) + import "
+            "(files re-hashed, pool rows via a checked temporary table or straight COPY into "
+            "the bridge, rows read back and checksummed) in one transaction; raw = the same "
+            "rows piped COPY TO -> COPY FROM, no files, no checks"
+        ),
+    }
