@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..migrations.apply import TRACKING_SCHEMA
 from ..provisioner.plans.pool_rls import (
     ISOLATION_POLICY,
     TENANT_STATISTICS_TARGET,
@@ -54,14 +55,12 @@ SAMPLING_STANDARD_ERRORS = 3.0
 ANALYZE's sample (about 99.7 % of estimates fall inside)."""
 
 SETTABLE_CONNECTIONS = (
-    "not attributable in a settable pool: every tenant shares the runtime login and names "
-    "itself per transaction"
+    "connections: a settable pool's tenants share one login and name themselves per transaction"
 )
 POOL_ACTIVITY = (
-    "not attributable in the pool: PostgreSQL counts transactions per database and rows "
-    "written per table, not per tenant"
+    "transactions, rows written: PostgreSQL counts them per database and table, not per tenant"
 )
-HIDDEN_STATEMENTS = "statement start times of other logins need pg_read_all_stats"
+HIDDEN_STATEMENTS = "longest statement: other logins' statements need pg_read_all_stats to see"
 
 Connector = Callable[[str], psycopg.Connection]
 """Opens an autocommit connection as the host's admin to the named database of the host."""
@@ -167,7 +166,7 @@ def sample_tenant_databases(
     *,
     tier: str,
     connect_to: Connector,
-    own_schemas: Sequence[str] = (POOL.registry_schema,),
+    own_schemas: Sequence[str] = (POOL.registry_schema, TRACKING_SCHEMA),
 ) -> list[TenantUsage]:
     """Usage of silo or bridge tenants (tenant id -> its database) on the host `admin` is
     connected to; `connect_to` opens the tenant databases for their tables' rows. A database

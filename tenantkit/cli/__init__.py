@@ -10,8 +10,9 @@ deployed). Every non-zero exit goes through `output.fail`: with --json, one JSON
 stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
-(onboard, suspend, resume, offboard, list, status), deploy_commands (deploy, plan),
-migrate_commands (migrate plan, apply, status) and bench_commands (bench rls, onboard, synth).
+(onboard, suspend, resume, offboard, list, status), usage_commands (usage), deploy_commands
+(deploy, plan), migrate_commands (migrate plan, apply, status) and bench_commands (bench rls,
+onboard, synth, migrate, usage).
 """
 
 import inspect
@@ -28,6 +29,7 @@ from .migrate_commands import apply as migrate_apply
 from .migrate_commands import plan as migrate_plan
 from .migrate_commands import status as migrate_status
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
+from .usage_commands import usage
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
 
@@ -67,6 +69,7 @@ _register(app, offboard)
 _register(app, deploy)
 _register(app, list_tenants, "list")
 _register(app, status)
+_register(app, usage)
 _register(app, plan)
 _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
