@@ -16,8 +16,6 @@ import psycopg
 
 from lambda_src.core.connection import (
     ConnectionSettings,
-    RetryPolicy,
-    connect,
     first_line,
     settings_from_secret,
 )
@@ -26,13 +24,9 @@ from lambda_src.core.secrets import read_secret_json
 from lambda_src.metering import (
     PoolTableEstimate,
     TenantUsage,
-    read_usage,
-    record_usage,
-    sample_pool,
-    sample_tenant_databases,
 )
-from lambda_src.provisioner.postgres import pool_mode, read_registry
-from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, Tier, tenant_names
+from lambda_src.metering.host import sample_registry
+from lambda_src.tenancy import POOL, Tier
 
 from .fleet import CONNECT_TIMEOUT_S, PARALLEL_HOSTS, Host
 from .local import LocalServers
@@ -111,29 +105,16 @@ def sample_host(
     endpoint = f"{settings.host}:{settings.port}"
     settings = replace(settings, application_name=APPLICATION_NAME)
     registry = settings.for_database(host.database) if host.database else settings
-    retry = RetryPolicy(attempts=1)
     try:
-        with connect(registry, retry) as conn:
-            tenants = sorted(
-                e.tenant_id
-                for e in read_registry(conn)
-                if e.tenant_id not in PROBE_TENANT_IDS
-                and host.only in (None, e.tenant_id)
-                and tenant_id in (None, e.tenant_id)
-            )
-            tables: list[PoolTableEstimate] = []
-            if host.tier == "pool":
-                mode = pool_mode(settings, retry)
-                usages, tables = sample_pool(conn, tenants, mode=mode)
-            else:
-                usages = sample_tenant_databases(
-                    conn,
-                    {t: tenant_names(t).database for t in tenants},
-                    tier=host.tier,
-                    connect_to=lambda db: connect(settings.for_database(db), retry),
-                )
-            if record:
-                usages = read_usage(conn, record_usage(conn, usages), since)
+        sample = sample_registry(
+            settings,
+            tier=host.tier,
+            registry_database=host.database,
+            only=host.only,
+            tenant_id=tenant_id,
+            since=since,
+            record=record,
+        )
     except TenantkitError as error:
         if f'database "{registry.dbname}" does not exist' in str(error) and host.tier == "pool":
             return HostUsage(host.name, host.tier, endpoint)  # no pool database: no tenants
@@ -145,7 +126,7 @@ def sample_host(
         return HostUsage(
             host.name, host.tier, endpoint, reason=_redacted(reason, settings.password)
         )
-    return HostUsage(host.name, host.tier, endpoint, usages, tables)
+    return HostUsage(host.name, host.tier, endpoint, sample.usages, sample.tables)
 
 
 def _redacted(reason: str, password: str) -> str:

@@ -60,7 +60,7 @@ def ensure_usage_table(conn: psycopg.Connection) -> None:
 
 _PREVIOUS = sql.SQL(
     "SELECT DISTINCT ON (tenant_id) tenant_id, transactions_counter, rows_written_counter, "
-    "counters_reset_at FROM {samples} WHERE tenant_id = ANY(%s) "
+    "counters_reset_at, storage_bytes, sampled_at FROM {samples} WHERE tenant_id = ANY(%s) "
     "ORDER BY tenant_id, sampled_at DESC"
 ).format(**_NAMES)
 
@@ -82,7 +82,7 @@ def _delta(now: int | None, before: int | None, same_epoch: bool) -> int | None:
 
 def record_usage(conn: psycopg.Connection, usages: Sequence[TenantUsage]) -> list[TenantUsage]:
     """Write one sample per tenant into the usage record; returns the usages with the deltas
-    against each tenant's previous sample (transactions, rows written)."""
+    against each tenant's previous sample (transactions, rows written, storage growth)."""
     if not usages:
         return []
     ensure_usage_table(conn)
@@ -96,10 +96,14 @@ def record_usage(conn: psycopg.Connection, usages: Sequence[TenantUsage]) -> lis
             before = previous.get(usage.tenant_id)
             if before is not None:
                 same = before[2] == usage.counters_reset_at
+                days = (usage.sampled_at - before[4]).total_seconds() / 86400
                 usage = replace(
                     usage,
                     transactions=_delta(usage.transactions_counter, before[0], same),
                     rows_written=_delta(usage.rows_written_counter, before[1], same),
+                    storage_growth_bytes_per_day=(
+                        round((usage.storage_bytes - before[3]) / days, 1) if days > 0 else None
+                    ),
                 )
             conn.execute(
                 _INSERT,

@@ -98,6 +98,8 @@ class TenantUsage:
     counters reset, or not attributable."""
     rows_written: int | None = None
     """Rows written since the previous recorded sample, as `transactions`."""
+    storage_growth_bytes_per_day: float | None = None
+    """Storage change since the previous recorded sample, per day (None: first sample)."""
     peak_connections: int | None = None
     """The most connections of the recorded samples in the asked-for window (a point sample
     cannot see between samples)."""
@@ -125,6 +127,7 @@ class TenantUsage:
             "longest_statement_s": self.longest_statement_s,
             "transactions": self.transactions,
             "rows_written": self.rows_written,
+            "storage_growth_bytes_per_day": self.storage_growth_bytes_per_day,
             "notes": list(self.notes),
         }
 
@@ -213,6 +216,9 @@ class PoolTableEstimate:
     """Whether this sample ran ANALYZE on its tenant_id column."""
     from_statistics: int
     """Tenants whose rows came from the most-common-values list."""
+    planned: int
+    """Tenants whose share the planner was asked for this time (the others' were kept from an
+    earlier sample since the same ANALYZE)."""
     counted: int
     """Tenants the list lacked, counted exactly through the tenant_id index."""
     sampled: bool
@@ -222,20 +228,18 @@ class PoolTableEstimate:
 
 
 _PROTECTED = sql.SQL(
-    """SELECT c.oid, format('%%I.%%I', s.schemaname, s.relname), c.reltuples::bigint,
+    """SELECT c.oid, format('%%I.%%I', n.nspname, c.relname), c.reltuples::bigint,
               pg_table_size(c.oid) + pg_indexes_size(c.oid),
-              coalesce(s.n_mod_since_analyze, 0),
-              st.most_common_vals::text::text[], st.most_common_freqs, st.n_distinct
-         FROM pg_class c
-         JOIN pg_stat_all_tables s ON s.relid = c.oid
-         LEFT JOIN pg_stats st ON st.schemaname = s.schemaname AND st.tablename = s.relname
-               AND st.attname = 'tenant_id' AND NOT st.inherited
+              pg_stat_get_mod_since_analyze(c.oid),
+              greatest(pg_stat_get_last_analyze_time(c.oid),
+                       pg_stat_get_last_autoanalyze_time(c.oid))
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.oid IN (SELECT polrelid FROM pg_policy WHERE polname = %s)
           AND (%s::oid IS NULL OR c.oid = %s::oid)
-        ORDER BY 1"""
+        ORDER BY 2"""
 )
-"""Every protected table with its size and tenant_id statistics. pg_stats shows a column's
-statistics only to a role that may read the column: read as the pool maintainer."""
+"""Every protected table with its size, its rows as of the last ANALYZE and the rows changed
+since (the statistics functions, not pg_stat_all_tables: that view reads every table's row)."""
 
 _POOL_SESSIONS = sql.SQL(
     """SELECT r.rolname, nullif(r.rolconnlimit, -1),
@@ -250,44 +254,173 @@ _POOL_SESSIONS = sql.SQL(
 """A strict pool's tenant logins: limit, sessions in the pool, the longest running statement."""
 
 
+PLANNED_PER_STATEMENT = 500
+"""Tenants estimated by one EXPLAIN (a UNION ALL of one branch per tenant)."""
+
+
+def _planned_rows(
+    conn: psycopg.Connection, table: sql.Composable, values: Sequence[str]
+) -> tuple[float, list[float]]:
+    """The planner's row estimates for the whole table and for `tenant_id = <value>` of each
+    value. pg_stats hides the statistics of a table whose row-level security applies to the
+    reader (every reader of a FORCE'd table but a superuser or a BYPASSRLS role, neither of
+    which the admin is on RDS), but the planner uses them for every reader as long as the
+    operator is leakproof (text = text is): its estimate is most_common_freq x rows. One EXPLAIN
+    plans PLANNED_PER_STATEMENT branches of a UNION ALL: one round trip, not one per tenant.
+    Runs inside the caller's transaction (it sets a transaction-local setting)."""
+    whole = 0.0
+    planned: list[float] = []
+    # Each branch selects its own number, and VERBOSE shows it: a (parallel) Append may
+    # reorder its children by cost. One process plans it: no Gather on top.
+    conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+    for start in range(0, len(values), PLANNED_PER_STATEMENT):
+        chunk = values[start : start + PLANNED_PER_STATEMENT]
+        branches = [sql.SQL("SELECT 0 FROM {}").format(table)] + [
+            sql.SQL("SELECT {} FROM {} WHERE tenant_id = %s").format(sql.Literal(n), table)
+            for n in range(1, len(chunk) + 1)
+        ]
+        statement = sql.SQL("EXPLAIN (FORMAT JSON, VERBOSE) ") + sql.SQL(" UNION ALL ").join(
+            branches
+        )
+        plan = conn.execute(statement, chunk).fetchone()[0][0]["Plan"]  # type: ignore[index]
+        by_branch = {int(child["Output"][0]): float(child["Plan Rows"]) for child in plan["Plans"]}
+        if sorted(by_branch) != list(range(len(chunk) + 1)):
+            raise RuntimeError(f"unexpected plan shape estimating {table}: {plan['Node Type']}")
+        whole = by_branch[0]
+        planned += [by_branch[n] for n in range(1, len(chunk) + 1)]
+    return whole, planned
+
+
+NO_TENANT = ""
+"""A tenant_id no row can have (tenant ids are at least 2 characters): what the planner
+estimates for a value outside the most-common-values list."""
+
+
+_SHARES_TABLE = sql.Identifier(POOL.registry_schema, "usage_shares")
+_CREATE_SHARES = sql.SQL(
+    """CREATE TABLE IF NOT EXISTS {} (
+        table_oid oid NOT NULL,
+        analyzed_at timestamptz NOT NULL,
+        tenant_id text NOT NULL,
+        share double precision,
+        PRIMARY KEY (table_oid, tenant_id)
+    )"""
+).format(_SHARES_TABLE)
+"""Each tenant's share of a protected table as the planner had it after the table's last
+ANALYZE (NULL: not in the most-common-values list), so that planning is paid once per ANALYZE
+and per new tenant, not at every sample. Owned by the admin; PUBLIC has no grant."""
+
+
+def _cached_shares(
+    conn: psycopg.Connection, oid: int, analyzed_at: datetime, tenants: Sequence[str]
+) -> dict[str, float | None]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT tenant_id, share FROM {} WHERE table_oid = %s AND analyzed_at = %s "
+            "AND tenant_id = ANY(%s)"
+        ).format(_SHARES_TABLE),
+        (oid, analyzed_at, list(tenants)),
+    ).fetchall()
+    return dict(rows)
+
+
+def _ensure_shares_table(conn: psycopg.Connection) -> None:
+    name = f"{POOL.registry_schema}.usage_shares"
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone() == (True,):
+        with conn.transaction():
+            conn.execute(_CREATE_SHARES)
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(_SHARES_TABLE))
+
+
+def _store_shares(
+    conn: psycopg.Connection, oid: int, analyzed_at: datetime, shares: Mapping[str, float | None]
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE table_oid = %s AND analyzed_at <> %s").format(
+                _SHARES_TABLE
+            ),
+            (oid, analyzed_at),
+        )
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (table_oid, analyzed_at, tenant_id, share) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (table_oid, tenant_id) DO UPDATE "
+                    "SET analyzed_at = excluded.analyzed_at, share = excluded.share"
+                ).format(_SHARES_TABLE),
+                [(oid, analyzed_at, t, share) for t, share in shares.items()],
+            )
+
+
+def _as_maintainer(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.maintainer_role)))
+
+
 def _estimate_table(
     conn: psycopg.Connection,
     row: tuple[Any, ...],
     tenants: Sequence[str],
     analyzed: bool,
 ) -> PoolTableEstimate:
-    _oid, table, reltuples, size, modified, values, freqs, n_distinct = row
+    oid, table, reltuples, size, modified, analyzed_at = row
     reltuples = max(int(reltuples), 0)
-    common = dict(zip(values or [], freqs or [], strict=True))
+    identifier = sql.Identifier(*split_qualified_name(table))
     sampled = reltuples > ANALYZE_SAMPLE_ROWS
     rows: dict[str, int] = {}
     bounds: dict[str, int] = {}
-    # Every value seen is in the list (n_distinct positive and equal to its length): a tenant
-    # it lacks had no row at that ANALYZE.
-    complete = n_distinct is not None and n_distinct > 0 and len(common) >= n_distinct
+    shares: dict[str, float | None] = {}
+    planned_now = 0
+    if reltuples > 0 and tenants and analyzed_at is not None:
+        shares = _cached_shares(conn, oid, analyzed_at, tenants)
+        unknown = [t for t in tenants if t not in shares]
+        if unknown:
+            with conn.transaction():
+                _as_maintainer(conn)
+                whole, planned = _planned_rows(conn, identifier, [NO_TENANT, *unknown])
+            outside = planned[0]
+            # A tenant the planner estimates above a value it cannot have is in the list; its
+            # share is its estimate over the table's (both scaled alike to the table's size).
+            found = {
+                t: (estimate / whole if estimate > outside and whole > 0 else None)
+                for t, estimate in zip(unknown, planned[1:], strict=True)
+            }
+            _store_shares(conn, oid, analyzed_at, found)
+            shares.update(found)
+            planned_now = len(unknown)
+    common = {t: share for t, share in shares.items() if share is not None}
     missing = [t for t in tenants if t not in common]
     counted: dict[str, int] = {}
-    if missing and not complete:
-        counted = dict(
-            conn.execute(
-                sql.SQL(
-                    "SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) GROUP BY 1"
-                ).format(sql.Identifier(*split_qualified_name(table))),
-                (missing,),
-            ).fetchall()
-        )
+    if missing and (reltuples > 0 or modified):
+        with conn.transaction():
+            _as_maintainer(conn)
+            if reltuples > 0:
+                counted = dict(
+                    conn.execute(
+                        sql.SQL(
+                            "SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) "
+                            "GROUP BY 1"
+                        ).format(identifier),
+                        (missing,),
+                    ).fetchall()
+                )
+            else:  # empty at its last ANALYZE, fewer than the threshold written since
+                counted = dict(
+                    conn.execute(
+                        sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(identifier)
+                    ).fetchall()
+                )
     for tenant in tenants:
         if tenant in common:
-            share = float(common[tenant])
+            share = common[tenant]
             rows[tenant] = round(share * reltuples)
             spread = 0.0
             if sampled:
                 spread = SAMPLING_STANDARD_ERRORS * math.sqrt(
                     share * (1 - share) / ANALYZE_SAMPLE_ROWS
                 )
-            bounds[tenant] = int(modified) + math.ceil(spread * reltuples)
-        elif complete:
-            rows[tenant], bounds[tenant] = 0, int(modified)
+            # + 1: the planner's estimates are whole rows, the share is rounded by them.
+            bounds[tenant] = int(modified) + math.ceil(spread * reltuples) + 1
         else:
             rows[tenant], bounds[tenant] = int(counted.get(tenant, 0)), 0
     return PoolTableEstimate(
@@ -296,8 +429,9 @@ def _estimate_table(
         bytes=int(size),
         modified_since_analyze=int(modified),
         analyzed=analyzed,
-        from_statistics=sum(1 for t in tenants if t in common),
-        counted=0 if complete else len(missing),
+        from_statistics=len(common),
+        planned=planned_now,
+        counted=len(missing) if reltuples > 0 or modified else 0,
         sampled=sampled,
         rows=rows,
         bounds=bounds,
@@ -305,9 +439,9 @@ def _estimate_table(
 
 
 def _needs_analyze(row: tuple[Any, ...]) -> bool:
-    _oid, _table, reltuples, _size, modified, values, _freqs, _n_distinct = row
-    if values is None:  # never analyzed (or empty when it was): no statistics to read
-        return int(reltuples) != 0 or int(modified) > 0
+    _oid, _table, reltuples, _size, modified, analyzed_at = row
+    if analyzed_at is None:
+        return int(reltuples) > 0 or int(modified) > 0
     return int(modified) > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * max(int(reltuples), 0)
 
 
@@ -323,26 +457,23 @@ def sample_pool(
     `analyze`, a table whose statistics are missing or stale (ANALYZE_AFTER_FRACTION) has its
     tenant_id analyzed first, as the pool owner."""
     isolation = ISOLATION_POLICY
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.maintainer_role)))
-        rows = conn.execute(_PROTECTED, (isolation, None, None)).fetchall()
+    _ensure_shares_table(conn)
+    rows = conn.execute(_PROTECTED, (isolation, None, None)).fetchall()
     estimates = []
     for row in rows:
         analyzed = False
         if analyze and _needs_analyze(row):
             with conn.transaction():
                 conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.owner_role)))
+                # The whole table, not just tenant_id: only a full ANALYZE resets
+                # n_mod_since_analyze, from which the next samples take their bound.
                 conn.execute(
-                    sql.SQL("ANALYZE {} (tenant_id)").format(
-                        sql.Identifier(*split_qualified_name(row[1]))
-                    )
+                    sql.SQL("ANALYZE {}").format(sql.Identifier(*split_qualified_name(row[1])))
                 )
             analyzed = True
-        with conn.transaction():
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.maintainer_role)))
-            if analyzed:
-                row = conn.execute(_PROTECTED, (isolation, row[0], row[0])).fetchone() or row
-            estimates.append(_estimate_table(conn, row, tenants, analyzed))
+        if analyzed:
+            row = conn.execute(_PROTECTED, (isolation, row[0], row[0])).fetchone() or row
+        estimates.append(_estimate_table(conn, row, tenants, analyzed))
     sessions: dict[str, tuple[Any, ...]] = {}
     if mode == "strict":
         logins = {tenant_names(t, allow_probes=True).pool_login: t for t in tenants}

@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from .bench_commands import bench_migrate, bench_onboard, bench_rls, bench_synth
+from .bench_commands import bench_migrate, bench_onboard, bench_rls, bench_synth, bench_usage
 from .deploy_commands import deploy, plan
 from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
 from .local_commands import names, run, validate, verify
@@ -75,6 +75,7 @@ _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
 _register(bench_app, bench_synth, "synth")
 _register(bench_app, bench_migrate, "migrate")
+_register(bench_app, bench_usage, "usage")
 _register(migrate_app, migrate_plan, "plan")
 _register(migrate_app, migrate_apply, "apply")
 _register(migrate_app, migrate_status, "status")

@@ -139,3 +139,36 @@ def test_since_takes_ages_and_iso_times() -> None:
     now = parse_since("2026-12-01T12:00:00+00:00")
     assert parse_since("90m", now).isoformat() == "2026-12-01T10:30:00+00:00"
     assert parse_since("2026-12-01T09:00").isoformat() == "2026-12-01T09:00:00+00:00"
+
+
+def test_the_metering_function_samples_records_and_publishes_embedded_metrics(
+    cluster: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lambda_src.core import environment as names
+    from lambda_src.metering.handler import on_schedule
+
+    for name, value in {
+        names.ADMIN_SECRET_ARN: HostNames(POOL.stack_name).admin_secret_name,
+        names.METERING_HOST: POOL.stack_name,
+        names.METERING_TIER: "pool",
+        names.METERING_REGISTRY_DATABASE: POOL.database,
+        names.METERING_TOP_TENANTS: "1",
+        SSL_ROOT_CERT: str(cluster.ca_cert),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    result = on_schedule({"source": "aws.events"}, None)
+
+    assert result == {"tenants": 2, "metric_sets": 2}  # the host's, and the top tenant's
+    documents = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
+    ]
+    directives = [d["_aws"]["CloudWatchMetrics"][0] for d in documents]
+    assert all(d["Namespace"] == "tenantkit" for d in directives)
+    assert [sorted(d["Dimensions"][0]) for d in directives] == [
+        ["host", "tier"],
+        ["host", "tenant", "tier"],
+    ]
+    assert documents[0]["host"] == POOL.stack_name
+    assert documents[0]["Tenants"] == 2
+    assert documents[1]["tenant"] in {"use-pool-a", "use-pool-b"}
