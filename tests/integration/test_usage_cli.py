@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 import yaml
 from moto import mock_aws
@@ -157,6 +158,15 @@ def test_the_metering_function_samples_records_and_publishes_embedded_metrics(
     }.items():
         monkeypatch.setenv(name, value)
 
+    # GIVEN one pool tenant with rows (the other has none, so nothing to rank it by)
+    with psycopg.connect(
+        **cluster.superuser_settings(POOL.database).connect_kwargs(), autocommit=True
+    ) as conn:
+        conn.execute(
+            "INSERT INTO tenantkit_sample.projects (tenant_id, project_id, name) "
+            "SELECT 'use-pool-b', n, 'p' || n FROM generate_series(1, 300) n"
+        )
+
     result = on_schedule({"source": "aws.events"}, None)
 
     assert result == {"tenants": 2, "metric_sets": 2}  # the host's, and the top tenant's
@@ -170,5 +180,6 @@ def test_the_metering_function_samples_records_and_publishes_embedded_metrics(
         ["host", "tenant", "tier"],
     ]
     assert documents[0]["host"] == POOL.stack_name
-    assert documents[0]["Tenants"] == 2
-    assert documents[1]["tenant"] in {"use-pool-a", "use-pool-b"}
+    assert documents[0]["Tenants"] == [2.0]
+    assert documents[1]["tenant"] == "use-pool-b"
+    assert documents[1]["Rows"] == [300.0]
