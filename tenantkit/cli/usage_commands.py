@@ -60,11 +60,10 @@ def usage(
     as_json: JsonOption = False,
 ) -> None:
     """Each tenant's storage, rows, connections and activity, sampled now on every host and
-    recorded in the host's usage record (tenantkit.usage_samples, where billing reads it).
+    recorded in its usage record.
 
-    Pool rows are estimated from tenant_id's statistics (the bound is shown beside them);
-    what a tier cannot attribute is shown as n/a with the reason. A host that cannot be
-    sampled is named with the reason after what was read, and the exit code is 1."""
+    Pool rows are estimated from statistics (± their bound); n/a: what a tier cannot
+    attribute. A host that cannot be sampled is named, and the exit code is 1."""
     configure_logging(False)
     if tenant_id is not None:
         tenant_id = checked_id(tenant_id, as_json)
@@ -144,8 +143,8 @@ def _bytes(value: int) -> str:
     return f"{value} B"  # pragma: no cover
 
 
-def _na(value: object) -> str:
-    return "n/a" if value is None else str(value)
+def _na(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
 
 
 def _connections(u: TenantUsage) -> str:
