@@ -94,6 +94,7 @@ class BridgeClusterStack(cdk.Stack):
             capacity=capacity,
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,
+            tier="bridge",
             referenced_by_name=True,
             migrations=migrations,
         )

@@ -1,6 +1,6 @@
 """The catalog's host settings as the constructs' props: the one place that maps them."""
 
-from tenant_constructs import BackupCopy, ClusterCapacity, DatabaseOperations
+from tenant_constructs import BackupCopy, ClusterCapacity, DatabaseOperations, MeteringProps
 from tenantkit.catalog import ClusterSettings, HostOperationsSettings, SiloSettings
 
 
@@ -39,5 +39,6 @@ def database_operations(settings: HostOperationsSettings) -> DatabaseOperations:
         else BackupCopy(vault_arn=copy.vault_arn, retention_days=copy.retention_days),
         performance_insights=settings.performance_insights,
         monitoring_interval=settings.monitoring_interval,
+        metering=MeteringProps(**settings.metering.model_dump()),
         restore_snapshot=settings.restore_snapshot,
     )

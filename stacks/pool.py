@@ -61,6 +61,8 @@ class PoolStack(cdk.Stack):
             capacity=cluster_capacity(cluster),
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,
+            tier="pool",
+            registry_database=POOL.database,
             migrations=migrations,
             rollout=False,
         )

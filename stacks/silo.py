@@ -42,6 +42,7 @@ class SiloTenantStack(cdk.Stack):
             capacity=silo_capacity(tenant.silo),
             operations=database_operations(tenant.silo),
             ca_bundle=ca_bundle,
+            tier="silo",
             migrations=migrations,
         )
         self.tenant_database = TenantDatabase(

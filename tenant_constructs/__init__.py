@@ -4,8 +4,9 @@ would shadow the `constructs` library that aws-cdk-lib imports)."""
 from .backup import BackupCopy, DatabaseBackup
 from .compute import SharedCompute, TenantAccessRole, TenantCompute
 from .database_host import DatabaseHost
-from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
+from .databases import ClusterCapacity, DatabaseOperations, HostDatabase, MeteringProps
 from .host_reference import HostReference
+from .metering import TenantMetering
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
 from .pool_proxy import PoolProxy
@@ -23,6 +24,7 @@ __all__ = [
     "DatabaseOperations",
     "HostDatabase",
     "HostReference",
+    "MeteringProps",
     "PoolDatabase",
     "PoolProxy",
     "PoolTenants",
@@ -33,5 +35,6 @@ __all__ = [
     "TenantAccessRole",
     "TenantCompute",
     "TenantDatabase",
+    "TenantMetering",
     "auth_environment",
 ]

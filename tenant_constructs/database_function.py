@@ -82,9 +82,12 @@ class DatabaseFunction(Construct):
         invoked_by: str,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
         migrations: Path | None = None,
+        asynchronous: str | None = None,
     ) -> None:
         """`invoked_by`: who invokes the function, synchronously (e.g. Secrets Manager);
-        `migrations`: the application's migrations directory, carried in the code asset."""
+        `asynchronous` instead: why a function invoked asynchronously (a schedule) needs no
+        dead-letter queue; `migrations`: the application's migrations directory, carried in
+        the code asset."""
         super().__init__(scope, id_)
         self.security_group = ec2.SecurityGroup(
             self,
@@ -143,7 +146,10 @@ class DatabaseFunction(Construct):
             environment=environment,
         )
         self.function.node.add_dependency(eni_policy)
-        acknowledge_synchronous(self.function, invoked_by)
+        if asynchronous is not None:
+            acknowledge(self.function, "LambdaDLQ", asynchronous)
+        else:
+            acknowledge_synchronous(self.function, invoked_by)
         acknowledge(self.function, "LambdaConcurrency", BOUNDED_BY_CALLERS)
         database.admit(self.security_group, description)
         secrets_endpoint.connections.allow_default_port_from(self.security_group, description)

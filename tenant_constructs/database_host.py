@@ -8,12 +8,13 @@ import aws_cdk.aws_kms as kms
 from constructs import Construct
 
 from lambda_src.core import environment as env_names
-from lambda_src.tenancy import HOST_TAG, HostNames
+from lambda_src.tenancy import HOST_TAG, HostNames, Tier
 
 from .database_function import tls_environment
 from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
 from .fleet_migration import FleetMigration
 from .host_reference import HostReference, publish_interface
+from .metering import TenantMetering
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
@@ -41,6 +42,8 @@ class DatabaseHost(Construct):
         referenced_by_name: bool = False,
         migrations: Path | None = None,
         rollout: bool = True,
+        tier: Tier = "bridge",
+        registry_database: str | None = None,
     ) -> None:
         """`ca_bundle`: a PEM bundle inside lambda_src (relative to it) that the functions verify
         the database against instead of the shipped RDS CA bundle (lambda_src/certs/
@@ -51,7 +54,9 @@ class DatabaseHost(Construct):
         brings every tenant database it creates to the latest version, and (with `rollout`)
         a FleetMigration state machine rolls new ones out to every tenant database in waves.
         The pool host has no tenant databases: its PoolDatabase resource migrates the pool
-        database on each deploy instead (rollout=False)."""
+        database on each deploy instead (rollout=False). `tier` and `registry_database`
+        (where the host's registry is; None: the admin database) are what its metering
+        function samples and names its metrics after."""
         super().__init__(scope, id_)
         names = HostNames(host)
         self.network = DatabaseNetwork(self, "Network", cidr=cidr)
@@ -101,6 +106,22 @@ class DatabaseHost(Construct):
             key=self.key,
             host_logs=self.logs,
             migrations=migrations,
+        )
+        self.metering = TenantMetering(
+            self,
+            "Metering",
+            names=names,
+            tier=tier,
+            registry_database=registry_database,
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            database=self.database,
+            secrets_endpoint=self.network.secrets_manager_endpoint,
+            admin_secret=self.database.admin_secret,
+            tls_environment=tls,
+            key=self.key,
+            host_logs=self.logs,
+            props=operations.metering,
         )
         self.fleet_migration = (
             None

@@ -95,6 +95,32 @@ class ClusterCapacity:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MeteringProps:
+    """How often a host is metered and when a tenant is a noisy neighbour (the catalog's
+    `metering:` of the host)."""
+
+    schedule_minutes: int = 5
+    top_tenants: int = 20
+    """Tenants published per signal and sample (lambda_src.metering.metrics)."""
+    connection_percent: int = 80
+    storage_growth_mb_per_day: int = 1024
+    long_statement_seconds: int = 300
+
+    def __post_init__(self) -> None:
+        bounds = {
+            "schedule_minutes": (1, 60),
+            "top_tenants": (1, 100),
+            "connection_percent": (10, 100),
+            "storage_growth_mb_per_day": (1, 10_000_000),
+            "long_statement_seconds": (10, 86_400),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"metering: {name} must be {low}..{high}, not {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatabaseOperations:
     """Backups and monitoring of a host's database."""
 
@@ -104,6 +130,8 @@ class DatabaseOperations:
     performance_insights: bool = True
     monitoring_interval: int = 60
     """Seconds between enhanced-monitoring samples; 0 turns it off."""
+    metering: MeteringProps = MeteringProps()
+    """The host's metering schedule and noisy-neighbour thresholds."""
     restore_snapshot: str | None = None
     """Create the cluster or instance from this snapshot (identifier or ARN), with the
     retained admin secret's credentials; keep it for every later deploy (CloudFormation

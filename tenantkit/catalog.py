@@ -92,6 +92,23 @@ class BackupCopySettings(BaseModel):
     """How long the copies are kept (default: backup_retention_days)."""
 
 
+class MeteringSettings(BaseModel):
+    """A host's metering (`metering:` of a cluster or a silo tenant): how often its usage is
+    sampled and when a tenant is a noisy neighbour that its alarms report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schedule_minutes: Annotated[int, Field(ge=1, le=60)] = 5
+    top_tenants: Annotated[int, Field(ge=1, le=100)] = 20
+    """Tenants whose own CloudWatch series are published per signal and sample."""
+    connection_percent: Annotated[int, Field(ge=10, le=100)] = 80
+    """Alarm: a tenant's sessions reach this percentage of its connection limit."""
+    storage_growth_mb_per_day: Annotated[int, Field(ge=1, le=10_000_000)] = 1024
+    """Alarm: a tenant's storage grows faster than this (MB a day, between two samples)."""
+    long_statement_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300
+    """Alarm: a statement of one tenant has run this long."""
+
+
 class HostOperationsSettings(BaseModel):
     """Backups and monitoring of a host's database, the same for every kind of host."""
 
@@ -103,6 +120,7 @@ class HostOperationsSettings(BaseModel):
     performance_insights: bool = True
     monitoring_interval: Literal[0, 1, 5, 10, 15, 30, 60] = 60
     """Seconds between enhanced-monitoring samples; 0 turns enhanced monitoring off."""
+    metering: MeteringSettings = MeteringSettings()
     restore_snapshot: Annotated[str, Field(pattern=_SNAPSHOT)] | None = None
     """Create the cluster (or instance) from this snapshot, e.g. the final snapshot a deleted
     stack of this host left. Keep it once deployed: CloudFormation replaces a restored

@@ -164,6 +164,11 @@ class HostNames:
         return f"{self.host}-rotation"
 
     @property
+    def metering_function(self) -> str:
+        """The function that samples the host's per-tenant usage on a schedule."""
+        return f"{self.host}-metering"
+
+    @property
     def migration_state_machine(self) -> str:
         """The state machine that brings the host's tenant databases to the latest migration,
         in waves (tenantctl migrate apply --provision aws starts it by this name)."""

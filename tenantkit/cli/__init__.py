@@ -11,8 +11,8 @@ stdout.
 
 The commands live by group: local_commands (validate, names, run, verify), lifecycle_commands
 (onboard, suspend, resume, offboard, list, status), mobility_commands (export, import, move),
-deploy_commands (deploy, plan), migrate_commands (migrate plan, apply, status) and
-bench_commands (bench rls, onboard, synth, migrate, move).
+usage_commands (usage), deploy_commands (deploy, plan), migrate_commands (migrate plan, apply,
+status) and bench_commands (bench rls, onboard, synth, migrate, move, usage).
 """
 
 import inspect
@@ -21,7 +21,14 @@ from typing import Any
 
 import typer
 
-from .bench_commands import bench_migrate, bench_move, bench_onboard, bench_rls, bench_synth
+from .bench_commands import (
+    bench_migrate,
+    bench_move,
+    bench_onboard,
+    bench_rls,
+    bench_synth,
+    bench_usage,
+)
 from .deploy_commands import deploy, plan
 from .lifecycle_commands import list_tenants, offboard, onboard, resume, status, suspend
 from .local_commands import names, run, validate, verify
@@ -30,6 +37,7 @@ from .migrate_commands import plan as migrate_plan
 from .migrate_commands import status as migrate_status
 from .mobility_commands import export, import_, move
 from .output import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID
+from .usage_commands import usage
 
 __all__ = ["EXIT_ENVIRONMENT", "EXIT_FAILED", "EXIT_INVALID", "app", "main"]
 
@@ -72,12 +80,14 @@ _register(app, move)
 _register(app, deploy)
 _register(app, list_tenants, "list")
 _register(app, status)
+_register(app, usage)
 _register(app, plan)
 _register(bench_app, bench_rls, "rls")
 _register(bench_app, bench_onboard, "onboard")
 _register(bench_app, bench_synth, "synth")
 _register(bench_app, bench_migrate, "migrate")
 _register(bench_app, bench_move, "move")
+_register(bench_app, bench_usage, "usage")
 _register(migrate_app, migrate_plan, "plan")
 _register(migrate_app, migrate_apply, "apply")
 _register(migrate_app, migrate_status, "status")

@@ -384,3 +384,104 @@ def bench_move(
         "ratio is within one run); wrote " + str(out_json),
         highlight=False,
     )
+
+
+USAGE_TARGET_RATIO = 10.0
+"""Metering must read at least 10x fewer blocks than an exact count (issue target)."""
+
+
+def bench_usage(
+    out_json: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path(
+        "bench/results/usage.json"
+    ),
+    pool_tenants: Annotated[int, typer.Option(min=3, max=10_000)] = 1000,
+    pool_rows: Annotated[int, typer.Option(min=100, max=20_000_000)] = 1_000_000,
+    bridge_tenants: Annotated[int, typer.Option(min=1, max=1000)] = 200,
+    bridge_rows: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
+    work_dir: Annotated[
+        Path, typer.Option(help="Scratch directory for the benchmark's own server.")
+    ] = Path(".tenantkit/bench"),
+) -> None:
+    """Metering's cost against an exact count(*) GROUP BY tenant_id, and its error, on a fresh
+    embedded server: a pool (skewed tenants) and bridge tenant databases.
+
+    Exit 1 if an estimate falls outside its stated bound or steady-state metering is not 10x
+    cheaper (blocks read) than the exact count."""
+    from ..bench.usage import UsageBenchConfig, run_usage_bench
+
+    configure_logging(False)
+    config = UsageBenchConfig(
+        pool_tenants=pool_tenants,
+        pool_rows=pool_rows,
+        bridge_tenants=bridge_tenants,
+        bridge_rows=bridge_rows,
+        churn_tenants=min(10, pool_tenants),
+    )
+    results = _on_fresh_server(run_usage_bench, config, work_dir, out_json)
+    pool, bridge = results["pool"], results["bridge"]
+    table = Table(
+        title=f"metering: pool of {pool['tenants']} tenants, {pool['rows']:,} rows; "
+        f"{bridge['tenants']} bridge tenants"
+    )
+    for column in ("what", "wall", "data blocks", "catalog blocks", "error (rows)", "in bound"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    table.add_row(
+        "pool: exact count(*) GROUP BY tenant_id",
+        f"{pool['exact_count']['seconds'] * 1000:.0f} ms",
+        f"{pool['exact_count']['blocks']:,}",
+        f"{pool['exact_count']['catalog_blocks']:,}",
+        "0",
+        "",
+    )
+    for key, label in (
+        ("metering_with_analyze", "pool: metering, ANALYZE tenant_id first"),
+        ("metering", "pool: metering, statistics fresh"),
+        ("metering_after_churn", "pool: metering, stale (churn < threshold)"),
+    ):
+        run = pool[key]
+        error = run["error"]
+        table.add_row(
+            label,
+            f"{run['seconds'] * 1000:.0f} ms",
+            f"{run['blocks']:,}",
+            f"{run['catalog_blocks']:,}",
+            f"max {error['max_abs_error_rows']:,} (bound {error['max_bound_rows']:,})",
+            f"{error['within_bound']}/{error['tenants']}",
+        )
+    table.add_row(
+        f"bridge: sample {bridge['tenants']} databases",
+        f"{bridge['metering_seconds'] * 1000:.0f} ms",
+        "",
+        "",
+        f"{bridge['tenants'] - bridge['rows_match']} tenants off",
+        "",
+    )
+    table.add_row(
+        f"bridge: count(*) in {bridge['tenants']} databases",
+        f"{bridge['exact_count_seconds'] * 1000:.0f} ms",
+        "",
+        "",
+        "0",
+        "",
+    )
+    out.print(table)
+    out.print(
+        f"steady-state metering: {pool['ratio_blocks']}x fewer data blocks "
+        f"({pool['ratio_all_blocks']}x with the catalogs), "
+        f"{pool['ratio_seconds']}x less wall time than the exact count; with its ANALYZE: "
+        f"{pool['ratio_blocks_with_analyze']}x (paid once a table changed by 2 %)",
+        highlight=False,
+    )
+    out.print(f"wrote {out_json}", highlight=False)
+    outside = [
+        key
+        for key in ("metering_with_analyze", "metering", "metering_after_churn")
+        if pool[key]["error"]["within_bound"] != pool[key]["error"]["tenants"]
+    ]
+    if outside or pool["ratio_blocks"] < USAGE_TARGET_RATIO:
+        fail(
+            EXIT_FAILED,
+            f"estimates outside their bound in {', '.join(outside) or 'none'}; "
+            f"blocks ratio {pool['ratio_blocks']} (target {USAGE_TARGET_RATIO:.0f})",
+            False,
+        )

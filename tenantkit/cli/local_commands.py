@@ -31,6 +31,7 @@ from ..local import (
     provision_tenant_databases,
 )
 from ..migrate.rollout import POOL_TARGET, pool_target, schema_versions, tenant_target
+from ..usage import local_hosts, sample_host
 from ..verify import (
     AttackResult,
     PoolProbesOffError,
@@ -53,6 +54,7 @@ from .output import (
     out,
     session,
 )
+from .usage_commands import print_usage
 
 
 def validate(catalog: CatalogOption = Path("tenants.yaml"), as_json: JsonOption = False) -> None:
@@ -217,6 +219,7 @@ def run(
             pool_ready=None in ready,
             catalog=loaded,
         )
+        usage = [sample_host(host, settings) for host, settings in local_hosts(local.servers)]
     servers, server = local.servers, local.shared
     verdict = report(attacks)
     failed = [r.label for r in results if not r.ok]
@@ -247,10 +250,15 @@ def run(
         ],
         "schema": schema_summary(loaded),
         "verify": verdict,
+        "usage": [h.as_json() for h in usage],
     }
     if not as_json:
         print_summary(results, server.port, local.start_seconds, servers)
         print_verdict(verdict, attacks)
+        print_usage(usage)
+        for host in usage:
+            if host.reason is not None:
+                out.print(f"[red]usage[/red]: {host.host} not sampled: {host.reason}")
         if keep_running:
             out.print(
                 f"server left running on 127.0.0.1:{server.port} (TLS CA: {server.ca_cert}); "

@@ -60,6 +60,20 @@ def test_run_attacks_every_tier_and_finds_no_leak(two_runs: tuple[dict[str, Any]
 
 
 @pytest.mark.slow
+def test_run_samples_the_usage_of_every_tenant_it_provisioned(
+    two_runs: tuple[dict[str, Any], ...],
+) -> None:
+    first, second = two_runs
+    sampled = {t["tenant"]: t for h in first["usage"] for t in h["tenants"]}
+    assert set(sampled) == {t["id"] for t in first["tenants"] if t["id"] is not None}
+    assert all(h["reason"] is None for h in first["usage"])
+    assert sampled["acme"]["storage_bytes"] > 0
+    # the second run's sample has a previous one to take the deltas from
+    again = {t["tenant"]: t for h in second["usage"] for t in h["tenants"]}
+    assert again["globex"]["transactions"] is not None
+
+
+@pytest.mark.slow
 def test_second_run_converges_to_the_same_summary_without_changes(
     two_runs: tuple[dict[str, Any], ...],
 ) -> None:

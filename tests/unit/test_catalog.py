@@ -181,6 +181,8 @@ def test_shared_clusters_default_to_a_serverless_writer_and_a_reader_with_backup
         assert cluster.backup_retention_days == 14
         assert cluster.backup_copy is None
         assert (cluster.performance_insights, cluster.monitoring_interval) == (True, 60)
+        assert cluster.metering.schedule_minutes == 5
+        assert cluster.metering.storage_growth_mb_per_day == 1024
 
 
 @pytest.mark.parametrize(
@@ -191,6 +193,15 @@ def test_shared_clusters_default_to_a_serverless_writer_and_a_reader_with_backup
         ({"bridge": {"readers": 16}}, r"bridge\.readers: Input should be less than or equal"),
         ({"bridge": {"backup_copy": {"vault_arn": "my-vault"}}}, r"backup_copy\.vault_arn"),
         ({"silo": {}}, r"clusters: silo: Extra inputs are not permitted"),
+        (
+            {"pool": {"metering": {"storage_growth_mb_per_day": 0}}},
+            r"pool\.metering\.storage_growth_mb_per_day: Input should be greater than or equal",
+        ),
+        (
+            {"bridge": {"metering": {"connection_percent": 101}}},
+            r"bridge\.metering\.connection_percent: Input should be less than or equal to 100",
+        ),
+        ({"bridge": {"metering": {"alarm": 1}}}, r"bridge\.metering\.alarm: Extra inputs"),
     ],
 )
 def test_bad_cluster_settings_are_refused_naming_the_field(

@@ -36,6 +36,10 @@ from ...tenancy import PG_NAME_PREFIX, POOL, POOL_LOGIN_SUFFIX, POOL_MODES, Pool
 
 ISOLATION_POLICY = "tenantkit_isolation"
 MAINTENANCE_POLICY = "tenantkit_maintenance"
+TENANT_STATISTICS_TARGET = 10_000
+"""Statistics target of every protected table's tenant_id column (PostgreSQL's maximum):
+ANALYZE then samples 300 x this many rows and keeps up to this many most common values, from
+which metering estimates each tenant's rows without scanning the table (lambda_src.metering)."""
 
 SETTABLE_TENANT = (
     sql.SQL(
@@ -102,6 +106,7 @@ POOL_NAMES: dict[str, sql.Composable] = {
     "maintenance": sql.Identifier(MAINTENANCE_POLICY),
     "isolation_name": sql.Literal(ISOLATION_POLICY),
     "maintenance_name": sql.Literal(MAINTENANCE_POLICY),
+    "statistics_target": sql.Literal(TENANT_STATISTICS_TARGET),
 }
 
 
@@ -226,6 +231,9 @@ _RLS = [
             EXECUTE format(
                 'CREATE POLICY %I ON %s AS PERMISSIVE FOR ALL TO %I USING (true) WITH CHECK (true)',
                 {maintenance_name}, target, {maintainer_name});
+            -- Metering reads each tenant's rows from tenant_id's statistics (lambda_src.metering).
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET STATISTICS %s',
+                           target, {statistics_target});
             EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', target);
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I',
                            target, {runtime_name});
