@@ -11,6 +11,14 @@ CONNECT_ATTEMPTS = "TENANTKIT_CONNECT_ATTEMPTS"
 MIGRATIONS_DIR = "TENANTKIT_MIGRATIONS_DIR"
 """The provisioner: the application's migrations inside its code asset (relative to the task
 root), which every tenant database it creates or updates is brought to."""
+EXPORT_BUCKET = "TENANTKIT_EXPORT_BUCKET"
+"""The mobility function: the host's export bucket."""
+EXPORT_KEY_ARN = "TENANTKIT_EXPORT_KEY_ARN"
+"""The mobility function: the host key every export object is encrypted with (SSE-KMS)."""
+HOST_TIER = "TENANTKIT_HOST_TIER"
+"""The mobility function: the tier of the host it serves (bridge, pool or silo)."""
+HOST_TENANT = "TENANTKIT_HOST_TENANT"
+"""The mobility function of a silo host: the one tenant that host holds."""
 
 # -- tenant compute (the runtime library, tenant_runtime) ---------------------------------------
 PATTERN = "TENANTKIT_PATTERN"
