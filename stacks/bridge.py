@@ -91,6 +91,7 @@ class BridgeClusterStack(cdk.Stack):
             self,
             "Host",
             host=BRIDGE_HOST,
+            tier="bridge",
             capacity=capacity,
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,

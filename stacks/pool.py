@@ -58,6 +58,7 @@ class PoolStack(cdk.Stack):
             self,
             "Host",
             host=POOL.stack_name,
+            tier="pool",
             capacity=cluster_capacity(cluster),
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,

@@ -39,6 +39,8 @@ class SiloTenantStack(cdk.Stack):
             self,
             "Host",
             host=tenant.names.silo_stack_name,
+            tier="silo",
+            tenant=tenant.id,
             capacity=silo_capacity(tenant.silo),
             operations=database_operations(tenant.silo),
             ca_bundle=ca_bundle,

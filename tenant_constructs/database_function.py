@@ -82,9 +82,14 @@ class DatabaseFunction(Construct):
         invoked_by: str,
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
         migrations: Path | None = None,
+        memory_size: int = 256,
+        ephemeral_storage_mib: int | None = None,
+        concurrency_reason: str = BOUNDED_BY_CALLERS,
     ) -> None:
         """`invoked_by`: who invokes the function, synchronously (e.g. Secrets Manager);
-        `migrations`: the application's migrations directory, carried in the code asset."""
+        `migrations`: the application's migrations directory, carried in the code asset;
+        `ephemeral_storage_mib`: /tmp's size (default Lambda's 512 MiB); `concurrency_reason`:
+        why it has no reserved concurrency."""
         super().__init__(scope, id_)
         self.security_group = ec2.SecurityGroup(
             self,
@@ -139,12 +144,15 @@ class DatabaseFunction(Construct):
             vpc_subnets=subnets,
             security_groups=[self.security_group],
             timeout=timeout,
-            memory_size=256,
+            memory_size=memory_size,
+            ephemeral_storage_size=None
+            if ephemeral_storage_mib is None
+            else cdk.Size.mebibytes(ephemeral_storage_mib),
             environment=environment,
         )
         self.function.node.add_dependency(eni_policy)
         acknowledge_synchronous(self.function, invoked_by)
-        acknowledge(self.function, "LambdaConcurrency", BOUNDED_BY_CALLERS)
+        acknowledge(self.function, "LambdaConcurrency", concurrency_reason)
         database.admit(self.security_group, description)
         secrets_endpoint.connections.allow_default_port_from(self.security_group, description)
 

@@ -8,12 +8,13 @@ import aws_cdk.aws_kms as kms
 from constructs import Construct
 
 from lambda_src.core import environment as env_names
-from lambda_src.tenancy import HOST_TAG, HostNames
+from lambda_src.tenancy import HOST_TAG, HostNames, Tier
 
 from .database_function import tls_environment
 from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
 from .fleet_migration import FleetMigration
 from .host_reference import HostReference, publish_interface
+from .mobility import TenantMobility
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
@@ -25,7 +26,8 @@ class DatabaseHost(Construct):
     Its names derive from `host` (HostNames): the database identifier, the provisioner's
     service token, the rotator and the key's alias, so tenant stacks reach it by name
     (`self.reference`). The admin secret is rotated by the host's own rotator like every login
-    secret. One KMS key (`self.key`) encrypts the host's secrets, log groups and backups.
+    secret. One KMS key (`self.key`) encrypts the host's secrets, log groups, backups and the
+    tenant exports of its mobility function (`self.mobility`).
     """
 
     def __init__(
@@ -34,6 +36,8 @@ class DatabaseHost(Construct):
         id_: str,
         *,
         host: str,
+        tier: Tier,
+        tenant: str | None = None,
         capacity: ClusterCapacity = ClusterCapacity(),
         operations: DatabaseOperations = DatabaseOperations(),
         cidr: str = "10.0.0.0/16",
@@ -47,6 +51,8 @@ class DatabaseHost(Construct):
         rds-ca-bundle.pem); TLS is verify-full either way. `referenced_by_name`: stacks
         deployed apart reach this host by its names (the bridge cluster's tenants); the host
         then publishes the interface version they check (HostReference.require_deployed).
+        `tier`: the host's tier, and `tenant` a silo host's one tenant: the mobility function
+        (TenantMobility) exports and imports those tenants only.
         `migrations`: the application's migrations directory; the provisioner carries it and
         brings every tenant database it creates to the latest version, and (with `rollout`)
         a FleetMigration state machine rolls new ones out to every tenant database in waves.
@@ -101,6 +107,19 @@ class DatabaseHost(Construct):
             key=self.key,
             host_logs=self.logs,
             migrations=migrations,
+        )
+        self.mobility = TenantMobility(
+            self,
+            "Mobility",
+            names=names,
+            tier=tier,
+            tenant=tenant,
+            network=self.network,
+            database=self.database,
+            admin_secret=self.database.admin_secret,
+            tls_environment=tls,
+            key=self.key,
+            host_logs=self.logs,
         )
         self.fleet_migration = (
             None
