@@ -161,7 +161,12 @@ class TenantMobility(Construct):
         self.s3_endpoint.add_to_policy(
             iam.PolicyStatement(
                 principals=[iam.AnyPrincipal()],
-                actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListBucket",
+                ],
                 resources=[self.bucket.bucket_arn, self.bucket.arn_for_objects("*")],
             )
         )
@@ -212,7 +217,8 @@ class TenantMobility(Construct):
                 ),
                 read_secrets_with_key(self, key.key_arn, secret_arn=admin_secret.secret_arn),
                 iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:GetObject"],
+                    # AbortMultipartUpload: a large file's failed upload removes its parts.
+                    actions=["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
                     resources=[self.bucket.arn_for_objects(f"{objects}*")],
                 ),
                 iam.PolicyStatement(

@@ -6,6 +6,7 @@ admin secret, its host's exports and the host key through S3 for those objects, 
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Capture, Match
 
 from lambda_src.core import environment as env_names
 from lambda_src.tenancy import HostNames
@@ -62,33 +63,58 @@ def role_statements(synth: Synth, stack: str, role: str) -> list[dict[str, Any]]
 def test_the_export_bucket_is_encrypted_with_the_host_key_private_versioned_and_retained(
     synth: Synth, stack: str
 ) -> None:
-    bucket_id, bucket = export_bucket(synth, stack)
     key = host_key(synth, stack)
-    assert bucket["DeletionPolicy"] == "Retain"
-    assert bucket["UpdateReplacePolicy"] == "Retain"
-    properties = bucket["Properties"]
-    (rule,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert rule["ServerSideEncryptionByDefault"] == {
-        "SSEAlgorithm": "aws:kms",
-        "KMSMasterKeyID": {"Fn::GetAtt": [key, "Arn"]},
-    }
-    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
-    assert properties["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True,
-        "BlockPublicPolicy": True,
-        "IgnorePublicAcls": True,
-        "RestrictPublicBuckets": True,
-    }
-    # No expiry of tenant data: the only lifecycle rule drops interrupted uploads' parts.
-    assert properties["LifecycleConfiguration"] == {
-        "Rules": [
-            {"AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}, "Status": "Enabled"}
+    access_logs = Capture()
+    synth.template(stack).has_resource(
+        "AWS::S3::Bucket",
+        {
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": Match.object_like(
+                {
+                    "BucketEncryption": {
+                        "ServerSideEncryptionConfiguration": [
+                            {
+                                "ServerSideEncryptionByDefault": {
+                                    "SSEAlgorithm": "aws:kms",
+                                    "KMSMasterKeyID": {"Fn::GetAtt": [key, "Arn"]},
+                                }
+                            }
+                        ]
+                    },
+                    "VersioningConfiguration": {"Status": "Enabled"},
+                    "PublicAccessBlockConfiguration": {
+                        "BlockPublicAcls": True,
+                        "BlockPublicPolicy": True,
+                        "IgnorePublicAcls": True,
+                        "RestrictPublicBuckets": True,
+                    },
+                    # No expiry of tenant data: the one rule drops interrupted uploads' parts.
+                    "LifecycleConfiguration": {
+                        "Rules": [
+                            {
+                                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                                "Status": "Enabled",
+                            }
+                        ]
+                    },
+                    "LoggingConfiguration": {
+                        "DestinationBucketName": {"Ref": access_logs},
+                        "LogFilePrefix": "exports/",
+                    },
+                }
+            ),
+        },
+    )
+    # Server access logs go to the stack's other bucket, retained too, SSE-S3 (all S3 takes).
+    logs_bucket = resources(synth, stack, "AWS::S3::Bucket")[access_logs.as_string()]
+    assert logs_bucket["DeletionPolicy"] == "Retain"
+    assert logs_bucket["Properties"]["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
         ]
     }
-    # Server access logs go to the other, retained bucket of the stack.
-    logs_bucket = properties["LoggingConfiguration"]["DestinationBucketName"]["Ref"]
-    assert logs_bucket != bucket_id
-    assert resources(synth, stack, "AWS::S3::Bucket")[logs_bucket]["DeletionPolicy"] == "Retain"
+    assert "LoggingConfiguration" not in logs_bucket["Properties"]
 
 
 @pytest.mark.parametrize("stack", list(HOSTS))
@@ -161,7 +187,9 @@ def test_the_mobility_role_reaches_its_hosts_exports_and_admin_secret_only(
     }
     prefix = f"exports/{tenant}/*" if tenant else "exports/*"
     objects = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{prefix}"]]}
-    assert by_action[("s3:GetObject", "s3:PutObject")]["Resource"] == objects
+    assert by_action[("s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject")]["Resource"] == (
+        objects
+    )
     listing = by_action[("s3:ListBucket",)]
     assert listing["Resource"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
     assert listing["Condition"] == {"StringLike": {"s3:prefix": prefix}}
@@ -181,6 +209,7 @@ def test_the_mobility_role_reaches_its_hosts_exports_and_admin_secret_only(
     }
     assert not any(a.endswith("*") for a in actions), actions
     assert {a for a in actions if a.startswith(("s3:", "kms:"))} == {
+        "s3:AbortMultipartUpload",
         "s3:GetObject",
         "s3:PutObject",
         "s3:ListBucket",
@@ -203,7 +232,12 @@ def test_the_vpc_reaches_s3_through_a_gateway_endpoint_admitting_the_export_buck
     assert properties["RouteTableIds"]
     (statement,) = properties["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Allow"
-    assert sorted(statement["Action"]) == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
+    assert sorted(statement["Action"]) == [
+        "s3:AbortMultipartUpload",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+    ]
     assert statement["Resource"] == [
         {"Fn::GetAtt": [bucket_id, "Arn"]},
         {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
