@@ -35,7 +35,8 @@ from tenantkit.cli import EXIT_ENVIRONMENT, EXIT_INVALID, app
 from tenantkit.mobility_aws import MobilityFunctions
 
 from .migrate_cli import cli_args, make_workdir, one_document, server_of, stop_servers, tenantctl
-from .test_mobility import V1, digests, move_by_hand, rows_of, seed
+from .mobility_data import V1, digests, rows_of, seed
+from .test_mobility import move_by_hand
 
 CATALOG = """\
 schema:
