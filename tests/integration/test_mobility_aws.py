@@ -19,19 +19,22 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from lambda_src.core.connection import RetryPolicy
+from lambda_src.core.connection import RDS_CA_BUNDLE_PATH, RetryPolicy
 from lambda_src.core.environment import (
     ADMIN_SECRET_ARN,
     EXPORT_BUCKET,
     EXPORT_KEY_ARN,
+    HOST_TENANT,
     HOST_TIER,
+    SSL_ROOT_CERT,
 )
-from lambda_src.core.errors import InvalidRequestError
+from lambda_src.core.errors import InvalidRequestError, TenantkitError
 from lambda_src.mobility import ImportRefusedError
-from lambda_src.mobility_function.handler import handle
+from lambda_src.mobility_function.handler import handle, on_event
 from lambda_src.mobility_function.request import MobilityConfig
 from lambda_src.tenancy import BRIDGE_HOST, POOL, HostNames
 from tenantkit.cli import EXIT_ENVIRONMENT, EXIT_INVALID, app
+from tenantkit.embedded_pg import ADMIN_USER
 from tenantkit.mobility_aws import MobilityFunctions
 
 from .migrate_cli import cli_args, make_workdir, one_document, server_of, stop_servers, tenantctl
@@ -259,6 +262,59 @@ def test_a_bad_request_is_refused_before_s3_or_the_database(
     config = MobilityConfig(tier="pool", bucket="b", key_arn="k", admin_secret_arn="s")
     with pytest.raises(InvalidRequestError, match=message):
         handle({"tier": "pool", **event}, config, object(), admin_settings=no_database)
+
+
+def test_on_event_reads_its_environment_and_the_admin_secret_and_connects_verify_full(
+    workdir: Path, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the pool host's function environment as the construct sets it, and the admin
+    # secret as RDS writes it (the local server's admin, its CA as the bundle)
+    server = server_of(workdir)
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="tenantkit/tenantkit-pool/admin",
+        SecretString=json.dumps(
+            {
+                "host": server.host,
+                "port": server.port,
+                "username": ADMIN_USER,
+                "password": server.credentials.admin_password,
+            }
+        ),
+    )["ARN"]
+    pool = aws["hosts"]["pool"]
+    for name, value in {
+        HOST_TIER: "pool",
+        EXPORT_BUCKET: pool["bucket"],
+        EXPORT_KEY_ARN: pool["key"],
+        ADMIN_SECRET_ARN: secret,
+        SSL_ROOT_CERT: str(server.ca_cert),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    # WHEN Lambda calls the entry point THEN the export is in the bucket
+    answer = on_event({"action": "export", "tenant": "pooled-one", "tier": "pool"}, None)
+    assert answer["rows"] == sum(
+        rows for rows, _ in digests(workdir, "pooled-one", "pool").values()
+    )
+    assert objects(aws, pool["bucket"], answer["prefix"])
+
+    # AND a CA that did not sign the server is refused: verify-full, no fallback
+    monkeypatch.setenv(SSL_ROOT_CERT, str(RDS_CA_BUNDLE_PATH))
+    with pytest.raises(TenantkitError, match=r"SSL error|certificate"):
+        on_event({"action": "export", "tenant": "pooled-one", "tier": "pool"}, None)
+
+
+def test_the_configuration_names_what_is_missing_or_wrong() -> None:
+    with pytest.raises(TenantkitError, match=f"not set: {HOST_TIER}, {EXPORT_BUCKET}"):
+        MobilityConfig.from_env({})
+    base = {EXPORT_BUCKET: "b", EXPORT_KEY_ARN: "k", ADMIN_SECRET_ARN: "s"}
+    with pytest.raises(TenantkitError, match="must be one of silo, bridge, pool"):
+        MobilityConfig.from_env({**base, HOST_TIER: "moon"})
+    with pytest.raises(TenantkitError, match=f"{HOST_TENANT} is set for a silo host"):
+        MobilityConfig.from_env({**base, HOST_TIER: "silo"})
+    silo = MobilityConfig.from_env({**base, HOST_TIER: "silo", HOST_TENANT: "solo"})
+    with pytest.raises(InvalidRequestError, match="holds tenant 'solo' only"):
+        handle({"action": "export", "tenant": "other", "tier": "silo"}, silo, object())
 
 
 # -- tenantctl --provision aws -------------------------------------------------------------
