@@ -24,7 +24,13 @@ from typing import Any
 
 import boto3
 
-from ..core.connection import ConnectionSettings, RetryPolicy, connect, settings_from_secret
+from ..core.connection import (
+    ConnectionSettings,
+    RetryPolicy,
+    connect,
+    first_line,
+    settings_from_secret,
+)
 from ..core.errors import TenantkitError
 from ..core.log import function_logger, logged_request
 from ..core.secrets import read_secret_json
@@ -92,8 +98,10 @@ def handle(
             if request.action == "export":
                 return _export(request, config, s3, admin_settings, retry, now(), work)
             return _import(request, config, s3, admin_settings, retry, work)
-        except TenantkitError as error:  # its text holds no secret and no row
-            log.error("%s of %s failed: %s", request.action, request.tenant, error)
+        except TenantkitError as error:
+            # Its first line holds no secret and no row (a server's DETAIL line may quote a
+            # key's values: it goes to the invoker, not to the log).
+            log.error("%s of %s failed: %s", request.action, request.tenant, first_line(error))
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -29,7 +29,8 @@ from lambda_src.core.environment import (
     SSL_ROOT_CERT,
 )
 from lambda_src.core.errors import InvalidRequestError, TenantkitError
-from lambda_src.mobility import ImportRefusedError
+from lambda_src.mobility import ImportFailedError, ImportRefusedError
+from lambda_src.mobility_function import handler as handler_module
 from lambda_src.mobility_function.handler import handle, on_event
 from lambda_src.mobility_function.request import MobilityConfig
 from lambda_src.tenancy import BRIDGE_HOST, POOL, HostNames
@@ -231,6 +232,29 @@ def test_a_tampered_object_is_refused_naming_it_and_nothing_changes(
             replace=True,
         )
     assert digests(workdir, "pooled-two", "pool") == sums
+
+
+def test_a_failed_import_logs_the_first_line_of_its_error_only(
+    workdir: Path,
+    aws: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN an import that fails as PostgreSQL reports a key conflict, its values on a DETAIL line
+    exported = run(workdir, aws, "pool", action="export", tenant="pooled-one")
+
+    def conflict(*_args: Any, **_kwargs: Any) -> Any:
+        raise ImportFailedError(
+            "importing into pooled-one failed, nothing was changed: duplicate key value\n"
+            "DETAIL:  Key (tenant_id, vault_id)=(pooled-one, 4242) already exists."
+        )
+
+    monkeypatch.setattr(handler_module, "import_tenant", conflict)
+    # WHEN it runs THEN the invoker gets the whole error, the log its first line only
+    with pytest.raises(ImportFailedError, match="4242"):
+        run(workdir, aws, "pool", action="import", tenant="pooled-one", prefix=exported["prefix"])
+    assert "import of pooled-one failed: importing into pooled-one failed" in caplog.text
+    assert "4242" not in caplog.text
 
 
 @pytest.mark.parametrize(
