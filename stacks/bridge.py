@@ -91,10 +91,10 @@ class BridgeClusterStack(cdk.Stack):
             self,
             "Host",
             host=BRIDGE_HOST,
+            tier="bridge",
             capacity=capacity,
             operations=database_operations(cluster),
             ca_bundle=ca_bundle,
-            tier="bridge",
             referenced_by_name=True,
             migrations=migrations,
         )

@@ -39,10 +39,11 @@ class SiloTenantStack(cdk.Stack):
             self,
             "Host",
             host=tenant.names.silo_stack_name,
+            tier="silo",
+            tenant=tenant.id,
             capacity=silo_capacity(tenant.silo),
             operations=database_operations(tenant.silo),
             ca_bundle=ca_bundle,
-            tier="silo",
             migrations=migrations,
         )
         self.tenant_database = TenantDatabase(

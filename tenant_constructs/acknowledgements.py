@@ -21,6 +21,9 @@ RULE_PACKS: dict[str, tuple[str, ...]] = {
     "RDSEnhancedMonitoringEnabled": (HIPAA, NIST),
     "RDSInBackupPlan": (HIPAA, NIST),
     "RDSMultiAZSupport": (HIPAA, NIST),
+    "S3BucketLoggingEnabled": (HIPAA, NIST, PCI),
+    "S3BucketReplicationEnabled": (HIPAA, NIST, PCI),
+    "S3DefaultEncryptionKMS": (HIPAA, NIST, PCI),
 }
 """The compliance rules tenantkit acknowledges anywhere, and the packs (cdk-nag 3.0.2) that
 have each one."""

@@ -83,11 +83,15 @@ class DatabaseFunction(Construct):
         architecture: lambda_.Architecture = lambda_.Architecture.ARM_64,
         migrations: Path | None = None,
         asynchronous: str | None = None,
+        memory_size: int = 256,
+        ephemeral_storage_mib: int | None = None,
+        concurrency_reason: str = BOUNDED_BY_CALLERS,
     ) -> None:
         """`invoked_by`: who invokes the function, synchronously (e.g. Secrets Manager);
         `asynchronous` instead: why a function invoked asynchronously (a schedule) needs no
         dead-letter queue; `migrations`: the application's migrations directory, carried in
-        the code asset."""
+        the code asset; `ephemeral_storage_mib`: /tmp's size (default Lambda's 512 MiB);
+        `concurrency_reason`: why it has no reserved concurrency."""
         super().__init__(scope, id_)
         self.security_group = ec2.SecurityGroup(
             self,
@@ -142,7 +146,10 @@ class DatabaseFunction(Construct):
             vpc_subnets=subnets,
             security_groups=[self.security_group],
             timeout=timeout,
-            memory_size=256,
+            memory_size=memory_size,
+            ephemeral_storage_size=None
+            if ephemeral_storage_mib is None
+            else cdk.Size.mebibytes(ephemeral_storage_mib),
             environment=environment,
         )
         self.function.node.add_dependency(eni_policy)
@@ -150,7 +157,7 @@ class DatabaseFunction(Construct):
             acknowledge(self.function, "LambdaDLQ", asynchronous)
         else:
             acknowledge_synchronous(self.function, invoked_by)
-        acknowledge(self.function, "LambdaConcurrency", BOUNDED_BY_CALLERS)
+        acknowledge(self.function, "LambdaConcurrency", concurrency_reason)
         database.admit(self.security_group, description)
         secrets_endpoint.connections.allow_default_port_from(self.security_group, description)
 

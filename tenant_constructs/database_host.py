@@ -15,6 +15,7 @@ from .databases import ClusterCapacity, DatabaseOperations, HostDatabase
 from .fleet_migration import FleetMigration
 from .host_reference import HostReference, publish_interface
 from .metering import TenantMetering
+from .mobility import TenantMobility
 from .network import DatabaseNetwork
 from .secret_rotator import SecretRotator
 from .sql_provisioner import SqlProvisioner
@@ -26,7 +27,8 @@ class DatabaseHost(Construct):
     Its names derive from `host` (HostNames): the database identifier, the provisioner's
     service token, the rotator and the key's alias, so tenant stacks reach it by name
     (`self.reference`). The admin secret is rotated by the host's own rotator like every login
-    secret. One KMS key (`self.key`) encrypts the host's secrets, log groups and backups.
+    secret. One KMS key (`self.key`) encrypts the host's secrets, log groups, backups and the
+    tenant exports of its mobility function (`self.mobility`).
     """
 
     def __init__(
@@ -35,6 +37,8 @@ class DatabaseHost(Construct):
         id_: str,
         *,
         host: str,
+        tier: Tier,
+        tenant: str | None = None,
         capacity: ClusterCapacity = ClusterCapacity(),
         operations: DatabaseOperations = DatabaseOperations(),
         cidr: str = "10.0.0.0/16",
@@ -42,7 +46,6 @@ class DatabaseHost(Construct):
         referenced_by_name: bool = False,
         migrations: Path | None = None,
         rollout: bool = True,
-        tier: Tier = "bridge",
         registry_database: str | None = None,
     ) -> None:
         """`ca_bundle`: a PEM bundle inside lambda_src (relative to it) that the functions verify
@@ -50,6 +53,8 @@ class DatabaseHost(Construct):
         rds-ca-bundle.pem); TLS is verify-full either way. `referenced_by_name`: stacks
         deployed apart reach this host by its names (the bridge cluster's tenants); the host
         then publishes the interface version they check (HostReference.require_deployed).
+        `tier`: the host's tier, and `tenant` a silo host's one tenant: the mobility function
+        (TenantMobility) exports and imports those tenants only.
         `migrations`: the application's migrations directory; the provisioner carries it and
         brings every tenant database it creates to the latest version, and (with `rollout`)
         a FleetMigration state machine rolls new ones out to every tenant database in waves.
@@ -122,6 +127,19 @@ class DatabaseHost(Construct):
             key=self.key,
             host_logs=self.logs,
             props=operations.metering,
+        )
+        self.mobility = TenantMobility(
+            self,
+            "Mobility",
+            names=names,
+            tier=tier,
+            tenant=tenant,
+            network=self.network,
+            database=self.database,
+            admin_secret=self.database.admin_secret,
+            tls_environment=tls,
+            key=self.key,
+            host_logs=self.logs,
         )
         self.fleet_migration = (
             None

@@ -44,6 +44,11 @@ RESTORED_FROM = {
 
 KEPT_POLICIES = ("Retain", "RetainExceptOnCreate")
 
+LEFT_BEHIND = {"AWS::S3::Bucket": "BucketName"}
+"""Retained types whose name CloudFormation generates (the property that would fix it is
+unset): a stack created again makes a new one and never collides; the old one stays, with what
+it holds (a host's export and access-log buckets: the exports stay importable from it)."""
+
 
 @dataclass(frozen=True)
 class Retained:
@@ -116,6 +121,8 @@ def retained_resources(template: Mapping[str, Any]) -> list[Retained]:
         if kind in SNAPSHOT_RESTORED and resource.get("DeletionPolicy") == "Snapshot":
             continue
         if not _kept(resource):
+            continue
+        if kind in LEFT_BEHIND and LEFT_BEHIND[kind] not in properties:
             continue
         if kind == KEY_TYPE:
             aliases = [

@@ -25,6 +25,14 @@ METERING_STORAGE_GROWTH_MB_PER_DAY = "TENANTKIT_METERING_STORAGE_GROWTH_MB_PER_D
 """The metering function: a tenant growing faster is a noisy neighbour."""
 METERING_LONG_STATEMENT_SECONDS = "TENANTKIT_METERING_LONG_STATEMENT_SECONDS"
 """The metering function: a tenant's statement running longer is a noisy neighbour."""
+EXPORT_BUCKET = "TENANTKIT_EXPORT_BUCKET"
+"""The mobility function: the host's export bucket."""
+EXPORT_KEY_ARN = "TENANTKIT_EXPORT_KEY_ARN"
+"""The mobility function: the host key every export object is encrypted with (SSE-KMS)."""
+HOST_TIER = "TENANTKIT_HOST_TIER"
+"""The mobility function: the tier of the host it serves (bridge, pool or silo)."""
+HOST_TENANT = "TENANTKIT_HOST_TENANT"
+"""The mobility function of a silo host: the one tenant that host holds."""
 
 # -- tenant compute (the runtime library, tenant_runtime) ---------------------------------------
 PATTERN = "TENANTKIT_PATTERN"

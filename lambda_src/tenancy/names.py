@@ -169,6 +169,12 @@ class HostNames:
         return f"{self.host}-metering"
 
     @property
+    def mobility_function(self) -> str:
+        """The function that exports the host's tenants into its export bucket and imports
+        them from it (tenantctl export|import --provision aws invokes it by this name)."""
+        return f"{self.host}-mobility"
+
+    @property
     def migration_state_machine(self) -> str:
         """The state machine that brings the host's tenant databases to the latest migration,
         in waves (tenantctl migrate apply --provision aws starts it by this name)."""

@@ -43,8 +43,10 @@ from ..local import (
     provision_pool,
     provision_tenant_databases,
 )
+from ..mobility_aws import MobilityHost
 from ..move import Move
 from .deploy_commands import cdk, deploy_argv, deploy_tenant, refuse_drops, run_cdk
+from .mobility_aws_commands import export_aws
 from .options import (
     Approval,
     ApprovalOption,
@@ -267,13 +269,16 @@ def offboard(
     provision: ProvisionOption = Provision.local,
     approval: ApprovalOption = Approval.broadening,
     dry_run: DryRunOption = False,
+    region: RegionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Offboard a tenant: its data is kept (logins disabled, the pool policy denies it) unless
     --destroy-data; then it leaves the catalog.
 
     --destroy-data first takes an export (its path is printed) unless --no-export; if the
-    export fails, nothing is destroyed."""
+    export fails, nothing is destroyed.
+
+    --provision aws: the export is taken through the host's mobility function, into its bucket."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     data = "destroyed" if destroy_data else "retained"
@@ -282,15 +287,6 @@ def offboard(
     tenant = catalog_tenant(loaded, tenant_id, as_json)
     fields["tier"] = tenant.tier
     exporting = destroy_data and not no_export
-    if exporting and provision is Provision.aws and not dry_run:
-        fail(
-            EXIT_INVALID,
-            f"--destroy-data takes an export of {tenant_id} first, and exporting from AWS is "
-            "not built yet (it needs a function inside the VPC): pass --no-export to destroy "
-            "without a copy",
-            as_json,
-            **fields,
-        )
     if provision is Provision.local:
         with session(state_dir, loaded, as_json) as local:
             if exporting and status_of(local.servers, tenant) != REQUESTED:
@@ -329,7 +325,18 @@ def offboard(
             changes=changes,
         )
     elif provision is Provision.aws:
-        offboard_aws(tenant, catalog, loaded, destroy_data, approval, dry_run, as_json, fields)
+        offboard_aws(
+            tenant,
+            catalog,
+            loaded,
+            destroy_data,
+            approval,
+            dry_run,
+            as_json,
+            fields,
+            export=exporting,
+            region=region,
+        )
     else:
         _, fields["catalog"] = edit(catalog, remove_tenant(tenant_id), as_json)
     if as_json:
@@ -353,9 +360,14 @@ def offboard_aws(
     dry_run: bool,
     as_json: bool,
     fields: dict[str, Any],
+    *,
+    export: bool = False,
+    region: str | None = None,
 ) -> None:
-    """Offboard in AWS: deploy the removal policy the caller chose (CloudFormation's Delete reads
-    the deployed one), then delete the tenant's stack (bridge) or its batch entry (pool)."""
+    """Offboard in AWS: with `export`, first an export through the host's mobility function
+    (a failed one stops here, nothing changed); then deploy the removal policy the caller chose
+    (CloudFormation's Delete reads the deployed one), then delete the tenant's stack (bridge)
+    or its batch entry (pool)."""
     if tenant.tier == "silo":
         fail(
             EXIT_INVALID,
@@ -391,6 +403,9 @@ def offboard_aws(
                 deploy_argv(DeployTarget(tier="pool"), stacks, catalog, approval),
             ),
         ]
+    if export:
+        host = MobilityHost.of(tenant)
+        steps.insert(0, (f"export {tenant.id} through {host.function} into its bucket", []))
     fields["steps"] = [{"step": what, "command": argv} for what, argv in steps]
     if dry_run:
         fields["dry_run"] = True
@@ -400,7 +415,10 @@ def offboard_aws(
         return
     removed = False
     for what, argv in steps:
-        if what.startswith("set removal_policy"):
+        if what.startswith("export "):
+            exported = export_aws(tenant, region, as_json, fields)
+            fields["export"] = exported.get("uri")
+        elif what.startswith("set removal_policy"):
             edit(catalog, set_setting(tenant.id, "removal_policy", policy), as_json)
         elif what.startswith("remove it from"):
             _, fields["catalog"] = edit(catalog, remove_tenant(tenant.id), as_json)

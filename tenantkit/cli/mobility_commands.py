@@ -1,5 +1,7 @@
 """tenantctl export and import: one tenant's data out of its tier into a directory, and back
-into a tenant of any tier, locally (lambda_src.mobility does the work; this wraps it)."""
+into a tenant of any tier, locally (lambda_src.mobility does the work; this wraps it), or in
+AWS through the host's mobility function and export bucket (--provision aws,
+tenantkit.mobility_aws)."""
 
 import json
 from pathlib import Path
@@ -9,6 +11,7 @@ import psycopg
 import typer
 from rich.table import Table
 
+from lambda_src.core.environment import EXPORT_BUCKET, EXPORT_KEY_ARN
 from lambda_src.core.errors import TenantkitError
 from lambda_src.mobility import (
     ExportError,
@@ -22,11 +25,21 @@ from lambda_src.mobility import (
 )
 from lambda_src.mobility.journal import DONE
 
+from ..catalog import Tenant
 from ..lifecycle import REQUESTED
 from ..local import EXPORTS_DIR, export_local_tenant, tenant_admin_settings
+from ..mobility_aws import ExportLocation, MobilityHost, import_request, is_export_of
 from ..move import Move, MoveFailedError, MoveRefusedError
 from .lifecycle_commands import catalog_tenant, status_of
-from .options import CatalogOption, JsonOption, StateDirOption, TierName
+from .mobility_aws_commands import export_aws, function_failed, functions_in, say
+from .options import (
+    CatalogOption,
+    JsonOption,
+    Provision,
+    RegionOption,
+    StateDirOption,
+    TierName,
+)
 from .output import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -38,6 +51,15 @@ from .output import (
     out,
     session,
 )
+
+MobilityProvision = Annotated[
+    Provision,
+    typer.Option(
+        "--provision",
+        help="local: the embedded PostgreSQL and a directory; aws: the host's mobility "
+        "function (<host>-mobility) and its export bucket.",
+    ),
+]
 
 
 def export_fields(manifest: Manifest, directory: Path) -> dict[str, Any]:
@@ -74,18 +96,44 @@ def export(
     ] = None,
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
+    provision: MobilityProvision = Provision.local,
+    region: RegionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export one tenant's data from its tier (locally) into a directory, mode 0700.
 
     manifest.json (tenant, tier, schema version, tables in foreign-key order with row counts
-    and sha256) and one COPY file per table (0600), from one consistent snapshot."""
+    and sha256) and one COPY file per table (0600), from one consistent snapshot.
+
+    --provision aws: the host's function writes it to s3://<export bucket>/exports/<id>/<UTC>/,
+    encrypted with the host key."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)
     tenant = catalog_tenant(loaded, tenant_id, as_json)
-    directory = out_dir or default_export_dir(state_dir / EXPORTS_DIR, tenant_id)
     fields: dict[str, Any] = {"tenant": tenant_id, "tier": tenant.tier}
+    if provision is Provision.none:
+        fail(EXIT_INVALID, "export needs --provision local or aws", as_json, **fields)
+    if provision is Provision.aws:
+        fields["provision"] = "aws"
+        if out_dir is not None:
+            fail(
+                EXIT_INVALID,
+                "--out is local only: an AWS export goes to the host's bucket",
+                as_json,
+                **fields,
+            )
+        fields.update(export_aws(tenant, region, as_json, fields))
+        if as_json:
+            print(json.dumps({"ok": True, **fields}))
+            return
+        _print_tables(
+            f"{tenant_id} ({tenant.tier}) exported at schema V{fields.get('schema_version')}",
+            [(t["name"], t["rows"], t["sha256"]) for t in fields.get("tables", [])],
+        )
+        out.print(f"export: {fields.get('uri')}", highlight=False)
+        return
+    directory = out_dir or default_export_dir(state_dir / EXPORTS_DIR, tenant_id)
     if directory.exists():
         fail(EXIT_INVALID, f"{directory} already exists: choose a new --out", as_json, **fields)
     with session(state_dir, loaded, as_json) as local:
@@ -113,7 +161,14 @@ def export(
 
 def import_(
     tenant_id: str,
-    export_dir: Annotated[Path, typer.Argument(help="An export directory (tenantctl export).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="An export directory (tenantctl export), or with --provision aws its "
+            "s3://<bucket>/exports/<id>/<UTC>/ prefix.",
+            metavar="EXPORT",
+        ),
+    ],
     replace: Annotated[
         bool,
         typer.Option(
@@ -123,6 +178,8 @@ def import_(
     ] = False,
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
+    provision: MobilityProvision = Provision.local,
+    region: RegionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import an export into a tenant of any tier at the same schema version (locally).
@@ -130,11 +187,20 @@ def import_(
     Every file's sha256 is checked first; one transaction loads the tables and checks the
     tenant's rows after, rolled back on any mismatch.
 
-    A tenant with rows is refused unless --replace."""
+    A tenant with rows is refused unless --replace.
+
+    --provision aws: the host's function imports an s3:// export from the host's bucket (one in
+    another bucket is copied there first, encrypted with the host key)."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)
     tenant = catalog_tenant(loaded, tenant_id, as_json)
+    if provision is Provision.none:
+        fail(EXIT_INVALID, "import needs --provision local or aws", as_json, tenant=tenant_id)
+    if provision is Provision.aws:
+        _import_aws(tenant, source, replace, region, as_json)
+        return
+    export_dir = Path(source)
     fields: dict[str, Any] = {"tenant": tenant_id, "tier": tenant.tier, "path": str(export_dir)}
     try:
         manifest = verify_export(export_dir, tenant_id)  # before any server starts
@@ -175,6 +241,56 @@ def import_(
     )
     if result.replaced_rows:
         out.print(f"replaced {result.replaced_rows} existing rows", highlight=False)
+
+
+def _import_aws(
+    tenant: Tenant, source: str, replace: bool, region: str | None, as_json: bool
+) -> None:
+    """Import an s3:// export through the tenant's host's function (exit 2 refused: nothing
+    changed; 1 failed: rolled back; 3 AWS cannot be asked or the function is not deployed)."""
+    host = MobilityHost.of(tenant)
+    fields: dict[str, Any] = {
+        "tenant": tenant.id,
+        "tier": tenant.tier,
+        "provision": "aws",
+        "source": source,
+        "host": host.name,
+        "function": host.function,
+    }
+    try:
+        location = ExportLocation.parse(source)
+    except ValueError as error:
+        fail(EXIT_INVALID, str(error), as_json, **fields)
+    if not is_export_of(location, tenant.id):
+        fail(
+            EXIT_INVALID,
+            f"{location.uri} is not an export of {tenant.id}: its prefix must be "
+            f"exports/{tenant.id}/<UTC>/",
+            as_json,
+            **fields,
+        )
+    functions = functions_in(region, as_json, fields)
+    try:
+        variables = functions.environment(host)
+        bucket = variables[EXPORT_BUCKET]
+        if location.bucket != bucket:
+            # The function may read its own host's bucket only: bring the export there.
+            say(as_json, f"copying {location.uri} into s3://{bucket}/ ...")
+            fields["copied"] = functions.copy_export(location, bucket, variables[EXPORT_KEY_ARN])
+        say(as_json, f"importing {tenant.id} through {host.function} ...")
+        answer = functions.invoke(host, import_request(tenant, location.prefix, replace))
+    except TenantkitError as error:
+        function_failed(error, as_json, fields)
+    fields.update(answer)
+    if as_json:
+        print(json.dumps({"ok": True, **fields}))
+        return
+    _print_tables(
+        f"{tenant.id} ({tenant.tier}) imported from a {answer.get('source_tier')} export, verified",
+        [(t["name"], t["rows"], "") for t in answer.get("tables", [])],
+    )
+    if answer.get("replaced_rows"):
+        out.print(f"replaced {answer['replaced_rows']} existing rows", highlight=False)
 
 
 def move(

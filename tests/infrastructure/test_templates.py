@@ -157,8 +157,12 @@ def test_network_has_no_route_to_the_internet_and_logs_flows(synth: Synth) -> No
         template.resource_count_is("AWS::EC2::NatGateway", 0)
         template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})
         endpoints = resources(synth, stack, "AWS::EC2::VPCEndpoint").values()
-        assert all(e["Properties"]["PrivateDnsEnabled"] for e in endpoints)
-        assert ".secretsmanager" in json.dumps([e["Properties"]["ServiceName"] for e in endpoints])
+        interfaces = [e for e in endpoints if e["Properties"]["VpcEndpointType"] == "Interface"]
+        assert all(e["Properties"]["PrivateDnsEnabled"] for e in interfaces)
+        assert ".secretsmanager" in json.dumps([e["Properties"]["ServiceName"] for e in interfaces])
+        # the one gateway endpoint: S3, for the export bucket (test_mobility_templates)
+        (gateway,) = [e for e in endpoints if e["Properties"]["VpcEndpointType"] == "Gateway"]
+        assert ".s3" in json.dumps(gateway["Properties"]["ServiceName"])
 
 
 def test_cluster_admits_only_security_groups_never_address_ranges(synth: Synth) -> None:

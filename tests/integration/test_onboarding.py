@@ -271,12 +271,28 @@ def test_offboarding_in_aws_deploys_the_removal_policy_before_deleting_the_stack
     )
     assert code == 0
     steps = [s["step"] for s in result["steps"]]
-    assert steps[0].startswith("set removal_policy: destroy")
-    assert result["steps"][1]["command"][:3] == ["cdk", "deploy", "tenantkit-bridge-first"]
-    assert result["steps"][2]["command"][:3] == ["cdk", "destroy", "tenantkit-bridge-first"]
-    assert steps[3].startswith("remove it from")
+    # destroying the data takes an export through the bridge host's function first
+    assert steps[0] == "export first through tenantkit-bridge-mobility into its bucket"
+    assert steps[1].startswith("set removal_policy: destroy")
+    assert result["steps"][2]["command"][:3] == ["cdk", "deploy", "tenantkit-bridge-first"]
+    assert result["steps"][3]["command"][:3] == ["cdk", "destroy", "tenantkit-bridge-first"]
+    assert steps[4].startswith("remove it from")
     # a dry run changes nothing
     assert (workdir / "tenants.yaml").read_text() == CATALOG
+
+    # --no-export: no export step
+    code, result = runner_json(
+        workdir,
+        "offboard",
+        "first",
+        "--provision",
+        "aws",
+        "--destroy-data",
+        "--no-export",
+        "--dry-run",
+    )
+    assert code == 0
+    assert result["steps"][0]["step"].startswith("set removal_policy: destroy")
 
 
 def runner_json(workdir: Path, *args: str) -> tuple[int, dict[str, Any]]:

@@ -4,6 +4,7 @@ import pytest
 
 from lambda_src.tenancy import (
     MAX_TENANT_ID_LENGTH,
+    HostNames,
     InvalidTenantIdError,
     tenant_names,
     validate_tenant_id,
@@ -97,6 +98,13 @@ def test_stack_name_of_longest_id_is_a_valid_cloudformation_stack_name() -> None
     name = tenant_names("a" * MAX_TENANT_ID_LENGTH).silo_stack_name
     assert len(name) <= 128
     assert name.replace("-", "").isalnum()
+
+
+def test_the_longest_silo_hosts_function_names_fit_lambdas_64_characters() -> None:
+    host = HostNames(tenant_names("a" * MAX_TENANT_ID_LENGTH).silo_stack_name)
+    for name in (host.mobility_function, host.provisioner_function, host.rotation_function):
+        assert len(name) <= 64, name
+    assert host.mobility_function == f"tenantkit-silo-{'a' * MAX_TENANT_ID_LENGTH}-mobility"
 
 
 def test_distinct_ids_never_share_a_database_name() -> None:
