@@ -15,7 +15,14 @@ Variants (each request: set the context, three statements, COMMIT):
              strict is the policy's cost alone, whatever the connection layout costs;
 - naive      RLS policy `tenant_id = current_setting('app.tenant_id')`, set with a SET;
 - schema     one schema per tenant (`tenants` schemas), context by SET search_path;
-- database   one database per tenant (a sample of `database_sample`), a connection each.
+- database   one database per tenant (a sample of `database_sample`), a connection each;
+- where-pgbouncer, tenantkit-pgbouncer  where and tenantkit again through PgBouncer in
+             transaction mode (as the README configures it: DISCARD ALL after every
+             transaction), on `connections` client connections of their own; nothing is
+             prepared on the server (PgBouncer 1.18 cannot carry prepared statements, so
+             tenant_transaction's default), so their ratio to each other is tenantkit's cost
+             with the pooler in the path. `pgbouncer=False` leaves them out; asked for,
+             a missing PgBouncer fails the run before anything starts.
 
 Each request is one message to set the context (BEGIN with or without the setting), one per
 statement and one COMMIT, for every variant: equal round trips. "server-side" times the three
@@ -51,7 +58,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +81,7 @@ from ..catalog import Tenant, parse_catalog
 from ..embedded_pg import EmbeddedPostgres, RunningServer
 from ..local import LocalSecrets, pool_runtime_settings, provision_pool, provision_tenant_databases
 from ..local_aws import local_aws
+from ..pgbouncer import EmbeddedPgBouncer, find_pgbouncer
 from .latency_proxy import latency_proxy
 
 VARIANTS = (
@@ -85,7 +93,12 @@ VARIANTS = (
     "naive",
     "schema",
     "database",
+    "where-pgbouncer",
+    "tenantkit-pgbouncer",
 )
+PGBOUNCER_VARIANTS = ("where-pgbouncer", "tenantkit-pgbouncer")
+PAIRS = (("strict", "where-logins"), ("tenantkit-pgbouncer", "where-pgbouncer"))
+"""Variants compared with a baseline of their own layout besides `where`: (variant, baseline)."""
 STEPS = ("context", "list", "read", "write", "commit")
 SCHEMAS_DATABASE = "bench_schemas"
 
@@ -112,6 +125,8 @@ class RlsBenchConfig:
     latency_ms: float = 2.0
     latency_rounds: int = 30
     seed: int = 4
+    pgbouncer: bool = True
+    """Measure the PgBouncer variants too (PgBouncer must then be installed: make setup)."""
 
 
 def check_config(config: RlsBenchConfig) -> None:
@@ -373,11 +388,20 @@ def _strict_context(conn: psycopg.Connection[Any], tenant: str) -> AbstractConte
     return tenant_transaction(conn, tenant, prepared_statements=True, strict=True)
 
 
+def _pooled_tenantkit_context(
+    conn: psycopg.Connection[Any], tenant: str
+) -> AbstractContextManager[object]:
+    # tenant_transaction's default, what a transaction pooler needs: nothing prepared.
+    return tenant_transaction(conn, tenant)
+
+
 def run_rls_bench(
     root: Path, config: RlsBenchConfig, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Set everything up on a fresh embedded server in `root`, measure, return the results."""
     check_config(config)
+    if config.pgbouncer:
+        find_pgbouncer()  # asked for and missing: fail here, before anything is made
     rng = random.Random(config.seed)  # noqa: S311 - a reproducible workload, not a secret
     catalog = parse_catalog(
         {
@@ -394,6 +418,7 @@ def run_rls_bench(
     pg = EmbeddedPostgres(root / "pg", durable=False)
     server = pg.start()
     connections: list[psycopg.Connection[Any]] = []
+    bouncer: EmbeddedPgBouncer | None = None
     try:
         with local_aws():
             store = LocalSecrets(root / "secrets.json")
@@ -427,6 +452,23 @@ def run_rls_bench(
             open_(runtime.for_database(SCHEMAS_DATABASE)) for _ in range(config.connections)
         ]
         strict_conns = {tenant: open_(settings) for tenant, settings in strict_logins.items()}
+        pooled_conns: list[psycopg.Connection[Any]] = []
+        pooled: ConnectionSettings | None = None
+        if config.pgbouncer:
+            progress("starting PgBouncer (transaction mode) in front of the pool")
+            bouncer = EmbeddedPgBouncer(
+                root / "pgbouncer",
+                upstream=server,
+                database=POOL.database,
+                logins={runtime.user: runtime.password},
+                pool_size=config.connections,
+            )
+            pooled = bouncer.start().settings(runtime.user, runtime.password, POOL.database)
+            pooled_conns = [open_(pooled) for _ in range(config.connections)]
+            for conn in pooled_conns:
+                # PgBouncer 1.18 cannot carry protocol-level prepared statements: none for
+                # where either (tenant_transaction prepares nothing by default)
+                conn.prepare_threshold = None
         db_conns = {
             t.id: open_(
                 server.settings(
@@ -508,6 +550,25 @@ def run_rls_bench(
                 [t.id for t in db_tenants],
             ),
         ]
+        if config.pgbouncer:
+            variants += [
+                _Variant(
+                    "where-pgbouncer",
+                    _plain_transaction,
+                    _statements("bench.items_plain", True),
+                    True,
+                    drawn_from(pooled_conns),
+                    pool_ids,
+                ),
+                _Variant(
+                    "tenantkit-pgbouncer",
+                    _pooled_tenantkit_context,
+                    _statements("bench.items", False),
+                    False,
+                    drawn_from(pooled_conns),
+                    pool_ids,
+                ),
+            ]
         timings = {v.name: Timing() for v in variants}
         progress(
             f"measuring {timed_per_variant(config)} requests per variant "
@@ -533,42 +594,67 @@ def run_rls_bench(
 
         progress(f"counting round trips through a {config.latency_ms} ms relay")
         round_trips = _round_trips(
-            server, runtime, config, rng, pool_ids, (strict_ids[0], strict_logins[strict_ids[0]])
+            runtime,
+            config,
+            rng,
+            pool_ids,
+            (strict_ids[0], strict_logins[strict_ids[0]]),
+            pooled,
         )
     finally:
         for conn in connections:
             conn.close()
+        if bouncer is not None:
+            bouncer.stop()
         pg.destroy()
     return _results(config, timings, round_trips)
 
 
 def _round_trips(
-    server: RunningServer,
-    runtime: Any,
+    runtime: ConnectionSettings,
     config: RlsBenchConfig,
     rng: random.Random,
     ids: list[str],
     strict: tuple[str, ConnectionSettings],
+    pooled: ConnectionSettings | None,
 ) -> dict[str, Any]:
     """Median request time through a delaying relay, in round trips: baseline, tenantkit, and
-    strict (`strict`: a tenant and its own login)."""
+    strict (`strict`: a tenant and its own login) straight to the server, and baseline and
+    tenantkit through PgBouncer (`pooled`: the runtime login there; the relay then sits
+    between the client and PgBouncer)."""
     measured: dict[str, Any] = {"delay_ms_each_way": config.latency_ms}
     strict_tenant, strict_login = strict
-    cases = {
-        "where": (runtime, ids, _plain_transaction, _statements("bench.items_plain", True), True),
-        "tenantkit": (runtime, ids, _tenantkit_context, _statements("bench.items", False), False),
+    where = _statements("bench.items_plain", True)
+    tenantkit = _statements("bench.items", False)
+    # name: (login, tenants, context, statements, with_tenant, prepared)
+    cases: dict[str, tuple[ConnectionSettings, list[str], Context, Any, bool, bool]] = {
+        "where": (runtime, ids, _plain_transaction, where, True, True),
+        "tenantkit": (runtime, ids, _tenantkit_context, tenantkit, False, True),
         "strict": (
             strict_login,
             [strict_tenant],
             _strict_context,
             _statements("bench.items_strict", False),
             False,
+            True,
         ),
     }
-    with latency_proxy(server.port, config.latency_ms) as relay:
-        for name, (login, tenants, context, statements, with_tenant) in cases.items():
-            settings = login.__class__(**{**login.__dict__, "port": relay.port})
+    if pooled is not None:
+        cases["where-pgbouncer"] = (pooled, ids, _plain_transaction, where, True, False)
+        cases["tenantkit-pgbouncer"] = (
+            pooled,
+            ids,
+            _pooled_tenantkit_context,
+            tenantkit,
+            False,
+            False,
+        )
+    for name, (login, tenants, context, statements, with_tenant, prepared) in cases.items():
+        with latency_proxy(login.port, config.latency_ms) as relay:
+            settings = replace(login, port=relay.port)
             with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+                if not prepared:
+                    conn.prepare_threshold = None
                 # psycopg prepares a statement once it has run prepare_threshold times (one more
                 # round trip then): count the steady state after it
                 for _ in range((conn.prepare_threshold or 0) + 1):
@@ -586,31 +672,52 @@ def _round_trips(
     return measured
 
 
+def _ratios(timing: Timing, base: Timing) -> dict[str, float]:
+    """`timing`'s medians (and end-to-end p95) over `base`'s."""
+    return {
+        "server_side_median": round(
+            statistics.median(timing.server) / statistics.median(base.server), 3
+        ),
+        "end_to_end_median": round(
+            statistics.median(timing.end_to_end) / statistics.median(base.end_to_end), 3
+        ),
+        "end_to_end_p95": round(
+            _ms(timing.end_to_end)["p95_ms"] / _ms(base.end_to_end)["p95_ms"], 3
+        ),
+    }
+
+
 def _results(
     config: RlsBenchConfig, timings: dict[str, Timing], round_trips: dict[str, Any]
 ) -> dict[str, Any]:
     base = timings["where"]
-    results: dict[str, Any] = {"config": asdict(config), "variants": {}, "round_trips": round_trips}
+    results: dict[str, Any] = {
+        "config": asdict(config),
+        "variants": {},
+        # each of PAIRS measured: the variant against the baseline on its own layout
+        "pairs": {
+            f"{name} / {baseline}": {
+                "variant": name,
+                "baseline": baseline,
+                **_ratios(timings[name], timings[baseline]),
+            }
+            for name, baseline in PAIRS
+            if name in timings and baseline in timings
+        },
+        "round_trips": round_trips,
+    }
     for name, timing in timings.items():
-        server = _ms(timing.server)
-        total = _ms(timing.end_to_end)
         results["variants"][name] = {
-            "server_side": server,
-            "end_to_end": total,
-            "ratio": {
-                "server_side_median": round(
-                    statistics.median(timing.server) / statistics.median(base.server), 3
-                ),
-                "end_to_end_median": round(
-                    statistics.median(timing.end_to_end) / statistics.median(base.end_to_end), 3
-                ),
-                "end_to_end_p95": round(total["p95_ms"] / _ms(base.end_to_end)["p95_ms"], 3),
-            },
+            "server_side": _ms(timing.server),
+            "end_to_end": _ms(timing.end_to_end),
+            "ratio": _ratios(timing, base),
             # Where the time goes: the median of each step, in microseconds.
             "steps_median_us": {
                 step: round(statistics.median(column) / 1e3, 1)
                 for step, column in zip(STEPS, zip(*timing.steps, strict=True), strict=True)
             },
+            # Server backends; through PgBouncer, the client connections (it gives each
+            # client a cancel key of its own in place of a backend's process id).
             "backends": len(timing.backends),
         }
     return results
@@ -624,6 +731,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results["variants"])
+    own_baseline = {pair["variant"]: pair for pair in results.get("pairs", {}).values()}
     fig, axes = plt.subplots(1, 2, figsize=(max(11, 1.7 * len(names)), 4.6), sharey=True)
     for axis, key, title in (
         (axes[0], "server_side", "server-side (3 statements, equal round trips)"),
@@ -637,19 +745,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axis.set_xticks(list(positions), names, rotation=25, ha="right", fontsize=9)
         axis.set_title(title, fontsize=10)
         for position, name, median in zip(positions, names, medians, strict=True):
-            ratio = results["variants"][name]["ratio"][f"{key}_median"]
-            axis.annotate(
-                f"{ratio:.2f}x", (position - 0.2, median), ha="center", va="bottom", fontsize=8
-            )
+            label = f"{results['variants'][name]['ratio'][f'{key}_median']:.2f}x"
+            if name in own_baseline:
+                label += f"\n{own_baseline[name][f'{key}_median']:.2f}x*"
+            axis.annotate(label, (position - 0.2, median), ha="center", va="bottom", fontsize=8)
         axis.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("ms per request (labels: median / median of where)")
+    axes[0].set_ylabel("ms per request")
     axes[0].legend()
+    fig.text(
+        0.5,
+        0.01,
+        "labels: median / median of where"
+        + "".join(
+            f"; * {pair['variant']} / {pair['baseline']}"
+            for pair in results.get("pairs", {}).values()
+        ),
+        ha="center",
+        fontsize=8,
+    )
     config = results["config"]
     fig.suptitle(
         f"tenant isolation cost: {config['tenants']} tenants x {config['rows_per_tenant']} rows, "
         f"{timed_per_variant(config)} requests per variant, in interleaved blocks",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

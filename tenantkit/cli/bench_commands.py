@@ -59,12 +59,20 @@ def bench_rls(
             min=1, max=5, help="Identical copies of the tenantkit variant (a check of the layout)."
         ),
     ] = 1,
+    pgbouncer: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure where and tenantkit through PgBouncer (installed by make setup; "
+            "missing, the run fails)."
+        ),
+    ] = True,
     work_dir: Annotated[
         Path, typer.Option(help="Scratch directory for the benchmark's own server.")
     ] = Path(".tenantkit/bench"),
 ) -> None:
     """RLS cost: explicit WHERE vs tenantkit's RLS (settable and strict) vs a naive policy vs
-    schema- and database-per-tenant, interleaved in one run on a fresh embedded server."""
+    schema- and database-per-tenant, and WHERE vs tenantkit through PgBouncer, interleaved in
+    one run on a fresh embedded server."""
     from ..bench.rls import (
         RlsBenchConfig,
         check_config,
@@ -72,6 +80,7 @@ def bench_rls(
         run_rls_bench,
         timed_per_variant,
     )
+    from ..pgbouncer import PgBouncerError, find_pgbouncer
 
     configure_logging(False)
     config = RlsBenchConfig(
@@ -81,12 +90,18 @@ def bench_rls(
         block_size=block_size,
         block_warmup=block_warmup,
         tenantkit_copies=tenantkit_copies,
+        pgbouncer=pgbouncer,
     )
     try:
         check_config(config)
     except ValueError as error:
         fail(EXIT_INVALID, str(error), False, label="invalid")
-    results = _on_fresh_server(run_rls_bench, config, work_dir, out_json)
+    try:
+        if pgbouncer:  # before the scratch directory is emptied
+            find_pgbouncer()
+        results = _on_fresh_server(run_rls_bench, config, work_dir, out_json)
+    except PgBouncerError as error:
+        fail(EXIT_ENVIRONMENT, f"{error} (or run with --no-pgbouncer)", False, label="PgBouncer")
     table = Table(
         title=f"RLS benchmark ({tenants} tenants x {rows_per_tenant} rows, "
         f"{timed_per_variant(config)} requests per variant)"
@@ -120,10 +135,20 @@ def bench_rls(
         f"{_ratio(results, 'strict', 'where-logins')})",
         highlight=False,
     )
+    for pair in results["pairs"].values():
+        if pair["variant"] != "strict":  # said above
+            out.print(
+                f"{pair['variant']} vs {pair['baseline']} (the pooler in the path of both): "
+                + _ratio(results, pair["variant"], pair["baseline"]),
+                highlight=False,
+            )
     out.print(
         f"round trips per request through a {trips['delay_ms_each_way']} ms relay: "
-        f"where {trips['where']['round_trips']}, tenantkit {trips['tenantkit']['round_trips']}, "
-        f"strict {trips['strict']['round_trips']}",
+        + ", ".join(
+            f"{name} {measured['round_trips']}"
+            for name, measured in trips.items()
+            if name != "delay_ms_each_way"
+        ),
         highlight=False,
     )
     out.print(f"wrote {out_json}", highlight=False)

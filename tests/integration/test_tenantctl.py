@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from lambda_src.core.environment import PGBOUNCER_BIN
 from lambda_src.migrations.files import load_migrations
 from lambda_src.provisioner.plans.pool_rls import ISOLATION_POLICY
 from lambda_src.tenancy import POOL
@@ -178,6 +179,23 @@ def test_bench_rls_refuses_blocks_with_nothing_timed_and_touches_nothing(tmp_pat
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "rls.json")])
     assert result.exit_code == EXIT_INVALID
     assert "less than the block size (5), not 5" in result.output
+    assert (work / "kept").exists()
+    assert not (tmp_path / "rls.json").exists()
+
+
+def test_bench_rls_without_pgbouncer_fails_saying_so_and_touches_nothing(tmp_path: Path) -> None:
+    # GIVEN no PgBouncer where the bench looks for one
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "kept").write_text("not a benchmark's")
+    args = ["bench", "rls", "--work-dir", str(work), "--out", str(tmp_path / "rls.json")]
+    env = {PGBOUNCER_BIN: str(tmp_path / "no-pgbouncer")}
+    # WHEN the default run (PgBouncer variants included) is asked for
+    result = runner.invoke(app, args, env=env)
+    # THEN it fails as an environment problem, says what to do, and leaves everything as it was
+    assert result.exit_code == EXIT_ENVIRONMENT
+    assert "no-pgbouncer: no such file" in result.output
+    assert "--no-pgbouncer" in result.output
     assert (work / "kept").exists()
     assert not (tmp_path / "rls.json").exists()
 
