@@ -70,9 +70,8 @@ def bench_rls(
         Path, typer.Option(help="Scratch directory for the benchmark's own server.")
     ] = Path(".tenantkit/bench"),
 ) -> None:
-    """RLS cost: explicit WHERE vs tenantkit's RLS (settable and strict) vs a naive policy vs
-    schema- and database-per-tenant, and WHERE vs tenantkit through PgBouncer, interleaved in
-    one run on a fresh embedded server."""
+    """RLS cost: WHERE vs tenantkit's RLS (settable, strict, via PgBouncer) vs a naive policy
+    vs schema- and database-per-tenant, interleaved in one run on a fresh embedded server."""
     from ..bench.rls import (
         RlsBenchConfig,
         check_config,

@@ -22,7 +22,7 @@ from lambda_src.provisioner.kinds import (
     pool_database_properties,
     pool_tenants_properties,
 )
-from lambda_src.provisioner.plans.pool_rls import STRICT_TENANT_CONDITION
+from lambda_src.provisioner.plans.pool_rls import LOGIN_TENANT_FUNCTION, STRICT_TENANT_CONDITION
 from lambda_src.tenancy import POOL, PROBE_TENANT_IDS, PoolMode, tenant_names
 from lambda_src.tenant_runtime import TenantContextError, tenant_transaction
 from tenantkit.embedded_pg import RunningServer
@@ -173,7 +173,7 @@ def test_the_pool_records_its_mode_and_every_protected_table_has_the_login_polic
     }
     assert len(expressions) == 1
     (expression,) = expressions
-    assert "SESSION_USER" in expression
+    assert f"{LOGIN_TENANT_FUNCTION}()" in expression
     assert "current_setting" not in expression
     assert "tenants" not in expression
 
@@ -236,25 +236,94 @@ def test_a_tenants_login_sees_and_writes_only_its_own_rows(as_a: psycopg.Connect
         as_a.execute(sql.SQL("INSERT INTO {} VALUES ('strict-b', 99, 'planted')").format(PROJECTS))
 
 
-def test_the_policy_is_one_initplan_on_session_user_and_uses_the_tenant_index(
+def explain(conn: psycopg.Connection[Any], statement: sql.Composable) -> str:
+    return "\n".join(row[0] for row in conn.execute(sql.SQL("EXPLAIN {}").format(statement)))
+
+
+def test_the_policy_is_the_logins_tenant_as_a_constant_and_uses_the_tenant_index(
     as_a: psycopg.Connection[Any],
 ) -> None:
     with tenant_transaction(as_a, "strict-a", strict=True):
         as_a.execute("SET LOCAL enable_seqscan = off")  # a tiny table: can the index serve it?
-        plan = "\n".join(
-            row[0]
-            for row in as_a.execute(
-                sql.SQL("EXPLAIN SELECT * FROM {} WHERE project_id = 1").format(PROJECTS)
-            )
+        plan = explain(as_a, sql.SQL("SELECT * FROM {} WHERE project_id = 1").format(PROJECTS))
+        update = explain(
+            as_a, sql.SQL("UPDATE {} SET name = name WHERE project_id = 1").format(PROJECTS)
         )
-    initplan = "(InitPlan 1).col1" if "(InitPlan 1).col1" in plan else "$0"
-    assert "InitPlan 1" in plan
-    assert "SESSION_USER" in plan
-    assert "tenants" not in plan  # no registry lookup per statement
+    # computed while planning: no InitPlan, no registry lookup per statement
+    assert "InitPlan" not in plan + update
+    assert "tenants" not in plan + update
     assert "Index Scan using projects_" in plan
-    assert f"Index Cond: ((tenant_id = {initplan})" in plan or (
-        f"Index Cond: (tenant_id = {initplan})" in plan
+    for explained in (plan, update):
+        conditions = [line for line in explained.splitlines() if "Index Cond:" in line]
+        assert len(conditions) == 1
+        assert "(tenant_id = 'strict-a'::text)" in conditions[0]
+
+
+def test_the_shared_login_plans_no_row_at_all(pool: ConnectionSettings) -> None:
+    with psycopg.connect(**pool.connect_kwargs(), autocommit=True) as shared:
+        plan = explain(shared, sql.SQL("SELECT * FROM {}").format(PROJECTS))
+        assert "One-Time Filter: false" in plan
+        assert tenants_seen(shared) == set()
+
+
+def test_a_plan_made_for_one_login_is_made_again_for_another(
+    superuser: psycopg.Connection[Any],
+) -> None:
+    # The tenant is computed while planning (login_tenant() is declared immutable): a session
+    # that changes its session_user (only one a superuser logged in to can) must not reuse a
+    # prepared statement's plan, generic after five runs, made for the login before.
+    a, b = tenant_names("strict-a").pool_login, tenant_names("strict-b").pool_login
+    superuser.execute(sql.SQL("SET SESSION AUTHORIZATION {}").format(sql.Identifier(a)))
+    try:
+        superuser.execute(
+            sql.SQL("PREPARE projects_seen AS SELECT tenant_id FROM {}").format(PROJECTS)
+        )
+        for _ in range(7):
+            assert superuser.execute("EXECUTE projects_seen").fetchall() == [("strict-a",)]
+        superuser.execute(sql.SQL("SET SESSION AUTHORIZATION {}").format(sql.Identifier(b)))
+        assert superuser.execute("EXECUTE projects_seen").fetchall() == [("strict-b",)]
+        superuser.execute("RESET SESSION AUTHORIZATION")
+        superuser.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.runtime_role)))
+        # the superuser's own session_user again, which is no tenant's login: nothing
+        assert superuser.execute("EXECUTE projects_seen").fetchall() == []
+    finally:
+        superuser.execute("RESET SESSION AUTHORIZATION")
+        superuser.execute("DEALLOCATE ALL")
+
+
+def test_search_path_cannot_change_what_login_tenant_calls(
+    as_a: psycopg.Connection[Any], superuser: psycopg.Connection[Any]
+) -> None:
+    # GIVEN a schema of look-alikes of what login_tenant() calls, each naming strict-b (made
+    # by the superuser: the runtime may create no function anywhere, this is the layer below)
+    superuser.execute("CREATE SCHEMA hostile")
+    superuser.execute("GRANT USAGE ON SCHEMA hostile TO PUBLIC")
+    superuser.execute(
+        "CREATE FUNCTION hostile.split_part(text, text, integer) RETURNS text "
+        "LANGUAGE sql IMMUTABLE RETURN 'strict-b'"
     )
+    superuser.execute(
+        "CREATE FUNCTION hostile.concat(text, text, text) RETURNS text "
+        "LANGUAGE sql IMMUTABLE RETURN 'tenant_strict-b_pool'"
+    )
+    superuser.execute(
+        "CREATE FUNCTION hostile.always(text, text) RETURNS boolean LANGUAGE sql RETURN true"
+    )
+    superuser.execute(
+        "CREATE OPERATOR hostile.= (FUNCTION = hostile.always, LEFTARG = text, RIGHTARG = text)"
+    )
+    try:
+        # WHEN strict-a's session puts them before pg_catalog
+        as_a.execute("SET search_path = hostile, pg_catalog")
+        assert as_a.execute("SELECT split_part('a_b', '_', 2)").fetchone() == ("strict-b",)
+        # THEN every name in the function's body is schema-qualified: its own tenant still
+        assert tenants_seen(as_a) == {"strict-a"}
+        login_tenant = sql.SQL("SELECT {}.{}()").format(
+            sql.Identifier(POOL.registry_schema), sql.Identifier(LOGIN_TENANT_FUNCTION)
+        )
+        assert as_a.execute(login_tenant).fetchone() == ("strict-a",)
+    finally:
+        superuser.execute("DROP SCHEMA hostile CASCADE")
 
 
 def test_setting_the_tenant_variable_to_another_tenant_changes_nothing(
@@ -368,7 +437,10 @@ def test_a_weakened_policy_on_current_user_lets_a_granted_login_switch_tenant(
     # was (by mistake) made a member of another tenant's login reads that tenant after SET
     # ROLE; with session_user it still reads its own.
     a, b = tenant_names("strict-a").pool_login, tenant_names("strict-b").pool_login
-    weakened = STRICT_TENANT_CONDITION.replace("session_user", "current_user")
+    weakened = (
+        "tenant_id = (SELECT split_part(current_user::text COLLATE \"default\", '_', 2) "
+        "WHERE current_user::text LIKE 'tenant\\_%\\_pool')"
+    )
     superuser.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(b), sql.Identifier(a)))
     try:
         with psycopg.connect(
@@ -653,7 +725,7 @@ def test_a_settable_pool_switched_to_strict_gives_every_tenant_its_login_back(
         ("tenantkit_isolation",),
     ).fetchall()
     assert len(expressions) == 1
-    assert "SESSION_USER" in expressions[0][0]
+    assert f"{LOGIN_TENANT_FUNCTION}()" in expressions[0][0]
     with psycopg.connect(**login_settings(pool_server, "strict-b").connect_kwargs()) as conn:
         assert tenants_seen(conn) == {"strict-b"}
         assert conn.execute("SELECT tenant_id, id FROM shop.orders").fetchall() == [("strict-b", 1)]

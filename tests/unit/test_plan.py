@@ -4,6 +4,7 @@ from dataclasses import replace
 from typing import Any
 
 from lambda_src.core.steps import Step, transaction_groups
+from lambda_src.provisioner.plans.pool_rls import LOGIN_TENANT
 from lambda_src.provisioner.plans.tenant_database import (
     ObservedTenant,
     plan_converge,
@@ -399,7 +400,7 @@ def test_a_pool_in_strict_mode_bakes_the_login_policy_into_protect_table() -> No
     strict = converge_pool("strict", "strict")
     procedure = next(s for s in strict if s.description == "create protect_table()")
     text = procedure.statement.as_string(None)
-    assert "session_user" in text
+    assert LOGIN_TENANT in text
     assert "current_setting" not in text
     assert "put every protected table under the strict policies" not in [
         s.description for s in strict

@@ -7,17 +7,18 @@ How the pool isolates tenants:
   tenant);
 - ENABLE and FORCE ROW LEVEL SECURITY, and one policy for the runtime group for reads (USING)
   and writes (WITH CHECK): tenant_id equals the pool's tenant expression for its mode
-  (tenancy.PoolMode), a scalar sub-select the planner evaluates once per statement (an
-  InitPlan), so tenant_id is compared with a constant and the index leading with tenant_id is
-  used; a NULL tenant matches no row and fails every WITH CHECK:
+  (tenancy.PoolMode), a value the planner computes once per statement, so tenant_id is
+  compared with a constant and the index leading with tenant_id is used; a NULL tenant
+  matches no row and fails every WITH CHECK:
   - settable (SETTABLE_TENANT): the registry's row for the transaction-local setting
-    app.tenant_id, if that tenant is active. NULL, '' (what current_setting returns after a
-    transaction that set it locally), unknown and offboarded tenants all yield NULL;
+    app.tenant_id, if that tenant is active, a scalar sub-select (an InitPlan, evaluated once
+    per statement). NULL, '' (what current_setting returns after a transaction that set it
+    locally), unknown and offboarded tenants all yield NULL;
   - strict (LOGIN_TENANT): the tenant whose own login the session logged in as, read from
-    session_user (which SET ROLE does not change and only a superuser's session can), so no
-    setting is read at all and no registry row per statement: a suspended or offboarded
-    tenant's login is disabled and its sessions ended instead. Any other login (the shared
-    runtime logins) yields NULL;
+    session_user (which SET ROLE does not change and only a superuser's session can) by
+    login_tenant() when the statement is planned, so no setting is read at all and no
+    registry row per statement: a suspended or offboarded tenant's login is disabled and its
+    sessions ended instead. Any other login (the shared runtime logins) yields NULL;
 - a NOLOGIN maintainer role has the only other policy (all rows) and is used by the provisioner
   alone (purging an offboarded tenant that asked for `destroy`, seeding the verify probes).
 The mode is recorded in tenantkit.pool_mode and baked into protect_table(), so a migration
@@ -52,29 +53,55 @@ SETTABLE_TENANT = (
 """Settable mode's tenant: the one the transaction-local setting names, if the registry has it
 active; else NULL."""
 
+LOGIN_TENANT_FUNCTION = "login_tenant"
 LOGIN_TENANT = (
-    sql.SQL(
-        'SELECT split_part(session_user::text COLLATE "default", {separator}, 2) '
-        "WHERE session_user::text LIKE {shape}"
-    )
-    .format(
-        separator=sql.Literal("_"),
-        shape=sql.Literal(
-            PG_NAME_PREFIX.replace("_", "\\_") + "%" + POOL_LOGIN_SUFFIX.replace("_", "\\_")
-        ),
-    )
+    sql.SQL("{}.{}()")
+    .format(sql.Identifier(POOL.registry_schema), sql.Identifier(LOGIN_TENANT_FUNCTION))
     .as_string(None)
 )
-LOGIN_TENANT = f"({LOGIN_TENANT})"
 """Strict mode's tenant: the id inside the session's login name, `tenant_<id>_pool`
-(TenantNames.pool_login, the only logins of that shape in the runtime group; tenant ids have no
-underscore, so the id is the name's second `_`-separated part); NULL for any other login.
+(TenantNames.pool_login, the only logins of that shape in the runtime group), or NULL for any
+other login, computed by the function login_tenant() (_LOGIN_TENANT_BODY).
+
+The function is declared IMMUTABLE although it reads session_user, so that the planner
+computes it while planning (as it folds any immutable call without arguments) and the plan
+compares tenant_id with the tenant's id as a constant: no InitPlan to run per statement (one,
+twice in an UPDATE, was the strict policy's whole cost over an explicit WHERE: README, strict
+mode), an index condition on the constant, a constant per row where the planner filters
+instead. That is sound because a plan never serves another session_user than the one it was
+made for: plans are private to a backend; a backend's session_user is its login for life
+except in a session a superuser logged in to (SET SESSION AUTHORIZATION), and a plan made with
+row-level security is made again when the current user changes, which SET SESSION
+AUTHORIZATION also does (tested); replacing the function invalidates the plans that folded it.
 session_user, not current_user: SET ROLE (to the runtime group, say) changes current_user and
-never session_user. COLLATE "default": session_user is a `name`, whose collation is "C", and
-tenant_id = <a "C" value> is not a condition the tenant_id index (default collation) can
-serve: without it every statement filtered the whole table. session_user appears twice and
-nothing else is computed: each mention looks the role up again, and every µs here is paid by
-every statement (measured against other forms of the same expression: README, strict mode)."""
+never session_user.
+
+Forms measured and not kept (README, strict mode): the expression inline in a sub-select (an
+InitPlan: the form before this one), inline without it (a CASE, or a STABLE SQL function,
+which is inlined to the same): index-usable, but evaluated per row where the planner filters
+(a sequential scan of 100,000 rows 7-18x slower); a policy per tenant login with a constant
+(`TO tenant_x_pool USING (tenant_id = 'x')`): as cheap per statement, but each backend loads
+every tenant's policies for every table (780 kB a table at 1,000 tenants, 9 ms to reload after
+each change) and each onboarding takes an ACCESS EXCLUSIVE lock on every pool table; a SQL
+function body, evaluated while planning too, costs 60 µs more per plan than PL/pgSQL's."""
+
+_LOGIN_TENANT_BODY = """DECLARE
+    login_name pg_catalog.text := session_user::pg_catalog.text;
+    tenant_part pg_catalog.text := pg_catalog.split_part(login_name, {separator}, 2);
+BEGIN
+    IF login_name OPERATOR(pg_catalog.=)
+            pg_catalog.concat({prefix}::pg_catalog.text, tenant_part, {suffix}::pg_catalog.text)
+    THEN
+        RETURN tenant_part;
+    END IF;
+    RETURN NULL;
+END"""
+"""login_tenant()'s body. The whole name must be rebuilt from its middle part, so the id
+can have no `_` (tenant ids have none) and `tenantkit_pool_app` (the shared login: `pool`) or
+`tenant_a_x_pool` yield NULL. Every name is schema-qualified, so no search_path a session sets
+changes what the function calls (the runtime may create no function anywhere either: no
+CREATE on any schema, no TEMP); no SET clause, which would cost every plan a GUC save and
+restore."""
 
 TENANT_CONDITION = f"tenant_id = {SETTABLE_TENANT}"
 """The settable tenant policy: rows of the tenant named by the transaction-local setting, if
@@ -107,6 +134,11 @@ POOL_NAMES: dict[str, sql.Composable] = {
     "isolation_name": sql.Literal(ISOLATION_POLICY),
     "maintenance_name": sql.Literal(MAINTENANCE_POLICY),
     "statistics_target": sql.Literal(TENANT_STATISTICS_TARGET),
+    "login_tenant": sql.Identifier(LOGIN_TENANT_FUNCTION),
+    # login_tenant()'s pieces of a tenant's login name (TenantNames.pool_login)
+    "separator": sql.Literal("_"),
+    "prefix": sql.Literal(PG_NAME_PREFIX),
+    "suffix": sql.Literal(POOL_LOGIN_SUFFIX),
 }
 
 
@@ -134,6 +166,28 @@ _RLS = [
         "ALTER TABLE {registry}.tenants SET (autovacuum_vacuum_threshold = 20, "
         "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 20, "
         "autovacuum_vacuum_insert_scale_factor = 0.01)",
+    ),
+    # Strict mode's tenant (LOGIN_TENANT), also there in a settable pool: a change of mode
+    # then only re-applies policies. Owned by the pool owner, callable by the runtime alone.
+    (
+        "create login_tenant()",
+        """CREATE OR REPLACE FUNCTION {registry}.{login_tenant}() RETURNS pg_catalog.text
+        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+        AS $fn$"""
+        + _LOGIN_TENANT_BODY
+        + "$fn$",
+    ),
+    (
+        "give login_tenant() to the pool owner",
+        "ALTER FUNCTION {registry}.{login_tenant}() OWNER TO {owner}",
+    ),
+    (
+        "revoke PUBLIC execute on login_tenant()",
+        "REVOKE ALL ON FUNCTION {registry}.{login_tenant}() FROM PUBLIC",
+    ),
+    (
+        "let the runtime call login_tenant()",
+        "GRANT EXECUTE ON FUNCTION {registry}.{login_tenant}() TO {runtime}",
     ),
     # The runtime may read the registry row of the tenant it claims and no other. The tenant
     # policy's sub-select reads the registry with the runtime's own privileges: no function
