@@ -60,30 +60,30 @@ LOGIN_TENANT = (
     .as_string(None)
 )
 """Strict mode's tenant: the id inside the session's login name, `tenant_<id>_pool`
-(TenantNames.pool_login, the only logins of that shape in the runtime group), or NULL for any
-other login, computed by the function login_tenant() (_LOGIN_TENANT_BODY).
+(TenantNames.pool_login, the only logins of that shape in the runtime group), or NULL for any other
+login, computed by the function login_tenant() (_LOGIN_TENANT_BODY).
 
-The function is declared IMMUTABLE although it reads session_user, so that the planner
-computes it while planning (as it folds any immutable call without arguments) and the plan
-compares tenant_id with the tenant's id as a constant: no InitPlan to run per statement (one,
-twice in an UPDATE, was the strict policy's whole cost over an explicit WHERE: README, strict
-mode), an index condition on the constant, a constant per row where the planner filters
-instead. That is sound because a plan never serves another session_user than the one it was
-made for: plans are private to a backend; a backend's session_user is its login for life
-except in a session a superuser logged in to (SET SESSION AUTHORIZATION), and a plan made with
-row-level security is made again when the current user changes, which SET SESSION
-AUTHORIZATION also does (tested); replacing the function invalidates the plans that folded it.
-session_user, not current_user: SET ROLE (to the runtime group, say) changes current_user and
-never session_user.
+The function is declared IMMUTABLE although it reads session_user, so that the planner computes it
+while planning (as it folds any immutable call without arguments) and the plan compares tenant_id
+with the tenant's id as a constant: no InitPlan to run per statement (one, twice in an UPDATE, was
+the strict policy's whole cost over an explicit WHERE: README, "Benchmark: what isolation costs a
+query"), an index condition on the constant, a constant per row where the planner filters instead.
+That is sound because a plan never serves another session_user than the one it was made for: plans
+are private to a backend; a backend's session_user is its login for life except in a session a
+superuser logged in to (SET SESSION AUTHORIZATION), and a plan made with row-level security is made
+again when the current user changes, which SET SESSION AUTHORIZATION also does (tested).
+session_user, not current_user: SET ROLE (to the runtime group, say) changes current_user and never
+session_user.
 
-Forms measured and not kept (README, strict mode): the expression inline in a sub-select (an
-InitPlan: the form before this one), inline without it (a CASE, or a STABLE SQL function,
-which is inlined to the same): index-usable, but evaluated per row where the planner filters
-(a sequential scan of 100,000 rows 7-18x slower); a policy per tenant login with a constant
-(`TO tenant_x_pool USING (tenant_id = 'x')`): as cheap per statement, but each backend loads
-every tenant's policies for every table (780 kB a table at 1,000 tenants, 9 ms to reload after
-each change) and each onboarding takes an ACCESS EXCLUSIVE lock on every pool table; a SQL
-function body, evaluated while planning too, costs 60 µs more per plan than PL/pgSQL's."""
+Forms measured and not kept (README, the same section): the expression inline in a sub-select (an
+InitPlan: the form before this one), inline without it (a CASE, or a STABLE SQL function, which is
+inlined to the same): index-usable, but evaluated per row where the planner filters (a sequential
+scan of 100,000 rows 4 to 8 times slower); a policy per tenant login with a constant (`TO
+tenant_x_pool USING (tenant_id = 'x')`): as cheap per statement, but each backend loads every
+tenant's policies for every table (780 kB a table at 1,000 tenants, 9 ms to reload after each
+change) and each onboarding takes an ACCESS EXCLUSIVE lock on every pool table; a SQL function
+body, evaluated while planning too, is planned again each time: about 50 µs more per plan than
+PL/pgSQL's, which keeps its compiled function for the backend's life."""
 
 _LOGIN_TENANT_BODY = """DECLARE
     login_name pg_catalog.text := session_user::pg_catalog.text;
