@@ -13,7 +13,9 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # pip warns about every package missing from this machine's extra local indexes; not news.
 QUIET_PIP := { grep -v "^WARNING: Location 'file:" || true; }
 UV_VERSION := 0.13.8
-UV_INSTALL := UV_CACHE_DIR=$(CURDIR)/.tenantkit/uv-cache $(VENV)/bin/uv --quiet pip install --python $(PY)
+# --system-certs: uv trusts the machine's CA store, as pip does; with its own built-in roots a
+# normal user behind a TLS-inspecting registry proxy got `invalid peer certificate: UnknownIssuer`.
+UV_INSTALL := UV_CACHE_DIR=$(CURDIR)/.tenantkit/uv-cache $(VENV)/bin/uv --quiet pip install --system-certs --python $(PY)
 CFN_LINT := $(VENV)/bin/cfn-lint --non-zero-exit-code=error --ignore-checks=W3005 --
 # The embedded servers run the PostgreSQL version the templates deploy (tenantkit/engine.py);
 # `make test PG_VERSION=17` runs them on another pinned build (package.json) instead.
