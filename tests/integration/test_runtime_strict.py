@@ -282,6 +282,39 @@ def test_at_the_bound_a_request_waits_for_a_connection_and_then_gives_up(
         pools.close()
 
 
+def test_a_connection_closed_to_make_room_has_left_the_server_before_the_next_opens(
+    world: RunningServer,
+) -> None:
+    # GIVEN a bound of one connection, taken in turn by two tenants: each turn evicts the other
+    admin = world.superuser_settings(POOL.database)
+    watch = psycopg.connect(**admin.connect_kwargs(), autocommit=True)
+    seen_at_open: list[int] = []
+
+    def open_login(tenant: str) -> psycopg.Connection[Any]:
+        # what the server holds of the tenants' logins as the pool opens one more
+        row = watch.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'tenant\\_rs-%'"
+        ).fetchone()
+        seen_at_open.append(row[0] if row else -1)
+        settings = world.settings(tenant_names(tenant).pool_login, password_of(tenant))
+        kwargs = settings.for_database(POOL.database).connect_kwargs()
+        return psycopg.connect(**kwargs, autocommit=True)
+
+    pools = TenantLoginPools(
+        open_login, max_total=1, max_per_tenant=1, reset=reset_pooled_connection
+    )
+    try:
+        for turn in range(30):
+            with pools.connection(TENANTS[turn % 2]) as conn:
+                assert who_and_what(conn)[0] == tenant_names(TENANTS[turn % 2]).pool_login
+    finally:
+        pools.close()
+        watch.close()
+    # THEN each evicted session had left the server before its replacement was opened (a
+    # plain close left it listed at about 60 % of the openings)
+    assert seen_at_open == [0] * 30
+
+
 def test_a_connection_the_server_ended_is_not_kept(world: RunningServer) -> None:
     access = TenantDataAccess(strict_config(Pattern.POOL_SECRET, world), pool_size=2)
     superuser = world.superuser_settings(POOL.database)
