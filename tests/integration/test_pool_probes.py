@@ -72,6 +72,13 @@ def verify_dsn(runtime: ConnectionSettings, *args: str) -> Any:
     return CliRunner().invoke(app, ["verify", *args, "--dsn", dsn])
 
 
+def register(config: HandlerConfig) -> None:
+    """TENANT registered and active (a replay changes nothing): each test that needs it says
+    so, as tests of one module may run on different pytest-xdist workers, in any order."""
+    for batch, entries in pool_batches([(TENANT, "retain")]).items():
+        handle(provider_event("Create", pool_tenants_properties(batch, entries)), config)
+
+
 def test_a_pool_created_without_verify_probes_has_no_sample_schema_and_no_probe_tenants(
     pool_server: RunningServer, aws: Any, config: HandlerConfig
 ) -> None:
@@ -81,8 +88,7 @@ def test_a_pool_created_without_verify_probes_has_no_sample_schema_and_no_probe_
     assert probes_in(pool_server) == (False, [])
     assert provision(aws, config, verify_probes=False) == 0
     # while the pool itself works: a tenant registers and is active
-    for batch, entries in pool_batches([(TENANT, "retain")]).items():
-        handle(provider_event("Create", pool_tenants_properties(batch, entries)), config)
+    register(config)
     with superuser(pool_server) as conn:
         status = conn.execute(
             "SELECT status FROM tenantkit.tenants WHERE tenant_id = %s", (TENANT,)
@@ -111,8 +117,9 @@ def test_verify_against_a_pool_without_probes_says_they_are_off_instead_of_leaks
 def test_turning_the_probes_on_and_off_again_adds_and_removes_them(
     pool_server: RunningServer, aws: Any, config: HandlerConfig, runtime: ConnectionSettings
 ) -> None:
-    # GIVEN a pool whose probes are turned on: the suite runs and finds nothing (the control)
+    # GIVEN a pool with a tenant whose probes are turned on: the suite runs and finds nothing
     provision(aws, config, verify_probes=True)
+    register(config)
     assert probes_in(pool_server) == (True, sorted(PROBE_TENANT_IDS))
     assert [r.attack for r in run_pool_attacks(runtime) if not r.blocked] == []
     assert verify_dsn(runtime).exit_code == 0
@@ -131,6 +138,7 @@ def test_turning_the_probes_off_is_refused_while_the_sample_holds_another_tenant
 ) -> None:
     # GIVEN probes on and a row of a real tenant in the sample table
     provision(aws, config, verify_probes=True)
+    register(config)
     with superuser(pool_server) as conn:
         conn.execute("INSERT INTO tenantkit_sample.projects VALUES (%s, 7, 'real data')", (TENANT,))
     # WHEN the probes are turned off THEN it is refused, saying why, and nothing is removed
