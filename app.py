@@ -14,8 +14,14 @@ from pathlib import Path
 import aws_cdk as cdk
 
 from lambda_src.provisioner.migrate import PoolSchema
-from lambda_src.tenancy import BRIDGE_HOST, POOL
-from stacks import BridgeClusterStack, BridgeTenantStack, PoolStack, SiloTenantStack
+from lambda_src.tenancy import BRIDGE_HOST, POOL, SILO_MONITORING
+from stacks import (
+    BridgeClusterStack,
+    BridgeTenantStack,
+    PoolStack,
+    SiloMonitoringStack,
+    SiloTenantStack,
+)
 from tenant_constructs import auth_environment
 from tenantkit.catalog import Catalog, CatalogError, load_catalog
 from tenantkit.compliance import compliance_packs
@@ -87,6 +93,8 @@ def build_app(
             migrations=migrations,
             pool_schema=catalog.schema.pool_schema if catalog.schema else PoolSchema(),
         )
+    if SILO_MONITORING in wanted:
+        SiloMonitoringStack(app, SILO_MONITORING)
     silos: list[cdk.Stack] = [
         SiloTenantStack(
             app,

@@ -2,6 +2,12 @@
 
 from .bridge import BridgeClusterStack, BridgeTenantStack
 from .pool import PoolStack
-from .silo import SiloTenantStack
+from .silo import SiloMonitoringStack, SiloTenantStack
 
-__all__ = ["BridgeClusterStack", "BridgeTenantStack", "PoolStack", "SiloTenantStack"]
+__all__ = [
+    "BridgeClusterStack",
+    "BridgeTenantStack",
+    "PoolStack",
+    "SiloMonitoringStack",
+    "SiloTenantStack",
+]

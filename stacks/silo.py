@@ -1,4 +1,5 @@
-"""The silo tier: a tenant's own VPC and database (Aurora or RDS), one stack per tenant."""
+"""The silo tier: a tenant's own VPC and database (Aurora or RDS), one stack per tenant, and
+the tier's own stack of its dashboard."""
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -7,7 +8,13 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from lambda_src.core import environment as env_names
-from tenant_constructs import DatabaseHost, SampleFunctions, TenantCompute, TenantDatabase
+from tenant_constructs import (
+    DatabaseHost,
+    SampleFunctions,
+    SiloTierDashboard,
+    TenantCompute,
+    TenantDatabase,
+)
 from tenantkit.catalog import Tenant
 from tenantkit.quotas import silo_consumption
 
@@ -81,3 +88,12 @@ class SiloTenantStack(cdk.Stack):
         cdk.Annotations.of(self).add_info(
             silo_consumption(tenant.silo.engine, tenant.silo.multi_az)
         )
+
+
+class SiloMonitoringStack(cdk.Stack):
+    """The silo tier's dashboard, one for every silo tenant (SiloTierDashboard). It holds no
+    tenant and no tenant's name, so no silo tenant's deploy needs it changed."""
+
+    def __init__(self, scope: Construct, id_: str, **kwargs: object) -> None:
+        super().__init__(scope, id_, **kwargs)
+        self.dashboard = SiloTierDashboard(self, "Tier", name=id_).dashboard

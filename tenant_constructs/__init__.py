@@ -6,7 +6,7 @@ from .compute import SharedCompute, TenantAccessRole, TenantCompute
 from .database_host import DatabaseHost
 from .databases import ClusterCapacity, DatabaseOperations, HostDatabase, MeteringProps
 from .host_reference import HostReference
-from .metering import TenantMetering
+from .metering import SiloTierDashboard, TenantMetering
 from .network import DatabaseNetwork
 from .pool import PoolDatabase, PoolTenants
 from .pool_proxy import PoolProxy
@@ -31,6 +31,7 @@ __all__ = [
     "SampleFunctions",
     "SecretRotator",
     "SharedCompute",
+    "SiloTierDashboard",
     "SqlProvisioner",
     "TenantAccessRole",
     "TenantCompute",

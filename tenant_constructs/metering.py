@@ -25,6 +25,26 @@ from .host_key import HostLogs, read_secrets_with_key
 
 HANDLER = "lambda_src.metering.handler.on_schedule"
 
+HOST_SERIES = f"{{{NAMESPACE},host,tier}}"
+"""The schema of a host's own series (lambda_src/metering/metrics.py): a SEARCH on it finds
+no tenant's series, whose dimensions are host, tenant and tier."""
+TENANT_SERIES = f"{{{NAMESPACE},host,tenant,tier}}"
+"""The schema of one tenant's series."""
+
+
+def _search(schema: str, metric: str, where: str) -> str:
+    return f"SEARCH('{schema} MetricName=\"{metric}\" {where}', 'Maximum', 300)"
+
+
+def _largest(schema: str, metric: str, where: str, title: str) -> cloudwatch.GraphWidget:
+    """The 10 series of `metric` with the highest maximum among those `where` selects."""
+    expression = f"SORT({_search(schema, metric, where)}, MAX, DESC, 10)"
+    return cloudwatch.GraphWidget(
+        title=title,
+        left=[cloudwatch.MathExpression(expression=expression, label="", using_metrics={})],
+        width=12,
+    )
+
 
 class TenantMetering(Construct):
     """One metering function per host (fixed name HostNames.metering_function), run by an
@@ -133,7 +153,8 @@ class TenantMetering(Construct):
         )
         self.alarms = self._alarms(names, tier, props)
         # A dashboard per shared tier's host; a silo tenant's host has its alarms, not a
-        # dashboard of one tenant each (CloudWatch bills dashboards by the month).
+        # dashboard of one tenant each (CloudWatch bills dashboards by the month): the silo
+        # tier has one dashboard of every silo (SiloTierDashboard).
         self.dashboard = self._dashboard(names, tier) if tier != "silo" else None
 
     def _metric(self, names: HostNames, tier: str, name: str, statistic: str) -> cloudwatch.Metric:
@@ -199,14 +220,8 @@ class TenantMetering(Construct):
 
     def _dashboard(self, names: HostNames, tier: str) -> cloudwatch.Dashboard:
         def top(metric: str, label: str) -> cloudwatch.GraphWidget:
-            search = (
-                f'SORT(SEARCH(\'{{{NAMESPACE},host,tenant,tier}} MetricName="{metric}" '
-                f"host=\"{names.host}\"', 'Maximum', 300), MAX, DESC, 10)"
-            )
-            return cloudwatch.GraphWidget(
-                title=f"{label}: the 10 largest tenants",
-                left=[cloudwatch.MathExpression(expression=search, label="", using_metrics={})],
-                width=12,
+            return _largest(
+                TENANT_SERIES, metric, f'host="{names.host}"', f"{label}: the 10 largest tenants"
             )
 
         host = [
@@ -248,3 +263,80 @@ class TenantMetering(Construct):
             cloudwatch.AlarmStatusWidget(title="noisy neighbours", alarms=self.alarms, width=24)
         )
         return dashboard
+
+
+class SiloTierDashboard(Construct):
+    """One dashboard of every silo tenant (`<SILO_MONITORING>-tenants`), found by metric search
+    on the dimension tier="silo": it names no tenant and no host, so a new silo tenant shows on
+    it without a change to it. Each silo's alarms stay in the silo's own stack."""
+
+    def __init__(self, scope: Construct, id_: str, *, name: str) -> None:
+        super().__init__(scope, id_)
+        where = 'tier="silo"'
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{name}-tenants")
+        self.dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown="# silo tier: every silo tenant\nFound by metric search on "
+                "`tier=silo`: the hosts' own series (one host per silo tenant) and the "
+                "tenants' series. **Alarms** are in each silo tenant's stack "
+                "(`tenantkit-silo-<id>`), which CloudFormation names them after: search "
+                "`tenantkit-silo-` in the CloudWatch alarms list. The usage record "
+                "(tenantkit.usage_samples in each silo's admin database) has every sample.",
+                width=24,
+                height=3,
+            )
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.SingleValueWidget(
+                title="silo tier now",
+                metrics=[
+                    cloudwatch.MathExpression(
+                        expression=f"SUM({_search(HOST_SERIES, 'Tenants', where)})",
+                        label="silo tenants metered",
+                        using_metrics={},
+                    ),
+                    cloudwatch.MathExpression(
+                        expression=f"SUM({_search(HOST_SERIES, 'StorageBytes', where)})",
+                        label="storage of every silo",
+                        using_metrics={},
+                    ),
+                ],
+                width=24,
+                height=3,
+            )
+        )
+        worst = [
+            ("MaxConnectionUsePercent", "connection use (% of the limit)"),
+            ("MaxLongestStatementSeconds", "longest statement (s)"),
+            ("MaxStorageGrowthBytesPerDay", "storage growth a day"),
+            ("TenantsOverStorageGrowth", "tenants over the storage growth threshold"),
+        ]
+        self.dashboard.add_widgets(
+            *(
+                _largest(HOST_SERIES, metric, where, f"{label}: the 10 highest silos")
+                for metric, label in worst[:2]
+            )
+        )
+        self.dashboard.add_widgets(
+            *(
+                _largest(HOST_SERIES, metric, where, f"{label}: the 10 highest silos")
+                for metric, label in worst[2:]
+            )
+        )
+        self.dashboard.add_widgets(
+            _largest(TENANT_SERIES, "StorageBytes", where, "storage: the 10 largest silo tenants"),
+            _largest(
+                TENANT_SERIES, "Connections", where, "connections: the 10 largest silo tenants"
+            ),
+        )
+        self.dashboard.add_widgets(
+            _largest(
+                TENANT_SERIES,
+                "StorageGrowthBytesPerDay",
+                where,
+                "storage growth a day: the 10 largest silo tenants",
+            ),
+            _largest(
+                TENANT_SERIES, "Transactions", where, "transactions: the 10 largest silo tenants"
+            ),
+        )

@@ -7,7 +7,7 @@ per-tenant deploy touches.
 
 from dataclasses import dataclass
 
-from lambda_src.tenancy import BRIDGE_HOST, POOL
+from lambda_src.tenancy import BRIDGE_HOST, POOL, SILO_MONITORING
 
 from .catalog import TIERS, Catalog, CatalogError, Tenant
 
@@ -19,7 +19,10 @@ ids, sorted, so the deployed stack says which tenants it holds (tenantkit.deploy
 def tenant_stacks(tenant: Tenant) -> tuple[str, ...]:
     """The stacks one tenant's deploy needs. A bridge tenant's stack finds its shared cluster by
     fixed names, so the cluster stack is not among them (deploy the tier once first); a pool
-    tenant lives in the pool stack with every other pool tenant (its batches hold them all)."""
+    tenant lives in the pool stack with every other pool tenant (its batches hold them all). A
+    silo tenant's deploy touches its own stack only: the silo tier's dashboard
+    (SILO_MONITORING) finds every silo by metric search, so a new silo needs no change to it,
+    and parallel onboardings never share a stack (the tier's deploy brings the dashboard)."""
     if tenant.tier == "silo":
         return (tenant.names.silo_stack_name,)
     if tenant.tier == "bridge":
@@ -37,13 +40,14 @@ def stack_tenants(catalog: Catalog) -> dict[str, frozenset[str]]:
 
 
 def tier_stacks(catalog: Catalog, tier: str) -> tuple[str, ...]:
-    """Every stack of one tier, shared stacks first (the order to deploy them in)."""
+    """Every stack of one tier, shared stacks first (the order to deploy them in); the silo
+    tier's own stack (its dashboard) only when the catalog has a silo tenant."""
     tenants = catalog.in_tier(tier)  # type: ignore[arg-type]
     if tier == "bridge":
         return (BRIDGE_HOST, *(t.names.bridge_stack_name for t in tenants)) if tenants else ()
     if tier == "pool":
         return (POOL.stack_name,) if tenants else ()
-    return tuple(t.names.silo_stack_name for t in tenants)
+    return (SILO_MONITORING, *(t.names.silo_stack_name for t in tenants)) if tenants else ()
 
 
 @dataclass(frozen=True)

@@ -520,7 +520,8 @@ class EmbeddedPostgres:
 
         The admin is CREATEDB CREATEROLE, not a superuser, and a member of `rds_superuser`,
         which holds `rds_iam` WITH ADMIN OPTION (PostgreSQL 16+: CREATEROLE alone no longer
-        lets a role grant membership in roles it did not create) and pg_signal_backend.
+        lets a role grant membership in roles it did not create), pg_signal_backend and
+        pg_monitor (RDS grants those two WITH ADMIN OPTION; nothing here grants them on).
         """
         with psycopg.connect(
             **server.superuser_settings().connect_kwargs(), autocommit=True
@@ -544,6 +545,12 @@ class EmbeddedPostgres:
             # before a drop or a suspension needs it.
             conn.execute(
                 sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(RDS_SUPERUSER_ROLE))
+            )
+            # rds_superuser is a member of pg_monitor (so of pg_read_all_stats): the metering
+            # sampler reads how long the tenants' logins' statements have run in
+            # pg_stat_activity, which hides other roles' sessions from anyone else.
+            conn.execute(
+                sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(RDS_SUPERUSER_ROLE))
             )
             verifier = conn.pgconn.encrypt_password(
                 server.credentials.admin_password.encode(), ADMIN_USER.encode(), b"scram-sha-256"

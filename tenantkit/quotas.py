@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from lambda_src.tenancy import TIERS_ON_SHARED_CLUSTERS
 
 from .catalog import Catalog
+from .deployment import EVERY_STACK
 
 DEFAULT_QUOTAS = {
     "VPCs per Region": 5,
@@ -71,7 +72,7 @@ def quota_use(catalog: Catalog) -> list[QuotaUse]:
         + sum(1 + (1 if t.silo and t.silo.multi_az else 0) for t in aurora_silos)
         + sum(1 for t in silos if t.silo and t.silo.engine == "rds")
     )
-    stacks = len(shared) + len(silos) + len(catalog.in_tier("bridge"))
+    stacks = len(EVERY_STACK.stacks(catalog))
     return [
         QuotaUse("VPCs per Region", len(hosts) + len(shared), DEFAULT_QUOTAS["VPCs per Region"]),
         QuotaUse("DB clusters", len(shared) + len(aurora_silos), DEFAULT_QUOTAS["DB clusters"]),

@@ -257,12 +257,14 @@ _POOL_SESSIONS = sql.SQL(
               count(a.pid) FILTER (WHERE a.datname = %s),
               coalesce(max(extract(epoch FROM statement_timestamp() - a.query_start))
                        FILTER (WHERE a.state = 'active' AND a.datname = %s), 0),
-              bool_and(a.state IS NOT NULL) IS NOT FALSE
+              bool_and(a.state IS NOT NULL) FILTER (WHERE a.datname = %s) IS NOT FALSE
          FROM pg_roles r LEFT JOIN pg_stat_activity a ON a.usesysid = r.oid
         WHERE r.rolname = ANY(%s)
         GROUP BY r.rolname, r.rolconnlimit"""
 )
-"""A strict pool's tenant logins: limit, sessions in the pool, the longest running statement."""
+"""A strict pool's tenant logins: limit, sessions in the pool, the longest running statement
+(whether the admin may see each of those sessions: a login without one has none to hide; the
+LEFT JOIN's empty row would otherwise read as hidden)."""
 
 
 PLANNED_PER_STATEMENT = 500
@@ -489,7 +491,7 @@ def sample_pool(
     if mode == "strict":
         logins = {tenant_names(t, allow_probes=True).pool_login: t for t in tenants}
         for login, limit, count, longest, visible in conn.execute(
-            _POOL_SESSIONS, (POOL.database, POOL.database, list(logins))
+            _POOL_SESSIONS, (POOL.database, POOL.database, POOL.database, list(logins))
         ).fetchall():
             sessions[logins[login]] = (int(count), limit, float(longest), visible)
     at = conn.execute("SELECT statement_timestamp()").fetchone()[0]  # type: ignore[index]

@@ -17,6 +17,9 @@ SECRET_NAME_PREFIX = "tenantkit/"  # noqa: S105 (a name prefix)
 STACK_NAME_PREFIX = "tenantkit-"
 BRIDGE_HOST = f"{STACK_NAME_PREFIX}bridge"
 """The bridge tier's shared cluster (its stack, cluster identifier and host tag)."""
+SILO_MONITORING = f"{STACK_NAME_PREFIX}silo"
+"""The silo tier's own stack: the dashboard of every silo tenant (no tenant's stack can have
+this name: a silo tenant's is `tenantkit-silo-<id>`, and an id is never empty)."""
 HOST_TAG = "tenantkit-host"
 """Resource tag naming the host a secret belongs to; the host's functions may use only those."""
 

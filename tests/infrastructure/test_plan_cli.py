@@ -62,6 +62,7 @@ def test_plan_lists_added_removed_and_changed_tenants_and_sizes_every_stack(
         "tenantkit-bridge",
         "tenantkit-bridge-alpha",
         "tenantkit-pool",
+        "tenantkit-silo",
         "tenantkit-silo-delta",
     }
     assert all(0 < s["resources"] < s["limit"] == 500 for s in result["stacks"])

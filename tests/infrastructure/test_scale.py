@@ -30,10 +30,11 @@ def test_every_stack_of_a_thousand_mixed_tenants_is_under_the_resource_limit(
     # GIVEN 10 silo, 290 bridge and 700 pool tenants WHEN the whole catalog is synthesized
     templates = _synth(thousand)
 
-    # THEN one stack per silo and bridge tenant, the bridge cluster and the pool
+    # THEN one stack per silo and bridge tenant, the bridge cluster, the pool and the silo
+    # tier's dashboard
     assert len(thousand.in_tier("silo")) == 10
     assert len(thousand.in_tier("pool")) == 700
-    assert len(templates) == 10 + 290 + 1 + 1
+    assert len(templates) == 10 + 290 + 1 + 1 + 1
     sizes = {name: len(template["Resources"]) for name, template in templates.items()}
     largest = max(sizes, key=lambda name: sizes[name])
     assert sizes[largest] < CLOUDFORMATION_RESOURCE_LIMIT, (largest, sizes[largest])
@@ -86,6 +87,21 @@ def test_a_tier_target_builds_the_shared_stack_and_that_tier_only() -> None:
 
     tenant_stacks = sorted(t.names.bridge_stack_name for t in catalog.in_tier("bridge"))
     assert sorted(templates) == ["tenantkit-bridge", *tenant_stacks]
+
+
+def test_the_silo_tier_target_adds_the_tiers_dashboard_stack_and_a_silo_tenant_does_not() -> None:
+    # The dashboard finds every silo by metric search: a silo tenant's deploy (an onboarding,
+    # run in parallel with others) touches its own stack only; the tier's deploy brings it.
+    catalog = parse_catalog(mixed_catalog(20))
+    silos = [t.names.silo_stack_name for t in catalog.in_tier("silo")]
+    assert silos
+
+    assert DeployTarget(tier="silo").stacks(catalog) == ("tenantkit-silo", *silos)
+    assert "tenantkit-silo" in EVERY_STACK.stacks(catalog)
+    assert DeployTarget(tenant=catalog.in_tier("silo")[0].id).stacks(catalog) == (silos[0],)
+    without = parse_catalog({"tenants": [{"id": "acme", "tier": "bridge"}]})
+    assert DeployTarget(tier="silo").stacks(without) == ()
+    assert "tenantkit-silo" not in EVERY_STACK.stacks(without)
 
 
 def test_an_unknown_tenant_target_names_the_catalog() -> None:

@@ -6,6 +6,7 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from app import build_app
+from lambda_src.tenancy import SILO_MONITORING
 from tenantkit.catalog import load_catalog, parse_catalog
 from tenantkit.deployment import DeployTarget
 
@@ -27,7 +28,9 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("stack", [BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, SILO_RDS])
+@pytest.mark.parametrize(
+    "stack", [BRIDGE, BRIDGE_CONTOSO, POOL_STACK, SILO, SILO_RDS, SILO_MONITORING]
+)
 def test_template_matches_snapshot(
     synth: Synth, stack: str, snapshot_json: SnapshotAssertion
 ) -> None:

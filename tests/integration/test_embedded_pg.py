@@ -111,6 +111,7 @@ def test_the_admin_holds_what_rds_gives_its_master_user_and_no_more(server: Runn
     assert sorted(memberships) == sorted(
         [
             (ADMIN_USER, "rds_superuser", False),
+            ("rds_superuser", "pg_monitor", False),
             ("rds_superuser", "pg_signal_backend", False),
             ("rds_superuser", "rds_iam", True),
         ]

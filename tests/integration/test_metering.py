@@ -1,24 +1,29 @@
 """Per-tenant usage sampled on a real embedded server: bridge databases and a pool (settable and
 strict), checked against exact counts."""
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.metering import read_usage, record_usage, sample_pool, sample_tenant_databases
 from lambda_src.metering.sampler import (
+    HIDDEN_STATEMENTS,
     POOL_ACTIVITY,
     SETTABLE_CONNECTIONS,
     exact_pool_rows,
 )
 from lambda_src.tenancy import POOL, PoolMode
 from tenantkit.catalog import Catalog, parse_catalog
-from tenantkit.embedded_pg import EmbeddedPostgres, RunningServer
+from tenantkit.embedded_pg import RDS_SUPERUSER_ROLE, EmbeddedPostgres, RunningServer
 from tenantkit.local import (
     LocalSecrets,
     pool_login_settings,
@@ -47,6 +52,9 @@ class Host:
         return psycopg.connect(
             **self.server.admin_settings(dbname).connect_kwargs(), autocommit=True
         )
+
+    def superuser(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(**self.server.superuser_settings().connect_kwargs(), autocommit=True)
 
     def bridge_login(self, tenant: str) -> ConnectionSettings:
         names = self.catalog.get(tenant).names
@@ -226,3 +234,99 @@ def test_recorded_samples_give_deltas_and_the_peak_of_connections(settable: Host
     assert window["mtr-b-two"].rows_written is not None
     assert window["mtr-b-two"].rows_written >= 25
     assert window["mtr-b-one"].rows_written == 0
+
+
+LONG_STATEMENT_S = 1.5
+"""How long the tenant's statement has run, at least, when the sampler looks."""
+
+
+@contextmanager
+def long_statement(host: Host, settings: ConnectionSettings) -> Iterator[None]:
+    """A tenant's own login runs `SELECT pg_sleep(60)` in a thread; inside the block it has run
+    LONG_STATEMENT_S or more (watched as the bootstrap superuser). Cancelled on the way out."""
+    conn = psycopg.connect(**settings.connect_kwargs(), autocommit=True)
+    pid = conn.info.backend_pid
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            conn.execute("SELECT pg_sleep(60)")
+        except psycopg.errors.QueryCanceled:
+            pass
+        except BaseException as error:  # surfaced below, not lost in the thread
+            failed.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        with host.superuser() as watcher:
+            deadline = time.monotonic() + 30
+            while True:
+                ran = watcher.execute(
+                    "SELECT extract(epoch FROM now() - query_start) FROM pg_stat_activity "
+                    "WHERE pid = %s AND state = 'active'",
+                    (pid,),
+                ).fetchone()
+                if ran is not None and float(ran[0]) >= LONG_STATEMENT_S:
+                    break
+                assert not failed, failed
+                assert time.monotonic() < deadline, "the tenant's statement never ran"
+                time.sleep(0.1)
+        yield
+    finally:
+        conn.cancel_safe()
+        worker.join(timeout=30)
+        conn.close()
+    assert not failed, failed
+
+
+@contextmanager
+def admin_without_pg_monitor(host: Host) -> Iterator[None]:
+    """The host as a server whose master user lacks pg_monitor (unlike RDS and Aurora)."""
+    role = sql.Identifier(RDS_SUPERUSER_ROLE)
+    with host.superuser() as conn:
+        conn.execute(sql.SQL("REVOKE pg_monitor FROM {}").format(role))
+    try:
+        yield
+    finally:
+        with host.superuser() as conn:
+            conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(role))
+
+
+def test_a_bridge_tenants_long_statement_is_seen_by_the_admin_as_on_rds(settable: Host) -> None:
+    # GIVEN a tenant's own login running a statement for LONG_STATEMENT_S and more
+    with long_statement(settable, settable.bridge_login("mtr-b-two")):
+        # WHEN the host's admin samples (as the metering function does with the admin secret)
+        during = bridge_usage(settable)
+    # THEN that tenant's longest statement is measured, its neighbour's is none
+    two, one = during["mtr-b-two"], during["mtr-b-one"]
+    assert two.longest_statement_s is not None
+    assert two.longest_statement_s >= LONG_STATEMENT_S
+    assert HIDDEN_STATEMENTS not in two.notes
+    assert one.longest_statement_s == 0.0
+
+
+def test_a_strict_pool_tenants_long_statement_is_seen_by_the_admin(strict: Host) -> None:
+    with long_statement(strict, strict.pool_login("mtr-p-three")):
+        usage = pool_usage(strict)
+    three = usage["mtr-p-three"]
+    assert three.longest_statement_s is not None
+    assert three.longest_statement_s >= LONG_STATEMENT_S
+    assert HIDDEN_STATEMENTS not in three.notes
+    assert usage["mtr-p-one"].longest_statement_s == 0.0
+
+
+def test_an_admin_without_pg_monitor_reports_the_statement_as_hidden_not_zero(
+    settable: Host,
+) -> None:
+    # GIVEN a server whose admin may not read other roles' sessions in detail
+    with (
+        admin_without_pg_monitor(settable),
+        long_statement(settable, settable.bridge_login("mtr-b-two")),
+    ):
+        during = bridge_usage(settable)
+    # THEN the statement is unknown and says why, not 0 s; the session still counts
+    two = during["mtr-b-two"]
+    assert two.longest_statement_s is None
+    assert HIDDEN_STATEMENTS in two.notes
+    assert two.connections == 1
