@@ -64,6 +64,7 @@ def test_cli_synthesizes_every_stack_of_the_sample_catalog(cli_out: Path) -> Non
         "tenantkit-bridge.template.json",
         "tenantkit-pool.template.json",
         "tenantkit-silo-acme.template.json",
+        "tenantkit-silo.template.json",  # the silo tier's dashboard
     ]
 
 
