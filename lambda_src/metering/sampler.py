@@ -45,7 +45,9 @@ from ..provisioner.plans.pool_rls import (
 from ..tenancy import POOL, PoolMode, tenant_names
 
 ANALYZE_SAMPLE_ROWS = 300 * TENANT_STATISTICS_TARGET
-"""Rows ANALYZE reads at that target (PostgreSQL's rule: 300 x the statistics target)."""
+"""Rows ANALYZE reads at that target (PostgreSQL's rule: 300 x the statistics target). The
+bound takes each table's own sample size (its columns' largest target), not this: a table
+whose target was lowered samples fewer rows."""
 ANALYZE_AFTER_FRACTION = 0.02
 """The sampler re-analyzes a pool table's tenant_id once more than this fraction of its rows
 (plus ANALYZE_AFTER_ROWS) changed since its last ANALYZE: the bound it leaves on the error."""
@@ -243,14 +245,21 @@ _PROTECTED = sql.SQL(
               pg_table_size(c.oid) + pg_indexes_size(c.oid),
               pg_stat_get_mod_since_analyze(c.oid),
               greatest(pg_stat_get_last_analyze_time(c.oid),
-                       pg_stat_get_last_autoanalyze_time(c.oid))
+                       pg_stat_get_last_autoanalyze_time(c.oid)),
+              300 * (SELECT max(CASE WHEN coalesce(a.attstattarget, -1) < 0
+                                     THEN current_setting('default_statistics_target')::int
+                                     ELSE a.attstattarget END)
+                       FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.oid IN (SELECT polrelid FROM pg_policy WHERE polname = %s)
           AND (%s::oid IS NULL OR c.oid = %s::oid)
         ORDER BY 2"""
 )
 """Every protected table with its size, its rows as of the last ANALYZE and the rows changed
-since (the statistics functions, not pg_stat_all_tables: that view reads every table's row)."""
+since (the statistics functions, not pg_stat_all_tables: that view reads every table's row),
+and the rows an ANALYZE of it samples (300 x its columns' largest statistics target; -1, or
+NULL from PostgreSQL 17, is default_statistics_target)."""
 
 _POOL_SESSIONS = sql.SQL(
     """SELECT r.rolname, nullif(r.rolconnlimit, -1),
@@ -271,7 +280,7 @@ PLANNED_PER_STATEMENT = 500
 """Tenants estimated by one EXPLAIN (a UNION ALL of one branch per tenant)."""
 
 
-def _planned_rows(
+def planned_rows(
     conn: psycopg.Connection, table: sql.Composable, values: Sequence[str]
 ) -> tuple[float, list[float]]:
     """The planner's row estimates for the whole table and for `tenant_id = <value>` of each
@@ -376,10 +385,11 @@ def _estimate_table(
     tenants: Sequence[str],
     analyzed: bool,
 ) -> PoolTableEstimate:
-    oid, table, reltuples, size, modified, analyzed_at = row
+    oid, table, reltuples, size, modified, analyzed_at, sample_rows = row
     reltuples = max(int(reltuples), 0)
+    sample_rows = max(int(sample_rows or 0), 1)
     identifier = sql.Identifier(*split_qualified_name(table))
-    sampled = reltuples > ANALYZE_SAMPLE_ROWS
+    sampled = reltuples > sample_rows
     rows: dict[str, int] = {}
     bounds: dict[str, int] = {}
     shares: dict[str, float | None] = {}
@@ -390,7 +400,7 @@ def _estimate_table(
         if unknown:
             with conn.transaction():
                 _as_maintainer(conn)
-                whole, planned = _planned_rows(conn, identifier, [NO_TENANT, *unknown])
+                whole, planned = planned_rows(conn, identifier, [NO_TENANT, *unknown])
             outside = planned[0]
             # A tenant the planner estimates above a value it cannot have is in the list; its
             # share is its estimate over the table's (both scaled alike to the table's size).
@@ -429,9 +439,7 @@ def _estimate_table(
             rows[tenant] = round(share * reltuples)
             spread = 0.0
             if sampled:
-                spread = SAMPLING_STANDARD_ERRORS * math.sqrt(
-                    share * (1 - share) / ANALYZE_SAMPLE_ROWS
-                )
+                spread = SAMPLING_STANDARD_ERRORS * math.sqrt(share * (1 - share) / sample_rows)
             # + 1: the planner's estimates are whole rows, the share is rounded by them.
             bounds[tenant] = int(modified) + math.ceil(spread * reltuples) + 1
         else:
@@ -452,7 +460,7 @@ def _estimate_table(
 
 
 def _needs_analyze(row: tuple[Any, ...]) -> bool:
-    _oid, _table, reltuples, _size, modified, analyzed_at = row
+    _oid, _table, reltuples, _size, modified, analyzed_at, _sample_rows = row
     if analyzed_at is None:
         return int(reltuples) > 0 or int(modified) > 0
     return int(modified) > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * max(int(reltuples), 0)

@@ -10,12 +10,17 @@ bridge tenants with `bridge_rows` customers each. Measured in one run:
 - pool, metering: the steady state, statistics fresh;
 - pool, metering after churn: rows written by a few tenants since the ANALYZE (less than the
   threshold): the estimate is stale, and the bound must cover the error;
+- pool, ANALYZE alone at tenant_id's statistics target 10,000 and at the default 100, each
+  twice, on the same data (what every ANALYZE the estimate depends on costs, the sampler's or
+  autovacuum's), how often it runs for a given write rate, and metering at the default target
+  (the tenants the shorter list lacks are counted) with the planner's own error at 100;
 - bridge: one sample of every tenant database against an exact count(*) of their tables.
 Database work is the blocks each reads (shared-buffer hits + reads, pg_statio_all_tables, read
 by another session after the measured one closed): of the pool database's own tables and
 indexes (the tenants' data), and of the catalogs beyond what an idle session reads.
 """
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,11 +32,18 @@ import psycopg
 from psycopg import sql
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.metering import sample_pool, sample_tenant_databases
-from lambda_src.metering.sampler import ANALYZE_AFTER_FRACTION, exact_pool_rows
+from lambda_src.metering import TENANT_STATISTICS_TARGET, sample_pool, sample_tenant_databases
+from lambda_src.metering.sampler import (
+    ANALYZE_AFTER_FRACTION,
+    ANALYZE_AFTER_ROWS,
+    NO_TENANT,
+    exact_pool_rows,
+    planned_rows,
+)
+from lambda_src.provisioner.plans.pool_rls import split_qualified_name
 from lambda_src.tenancy import POOL
 
-from ..catalog import parse_catalog
+from ..catalog import MeteringSettings, parse_catalog
 from ..embedded_pg import EmbeddedPostgres, RunningServer
 from ..local import LocalSecrets, provision_pool, provision_tenant_databases
 from ..local_aws import local_aws
@@ -50,6 +62,14 @@ class UsageBenchConfig:
     bridge_rows: int = 200
     churn_tenants: int = 10
     """Tenants that write after the ANALYZE (the stale case)."""
+    analyze_repeats: int = 2
+    """ANALYZEs measured per statistics target (alternating targets)."""
+
+
+DEFAULT_STATISTICS_TARGET = 100
+"""PostgreSQL's default_statistics_target, what tenant_id would have without protect_table."""
+WRITE_RATES = (1, 10, 100, 1000)
+"""Rows written per second into the table for which the ANALYZE frequency is worked out."""
 
 
 _BLOCKS = sql.SQL(
@@ -72,18 +92,28 @@ def _blocks(settings: ConnectionSettings) -> tuple[int, int]:
         return int(data), int(every)
 
 
+def _backend_cpu_seconds(conn: psycopg.Connection) -> float:
+    """User + system CPU the connection's backend has used (the embedded server is local):
+    less disturbed than wall time by the other work on a loaded machine."""
+    pid = conn.info.backend_pid
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def _measured(
     settings: ConnectionSettings, into: dict[str, Any], idle: int = 0
 ) -> Iterator[psycopg.Connection]:
-    """A session of its own whose wall time and blocks (counted after it closed, when its
-    statistics are flushed) go into `into`: `blocks`, of the database's own tables and
-    indexes, and `catalog_blocks`, of the catalogs, less `idle` (what an idle session and the
-    counting itself read)."""
+    """A session of its own whose wall time, backend CPU time and blocks (counted after it
+    closed, when its statistics are flushed) go into `into`: `blocks`, of the database's own
+    tables and indexes, and `catalog_blocks`, of the catalogs, less `idle` (what an idle
+    session and the counting itself read)."""
     before = _blocks(settings)
     started = time.perf_counter()
     with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+        cpu = _backend_cpu_seconds(conn)
         yield conn
+        into["cpu_seconds"] = round(_backend_cpu_seconds(conn) - cpu, 3)
     into["seconds"] = round(time.perf_counter() - started, 4)
     time.sleep(0.05)
     after = _blocks(settings)
@@ -122,6 +152,193 @@ def _load_pool(server: RunningServer, tenants: list[str], rows: int, label: str 
             "FROM generate_series(1, %s) n",
             (tenants, len(tenants), label, rows),
         )
+
+
+_READS = sql.SQL(
+    "SELECT coalesce(sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) "
+    "+ coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)), 0)::bigint, "
+    "(SELECT blk_read_time FROM pg_stat_database WHERE datname = current_database()) "
+    "FROM pg_statio_user_tables"
+)
+"""Blocks of the database's own tables that missed shared buffers, and the database's read
+time (track_io_timing)."""
+
+
+def _reads(settings: ConnectionSettings) -> tuple[int, float]:
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        blocks, ms = conn.execute(_READS).fetchone()  # type: ignore[misc]
+        return int(blocks), float(ms or 0.0)
+
+
+def _analyze(
+    server: RunningServer, table: sql.Composable, target: int, idle: int
+) -> dict[str, Any]:
+    """One ANALYZE of the whole table (as the sampler runs it, as the pool owner) with
+    tenant_id's statistics target set to `target` beforehand: wall time, the backend's CPU
+    time, blocks (hits + reads), blocks read from outside shared buffers and their read time,
+    and the most-common-values list it left."""
+    superuser = server.superuser_settings(POOL.database)
+    with psycopg.connect(**superuser.connect_kwargs(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN tenant_id SET STATISTICS {}").format(
+                table, sql.Literal(target)
+            )
+        )
+    reads_before = _reads(superuser)
+    run: dict[str, Any] = {"statistics_target": target}
+    with _measured(superuser, run, idle) as conn:
+        # A superuser session (track_io_timing is a superuser setting), ANALYZE as the owner.
+        conn.execute("SET track_io_timing = on")
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.owner_role)))
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
+    reads_after = _reads(superuser)
+    run["blocks_read"] = reads_after[0] - reads_before[0]
+    run["read_ms"] = round(reads_after[1] - reads_before[1], 1)
+    with psycopg.connect(**superuser.connect_kwargs(), autocommit=True) as conn:
+        schema, name = split_qualified_name(TABLE)
+        mcv, reltuples = conn.execute(
+            "SELECT coalesce(array_length(most_common_vals::text::text[], 1), 0), "
+            "(SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass) "
+            "FROM pg_stats WHERE schemaname = %s AND tablename = %s AND attname = 'tenant_id'",
+            (TABLE, schema, name),
+        ).fetchone()  # type: ignore[misc]
+    run["most_common_values"] = int(mcv)
+    run["sample_rows"] = min(300 * target, int(reltuples))  # ANALYZE's rule
+    return run
+
+
+def _analyze_schedule(
+    server: RunningServer, reltuples: int, seconds_by_target: dict[int, float]
+) -> dict[str, Any]:
+    """How often (and, from `seconds_by_target`, the CPU seconds of one ANALYZE per target, at
+    what cost per hour) the table is analyzed for a given write rate: by the sampler once more than
+    ANALYZE_AFTER_FRACTION changed (checked at each scheduled sample), and by autovacuum once
+    more than its threshold + scale factor x rows changed (checked every naptime)."""
+    with psycopg.connect(
+        **server.superuser_settings(POOL.database).connect_kwargs(), autocommit=True
+    ) as conn:
+        threshold, scale, naptime, options = conn.execute(
+            "SELECT current_setting('autovacuum_analyze_threshold')::int, "
+            "current_setting('autovacuum_analyze_scale_factor')::float8, "
+            "extract(epoch FROM current_setting('autovacuum_naptime')::interval), "
+            "(SELECT reloptions FROM pg_class WHERE oid = %s::regclass)",
+            (TABLE,),
+        ).fetchone()  # type: ignore[misc]
+    for option in options or []:  # a table's own setting wins over the server's
+        key, _, value = option.partition("=")
+        if key == "autovacuum_analyze_threshold":
+            threshold = int(value)
+        elif key == "autovacuum_analyze_scale_factor":
+            scale = float(value)
+    schedule = MeteringSettings().schedule_minutes * 60
+    sampler_rows = ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * reltuples
+    autovacuum_rows = threshold + scale * reltuples
+    rates = []
+    for rate in WRITE_RATES:
+        # Whichever comes first; each can run no more often than it looks.
+        per_hour = max(
+            min(rate * 3600 / sampler_rows, 3600 / schedule),
+            min(rate * 3600 / autovacuum_rows, 3600 / float(naptime)),
+        )
+        rates.append(
+            {
+                "rows_per_second": rate,
+                "analyzes_per_hour": round(per_hour, 2),
+                **{
+                    f"analyze_cpu_seconds_per_hour_target_{target}": round(per_hour * seconds, 2)
+                    for target, seconds in seconds_by_target.items()
+                },
+            }
+        )
+    return {
+        "rows": reltuples,
+        "sampler_rows": round(sampler_rows),
+        "sampler_schedule_minutes": schedule // 60,
+        "autovacuum_analyze_threshold": threshold,
+        "autovacuum_analyze_scale_factor": scale,
+        "autovacuum_rows": round(autovacuum_rows),
+        "by_write_rate": rates,
+    }
+
+
+def _analyze_cost(
+    server: RunningServer,
+    config: UsageBenchConfig,
+    tenants: list[str],
+    counted: dict[str, int],
+    idle: int,
+) -> dict[str, Any]:
+    """ANALYZE at tenantkit's target and at the default, alternately, on unchanged data; then
+    metering and the planner's own estimate at the default target. Leaves tenantkit's target
+    set again (statistics of the default's ANALYZE until the next one)."""
+    table = sql.Identifier(*split_qualified_name(TABLE))
+    targets = (TENANT_STATISTICS_TARGET, DEFAULT_STATISTICS_TARGET)
+    # The ANALYZE sessions are the superuser's, whose idle session reads other catalog blocks.
+    superuser_idle: dict[str, Any] = {}
+    with _measured(server.superuser_settings(POOL.database), superuser_idle) as conn:
+        conn.execute("SET track_io_timing = on")
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.owner_role)))
+    runs: dict[int, list[dict[str, Any]]] = {t: [] for t in targets}
+    for _ in range(config.analyze_repeats):
+        for target in targets:
+            runs[target].append(_analyze(server, table, target, superuser_idle["catalog_blocks"]))
+    settings = server.admin_settings(POOL.database)
+    # At the default target (the last ANALYZE): the sampler counts the tenants the list lacks.
+    metering: dict[str, Any] = {}
+    with _measured(settings, metering, idle) as conn:
+        usages, tables = sample_pool(conn, tenants, mode="settable")
+    metering["analyzed"] = [t.table for t in tables if t.analyzed]
+    metering["counted_tenants"] = max((t.counted for t in tables if t.table == TABLE), default=0)
+    metering["error"] = _error(
+        {u.tenant_id: u.table_rows[TABLE] for u in usages},
+        {u.tenant_id: u.rows_error_bound for u in usages},
+        counted,
+    )
+    # What the planner alone says at the default target: a tenant outside the 100-value list
+    # gets the same average share as every other outsider.
+    with (
+        psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.maintainer_role)))
+        _whole, planned = planned_rows(conn, table, [NO_TENANT, *tenants])
+    planner = {t: round(e) for t, e in zip(tenants, planned[1:], strict=True)}
+    planner_error = _error(planner, dict.fromkeys(tenants, 0), counted)
+    del planner_error["max_bound_rows"], planner_error["within_bound"]
+    with psycopg.connect(
+        **server.superuser_settings(POOL.database).connect_kwargs(), autocommit=True
+    ) as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN tenant_id SET STATISTICS {}").format(
+                table, sql.Literal(TENANT_STATISTICS_TARGET)
+            )
+        )
+
+    def summary(target: int) -> dict[str, Any]:
+        measured = runs[target]
+        best = min(measured, key=lambda r: r["cpu_seconds"])
+        return {
+            **best,
+            "runs_seconds": [r["seconds"] for r in measured],
+            "runs_cpu_seconds": [r["cpu_seconds"] for r in measured],
+        }
+
+    by_target = {f"target_{t}": summary(t) for t in targets}
+    reltuples = sum(counted.values())
+    return {
+        **by_target,
+        "cpu_ratio": round(
+            by_target[f"target_{targets[0]}"]["cpu_seconds"]
+            / max(by_target[f"target_{targets[1]}"]["cpu_seconds"], 1e-3),
+            1,
+        ),
+        "metering_target_100": metering,
+        "planner_error_target_100": planner_error,
+        "schedule": _analyze_schedule(
+            server, reltuples, {t: by_target[f"target_{t}"]["cpu_seconds"] for t in targets}
+        ),
+    }
 
 
 def _pool(
@@ -170,6 +387,8 @@ def _pool(
         {u.tenant_id: u.rows_error_bound for u in usages},
         counted,
     )
+    log(f"pool: ANALYZE at statistics target {TENANT_STATISTICS_TARGET} and 100, metering at 100")
+    analyze = _analyze_cost(server, config, tenants, counted, idle)
     return {
         "tenants": len(tenants),
         "rows": config.pool_rows,
@@ -186,6 +405,7 @@ def _pool(
         ),
         "ratio_seconds": round(exact["seconds"] / max(steady["seconds"], 1e-6), 1),
         "ratio_blocks_with_analyze": round(exact["blocks"] / max(first["blocks"], 1), 2),
+        "analyze": analyze,
     }
 
 

@@ -447,11 +447,13 @@ def bench_usage(
         title=f"metering: pool of {pool['tenants']} tenants, {pool['rows']:,} rows; "
         f"{bridge['tenants']} bridge tenants"
     )
-    for column in ("what", "wall", "data blocks", "catalog blocks", "error (rows)", "in bound"):
+    columns = ("what", "wall", "CPU", "data blocks", "catalog blocks", "error (rows)", "in bound")
+    for column in columns:
         table.add_column(column, justify="left" if column == "what" else "right")
     table.add_row(
         "pool: exact count(*) GROUP BY tenant_id",
         f"{pool['exact_count']['seconds'] * 1000:.0f} ms",
+        f"{pool['exact_count']['cpu_seconds']:.2f} s",
         f"{pool['exact_count']['blocks']:,}",
         f"{pool['exact_count']['catalog_blocks']:,}",
         "0",
@@ -467,14 +469,50 @@ def bench_usage(
         table.add_row(
             label,
             f"{run['seconds'] * 1000:.0f} ms",
+            f"{run['cpu_seconds']:.2f} s",
             f"{run['blocks']:,}",
             f"{run['catalog_blocks']:,}",
             f"max {error['max_abs_error_rows']:,} (bound {error['max_bound_rows']:,})",
             f"{error['within_bound']}/{error['tenants']}",
         )
+    analyze = pool["analyze"]
+    for key in ("target_10000", "target_100"):
+        run = analyze[key]
+        table.add_row(
+            f"pool: ANALYZE alone, tenant_id target {run['statistics_target']:,} "
+            f"({run['most_common_values']:,} common values of {run['sample_rows']:,} rows)",
+            f"{run['seconds'] * 1000:.0f} ms",
+            f"{run['cpu_seconds']:.2f} s",
+            f"{run['blocks']:,} ({run['blocks_read']:,} read)",
+            f"{run['catalog_blocks']:,}",
+            "",
+            "",
+        )
+    run = analyze["metering_target_100"]
+    table.add_row(
+        f"pool: metering at target 100 ({run['counted_tenants']:,} tenants counted)",
+        f"{run['seconds'] * 1000:.0f} ms",
+        f"{run['cpu_seconds']:.2f} s",
+        f"{run['blocks']:,}",
+        f"{run['catalog_blocks']:,}",
+        f"max {run['error']['max_abs_error_rows']:,} (bound {run['error']['max_bound_rows']:,})",
+        f"{run['error']['within_bound']}/{run['error']['tenants']}",
+    )
+    planner = analyze["planner_error_target_100"]
+    table.add_row(
+        "pool: the planner alone at target 100 (nothing counted)",
+        "",
+        "",
+        "",
+        "",
+        f"max {planner['max_abs_error_rows']:,} "
+        f"({planner['max_rel_error_100_rows_or_more']:.1%} of >= 100)",
+        f"{planner['exact_tenants']} exact",
+    )
     table.add_row(
         f"bridge: sample {bridge['tenants']} databases",
         f"{bridge['metering_seconds'] * 1000:.0f} ms",
+        "",
         "",
         "",
         f"{bridge['tenants'] - bridge['rows_match']} tenants off",
@@ -485,10 +523,25 @@ def bench_usage(
         f"{bridge['exact_count_seconds'] * 1000:.0f} ms",
         "",
         "",
+        "",
         "0",
         "",
     )
     out.print(table)
+    schedule = analyze["schedule"]
+    rates = ", ".join(
+        f"{r['rows_per_second']:,} rows/s: {r['analyzes_per_hour']:g}/h = "
+        f"{r['analyze_cpu_seconds_per_hour_target_10000']:g} s CPU "
+        f"({r['analyze_cpu_seconds_per_hour_target_100']:g} s at 100)"
+        for r in schedule["by_write_rate"]
+    )
+    out.print(
+        f"ANALYZE runs when {schedule['sampler_rows']:,} rows changed at the sampler's next run "
+        f"(every {schedule['sampler_schedule_minutes']} min), or {schedule['autovacuum_rows']:,} "
+        f"at autovacuum's (scale factor {schedule['autovacuum_analyze_scale_factor']:g} + "
+        f"{schedule['autovacuum_analyze_threshold']}); per hour at {rates}",
+        highlight=False,
+    )
     out.print(
         f"steady-state metering: {pool['ratio_blocks']}x fewer data blocks "
         f"({pool['ratio_all_blocks']}x with the catalogs), "

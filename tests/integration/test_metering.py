@@ -14,7 +14,13 @@ import pytest
 from psycopg import sql
 
 from lambda_src.core.connection import ConnectionSettings
-from lambda_src.metering import read_usage, record_usage, sample_pool, sample_tenant_databases
+from lambda_src.metering import (
+    TENANT_STATISTICS_TARGET,
+    read_usage,
+    record_usage,
+    sample_pool,
+    sample_tenant_databases,
+)
 from lambda_src.metering.sampler import (
     HIDDEN_STATEMENTS,
     POOL_ACTIVITY,
@@ -179,6 +185,56 @@ def test_a_pool_tenant_that_writes_n_rows_shows_n_within_the_bound_and_others_un
     assert usage["mtr-p-three"].storage_bytes == 0
     assert usage["mtr-p-one"].storage_bytes > usage["mtr-p-two"].storage_bytes > 0
     assert set(usage["mtr-p-one"].table_rows) >= {CUSTOMERS, "tenantkit_sample.projects"}
+
+
+def test_a_pool_table_sampled_at_a_lowered_statistics_target_gets_a_bound_for_its_sample(
+    strict: Host,
+) -> None:
+    # GIVEN every column of customers at statistics target 1 (ANALYZE samples 300 rows, fewer
+    # than the table holds) and two tenants' 2,000 and 1,000 rows
+    superuser = strict.server.superuser_settings(POOL.database)
+    with psycopg.connect(**superuser.connect_kwargs(), autocommit=True) as conn:
+        columns = [
+            name
+            for (name,) in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped",
+                (CUSTOMERS,),
+            )
+        ]
+
+        def targets(default: int, tenant_id: int) -> None:
+            for column in columns:
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE public.customers ALTER COLUMN {} SET STATISTICS {}"
+                    ).format(
+                        sql.Identifier(column),
+                        sql.Literal(tenant_id if column == "tenant_id" else default),
+                    )
+                )
+
+        targets(1, 1)
+        try:
+            write_customers(strict, "mtr-p-one", 2000, tier="pool")
+            write_customers(strict, "mtr-p-three", 1000, tier="pool")
+            # WHEN the sampler analyzes the table and estimates from its 300-row sample
+            with strict.admin(POOL.database) as admin:
+                usages, tables = sample_pool(admin, list(POOLED), mode="strict")
+                exact = exact_pool_rows(admin, CUSTOMERS)
+        finally:
+            targets(-1, TENANT_STATISTICS_TARGET)
+            conn.execute("ANALYZE public.customers")
+    # THEN the table counts as sampled and each bound covers the sample's 3 standard errors
+    (table,) = [t for t in tables if t.table == CUSTOMERS]
+    assert table.analyzed
+    assert table.sampled
+    for usage in usages:
+        error = abs(usage.table_rows[CUSTOMERS] - exact.get(usage.tenant_id, 0))
+        assert error <= usage.rows_error_bound, usage.tenant_id
+    share = exact["mtr-p-one"] / table.reltuples
+    spread = 3 * (share * (1 - share) / 300) ** 0.5 * table.reltuples
+    assert {u.tenant_id: u for u in usages}["mtr-p-one"].rows_error_bound > spread
 
 
 def test_a_settable_pool_says_connections_cannot_be_attributed(settable: Host) -> None:
