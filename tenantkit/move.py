@@ -4,8 +4,9 @@ recorded in the source host's registry (lambda_src.mobility.journal):
     started -> provision-target (suspended, at the source's schema version)
             -> freeze (the source suspended: logins disabled / the pool policy denies it;
                        registry `moving`)
-            -> copy (export from the source, import into the target, one transaction)
-            -> verify (counts and checksums of every table, source against target)
+            -> copy (streamed from the source's snapshot into one target transaction)
+            -> verify (every table read back from the target: counts and checksums against
+                       what the source sent; the target commits only then)
             -> switch (the catalog's tier) -> activate (the target active; source `moved`)
 
 A failure before the switch rolls back: the target's copy is destroyed (it holds nothing the
@@ -32,10 +33,9 @@ from lambda_src.migrations.files import load_migrations
 from lambda_src.mobility import (
     TenantScope,
     default_export_dir,
-    import_tenant,
     schema_version,
+    streamed_copy,
     tenant_digests,
-    verify_export,
 )
 from lambda_src.mobility.journal import (
     DONE,
@@ -328,35 +328,25 @@ class Move:
             self.step("freeze", source.tier, report)
 
             progress("copy")
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            copy = self.workdir
-            export_local_tenant(self.local.servers, self.tenant_id, source.tier, copy)
-            manifest = verify_export(copy, self.tenant_id)
-            with self.data(target.tier) as conn:
-                import_tenant(
-                    conn,
+            # Streamed from the source's snapshot into one target transaction, which commits
+            # only after the verify read every table back from the target (no files).
+            with (
+                self.data(source.tier) as src,
+                self.data(target.tier) as dst,
+                streamed_copy(
+                    src,
+                    dst,
+                    TenantScope.of_tier(self.tenant_id, source.tier),
                     TenantScope.of_tier(self.tenant_id, target.tier),
-                    manifest,
-                    copy,
                     replace=True,
-                )
-            self.step("copy", source.tier, report)
-
-            progress("verify")
-            at_source_sums = self.digests(source.tier)
-            at_target_sums = self.digests(target.tier)
-            if at_source_sums != at_target_sums:
-                different = sorted(
-                    n
-                    for n in at_source_sums.keys() | at_target_sums.keys()
-                    if at_source_sums.get(n) != at_target_sums.get(n)
-                )
-                raise TenantkitError(
-                    f"the copy did not verify: {', '.join(different)} differ(s) from the source"
-                )
-            report.tables = at_source_sums
-            report.rows = sum(r for r, _ in at_source_sums.values())
+                ) as stream,
+            ):
+                stream.copy()
+                self.step("copy", source.tier, report)
+                progress("verify")
+                verified = stream.verify()
+            report.tables = {name: (d.rows, d.sha256) for name, d in verified.items()}
+            report.rows = sum(r for r, _ in report.tables.values())
             self.step("verify", source.tier, report)
 
             progress("switch")

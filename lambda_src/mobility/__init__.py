@@ -14,15 +14,18 @@ from .load import (
     read_manifest,
     verify_export,
 )
+from .stream import CopyFailedError, StreamedCopy, streamed_copy
 from .tables import SchemaVersion, TableDigest, TenantScope, schema_version, tenant_digests
 
 __all__ = [
+    "CopyFailedError",
     "ExportError",
     "ImportFailedError",
     "ImportRefusedError",
     "ImportResult",
     "Manifest",
     "SchemaVersion",
+    "StreamedCopy",
     "TableDigest",
     "TenantScope",
     "default_export_dir",
@@ -30,6 +33,7 @@ __all__ = [
     "import_tenant",
     "read_manifest",
     "schema_version",
+    "streamed_copy",
     "tenant_digests",
     "verify_export",
 ]

@@ -8,9 +8,14 @@ export's tables and columns; a tenant that already has rows is refused unless `r
 every row must be the tenant's; sequences are set; and the tenant's rows are read back and
 must give the manifest's counts and checksums, or the whole transaction rolls back.
 
-Pool tables are under FORCE ROW LEVEL SECURITY and COPY FROM is refused on them, so a pool
-table is loaded into a temporary table first (as the admin), every row's tenant_id checked,
-and inserted from there as the maintainer; row-level security is never turned off.
+Every row must be the tenant's: COPY FROM's own `WHERE tenant_id = <id>` keeps only its rows
+and a count short of the rows fed refuses the load (no second pass over the rows). Pool
+tables are under FORCE ROW LEVEL SECURITY and COPY FROM is refused on them, so a pool table
+is loaded into a temporary table first (as the admin, the same WHERE), and inserted from
+there as the maintainer; row-level security is never turned off.
+
+load_table, prepare_target and set_sequences are also the steps of a move's streamed copy
+(stream.py): the rows then come from the source's COPY instead of a file.
 
 Sequences: a bridge or silo tenant owns its sequences and gets the export's position (raised
 to the largest imported value if that is higher); a pool sequence is shared by every tenant,
@@ -20,7 +25,7 @@ backwards, or another tenant's next row could reuse a value.
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,32 +206,38 @@ class ImportResult:
         return sum(self.tables.values())
 
 
-def _check_tables(manifest: Manifest, target: Sequence[Table], tenant_id: str) -> list[Table]:
-    """The target's tables in the manifest's order; ImportRefusedError if the sets differ."""
+def _check_tables(
+    exported: Sequence[tuple[str, Sequence[dict[str, str]]]],
+    target: Sequence[Table],
+    tenant_id: str,
+    origin: str,
+) -> list[Table]:
+    """The target's tables in the order and column order of `exported` ((qualified name,
+    columns) of the export's or the source's tables); ImportRefusedError if the sets differ."""
     by_name = {t.qualified: t for t in target}
-    exported = [t.name for t in manifest.tables]
-    missing = sorted(set(exported) - set(by_name))
-    extra = sorted(set(by_name) - set(exported))
+    names = [name for name, _ in exported]
+    missing = sorted(set(names) - set(by_name))
+    extra = sorted(set(by_name) - set(names))
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"the export has table(s) the target lacks: {', '.join(missing)}")
+            parts.append(f"{origin} has table(s) the target lacks: {', '.join(missing)}")
         if extra:
-            parts.append(f"the target has table(s) the export lacks: {', '.join(extra)}")
+            parts.append(f"the target has table(s) {origin} lacks: {', '.join(extra)}")
         raise ImportRefusedError(
-            f"{tenant_id}'s tables differ from the export's: " + "; ".join(parts)
+            f"{tenant_id}'s tables differ from {origin}'s: " + "; ".join(parts)
         )
     ordered = []
-    for entry in manifest.tables:
-        table = by_name[entry.name]
+    for name, wanted in exported:
+        table = by_name[name]
         columns = [{"name": c.name, "type": c.type} for c in table.columns]
-        if sorted(columns, key=str) != sorted(entry.columns, key=str):
+        if sorted(columns, key=str) != sorted(wanted, key=str):
             raise ImportRefusedError(
-                f"{entry.name}: the target's columns {_columns(columns)} differ from the "
-                f"export's {_columns(entry.columns)}"
+                f"{name}: the target's columns {_columns(columns)} differ from {origin}'s "
+                f"{_columns(wanted)}"
             )
         # Load and verify in the export's column order: the checksum is over those bytes.
-        positions = {c["name"]: i for i, c in enumerate(entry.columns)}
+        positions = {c["name"]: i for i, c in enumerate(wanted)}
         ordered.append(
             Table(
                 table.schema,
@@ -259,42 +270,49 @@ def tenant_row_counts(
         return {t.qualified: _count(conn, t, scope) for t in tables}
 
 
-def _stream_file(copy: Any, path: Path, expected: str) -> None:
+def _stream_file(copy: Any, path: Path, expected: str) -> int:
     digest = hashlib.sha256()
+    rows = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
+            rows += chunk.count(b"\n")
             copy.write(chunk)
     if digest.hexdigest() != expected:
         raise ImportFailedError(f"{path} changed while it was loaded")
+    return rows
 
 
-def _foreign_rows(conn: psycopg.Connection, relation: sql.Composable, tenant_id: str) -> int:
-    query = sql.SQL("SELECT count(*) FROM {} WHERE tenant_id IS DISTINCT FROM %s").format(relation)
-    row = conn.execute(query, (tenant_id,)).fetchone()
-    return int(row[0]) if row else 0
+RowFeed = Callable[[Any], int]
+"""Writes a table's rows, as COPY text, into a psycopg Copy object; returns how many."""
 
 
-def _load_table(
+def load_table(
     conn: psycopg.Connection,
     table: Table,
-    entry: ExportedTable,
     scope: TenantScope,
-    directory: Path,
     position: int,
-) -> None:
-    path = directory / entry.file
+    feed: RowFeed,
+    origin: str,
+) -> int:
+    """Load the rows `feed` writes into the tenant's `table` (in the caller's transaction);
+    every row must be the tenant's, or ImportFailedError naming `origin` (where the rows came
+    from). Returns the rows loaded.
+
+    The tenant check is COPY's own `WHERE tenant_id = <id>`: a row of another tenant (or
+    without one) is not loaded, and the count COPY reports is then short of the rows fed;
+    no second pass over the rows."""
+    keep = sql.SQL(" WHERE tenant_id = %s")
+    tenant = (scope.tenant_id,)
     if not scope.pooled:
+        check = table.has_tenant_column
         with acting_as(conn, scope.reader_role):
-            copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(table.identifier, table.column_list)
-            with conn.cursor().copy(copy_in) as copy:
-                _stream_file(copy, path, entry.sha256)
-            if table.has_tenant_column and _foreign_rows(conn, table.identifier, scope.tenant_id):
-                raise ImportFailedError(
-                    f"{entry.file}: rows of {table.qualified} belong to another tenant than "
-                    f"{scope.tenant_id}"
-                )
-        return
+            copy_in = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+                table.identifier, table.column_list, keep if check else sql.SQL("")
+            )
+            loaded, fed = _copy_in(conn, copy_in, tenant if check else None, feed)
+        _refuse_foreign(fed - loaded, table, scope, origin)
+        return loaded
     # The pool: COPY FROM is refused on a table under row-level security, so the rows go to a
     # temporary table, are checked to be the tenant's, and are inserted from it as the
     # maintainer (the only role whose policy admits a tenant's rows without its context).
@@ -304,14 +322,9 @@ def _load_table(
             "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
         ).format(staging, table.column_list, table.identifier)
     )
-    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
-        _stream_file(copy, path, entry.sha256)
-    foreign = _foreign_rows(conn, staging, scope.tenant_id)
-    if foreign:
-        raise ImportFailedError(
-            f"{entry.file}: {foreign} row(s) of {table.qualified} belong to another tenant than "
-            f"{scope.tenant_id}: refused, nothing loaded"
-        )
+    copy_in = sql.SQL("COPY {} FROM STDIN{}").format(staging, keep)
+    loaded, fed = _copy_in(conn, copy_in, tenant, feed)
+    _refuse_foreign(fed - loaded, table, scope, origin)
     conn.execute(
         sql.SQL("GRANT SELECT ON {} TO {}").format(staging, sql.Identifier(scope.reader_role))
     )
@@ -321,21 +334,49 @@ def _load_table(
                 table.identifier, table.column_list, table.column_list, staging
             )
         )
+    return loaded
 
 
-def _set_sequences(
-    conn: psycopg.Connection, manifest: Manifest, scope: TenantScope, tables: Sequence[Table]
+def _copy_in(
+    conn: psycopg.Connection,
+    statement: sql.Composed,
+    params: tuple[str, ...] | None,
+    feed: RowFeed,
+) -> tuple[int, int]:
+    """(rows COPY loaded, rows fed)."""
+    cursor = conn.cursor()
+    with cursor.copy(statement, params) as copy:
+        fed = feed(copy)
+    return cursor.rowcount, fed
+
+
+def _refuse_foreign(foreign: int, table: Table, scope: TenantScope, origin: str) -> None:
+    if foreign:
+        raise ImportFailedError(
+            f"{origin}: {foreign} row(s) of {table.qualified} belong to another tenant than "
+            f"{scope.tenant_id}: refused, nothing loaded"
+        )
+
+
+def set_sequences(
+    conn: psycopg.Connection,
+    sequences: Sequence[SequencePosition],
+    scope: TenantScope,
+    tables: Sequence[Table],
+    origin: str = "the export",
 ) -> dict[str, int]:
+    """Set the target's sequences after a load from the source's `sequences` (the module's
+    docstring says how); `table.column` -> the position each was set to."""
     current = {(s.table, s.column): s for s in sequence_positions(conn, tables)}
     by_name = {t.qualified: t for t in tables}
     positions = {}
-    for source in manifest.sequences:
+    for source in sequences:
         table = by_name.get(source.table)
         now = current.get((source.table, source.column))
         sequence = sequence_of(conn, source.table, source.column) if table else None
         if table is None or now is None or sequence is None:
             raise ImportRefusedError(
-                f"the export has a sequence on {source.table}.{source.column}; the target's "
+                f"{origin} has a sequence on {source.table}.{source.column}; the target's "
                 "column owns none"
             )
         with acting_as(conn, scope.reader_role):
@@ -388,20 +429,26 @@ def import_tenant(
         ) from error
 
 
-def _import(
+def prepare_target(
     conn: psycopg.Connection,
     scope: TenantScope,
-    manifest: Manifest,
-    directory: Path,
+    schema: SchemaVersion,
+    exported: Sequence[tuple[str, Sequence[dict[str, str]]]],
+    *,
     replace: bool,
-) -> ImportResult:
+    origin: str,
+) -> tuple[list[Table], int]:
+    """Check the target before a load (in the caller's transaction): at `schema`, with the
+    tables and columns of `exported` (see _check_tables), and without rows of the tenant
+    unless `replace` (they are then deleted). The target's tables in load order, and the rows
+    deleted."""
     version = schema_version(conn)
-    if version != manifest.schema:
+    if version != schema:
         raise ImportRefusedError(
-            f"{scope.tenant_id} is at {version.label}, the export at {manifest.schema.label}: "
+            f"{scope.tenant_id} is at {version.label}, {origin} at {schema.label}: "
             "bring both to the same migrations (tenantctl migrate apply) and import again"
         )
-    tables = _check_tables(manifest, tenant_tables(conn, scope), scope.tenant_id)
+    tables = _check_tables(exported, tenant_tables(conn, scope), scope.tenant_id, origin)
     existing = tenant_row_counts(conn, scope, tables)
     replaced = sum(existing.values())
     if replaced and not replace:
@@ -418,10 +465,34 @@ def _import(
                     sql.SQL("DELETE FROM {}{}").format(table.identifier, where),
                     (scope.tenant_id,) if scope.pooled else None,
                 )
+    return tables, replaced
+
+
+def _import(
+    conn: psycopg.Connection,
+    scope: TenantScope,
+    manifest: Manifest,
+    directory: Path,
+    replace: bool,
+) -> ImportResult:
+    tables, replaced = prepare_target(
+        conn,
+        scope,
+        manifest.schema,
+        [(t.name, t.columns) for t in manifest.tables],
+        replace=replace,
+        origin="the export",
+    )
     entries = {t.name: t for t in manifest.tables}
     for position, table in enumerate(tables, start=1):
-        _load_table(conn, table, entries[table.qualified], scope, directory, position)
-    sequences = _set_sequences(conn, manifest, scope, tables)
+        entry = entries[table.qualified]
+        path = directory / entry.file
+
+        def feed(copy: Any, path: Path = path, entry: ExportedTable = entry) -> int:
+            return _stream_file(copy, path, entry.sha256)
+
+        load_table(conn, table, scope, position, feed, entry.file)
+    sequences = set_sequences(conn, manifest.sequences, scope, tables)
     loaded = tenant_digests(conn, scope, tables)
     for name, digest in loaded.items():
         entry = entries[name]
