@@ -289,7 +289,10 @@ def acting_as(conn: psycopg.Connection, role: str) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.execute("RESET ROLE")
+        # After a failed statement the transaction can only roll back (which ends SET LOCAL):
+        # a RESET there would fail too and hide the statement's own error.
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("RESET ROLE")
 
 
 def rows_query(table: Table, scope: TenantScope) -> sql.Composed:
