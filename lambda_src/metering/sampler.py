@@ -12,13 +12,21 @@ for. Rows per tenant come from the planner's statistics of the `tenant_id` colum
 protect_table() raises its statistics target to TENANT_STATISTICS_TARGET, so ANALYZE samples
 300 x that many rows (the whole table up to 3,000,000 rows) and keeps every tenant in the
 column's most-common-values list (up to 10,000 tenants per table): its frequency x reltuples is
-the tenant's rows as of that ANALYZE. The sampler analyzes the column itself (as the pool
-owner) when more than ANALYZE_AFTER_FRACTION of a table changed since; a registered tenant the
-list lacks (the list is cut when the table is larger than the sample) is counted exactly
-through the tenant_id index, at a cost proportional to its own rows. The error bound of each
-estimate is reported with it: the rows modified since the table's last ANALYZE (any of them
-may be the tenant's), plus 3 standard errors of the sample frequency when the table is larger
-than the sample. A tenant's storage is its row share of each table's heap, TOAST and indexes.
+the tenant's rows as of that ANALYZE. The sampler analyzes that column alone (`ANALYZE t
+(tenant_id)`, as the pool owner: the other columns' sorts are most of a whole-table ANALYZE's
+CPU, and autovacuum still refreshes them) when more than ANALYZE_AFTER_FRACTION of a table
+changed since tenant_id's statistics were taken; a registered tenant the list lacks (the list
+is cut when the table is larger than the sample) is counted exactly through the tenant_id
+index, at a cost proportional to its own rows. The error bound of each estimate is reported
+with it: the rows modified since tenant_id's statistics (any of them may be the tenant's),
+plus 3 standard errors of the sample frequency when the table is larger than the sample. A
+tenant's storage is its row share of each table's heap, TOAST and indexes.
+
+A column-list ANALYZE does not reset n_mod_since_analyze (PostgreSQL resets it only when every
+column was analyzed: autovacuum has work left), so the sampler records in the registry
+(usage_analyzed) each table's cumulative rows written (inserted + updated + deleted) when it
+analyzed tenant_id; the rows modified since the statistics are the lesser of that difference
+and n_mod_since_analyze (which a later whole-table ANALYZE, autovacuum's, resets).
 
 What the pool cannot attribute, said as None with a reason rather than 0: connections in a
 settable pool (the tenant is a transaction-local setting of a shared login), and transactions
@@ -246,20 +254,26 @@ _PROTECTED = sql.SQL(
               pg_stat_get_mod_since_analyze(c.oid),
               greatest(pg_stat_get_last_analyze_time(c.oid),
                        pg_stat_get_last_autoanalyze_time(c.oid)),
-              300 * (SELECT max(CASE WHEN coalesce(a.attstattarget, -1) < 0
-                                     THEN current_setting('default_statistics_target')::int
-                                     ELSE a.attstattarget END)
+              300 * (SELECT CASE WHEN coalesce(a.attstattarget, -1) < 0
+                                 THEN current_setting('default_statistics_target')::int
+                                 ELSE a.attstattarget END
                        FROM pg_attribute a
-                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+                      WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'),
+              pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+              + pg_stat_get_tuples_deleted(c.oid),
+              r.analyzed_at, r.rows_written
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN {} r ON r.table_oid = c.oid
         WHERE c.oid IN (SELECT polrelid FROM pg_policy WHERE polname = %s)
           AND (%s::oid IS NULL OR c.oid = %s::oid)
         ORDER BY 2"""
 )
 """Every protected table with its size, its rows as of the last ANALYZE and the rows changed
 since (the statistics functions, not pg_stat_all_tables: that view reads every table's row),
-and the rows an ANALYZE of it samples (300 x its columns' largest statistics target; -1, or
-NULL from PostgreSQL 17, is default_statistics_target)."""
+the rows an ANALYZE of tenant_id samples (300 x its statistics target; -1, or NULL from
+PostgreSQL 17, is default_statistics_target: a whole-table ANALYZE samples at least as many),
+the table's cumulative rows written and what the sampler recorded at its own last ANALYZE of
+tenant_id."""
 
 _POOL_SESSIONS = sql.SQL(
     """SELECT r.rolname, nullif(r.rolconnlimit, -1),
@@ -319,6 +333,18 @@ estimates for a value outside the most-common-values list."""
 
 
 _SHARES_TABLE = sql.Identifier(POOL.registry_schema, "usage_shares")
+_ANALYZED_TABLE = sql.Identifier(POOL.registry_schema, "usage_analyzed")
+_CREATE_ANALYZED = sql.SQL(
+    """CREATE TABLE IF NOT EXISTS {} (
+        table_oid oid PRIMARY KEY,
+        analyzed_at timestamptz NOT NULL,
+        rows_written bigint NOT NULL
+    )"""
+).format(_ANALYZED_TABLE)
+"""The sampler's last `ANALYZE t (tenant_id)` of each protected table: when (the table's last
+analyze time after it) and at what cumulative rows written (inserted + updated + deleted, read
+before it), because a column-list ANALYZE leaves n_mod_since_analyze as it was. Owned by the
+admin; PUBLIC has no grant."""
 _CREATE_SHARES = sql.SQL(
     """CREATE TABLE IF NOT EXISTS {} (
         table_oid oid NOT NULL,
@@ -347,11 +373,15 @@ def _cached_shares(
 
 
 def _ensure_shares_table(conn: psycopg.Connection) -> None:
-    name = f"{POOL.registry_schema}.usage_shares"
-    if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone() == (True,):
-        with conn.transaction():
-            conn.execute(_CREATE_SHARES)
-            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(_SHARES_TABLE))
+    for name, create, identifier in (
+        ("usage_shares", _CREATE_SHARES, _SHARES_TABLE),
+        ("usage_analyzed", _CREATE_ANALYZED, _ANALYZED_TABLE),
+    ):
+        qualified = f"{POOL.registry_schema}.{name}"
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (qualified,)).fetchone() == (True,):
+            with conn.transaction():
+                conn.execute(create)
+                conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(identifier))
 
 
 def _store_shares(
@@ -379,13 +409,32 @@ def _as_maintainer(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.maintainer_role)))
 
 
+def _modified_since_statistics(row: tuple[Any, ...]) -> int:
+    """Rows changed since tenant_id's statistics were taken: n_mod_since_analyze (since the
+    last whole-table ANALYZE), or less when the sampler's own column ANALYZE is more recent.
+    Its record counts only while it is not newer than the table's last analyze time and the
+    cumulative counter has not gone back (statistics reset, a table recreated)."""
+    modified, analyzed_at = row[4:6]
+    written, recorded_at, recorded_written = row[7:10]
+    modified = int(modified)
+    if (
+        recorded_at is not None
+        and analyzed_at is not None
+        and recorded_at <= analyzed_at
+        and int(written) >= int(recorded_written)
+    ):
+        modified = min(modified, int(written) - int(recorded_written))
+    return modified
+
+
 def _estimate_table(
     conn: psycopg.Connection,
     row: tuple[Any, ...],
     tenants: Sequence[str],
     analyzed: bool,
 ) -> PoolTableEstimate:
-    oid, table, reltuples, size, modified, analyzed_at, sample_rows = row
+    oid, table, reltuples, size, _modified, analyzed_at, sample_rows = row[:7]
+    modified = _modified_since_statistics(row)
     reltuples = max(int(reltuples), 0)
     sample_rows = max(int(sample_rows or 0), 1)
     identifier = sql.Identifier(*split_qualified_name(table))
@@ -460,10 +509,44 @@ def _estimate_table(
 
 
 def _needs_analyze(row: tuple[Any, ...]) -> bool:
-    _oid, _table, reltuples, _size, modified, analyzed_at, _sample_rows = row
+    _oid, _table, reltuples, _size, modified, analyzed_at, _sample_rows = row[:7]
     if analyzed_at is None:
         return int(reltuples) > 0 or int(modified) > 0
-    return int(modified) > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * max(int(reltuples), 0)
+    modified = _modified_since_statistics(row)
+    return modified > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * max(int(reltuples), 0)
+
+
+_ROWS_WRITTEN = sql.SQL(
+    "SELECT pg_stat_get_tuples_inserted(%s) + pg_stat_get_tuples_updated(%s) "
+    "+ pg_stat_get_tuples_deleted(%s)"
+)
+_ANALYZE_TIME = sql.SQL(
+    "SELECT greatest(pg_stat_get_last_analyze_time(%s), pg_stat_get_last_autoanalyze_time(%s))"
+)
+
+
+def analyze_tenant_id(conn: psycopg.Connection, oid: int, table: str) -> None:
+    """ANALYZE the protected table's tenant_id alone, as the pool owner, and record at what
+    cumulative rows written (usage_analyzed). Rows written while it samples count as modified
+    since (the counter is read before): the bound stays an upper bound."""
+    identifier = sql.Identifier(*split_qualified_name(table))
+    with conn.transaction():
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        written = conn.execute(_ROWS_WRITTEN, (oid, oid, oid)).fetchone()[0]  # type: ignore[index]
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.owner_role)))
+        conn.execute(sql.SQL("ANALYZE {} (tenant_id)").format(identifier))
+        conn.execute("RESET ROLE")
+        # The statistics snapshot of this transaction predates the ANALYZE's report.
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        at = conn.execute(_ANALYZE_TIME, (oid, oid)).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (table_oid, analyzed_at, rows_written) VALUES (%s, %s, %s) "
+                "ON CONFLICT (table_oid) DO UPDATE SET analyzed_at = excluded.analyzed_at, "
+                "rows_written = excluded.rows_written"
+            ).format(_ANALYZED_TABLE),
+            (oid, at, written),
+        )
 
 
 def sample_pool(
@@ -479,21 +562,17 @@ def sample_pool(
     tenant_id analyzed first, as the pool owner."""
     isolation = ISOLATION_POLICY
     _ensure_shares_table(conn)
-    rows = conn.execute(_PROTECTED, (isolation, None, None)).fetchall()
+    protected = _PROTECTED.format(_ANALYZED_TABLE)
+    rows = conn.execute(protected, (isolation, None, None)).fetchall()
     estimates = []
     for row in rows:
         analyzed = False
         if analyze and _needs_analyze(row):
-            with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.owner_role)))
-                # The whole table, not just tenant_id: only a full ANALYZE resets
-                # n_mod_since_analyze, from which the next samples take their bound.
-                conn.execute(
-                    sql.SQL("ANALYZE {}").format(sql.Identifier(*split_qualified_name(row[1])))
-                )
+            analyze_tenant_id(conn, row[0], row[1])
             analyzed = True
         if analyzed:
-            row = conn.execute(_PROTECTED, (isolation, row[0], row[0])).fetchone() or row
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(protected, (isolation, row[0], row[0])).fetchone() or row
         estimates.append(_estimate_table(conn, row, tenants, analyzed))
     sessions: dict[str, tuple[Any, ...]] = {}
     if mode == "strict":

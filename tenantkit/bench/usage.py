@@ -10,10 +10,12 @@ bridge tenants with `bridge_rows` customers each. Measured in one run:
 - pool, metering: the steady state, statistics fresh;
 - pool, metering after churn: rows written by a few tenants since the ANALYZE (less than the
   threshold): the estimate is stale, and the bound must cover the error;
-- pool, ANALYZE alone at tenant_id's statistics target 10,000 and at the default 100, each
-  twice, on the same data (what every ANALYZE the estimate depends on costs, the sampler's or
-  autovacuum's), how often it runs for a given write rate, and metering at the default target
-  (the tenants the shorter list lacks are counted) with the planner's own error at 100;
+- pool, ANALYZE alone at tenant_id's statistics target 10,000, of the whole table
+  (autovacuum's) and of tenant_id alone (the sampler's), and of the whole table at the default
+  100, each twice, on the same data; how often each runs for a given write rate; tenant_id
+  alone at targets 1,000 and 2,500 with metering's error after each; and metering at the
+  default target (the tenants the shorter list lacks are counted) with the planner's own
+  error at 100;
 - bridge: one sample of every tenant database against an exact count(*) of their tables.
 Database work is the blocks each reads (shared-buffer hits + reads, pg_statio_all_tables, read
 by another session after the measured one closed): of the pool database's own tables and
@@ -37,6 +39,7 @@ from lambda_src.metering.sampler import (
     ANALYZE_AFTER_FRACTION,
     ANALYZE_AFTER_ROWS,
     NO_TENANT,
+    analyze_tenant_id,
     exact_pool_rows,
     planned_rows,
 )
@@ -70,6 +73,9 @@ DEFAULT_STATISTICS_TARGET = 100
 """PostgreSQL's default_statistics_target, what tenant_id would have without protect_table."""
 WRITE_RATES = (1, 10, 100, 1000)
 """Rows written per second into the table for which the ANALYZE frequency is worked out."""
+LOWER_TARGETS = (1000, 2500)
+"""tenant_id statistics targets below tenantkit's at which the sampler's ANALYZE and the
+estimate's error are measured too."""
 
 
 _BLOCKS = sql.SQL(
@@ -172,12 +178,13 @@ def _reads(settings: ConnectionSettings) -> tuple[int, float]:
 
 
 def _analyze(
-    server: RunningServer, table: sql.Composable, target: int, idle: int
+    server: RunningServer, table: sql.Composable, target: int, idle: int, column: bool = False
 ) -> dict[str, Any]:
-    """One ANALYZE of the whole table (as the sampler runs it, as the pool owner) with
-    tenant_id's statistics target set to `target` beforehand: wall time, the backend's CPU
-    time, blocks (hits + reads), blocks read from outside shared buffers and their read time,
-    and the most-common-values list it left."""
+    """One ANALYZE of the whole table (autovacuum's, here as the pool owner) or, with `column`,
+    the sampler's own of tenant_id alone (analyze_tenant_id), with tenant_id's statistics target
+    set to `target` beforehand: wall time, the backend's CPU time, blocks (hits + reads), blocks
+    read from outside shared buffers and their read time, and the most-common-values list it
+    left."""
     superuser = server.superuser_settings(POOL.database)
     with psycopg.connect(**superuser.connect_kwargs(), autocommit=True) as conn:
         conn.execute(
@@ -186,12 +193,16 @@ def _analyze(
             )
         )
     reads_before = _reads(superuser)
-    run: dict[str, Any] = {"statistics_target": target}
+    run: dict[str, Any] = {"statistics_target": target, "columns": "tenant_id" if column else "all"}
     with _measured(superuser, run, idle) as conn:
         # A superuser session (track_io_timing is a superuser setting), ANALYZE as the owner.
         conn.execute("SET track_io_timing = on")
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.owner_role)))
-        conn.execute(sql.SQL("ANALYZE {}").format(table))
+        if column:
+            oid = conn.execute("SELECT %s::regclass::oid", (TABLE,)).fetchone()[0]  # type: ignore[index]
+            analyze_tenant_id(conn, oid, TABLE)
+        else:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.owner_role)))
+            conn.execute(sql.SQL("ANALYZE {}").format(table))
     reads_after = _reads(superuser)
     run["blocks_read"] = reads_after[0] - reads_before[0]
     run["read_ms"] = round(reads_after[1] - reads_before[1], 1)
@@ -209,12 +220,20 @@ def _analyze(
 
 
 def _analyze_schedule(
-    server: RunningServer, reltuples: int, seconds_by_target: dict[int, float]
+    server: RunningServer,
+    reltuples: int,
+    seconds_by_target: dict[int, float],
+    column_seconds: float,
+    exact_seconds: float,
 ) -> dict[str, Any]:
-    """How often (and, from `seconds_by_target`, the CPU seconds of one ANALYZE per target, at
-    what cost per hour) the table is analyzed for a given write rate: by the sampler once more than
-    ANALYZE_AFTER_FRACTION changed (checked at each scheduled sample), and by autovacuum once
-    more than its threshold + scale factor x rows changed (checked every naptime)."""
+    """How often the table is analyzed for a given write rate, and at what CPU cost per hour:
+    by the sampler once more than ANALYZE_AFTER_FRACTION changed (checked at each scheduled
+    sample), by autovacuum once more than its threshold + scale factor x rows changed (checked
+    every naptime). A whole-table ANALYZE by the sampler (`seconds_by_target`, per target)
+    resets autovacuum's counter: whichever comes first. The sampler's tenant_id-only ANALYZE
+    (`column_seconds`) does not: autovacuum's whole-table ANALYZEs (at tenantkit's target) run
+    on their own schedule besides it (at most: one of autovacuum's also refreshes tenant_id,
+    and the sampler's next one then waits). `exact_seconds`: an exact count at every sample."""
     with psycopg.connect(
         **server.superuser_settings(POOL.database).connect_kwargs(), autocommit=True
     ) as conn:
@@ -236,11 +255,10 @@ def _analyze_schedule(
     autovacuum_rows = threshold + scale * reltuples
     rates = []
     for rate in WRITE_RATES:
-        # Whichever comes first; each can run no more often than it looks.
-        per_hour = max(
-            min(rate * 3600 / sampler_rows, 3600 / schedule),
-            min(rate * 3600 / autovacuum_rows, 3600 / float(naptime)),
-        )
+        # Each can run no more often than it looks.
+        by_sampler = min(rate * 3600 / sampler_rows, 3600 / schedule)
+        by_autovacuum = min(rate * 3600 / autovacuum_rows, 3600 / float(naptime))
+        per_hour = max(by_sampler, by_autovacuum)  # whichever comes first
         rates.append(
             {
                 "rows_per_second": rate,
@@ -249,6 +267,14 @@ def _analyze_schedule(
                     f"analyze_cpu_seconds_per_hour_target_{target}": round(per_hour * seconds, 2)
                     for target, seconds in seconds_by_target.items()
                 },
+                "sampler_column_analyzes_per_hour": round(by_sampler, 2),
+                "autovacuum_analyzes_per_hour": round(by_autovacuum, 2),
+                f"analyze_cpu_seconds_per_hour_column_{TENANT_STATISTICS_TARGET}": round(
+                    by_sampler * column_seconds
+                    + by_autovacuum * seconds_by_target[TENANT_STATISTICS_TARGET],
+                    2,
+                ),
+                "exact_count_cpu_seconds_per_hour": round(3600 / schedule * exact_seconds, 2),
             }
         )
     return {
@@ -268,22 +294,50 @@ def _analyze_cost(
     tenants: list[str],
     counted: dict[str, int],
     idle: int,
+    exact_seconds: float,
 ) -> dict[str, Any]:
-    """ANALYZE at tenantkit's target and at the default, alternately, on unchanged data; then
-    metering and the planner's own estimate at the default target. Leaves tenantkit's target
-    set again (statistics of the default's ANALYZE until the next one)."""
+    """The sampler's tenant_id ANALYZE at lower targets, each followed by metering (which must
+    not analyze again) and its error; then ANALYZE at tenantkit's target (whole table and
+    tenant_id alone) and at the default, alternately, on unchanged data; then metering and the
+    planner's own estimate at the default target. Leaves tenantkit's target set again
+    (statistics of the default's ANALYZE until the next one)."""
     table = sql.Identifier(*split_qualified_name(TABLE))
     targets = (TENANT_STATISTICS_TARGET, DEFAULT_STATISTICS_TARGET)
+    settings = server.admin_settings(POOL.database)
     # The ANALYZE sessions are the superuser's, whose idle session reads other catalog blocks.
     superuser_idle: dict[str, Any] = {}
     with _measured(server.superuser_settings(POOL.database), superuser_idle) as conn:
         conn.execute("SET track_io_timing = on")
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(POOL.owner_role)))
-    runs: dict[int, list[dict[str, Any]]] = {t: [] for t in targets}
+    superuser_idle_blocks = superuser_idle["catalog_blocks"]
+    lower: dict[str, Any] = {}
+    for target in LOWER_TARGETS:
+        run = _analyze(server, table, target, superuser_idle_blocks, column=True)
+        after: dict[str, Any] = {}
+        with _measured(settings, after, idle) as conn:
+            usages, tables = sample_pool(conn, tenants, mode="settable")
+        run["metering"] = {
+            **after,
+            "analyzed": [t.table for t in tables if t.analyzed],
+            "counted_tenants": max((t.counted for t in tables if t.table == TABLE), default=0),
+            "error": _error(
+                {u.tenant_id: u.table_rows[TABLE] for u in usages},
+                {u.tenant_id: u.rows_error_bound for u in usages},
+                counted,
+            ),
+        }
+        lower[f"column_target_{target}"] = run
+    kinds = (
+        (TENANT_STATISTICS_TARGET, False),
+        (TENANT_STATISTICS_TARGET, True),
+        (DEFAULT_STATISTICS_TARGET, False),
+    )
+    runs: dict[tuple[int, bool], list[dict[str, Any]]] = {k: [] for k in kinds}
     for _ in range(config.analyze_repeats):
-        for target in targets:
-            runs[target].append(_analyze(server, table, target, superuser_idle["catalog_blocks"]))
-    settings = server.admin_settings(POOL.database)
+        for target, column in kinds:
+            runs[target, column].append(
+                _analyze(server, table, target, superuser_idle_blocks, column=column)
+            )
     # At the default target (the last ANALYZE): the sampler counts the tenants the list lacks.
     metering: dict[str, Any] = {}
     with _measured(settings, metering, idle) as conn:
@@ -315,8 +369,8 @@ def _analyze_cost(
             )
         )
 
-    def summary(target: int) -> dict[str, Any]:
-        measured = runs[target]
+    def summary(kind: tuple[int, bool]) -> dict[str, Any]:
+        measured = runs[kind]
         best = min(measured, key=lambda r: r["cpu_seconds"])
         return {
             **best,
@@ -324,19 +378,31 @@ def _analyze_cost(
             "runs_cpu_seconds": [r["cpu_seconds"] for r in measured],
         }
 
-    by_target = {f"target_{t}": summary(t) for t in targets}
+    by_target = {f"target_{t}": summary((t, False)) for t in targets}
+    column_only = summary((TENANT_STATISTICS_TARGET, True))
     reltuples = sum(counted.values())
     return {
         **by_target,
+        f"column_target_{TENANT_STATISTICS_TARGET}": column_only,
+        **lower,
         "cpu_ratio": round(
             by_target[f"target_{targets[0]}"]["cpu_seconds"]
             / max(by_target[f"target_{targets[1]}"]["cpu_seconds"], 1e-3),
             1,
         ),
+        "column_cpu_ratio": round(
+            by_target[f"target_{targets[0]}"]["cpu_seconds"]
+            / max(column_only["cpu_seconds"], 1e-3),
+            1,
+        ),
         "metering_target_100": metering,
         "planner_error_target_100": planner_error,
         "schedule": _analyze_schedule(
-            server, reltuples, {t: by_target[f"target_{t}"]["cpu_seconds"] for t in targets}
+            server,
+            reltuples,
+            {t: by_target[f"target_{t}"]["cpu_seconds"] for t in targets},
+            column_only["cpu_seconds"],
+            exact_seconds,
         ),
     }
 
@@ -387,8 +453,11 @@ def _pool(
         {u.tenant_id: u.rows_error_bound for u in usages},
         counted,
     )
-    log(f"pool: ANALYZE at statistics target {TENANT_STATISTICS_TARGET} and 100, metering at 100")
-    analyze = _analyze_cost(server, config, tenants, counted, idle)
+    log(
+        f"pool: ANALYZE (tenant_id) at {', '.join(map(str, LOWER_TARGETS))}; ANALYZE at "
+        f"{TENANT_STATISTICS_TARGET} (whole table, tenant_id) and 100; metering at 100"
+    )
+    analyze = _analyze_cost(server, config, tenants, counted, idle, exact["cpu_seconds"])
     return {
         "tenants": len(tenants),
         "rows": config.pool_rows,

@@ -483,17 +483,28 @@ def bench_usage(
             f"{error['within_bound']}/{error['tenants']}",
         )
     analyze = pool["analyze"]
-    for key in ("target_10000", "target_100"):
+    lower = sorted(
+        (k for k in analyze if k.startswith("column_target_") and k != "column_target_10000"),
+        key=lambda k: -int(k.rsplit("_", 1)[1]),
+    )
+    for key in ("target_10000", "column_target_10000", *lower, "target_100"):
         run = analyze[key]
+        what = "ANALYZE (tenant_id)" if run["columns"] == "tenant_id" else "ANALYZE whole table"
+        error = run.get("metering", {}).get("error")
         table.add_row(
-            f"pool: ANALYZE alone, tenant_id target {run['statistics_target']:,} "
-            f"({run['most_common_values']:,} common values of {run['sample_rows']:,} rows)",
+            f"pool: {what}, target {run['statistics_target']:,} "
+            f"({run['most_common_values']:,} common values of {run['sample_rows']:,} rows)"
+            + (
+                f", then metering ({run['metering']['counted_tenants']:,} counted)" if error else ""
+            ),
             f"{run['seconds'] * 1000:.0f} ms",
             f"{run['cpu_seconds']:.2f} s",
             f"{run['blocks']:,} ({run['blocks_read']:,} read)",
             f"{run['catalog_blocks']:,}",
-            "",
-            "",
+            f"max {error['max_abs_error_rows']:,} (bound {error['max_bound_rows']:,})"
+            if error
+            else "",
+            f"{error['within_bound']}/{error['tenants']}" if error else "",
         )
     run = analyze["metering_target_100"]
     table.add_row(
@@ -539,7 +550,11 @@ def bench_usage(
     rates = ", ".join(
         f"{r['rows_per_second']:,} rows/s: {r['analyzes_per_hour']:g}/h = "
         f"{r['analyze_cpu_seconds_per_hour_target_10000']:g} s CPU "
-        f"({r['analyze_cpu_seconds_per_hour_target_100']:g} s at 100)"
+        f"({r['analyze_cpu_seconds_per_hour_target_100']:g} s at 100; sampler's tenant_id "
+        f"{r['sampler_column_analyzes_per_hour']:g}/h + autovacuum's "
+        f"{r['autovacuum_analyzes_per_hour']:g}/h = "
+        f"{r['analyze_cpu_seconds_per_hour_column_10000']:g} s; exact count at every sample "
+        f"{r['exact_count_cpu_seconds_per_hour']:g} s)"
         for r in schedule["by_write_rate"]
     )
     out.print(

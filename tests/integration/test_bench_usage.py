@@ -45,6 +45,17 @@ def test_bench_measures_analyze_at_both_statistics_targets_and_metering_at_the_d
     # 150 tenants: the default keeps at most 100 in its list, tenantkit's target every one
     # that has rows
     assert default["most_common_values"] <= 100 < high["most_common_values"]
+    # The sampler's own ANALYZE of tenant_id alone, at tenantkit's target and lower ones: the
+    # metering after each does not analyze again and every estimate is within its bound
+    column = analyze["column_target_10000"]
+    assert column["columns"] == "tenant_id"
+    assert column["most_common_values"] == high["most_common_values"]
+    assert len(column["runs_cpu_seconds"]) == 2
+    for target in (1000, 2500):
+        lower = analyze[f"column_target_{target}"]
+        assert lower["statistics_target"] == target
+        assert lower["metering"]["analyzed"] == []
+        assert lower["metering"]["error"]["within_bound"] == 150
     metering = analyze["metering_target_100"]
     assert metering["counted_tenants"] >= 150 - 100
     assert metering["error"]["within_bound"] == 150
@@ -53,6 +64,13 @@ def test_bench_measures_analyze_at_both_statistics_targets_and_metering_at_the_d
     assert schedule["rows"] == rows
     assert schedule["autovacuum_rows"] == round(50 + 0.1 * rows)  # the server's defaults
     assert schedule["sampler_rows"] == round(100 + 0.02 * rows)
+    for rate in schedule["by_write_rate"]:
+        # tenant_id alone does not reset autovacuum's counter: autovacuum's ANALYZEs add up
+        assert rate["analyze_cpu_seconds_per_hour_column_10000"] == pytest.approx(
+            rate["sampler_column_analyzes_per_hour"] * column["cpu_seconds"]
+            + rate["autovacuum_analyzes_per_hour"] * high["cpu_seconds"],
+            abs=0.05,
+        )
     hourly = [r["analyzes_per_hour"] for r in schedule["by_write_rate"]]
     assert hourly == sorted(hourly)
     assert hourly[-1] <= 60  # no more often than autovacuum's naptime

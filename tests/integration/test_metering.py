@@ -15,6 +15,8 @@ from psycopg import sql
 
 from lambda_src.core.connection import ConnectionSettings
 from lambda_src.metering import (
+    ANALYZE_AFTER_FRACTION,
+    ANALYZE_AFTER_ROWS,
     TENANT_STATISTICS_TARGET,
     read_usage,
     record_usage,
@@ -235,6 +237,74 @@ def test_a_pool_table_sampled_at_a_lowered_statistics_target_gets_a_bound_for_it
     share = exact["mtr-p-one"] / table.reltuples
     spread = 3 * (share * (1 - share) / 300) ** 0.5 * table.reltuples
     assert {u.tenant_id: u for u in usages}["mtr-p-one"].rows_error_bound > spread
+
+
+def _customers_statistics(host: Host) -> tuple[int, Any, str]:
+    """n_mod_since_analyze, the last analyze time and the name column's statistics of
+    customers, read as the superuser (pg_stats hides RLS tables' from everyone else)."""
+    settings = host.server.superuser_settings(POOL.database)
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_stat_get_mod_since_analyze(%s::regclass), "
+            "pg_stat_get_last_analyze_time(%s::regclass), "
+            "(SELECT histogram_bounds::text FROM pg_stats WHERE schemaname = 'public' "
+            "AND tablename = 'customers' AND attname = 'name')",
+            (CUSTOMERS, CUSTOMERS),
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), row[1], row[2]
+
+
+def test_the_sampler_analyzes_tenant_id_alone_and_does_not_analyze_again_at_the_next_sample(
+    settable: Host,
+) -> None:
+    # GIVEN fresh statistics of some rows, then more rows written by one tenant than the
+    # threshold
+    write_customers(settable, "mtr-p-one", 200, tier="pool")
+    with settable.admin(POOL.database) as conn:
+        sample_pool(conn, list(POOLED), mode="settable")
+        (reltuples,) = conn.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (CUSTOMERS,)
+        ).fetchone()  # type: ignore[misc]
+    write_customers(
+        settable,
+        "mtr-p-two",
+        int(ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * reltuples) + 50,
+        tier="pool",
+    )
+    _modified, analyzed_before, name_before = _customers_statistics(settable)
+    # WHEN the sampler runs twice
+    with settable.admin(POOL.database) as conn:
+        _, first = sample_pool(conn, list(POOLED), mode="settable")
+        usages, second = sample_pool(conn, list(POOLED), mode="settable")
+        exact = exact_pool_rows(conn, CUSTOMERS)
+    # THEN the first analyzed tenant_id alone: the table's analyze time moved, the other
+    # columns' statistics did not, and PostgreSQL left n_mod_since_analyze as it was (a
+    # column-list ANALYZE does not reset it)
+    modified, analyzed_after, name_after = _customers_statistics(settable)
+    assert [t.analyzed for t in first if t.table == CUSTOMERS] == [True]
+    assert analyzed_after > analyzed_before
+    assert name_after == name_before
+    assert modified > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * reltuples
+    # ... and the second did not analyze again: the rows modified since tenant_id's statistics
+    # are counted from the sampler's record, 0, and the fresh estimate is exact
+    (table,) = [t for t in second if t.table == CUSTOMERS]
+    assert not table.analyzed
+    assert table.modified_since_analyze == 0
+    for usage in usages:
+        assert usage.table_rows[CUSTOMERS] == exact.get(usage.tenant_id, 0), usage.tenant_id
+    # WHEN a few rows are written after it (under the threshold)
+    write_customers(settable, "mtr-p-three", 30, tier="pool")
+    with settable.admin(POOL.database) as conn:
+        usages, third = sample_pool(conn, list(POOLED), mode="settable")
+        exact = exact_pool_rows(conn, CUSTOMERS)
+    # THEN they are what the bound counts, and every estimate is within it
+    (table,) = [t for t in third if t.table == CUSTOMERS]
+    assert not table.analyzed
+    assert table.modified_since_analyze == 30
+    for usage in usages:
+        error = abs(usage.table_rows[CUSTOMERS] - exact.get(usage.tenant_id, 0))
+        assert error <= usage.rows_error_bound, usage.tenant_id
 
 
 def test_a_settable_pool_says_connections_cannot_be_attributed(settable: Host) -> None:
