@@ -26,7 +26,11 @@ A column-list ANALYZE does not reset n_mod_since_analyze (PostgreSQL resets it o
 column was analyzed: autovacuum has work left), so the sampler records in the registry
 (usage_analyzed) each table's cumulative rows written (inserted + updated + deleted) when it
 analyzed tenant_id; the rows modified since the statistics are the lesser of that difference
-and n_mod_since_analyze (which a later whole-table ANALYZE, autovacuum's, resets).
+and n_mod_since_analyze (which a later whole-table ANALYZE, autovacuum's, resets). Because
+n_mod_since_analyze keeps growing, autovacuum's own ANALYZE would follow at its threshold: when
+that threshold would be reached before the sampler's next refresh, the sampler analyzes the
+whole table instead (it does autovacuum's work and resets its counter), as it did at every
+refresh before.
 
 What the pool cannot attribute, said as None with a reason rather than 0: connections in a
 settable pool (the tenant is a transaction-local setting of a shared login), and transactions
@@ -244,6 +248,8 @@ class PoolTableEstimate:
     """Tenants the list lacked, counted exactly through the tenant_id index."""
     sampled: bool
     """Whether ANALYZE read a sample smaller than the table (sampling error in the bound)."""
+    analyzed_whole_table: bool = False
+    """Whether that ANALYZE was of the whole table (autovacuum's would have come next)."""
     rows: dict[str, int] = field(default_factory=dict)
     bounds: dict[str, int] = field(default_factory=dict)
 
@@ -261,7 +267,14 @@ _PROTECTED = sql.SQL(
                       WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'),
               pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
               + pg_stat_get_tuples_deleted(c.oid),
-              r.analyzed_at, r.rows_written
+              r.analyzed_at, r.rows_written,
+              coalesce((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions)
+                         WHERE option_name = 'autovacuum_analyze_threshold'),
+                       current_setting('autovacuum_analyze_threshold')::float8)
+              + coalesce((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions)
+                           WHERE option_name = 'autovacuum_analyze_scale_factor'),
+                         current_setting('autovacuum_analyze_scale_factor')::float8)
+                * greatest(c.reltuples, 0)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN {} r ON r.table_oid = c.oid
         WHERE c.oid IN (SELECT polrelid FROM pg_policy WHERE polname = %s)
@@ -272,8 +285,9 @@ _PROTECTED = sql.SQL(
 since (the statistics functions, not pg_stat_all_tables: that view reads every table's row),
 the rows an ANALYZE of tenant_id samples (300 x its statistics target; -1, or NULL from
 PostgreSQL 17, is default_statistics_target: a whole-table ANALYZE samples at least as many),
-the table's cumulative rows written and what the sampler recorded at its own last ANALYZE of
-tenant_id."""
+the table's cumulative rows written, what the sampler recorded at its own last ANALYZE of
+tenant_id, and the rows changed at which autovacuum analyzes the table (the table's own
+settings over the server's)."""
 
 _POOL_SESSIONS = sql.SQL(
     """SELECT r.rolname, nullif(r.rolconnlimit, -1),
@@ -508,12 +522,23 @@ def _estimate_table(
     )
 
 
+def _analyze_after(reltuples: int) -> float:
+    return ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * max(reltuples, 0)
+
+
 def _needs_analyze(row: tuple[Any, ...]) -> bool:
     _oid, _table, reltuples, _size, modified, analyzed_at, _sample_rows = row[:7]
     if analyzed_at is None:
         return int(reltuples) > 0 or int(modified) > 0
-    modified = _modified_since_statistics(row)
-    return modified > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * max(int(reltuples), 0)
+    return _modified_since_statistics(row) > _analyze_after(int(reltuples))
+
+
+def _analyze_whole_table(row: tuple[Any, ...]) -> bool:
+    """Whether autovacuum's ANALYZE of the table would come before the sampler's next: its
+    counter (n_mod_since_analyze, which only a whole-table ANALYZE resets) is within the
+    sampler's own threshold of autovacuum's."""
+    reltuples, modified, autovacuum_rows = int(row[2]), int(row[4]), float(row[10])
+    return modified + _analyze_after(reltuples) >= autovacuum_rows
 
 
 _ROWS_WRITTEN = sql.SQL(
@@ -525,16 +550,20 @@ _ANALYZE_TIME = sql.SQL(
 )
 
 
-def analyze_tenant_id(conn: psycopg.Connection, oid: int, table: str) -> None:
-    """ANALYZE the protected table's tenant_id alone, as the pool owner, and record at what
-    cumulative rows written (usage_analyzed). Rows written while it samples count as modified
-    since (the counter is read before): the bound stays an upper bound."""
+def analyze_tenant_id(
+    conn: psycopg.Connection, oid: int, table: str, *, whole_table: bool = False
+) -> None:
+    """ANALYZE the protected table's tenant_id alone (`whole_table`: every column), as the pool
+    owner, and record at what cumulative rows written (usage_analyzed). Rows written while it
+    samples count as modified since (the counter is read before): the bound stays an upper
+    bound."""
     identifier = sql.Identifier(*split_qualified_name(table))
     with conn.transaction():
         conn.execute("SELECT pg_stat_clear_snapshot()")
         written = conn.execute(_ROWS_WRITTEN, (oid, oid, oid)).fetchone()[0]  # type: ignore[index]
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(POOL.owner_role)))
-        conn.execute(sql.SQL("ANALYZE {} (tenant_id)").format(identifier))
+        columns = sql.SQL("") if whole_table else sql.SQL(" (tenant_id)")
+        conn.execute(sql.SQL("ANALYZE {}{}").format(identifier, columns))
         conn.execute("RESET ROLE")
         # The statistics snapshot of this transaction predates the ANALYZE's report.
         conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -566,14 +595,16 @@ def sample_pool(
     rows = conn.execute(protected, (isolation, None, None)).fetchall()
     estimates = []
     for row in rows:
-        analyzed = False
+        analyzed = whole_table = False
         if analyze and _needs_analyze(row):
-            analyze_tenant_id(conn, row[0], row[1])
+            whole_table = _analyze_whole_table(row)
+            analyze_tenant_id(conn, row[0], row[1], whole_table=whole_table)
             analyzed = True
         if analyzed:
             conn.execute("SELECT pg_stat_clear_snapshot()")
             row = conn.execute(protected, (isolation, row[0], row[0])).fetchone() or row
-        estimates.append(_estimate_table(conn, row, tenants, analyzed))
+        estimate = _estimate_table(conn, row, tenants, analyzed)
+        estimates.append(replace(estimate, analyzed_whole_table=whole_table))
     sessions: dict[str, tuple[Any, ...]] = {}
     if mode == "strict":
         logins = {tenant_names(t, allow_probes=True).pool_login: t for t in tenants}

@@ -219,6 +219,46 @@ def _analyze(
     return run
 
 
+SIMULATED_HOURS = 500
+"""Hours of steady writes simulated per write rate (an ANALYZE every few hours at 1 row/s)."""
+
+
+def _simulate(
+    rate: float,
+    policy: str,
+    *,
+    sampler_rows: float,
+    autovacuum_rows: float,
+    schedule: int,
+    naptime: int,
+) -> tuple[float, float]:
+    """Whole-table and tenant_id-only ANALYZEs per hour at `rate` rows per second, minute by
+    minute: autovacuum analyzes the whole table when n_mod_since_analyze passes its rows (at
+    every naptime); the sampler, at every schedule, refreshes tenant_id when more than its rows
+    changed since tenant_id's statistics, by `policy`: "whole" (the whole table, as before),
+    "column" (tenant_id alone, which leaves n_mod_since_analyze) or "sampler" (what it does:
+    the whole table when autovacuum's would come before its next refresh)."""
+    n_mod = since = 0.0
+    whole = column = 0
+    step = 60
+    for second in range(step, SIMULATED_HOURS * 3600 + 1, step):
+        n_mod += rate * step
+        since += rate * step
+        if second % naptime == 0 and n_mod > autovacuum_rows:
+            n_mod = since = 0.0
+            whole += 1
+        if second % schedule == 0 and since > sampler_rows:
+            if policy == "whole" or (
+                policy == "sampler" and n_mod + sampler_rows >= autovacuum_rows
+            ):
+                n_mod = since = 0.0
+                whole += 1
+            else:
+                since = 0.0
+                column += 1
+    return whole / SIMULATED_HOURS, column / SIMULATED_HOURS
+
+
 def _analyze_schedule(
     server: RunningServer,
     reltuples: int,
@@ -226,14 +266,11 @@ def _analyze_schedule(
     column_seconds: float,
     exact_seconds: float,
 ) -> dict[str, Any]:
-    """How often the table is analyzed for a given write rate, and at what CPU cost per hour:
-    by the sampler once more than ANALYZE_AFTER_FRACTION changed (checked at each scheduled
-    sample), by autovacuum once more than its threshold + scale factor x rows changed (checked
-    every naptime). A whole-table ANALYZE by the sampler (`seconds_by_target`, per target)
-    resets autovacuum's counter: whichever comes first. The sampler's tenant_id-only ANALYZE
-    (`column_seconds`) does not: autovacuum's whole-table ANALYZEs (at tenantkit's target) run
-    on their own schedule besides it (at most: one of autovacuum's also refreshes tenant_id,
-    and the sampler's next one then waits). `exact_seconds`: an exact count at every sample."""
+    """How often the table is analyzed for a given write rate, and at what CPU cost per hour
+    (`seconds_by_target`: one whole-table ANALYZE per target; `column_seconds`: one of
+    tenant_id alone at tenantkit's target), simulated (_simulate) for the sampler analyzing
+    the whole table at every refresh (before), tenant_id alone at every refresh, and what it
+    does now; `exact_seconds`: an exact count at every sample instead."""
     with psycopg.connect(
         **server.superuser_settings(POOL.database).connect_kwargs(), autocommit=True
     ) as conn:
@@ -253,37 +290,39 @@ def _analyze_schedule(
     schedule = MeteringSettings().schedule_minutes * 60
     sampler_rows = ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * reltuples
     autovacuum_rows = threshold + scale * reltuples
+    full = seconds_by_target[TENANT_STATISTICS_TARGET]
     rates = []
     for rate in WRITE_RATES:
-        # Each can run no more often than it looks.
-        by_sampler = min(rate * 3600 / sampler_rows, 3600 / schedule)
-        by_autovacuum = min(rate * 3600 / autovacuum_rows, 3600 / float(naptime))
-        per_hour = max(by_sampler, by_autovacuum)  # whichever comes first
-        rates.append(
-            {
-                "rows_per_second": rate,
-                "analyzes_per_hour": round(per_hour, 2),
-                **{
-                    f"analyze_cpu_seconds_per_hour_target_{target}": round(per_hour * seconds, 2)
-                    for target, seconds in seconds_by_target.items()
-                },
-                "sampler_column_analyzes_per_hour": round(by_sampler, 2),
-                "autovacuum_analyzes_per_hour": round(by_autovacuum, 2),
-                f"analyze_cpu_seconds_per_hour_column_{TENANT_STATISTICS_TARGET}": round(
-                    by_sampler * column_seconds
-                    + by_autovacuum * seconds_by_target[TENANT_STATISTICS_TARGET],
-                    2,
-                ),
-                "exact_count_cpu_seconds_per_hour": round(3600 / schedule * exact_seconds, 2),
+        entry: dict[str, Any] = {"rows_per_second": rate}
+        for policy in ("whole", "column", "sampler"):
+            whole, column = _simulate(
+                rate,
+                policy,
+                sampler_rows=sampler_rows,
+                autovacuum_rows=autovacuum_rows,
+                schedule=schedule,
+                naptime=int(naptime),
+            )
+            entry[policy] = {
+                "whole_table_per_hour": round(whole, 2),
+                "tenant_id_per_hour": round(column, 2),
+                "cpu_seconds_per_hour": round(whole * full + column * column_seconds, 2),
             }
+        whole = entry["whole"]["whole_table_per_hour"]
+        entry["analyze_cpu_seconds_per_hour_target_100"] = round(
+            whole * seconds_by_target[DEFAULT_STATISTICS_TARGET], 2
         )
+        entry["exact_count_cpu_seconds_per_hour"] = round(3600 / schedule * exact_seconds, 2)
+        rates.append(entry)
     return {
         "rows": reltuples,
         "sampler_rows": round(sampler_rows),
         "sampler_schedule_minutes": schedule // 60,
         "autovacuum_analyze_threshold": threshold,
         "autovacuum_analyze_scale_factor": scale,
+        "autovacuum_naptime_seconds": int(naptime),
         "autovacuum_rows": round(autovacuum_rows),
+        "simulated_hours": SIMULATED_HOURS,
         "by_write_rate": rates,
     }
 

@@ -548,13 +548,17 @@ def bench_usage(
     out.print(table)
     schedule = analyze["schedule"]
     rates = ", ".join(
-        f"{r['rows_per_second']:,} rows/s: {r['analyzes_per_hour']:g}/h = "
-        f"{r['analyze_cpu_seconds_per_hour_target_10000']:g} s CPU "
-        f"({r['analyze_cpu_seconds_per_hour_target_100']:g} s at 100; sampler's tenant_id "
-        f"{r['sampler_column_analyzes_per_hour']:g}/h + autovacuum's "
-        f"{r['autovacuum_analyzes_per_hour']:g}/h = "
-        f"{r['analyze_cpu_seconds_per_hour_column_10000']:g} s; exact count at every sample "
-        f"{r['exact_count_cpu_seconds_per_hour']:g} s)"
+        f"{r['rows_per_second']:,} rows/s: "
+        + "; ".join(
+            f"{label} {r[key]['whole_table_per_hour']:g} whole + "
+            f"{r[key]['tenant_id_per_hour']:g} tenant_id /h = {r[key]['cpu_seconds_per_hour']:g} s"
+            for key, label in (
+                ("whole", "whole-table sampler"),
+                ("column", "tenant_id only"),
+                ("sampler", "now"),
+            )
+        )
+        + f"; exact count at every sample {r['exact_count_cpu_seconds_per_hour']:g} s"
         for r in schedule["by_write_rate"]
     )
     out.print(

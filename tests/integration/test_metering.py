@@ -255,11 +255,32 @@ def _customers_statistics(host: Host) -> tuple[int, Any, str]:
         return int(row[0]), row[1], row[2]
 
 
+@contextmanager
+def _autovacuum_analyze_threshold(host: Host, rows: int) -> Iterator[None]:
+    """customers' own autovacuum_analyze_threshold set to `rows` meanwhile."""
+    settings = host.server.superuser_settings(POOL.database)
+    with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE public.customers SET (autovacuum_analyze_threshold = {})").format(
+                sql.Literal(rows)
+            )
+        )
+        try:
+            yield
+        finally:
+            conn.execute("ALTER TABLE public.customers RESET (autovacuum_analyze_threshold)")
+
+
 def test_the_sampler_analyzes_tenant_id_alone_and_does_not_analyze_again_at_the_next_sample(
     settable: Host,
 ) -> None:
-    # GIVEN fresh statistics of some rows, then more rows written by one tenant than the
-    # threshold
+    with _autovacuum_analyze_threshold(settable, 1_000_000):
+        _analyzes_tenant_id_alone(settable)
+
+
+def _analyzes_tenant_id_alone(settable: Host) -> None:
+    # GIVEN fresh statistics of some rows, autovacuum's ANALYZE far off, then more rows written
+    # by one tenant than the sampler's threshold
     write_customers(settable, "mtr-p-one", 200, tier="pool")
     with settable.admin(POOL.database) as conn:
         sample_pool(conn, list(POOLED), mode="settable")
@@ -282,7 +303,9 @@ def test_the_sampler_analyzes_tenant_id_alone_and_does_not_analyze_again_at_the_
     # columns' statistics did not, and PostgreSQL left n_mod_since_analyze as it was (a
     # column-list ANALYZE does not reset it)
     modified, analyzed_after, name_after = _customers_statistics(settable)
-    assert [t.analyzed for t in first if t.table == CUSTOMERS] == [True]
+    assert [(t.analyzed, t.analyzed_whole_table) for t in first if t.table == CUSTOMERS] == [
+        (True, False)
+    ]
     assert analyzed_after > analyzed_before
     assert name_after == name_before
     assert modified > ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * reltuples
@@ -305,6 +328,33 @@ def test_the_sampler_analyzes_tenant_id_alone_and_does_not_analyze_again_at_the_
     for usage in usages:
         error = abs(usage.table_rows[CUSTOMERS] - exact.get(usage.tenant_id, 0))
         assert error <= usage.rows_error_bound, usage.tenant_id
+
+
+def test_the_sampler_analyzes_the_whole_table_when_autovacuum_would_analyze_it_next(
+    settable: Host,
+) -> None:
+    # GIVEN fresh statistics, then more rows written than the sampler's threshold
+    with settable.admin(POOL.database) as conn:
+        sample_pool(conn, list(POOLED), mode="settable")
+        (reltuples,) = conn.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (CUSTOMERS,)
+        ).fetchone()  # type: ignore[misc]
+    sampler_rows = int(ANALYZE_AFTER_ROWS + ANALYZE_AFTER_FRACTION * reltuples)
+    write_customers(settable, "mtr-p-one", sampler_rows + 1, tier="pool")
+    # ... and autovacuum's threshold not passed yet, but before the sampler's next refresh:
+    # n_mod_since_analyze < autovacuum's rows <= n_mod_since_analyze + the sampler's threshold
+    modified, _at, _name = _customers_statistics(settable)
+    threshold = modified + sampler_rows // 2 - int(0.1 * reltuples)  # the server's scale 0.1
+    with _autovacuum_analyze_threshold(settable, max(threshold, 0)):
+        # WHEN the sampler refreshes the statistics
+        with settable.admin(POOL.database) as conn:
+            _, tables = sample_pool(conn, list(POOLED), mode="settable")
+        # THEN it analyzed every column (autovacuum's work): the counter is reset
+        (table,) = [t for t in tables if t.table == CUSTOMERS]
+        assert table.analyzed
+        assert table.analyzed_whole_table
+        modified, _at, _name = _customers_statistics(settable)
+        assert modified == 0
 
 
 def test_a_settable_pool_says_connections_cannot_be_attributed(settable: Host) -> None:
