@@ -461,6 +461,7 @@ def _pool(
     with _measured(settings, first, idle) as conn:
         usages, tables = sample_pool(conn, tenants, mode="settable")
     first["analyzed"] = [t.table for t in tables if t.analyzed]
+    first["analyzed_whole_table"] = [t.table for t in tables if t.analyzed_whole_table]
     first["error"] = _error(
         {u.tenant_id: u.table_rows[TABLE] for u in usages},
         {u.tenant_id: u.rows_error_bound for u in usages},

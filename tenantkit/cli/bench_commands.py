@@ -467,7 +467,16 @@ def bench_usage(
         "",
     )
     for key, label in (
-        ("metering_with_analyze", "pool: metering, ANALYZE tenant_id first"),
+        (
+            "metering_with_analyze",
+            "pool: metering, ANALYZE first ("
+            + (
+                "whole table: autovacuum's was due"
+                if pool["metering_with_analyze"].get("analyzed_whole_table")
+                else "tenant_id"
+            )
+            + ")",
+        ),
         ("metering", "pool: metering, statistics fresh"),
         ("metering_after_churn", "pool: metering, stale (churn < threshold)"),
     ):
