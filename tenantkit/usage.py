@@ -62,6 +62,7 @@ class HostUsage:
                     "bytes": t.bytes,
                     "modified_since_analyze": t.modified_since_analyze,
                     "analyzed": t.analyzed,
+                    "analyzed_whole_table": t.analyzed_whole_table,
                     "from_statistics": t.from_statistics,
                     "counted": t.counted,
                     "sampled": t.sampled,
