@@ -227,16 +227,19 @@ def test_a_pool_table_sampled_at_a_lowered_statistics_target_gets_a_bound_for_it
         finally:
             targets(-1, TENANT_STATISTICS_TARGET)
             conn.execute("ANALYZE public.customers")
-    # THEN the table counts as sampled and each bound covers the sample's 3 standard errors
+    # THEN the table counts as sampled and each bound is of a 300-row sample's size. ANALYZE's
+    # sample is random, so the checks leave room for it: the bound (3 standard errors, from
+    # the sampled share) is missed by about 0.3 % of estimates, 4 standard errors by 0.006 %;
+    # a bound sized for the 3,000,000-row sample of the usual target would be 100x too small.
     (table,) = [t for t in tables if t.table == CUSTOMERS]
     assert table.analyzed
     assert table.sampled
     for usage in usages:
         error = abs(usage.table_rows[CUSTOMERS] - exact.get(usage.tenant_id, 0))
-        assert error <= usage.rows_error_bound, usage.tenant_id
+        assert error <= usage.rows_error_bound * 4 / 3, usage.tenant_id
     share = exact["mtr-p-one"] / table.reltuples
     spread = 3 * (share * (1 - share) / 300) ** 0.5 * table.reltuples
-    assert {u.tenant_id: u for u in usages}["mtr-p-one"].rows_error_bound > spread
+    assert {u.tenant_id: u for u in usages}["mtr-p-one"].rows_error_bound > spread / 2
 
 
 def _customers_statistics(host: Host) -> tuple[int, Any, str]:
