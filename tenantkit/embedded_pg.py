@@ -39,6 +39,19 @@ ADMIN_USER = "tenantkit_admin"
 """Provisioning admin: CREATEDB CREATEROLE but not superuser, like the RDS master user."""
 RDS_SUPERUSER_ROLE = "rds_superuser"
 """The role RDS and Aurora make their master user a member of."""
+RDS_REPLICATION_ROLE = "rds_replication"
+"""The role RDS and Aurora grant for logical replication slots and streaming (rds_superuser may
+grant it); a stand-in here: stock PostgreSQL checks the REPLICATION attribute, not a role."""
+LOGICAL_REPLICATION = (
+    "wal_level=logical",
+    "max_replication_slots=20",
+    "max_wal_senders=20",
+    "max_slot_wal_keep_size=1GB",
+)
+"""What rds.logical_replication=1 sets on RDS/Aurora: the online move's publications and slots
+need it; a slot left behind by a move nobody finished is invalidated after 1 GB of WAL instead
+of keeping it all. Passed at every start (not only written at initdb), so a state directory
+made before keeps working."""
 _BINARIES = ("initdb", "pg_ctl", "postgres")
 ENV_BINDIR = env_names.PG_BINDIR
 
@@ -500,7 +513,7 @@ class EmbeddedPostgres:
                 "-t",
                 "60",
                 "-o",
-                f"-p {candidate}",
+                " ".join([f"-p {candidate}", *(f"-c {c}" for c in LOGICAL_REPLICATION)]),
             )
             if result.returncode == 0:
                 port = candidate
@@ -519,9 +532,11 @@ class EmbeddedPostgres:
         """Create what RDS/Aurora give the master user, no more (README: RDS emulation).
 
         The admin is CREATEDB CREATEROLE, not a superuser, and a member of `rds_superuser`,
-        which holds `rds_iam` WITH ADMIN OPTION (PostgreSQL 16+: CREATEROLE alone no longer
-        lets a role grant membership in roles it did not create), pg_signal_backend and
-        pg_monitor (RDS grants those two WITH ADMIN OPTION; nothing here grants them on).
+        which holds `rds_iam` and `rds_replication` WITH ADMIN OPTION (PostgreSQL 16+:
+        CREATEROLE alone no longer lets a role grant membership in roles it did not create),
+        pg_signal_backend and pg_monitor (RDS grants those two WITH ADMIN OPTION; nothing here
+        grants them on) and pg_create_subscription; the admin's REPLICATION attribute stands in
+        for what rds_replication gives on RDS.
         """
         with psycopg.connect(
             **server.superuser_settings().connect_kwargs(), autocommit=True
@@ -530,10 +545,10 @@ class EmbeddedPostgres:
                 row[0]
                 for row in conn.execute(
                     "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                    ([ADMIN_USER, RDS_IAM_ROLE, RDS_SUPERUSER_ROLE],),
+                    ([ADMIN_USER, RDS_IAM_ROLE, RDS_SUPERUSER_ROLE, RDS_REPLICATION_ROLE],),
                 )
             }
-            for role in (RDS_IAM_ROLE, RDS_SUPERUSER_ROLE):
+            for role in (RDS_IAM_ROLE, RDS_SUPERUSER_ROLE, RDS_REPLICATION_ROLE):
                 if role not in existing:
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
             conn.execute(
@@ -552,12 +567,30 @@ class EmbeddedPostgres:
             conn.execute(
                 sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(RDS_SUPERUSER_ROLE))
             )
+            # Logical replication (the online move), as with rds.logical_replication=1:
+            # rds_superuser may grant rds_replication (AWS documents it), and AWS says setting
+            # up logical replication needs rds_superuser; its documented PostgreSQL 16 grants
+            # do not list pg_create_subscription, the only way stock PostgreSQL 16 lets a
+            # non-superuser create a subscription, so that grant is a stand-in (README: RDS
+            # emulation). Stock PostgreSQL checks the REPLICATION attribute where RDS checks
+            # rds_replication, so the admin holds that attribute: the stand-in for the master
+            # user's slot and stream rights.
+            conn.execute(
+                sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+                    sql.Identifier(RDS_REPLICATION_ROLE), sql.Identifier(RDS_SUPERUSER_ROLE)
+                )
+            )
+            conn.execute(
+                sql.SQL("GRANT pg_create_subscription TO {}").format(
+                    sql.Identifier(RDS_SUPERUSER_ROLE)
+                )
+            )
             verifier = conn.pgconn.encrypt_password(
                 server.credentials.admin_password.encode(), ADMIN_USER.encode(), b"scram-sha-256"
             ).decode()
             verb = "ALTER" if ADMIN_USER in existing else "CREATE"
             conn.execute(
-                sql.SQL(verb + " ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
+                sql.SQL(verb + " ROLE {} LOGIN CREATEDB CREATEROLE REPLICATION PASSWORD {}").format(
                     sql.Identifier(ADMIN_USER), sql.Literal(verifier)
                 )
             )

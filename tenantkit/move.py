@@ -15,12 +15,17 @@ any step boundary is finished by the next `tenantctl move` of the tenant: forwar
 catalog already names the target tier, else rolled back; the tenant is never active in two
 places or in none. The source's rows stay (frozen, `moved`) until `--purge-source`, which
 exports them first.
+
+`--online` (tenantkit.move_online): the copy is made by logical replication between the
+provision and the freeze, the copy step only drains it, and the replication is dropped on every
+path that ends a move.
 """
 
 import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,7 @@ from .local import (
     provision_tenant_databases,
     tenant_admin_settings,
 )
+from .move_online import OnlineCopy, cleanup_replication
 
 FAULT_ENV = "TENANTKIT_MOVE_FAULT"
 """Fault injection for tests: the step after which the process dies (os._exit), as a kill."""
@@ -94,6 +100,10 @@ class MoveReport:
     freeze_seconds: float | None = None
     rows: int = 0
     tables: dict[str, tuple[int, str]] = field(default_factory=dict)
+    online: dict[str, Any] | None = None
+    """An online move's replication times (move_online.OnlineTimes)."""
+    active_at: float | None = None
+    """perf_counter() when the target was activated (the end of the freeze)."""
 
     def as_json(self) -> dict[str, Any]:
         """The JSON fields of `tenantctl move --json`."""
@@ -106,6 +116,7 @@ class MoveReport:
             "resumed": self.resumed,
             "rows": self.rows,
             "tables": [{"name": n, "rows": r, "sha256": s} for n, (r, s) in self.tables.items()],
+            **({"online": self.online} if self.online is not None else {}),
         }
 
 
@@ -188,6 +199,8 @@ class Move:
         self.state_dir = state_dir
         self.tenant_id = tenant_id
         self.workdir = state_dir / MOVES_DIR / tenant_id
+        self.online: OnlineCopy | None = None
+        """Set by run(online=True): the copy is made by logical replication (move_online)."""
 
     def journal(self, tier: str) -> psycopg.Connection[Any]:
         """The admin's connection to the registry of the tenant's host in `tier`."""
@@ -235,13 +248,34 @@ class Move:
             found = tenant_digests(conn, TenantScope.of_tier(self.tenant_id, tier))
         return {name: (d.rows, d.sha256) for name, d in found.items()}
 
+    def verify_online(self, source_tier: str, target_tier: str) -> dict[str, tuple[int, str]]:
+        """An online move's verify: digests() of the source and of the target, read at the same
+        time (it is inside the freeze); TenantkitError naming the tables that differ."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            source = pool.submit(self.digests, source_tier)
+            target = pool.submit(self.digests, target_tier)
+            at_source, at_target = source.result(), target.result()
+        if at_source != at_target:
+            different = sorted(
+                n
+                for n in at_source.keys() | at_target.keys()
+                if at_source.get(n) != at_target.get(n)
+            )
+            raise TenantkitError(
+                f"the copy did not verify: {', '.join(different)} differ(s) from the source"
+            )
+        return at_source
+
     def run(
         self,
         loaded: Catalog,
         target_tier: str,
         progress: Callable[[str], None] = lambda _step: None,
+        *,
+        online: bool = False,
     ) -> MoveReport:
-        """Start a move of the tenant to `target_tier` and carry it to its end."""
+        """Start a move of the tenant to `target_tier` and carry it to its end (`online`: copy
+        by logical replication before the freeze, tenantkit.move_online)."""
         tenant = loaded.get(self.tenant_id)
         source_tier = tenant.tier
         try:
@@ -264,6 +298,9 @@ class Move:
                 f"the {target_tier} registry still holds {self.tenant_id} ({held}): {hint}"
             )
         self.refuse_other_versions(loaded, source_tier, target_tier)
+        if online:
+            self.online = OnlineCopy(self, source_tier, target_tier)
+            self.online.refuse()
         report = MoveReport(self.tenant_id, source_tier, target_tier, RUNNING)
         with self.journal(source_tier) as conn:
             start_move(conn, self.tenant_id, source_tier, target_tier)
@@ -319,6 +356,9 @@ class Move:
                     f"{at_source.label}: bring both to the same migrations first"
                 )
             self.step("provision-target", source.tier, report)
+            if self.online is not None:
+                progress("catch-up")
+                self.online.catch_up()
 
             progress("freeze")
             frozen = time.perf_counter()
@@ -328,24 +368,31 @@ class Move:
             self.step("freeze", source.tier, report)
 
             progress("copy")
-            # Streamed from the source's snapshot into one target transaction, which commits
-            # only after the verify read every table back from the target (no files).
-            with (
-                self.data(source.tier) as src,
-                self.data(target.tier) as dst,
-                streamed_copy(
-                    src,
-                    dst,
-                    TenantScope.of_tier(self.tenant_id, source.tier),
-                    TenantScope.of_tier(self.tenant_id, target.tier),
-                    replace=True,
-                ) as stream,
-            ):
-                stream.copy()
+            if self.online is not None:
+                self.online.drain()  # the rows are there already: the last writes, sequences
+                report.online = self.online.times.as_json()
                 self.step("copy", source.tier, report)
                 progress("verify")
-                verified = stream.verify()
-            report.tables = {name: (d.rows, d.sha256) for name, d in verified.items()}
+                report.tables = self.verify_online(source.tier, target.tier)
+            else:
+                # Streamed from the source's snapshot into one target transaction, which commits
+                # only after the verify read every table back from the target (no files).
+                with (
+                    self.data(source.tier) as src,
+                    self.data(target.tier) as dst,
+                    streamed_copy(
+                        src,
+                        dst,
+                        TenantScope.of_tier(self.tenant_id, source.tier),
+                        TenantScope.of_tier(self.tenant_id, target.tier),
+                        replace=True,
+                    ) as stream,
+                ):
+                    stream.copy()
+                    self.step("copy", source.tier, report)
+                    progress("verify")
+                    verified = stream.verify()
+                report.tables = {name: (d.rows, d.sha256) for name, d in verified.items()}
             report.rows = sum(r for r, _ in report.tables.values())
             self.step("verify", source.tier, report)
 
@@ -361,7 +408,7 @@ class Move:
             ) from error
         self.step("switch", source.tier, report)
         self.activate(loaded, switched, report)
-        report.freeze_seconds = time.perf_counter() - frozen
+        report.freeze_seconds = (report.active_at or time.perf_counter()) - frozen
         return report
 
     def step(self, step: str, source_tier: str, report: MoveReport) -> None:
@@ -377,6 +424,10 @@ class Move:
         """After the switch: the target as the catalog says (active), the source `moved`."""
         source = source_catalog.get(self.tenant_id)
         provision(self.local, target_catalog.get(self.tenant_id), target_catalog)
+        report.active_at = time.perf_counter()
+        # an online move's replication, drained before the switch, is dropped once the tenant
+        # can write again, and before the move is recorded done (a kill here resumes it)
+        cleanup_replication(self, source.tier, report.target_tier)
         with self.journal(source.tier) as conn:
             mark_registry(conn, self.tenant_id, MOVED, f"moved to {report.target_tier}")
             record_move(conn, self.tenant_id, step="activate", outcome=DONE)
@@ -389,6 +440,9 @@ class Move:
         source = loaded.get(self.tenant_id)
         target_catalog = catalog_in_tier(self.catalog_path, self.tenant_id, target_tier)
         target = target_catalog.get(self.tenant_id)
+        # an online move's subscription first: it writes into the target, and a database
+        # with a subscription cannot be dropped; its slot next, which holds the source's WAL
+        cleanup_replication(self, source.tier, target_tier)
         if (
             self.held_in(target_tier) is not None
         ):  # the move's own copy (a held tenant is refused before it starts)

@@ -365,7 +365,8 @@ def bench_move(
     """A pool tenant of --rows rows moved to the bridge by tenantctl move's state machine.
 
     Total time, freeze time and the copy's rows/s against a raw COPY TO -> COPY FROM pipe
-    between the same two databases in the same run."""
+    between the same two databases in the same run; then the freeze of two more such tenants
+    moved while their application writes, offline and --online."""
     from ..bench.move import MoveBenchConfig, run_move_bench
 
     configure_logging(False)
@@ -409,6 +410,35 @@ def bench_move(
     table.add_row(
         "copy / raw", f"{results['copy_vs_raw']:.2f}x", "", f"target >= {results['target_ratio']}x"
     )
+    for variant in results["with_writer"]:
+        label = "--online" if variant["online"] else "offline"
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in variant["freeze_steps_seconds"].items())
+        table.add_row(
+            f"{label} with a writer: freeze",
+            f"{variant['freeze_seconds']:.2f} s",
+            "",
+            steps
+            + (
+                f"; target < {results['online_freeze_target_seconds']:.0f} s"
+                if variant["online"]
+                else ""
+            ),
+        )
+        blocked = variant["writer_blocked_seconds"]
+        table.add_row(
+            f"{label} with a writer: writes refused",
+            f"{blocked:.2f} s" if blocked is not None else "-",
+            "",
+            "the writer's last commit in the pool -> its first in the bridge",
+        )
+        table.add_row(
+            f"{label} with a writer: total",
+            f"{variant['total_seconds']:.2f} s",
+            "",
+            f"{variant['writer_commits_during_move']:,} writes committed during the move, "
+            f"{variant['writer_commits_before_freeze']:,} before the freeze"
+            + (f"; catch-up {variant['catch_up_seconds']:.2f} s" if variant["online"] else ""),
+        )
     out.print(table)
     out.print(
         f"load average at the end: {results['load_average_1m']} (times are this machine's, the "

@@ -305,6 +305,14 @@ def move(
             help="After a finished move: export the rows left in the old tier, then destroy them.",
         ),
     ] = False,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Copy by logical replication while the tenant writes; freeze only for the "
+            "cut-over (out of the pool, or between bridge and silo).",
+        ),
+    ] = False,
     catalog: CatalogOption = Path("tenants.yaml"),
     state_dir: StateDirOption = Path(".tenantkit"),
     as_json: JsonOption = False,
@@ -318,7 +326,11 @@ def move(
     exports them first).
 
     A failure before the switch rolls back (the source active as before, the cause recorded);
-    an interrupted move is finished or rolled back by the next `tenantctl move <id>`."""
+    an interrupted move is finished or rolled back by the next `tenantctl move <id>`.
+
+    --online copies by logical replication while the tenant keeps writing (a publication with
+    the tenant's row filter, a subscription in the target), then freezes for the cut-over
+    only; into the pool it is refused (row-level security)."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)
@@ -328,6 +340,8 @@ def move(
         fail(EXIT_INVALID, f"{tenant_id} is already in {tenant.tier}", as_json, **fields)
     if to is not None and purge_source:
         fail(EXIT_INVALID, "--purge-source takes no --to", as_json, **fields)
+    if online and to is None:
+        fail(EXIT_INVALID, "--online needs --to bridge|silo", as_json, **fields)
     extra = [tenant_id] if to is not None and to.value == "silo" else []
     with session(state_dir, loaded, as_json, extra_silos=extra) as local:
         mover = Move(local, catalog, state_dir, tenant_id)
@@ -360,7 +374,7 @@ def move(
                 return
             if to is None:
                 fail(EXIT_INVALID, "give --to pool|bridge|silo (or --purge-source)", as_json)
-            report = mover.run(loaded, to.value)
+            report = mover.run(loaded, to.value, online=online)
         except MoveRefusedError as error:
             fail(EXIT_INVALID, str(error), as_json, **fields)
         except MoveFailedError as error:

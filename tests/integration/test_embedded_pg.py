@@ -112,11 +112,24 @@ def test_the_admin_holds_what_rds_gives_its_master_user_and_no_more(server: Runn
         [
             (ADMIN_USER, "rds_superuser", False),
             ("rds_superuser", "pg_monitor", False),
+            ("rds_superuser", "pg_create_subscription", False),
             ("rds_superuser", "pg_signal_backend", False),
             ("rds_superuser", "rds_iam", True),
+            ("rds_superuser", "rds_replication", True),
         ]
     )
-    assert attributes == (False, False, False, True, True)
+    # REPLICATION: stock PostgreSQL's stand-in for what membership in rds_replication gives on
+    # RDS (slots and streaming for the online move); never SUPERUSER or BYPASSRLS
+    assert attributes == (False, False, True, True, True)
+
+
+def test_the_servers_decode_their_wal_for_logical_replication(server: RunningServer) -> None:
+    # what rds.logical_replication = 1 sets on RDS and Aurora (the online move needs it)
+    with psycopg.connect(**server.admin_settings().connect_kwargs()) as conn:
+        assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
+        slots = conn.execute("SHOW max_replication_slots").fetchone()
+    assert slots is not None
+    assert int(slots[0]) >= 10
 
 
 def test_the_admin_may_grant_rds_iam_as_the_rds_master_user_may(server: RunningServer) -> None:
