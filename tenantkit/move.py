@@ -25,7 +25,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,24 +247,6 @@ class Move:
             found = tenant_digests(conn, TenantScope.of_tier(self.tenant_id, tier))
         return {name: (d.rows, d.sha256) for name, d in found.items()}
 
-    def verify_online(self, source_tier: str, target_tier: str) -> dict[str, tuple[int, str]]:
-        """An online move's verify: digests() of the source and of the target, read at the same
-        time (it is inside the freeze); TenantkitError naming the tables that differ."""
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            source = pool.submit(self.digests, source_tier)
-            target = pool.submit(self.digests, target_tier)
-            at_source, at_target = source.result(), target.result()
-        if at_source != at_target:
-            different = sorted(
-                n
-                for n in at_source.keys() | at_target.keys()
-                if at_source.get(n) != at_target.get(n)
-            )
-            raise TenantkitError(
-                f"the copy did not verify: {', '.join(different)} differ(s) from the source"
-            )
-        return at_source
-
     def run(
         self,
         loaded: Catalog,
@@ -373,7 +354,7 @@ class Move:
                 report.online = self.online.times.as_json()
                 self.step("copy", source.tier, report)
                 progress("verify")
-                report.tables = self.verify_online(source.tier, target.tier)
+                report.tables = self.online.verify()  # both sides, on the drain's connections
             else:
                 # Streamed from the source's snapshot into one target transaction, which commits
                 # only after the verify read every table back from the target (no files).

@@ -20,13 +20,14 @@ their names and drops what it finds, so a killed online move never leaves a slot
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from lambda_src.core.errors import TenantkitError
-from lambda_src.mobility import TenantScope
+from lambda_src.mobility import TenantScope, tenant_digests
 from lambda_src.mobility.replication import (
     Publisher,
     ReplicationError,
@@ -170,17 +171,61 @@ class OnlineCopy:
         (cleanup_replication in Move.activate): nothing more comes from the frozen source,
         and its teardown (a walsender to end, a slot to drop) is then outside the freeze."""
         target_scope = TenantScope.of_tier(self.move.tenant_id, self.target_tier)
-        src, dst = self.kept or (self.source(), self.target())
-        with src, dst:
-            started = time.perf_counter()
-            wait_transactions_before(src, snapshot_xmax(src), DRAIN_TIMEOUT)
-            self.times.drain_transactions = time.perf_counter() - started
-            self.times.drain_wal = wait_applied(
-                src, dst, self.names, current_lsn(src), DRAIN_TIMEOUT
+        src, dst = self.connections()
+        started = time.perf_counter()
+        wait_transactions_before(src, snapshot_xmax(src), DRAIN_TIMEOUT)
+        self.times.drain_transactions = time.perf_counter() - started
+        self.times.drain_wal = wait_applied(src, dst, self.names, current_lsn(src), DRAIN_TIMEOUT)
+        with src.transaction():
+            positions = sequence_positions(src, self.tables[0])
+        self.times.sequences = sync_sequences(dst, positions, target_scope, self.tables[1])
+
+    def connections(self) -> tuple[psycopg.Connection[Any], psycopg.Connection[Any]]:
+        """The source and target connections catch_up left open (new ones after a resume)."""
+        if self.kept is None or self.kept[0].closed or self.kept[1].closed:
+            self.kept = (self.source(), self.target())
+            scopes = (
+                TenantScope.of_tier(self.move.tenant_id, self.source_tier),
+                TenantScope.of_tier(self.move.tenant_id, self.target_tier),
             )
-            with src.transaction():
-                positions = sequence_positions(src, self.tables[0])
-            self.times.sequences = sync_sequences(dst, positions, target_scope, self.tables[1])
+            self.tables = (
+                tenant_tables(self.kept[0], scopes[0]),
+                tenant_tables(self.kept[1], scopes[1]),
+            )
+        return self.kept
+
+    def verify(self) -> dict[str, tuple[int, str]]:
+        """After the drain: count and checksum of every table on both sides, read at the same
+        time on the connections already open (the verify is inside the freeze), then closed;
+        TenantkitError naming the tables that differ."""
+        src, dst = self.connections()
+        jobs = (
+            (src, TenantScope.of_tier(self.move.tenant_id, self.source_tier), self.tables[0]),
+            (dst, TenantScope.of_tier(self.move.tenant_id, self.target_tier), self.tables[1]),
+        )
+
+        def digests(conn: Any, scope: TenantScope, tables: list[Table]) -> dict[str, Any]:
+            with conn.transaction():
+                found = tenant_digests(conn, scope, tables)
+            return {name: (d.rows, d.sha256) for name, d in found.items()}
+
+        try:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                at_source, at_target = pool.map(lambda job: digests(*job), jobs)
+        finally:
+            src.close()
+            dst.close()
+            self.kept = None
+        if at_source != at_target:
+            different = sorted(
+                n
+                for n in at_source.keys() | at_target.keys()
+                if at_source.get(n) != at_target.get(n)
+            )
+            raise TenantkitError(
+                f"the copy did not verify: {', '.join(different)} differ(s) from the source"
+            )
+        return at_source
 
 
 def cleanup_replication(move: "Move", source_tier: str, target_tier: str) -> list[str]:
