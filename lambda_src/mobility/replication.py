@@ -455,6 +455,20 @@ def drop_source_side(
     dropped: list[str] = []
     sync_prefix = f"pg_{subscription_oid}_sync_" if subscription_oid is not None else None
     deadline = time.monotonic() + timeout
+    login = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (names.name,)).fetchone()
+    if login is not None:
+        # fence the login first: a table-sync walsender still creating its slot would
+        # otherwise add one after the loop below found none
+        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(names.identifier))
+        while conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+            (names.name,),
+        ).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                raise ReplicationError(
+                    f"the sessions of {names.name} did not end in {timeout:.0f} s"
+                )
+            time.sleep(0.05)
     while True:
         slots = conn.execute(
             "SELECT slot_name, active_pid FROM pg_replication_slots "
@@ -486,12 +500,7 @@ def drop_source_side(
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner[0])))
             conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(names.identifier))
         dropped.append(f"publication {names.name}")
-    login = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (names.name,)).fetchone()
     if login is not None:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-            (names.name,),
-        )
         _on_database(conn, sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}"), names)
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(names.identifier))
         dropped.append(f"login {names.name}")
