@@ -505,22 +505,3 @@ def drop_source_side(
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(names.identifier))
         dropped.append(f"login {names.name}")
     return dropped
-
-
-def leftovers(conn: psycopg.Connection, names: ReplicationNames) -> list[str]:
-    """What of the move's replication is still on the source server, connected to the
-    source database: its slot or any table-sync slot in that database, the publication, the
-    login."""
-    found = [
-        f"slot {row[0]}"
-        for row in conn.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s OR "
-            "(database = current_database() AND slot_name ~ '^pg_[0-9]+_sync_')",
-            (names.name,),
-        ).fetchall()
-    ]
-    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (names.name,)).fetchone():
-        found.append(f"publication {names.name}")
-    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (names.name,)).fetchone():
-        found.append(f"login {names.name}")
-    return found
