@@ -39,7 +39,6 @@ from lambda_src.mobility import (
     default_export_dir,
     schema_version,
     streamed_copy,
-    tenant_digests,
 )
 from lambda_src.mobility.journal import (
     DONE,
@@ -198,6 +197,8 @@ class Move:
         self.state_dir = state_dir
         self.tenant_id = tenant_id
         self.workdir = state_dir / MOVES_DIR / tenant_id
+        """Where moves before the streamed copy kept their export files (tenant data): removed
+        when a move ends, so an interrupted one of those leaves no copy behind."""
         self.online: OnlineCopy | None = None
         """Set by run(online=True): the copy is made by logical replication (move_online)."""
 
@@ -240,12 +241,6 @@ class Move:
     def data(self, tier: str) -> psycopg.Connection[Any]:
         """The admin's connection to the database holding the tenant's data in `tier`."""
         return _connect(tenant_admin_settings(self.local.servers, self.tenant_id, tier))
-
-    def digests(self, tier: str) -> dict[str, tuple[int, str]]:
-        """Count and checksum per table of the tenant's data in `tier`."""
-        with self.data(tier) as conn, conn.transaction():
-            found = tenant_digests(conn, TenantScope.of_tier(self.tenant_id, tier))
-        return {name: (d.rows, d.sha256) for name, d in found.items()}
 
     def run(
         self,
@@ -412,7 +407,7 @@ class Move:
         with self.journal(source.tier) as conn:
             mark_registry(conn, self.tenant_id, MOVED, f"moved to {report.target_tier}")
             record_move(conn, self.tenant_id, step="activate", outcome=DONE)
-        shutil.rmtree(self.workdir, ignore_errors=True)  # the copy: the source still has it all
+        shutil.rmtree(self.workdir, ignore_errors=True)
         report.steps.append("activate")
         report.outcome = DONE
 
