@@ -365,8 +365,10 @@ def bench_move(
     """A pool tenant of --rows rows moved to the bridge by tenantctl move's state machine.
 
     Total time, freeze time and the copy's rows/s against a raw COPY TO -> COPY FROM pipe
-    between the same two databases in the same run; then the freeze of two more such tenants
-    moved while their application writes, offline and --online."""
+    between the same two databases in the same run.
+
+    Then the freeze of two more such tenants moved while their application writes, offline
+    and --online."""
     from ..bench.move import MoveBenchConfig, run_move_bench
 
     configure_logging(False)

@@ -328,9 +328,10 @@ def move(
     A failure before the switch rolls back (the source active as before, the cause recorded);
     an interrupted move is finished or rolled back by the next `tenantctl move <id>`.
 
-    --online copies by logical replication while the tenant keeps writing (a publication with
-    the tenant's row filter, a subscription in the target), then freezes for the cut-over
-    only; into the pool it is refused (row-level security)."""
+    --online copies by logical replication while the tenant keeps writing, then freezes for
+    the cut-over only (a publication with the tenant's row filter, a subscription).
+
+    An online move into the pool is refused (row-level security): move into it offline."""
     configure_logging(False)
     tenant_id = checked_id(tenant_id, as_json)
     loaded = load(catalog, as_json)

@@ -419,6 +419,7 @@ def test_a_tenant_moved_to_another_batch_is_not_offboarded_by_the_old_one(
     assert registry(superuser)["mover"] == ("active", "batch-91")
 
 
+@pytest.mark.usefixtures("pool")  # its database: tests of a module may run on any worker
 def test_register_replayed_changes_nothing(config: HandlerConfig) -> None:
     entries = [{"Id": "steady", "RemovalPolicy": "retain"}]
     props = pool_tenants_properties(pool_batch_of("steady"), entries)
