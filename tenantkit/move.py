@@ -417,8 +417,20 @@ class Move:
         target_catalog = catalog_in_tier(self.catalog_path, self.tenant_id, target_tier)
         target = target_catalog.get(self.tenant_id)
         # an online move's subscription first: it writes into the target, and a database
-        # with a subscription cannot be dropped; its slot next, which holds the source's WAL
-        cleanup_replication(self, source.tier, target_tier)
+        # with a subscription cannot be dropped; its slot next, which holds the source's WAL.
+        # A clean-up that fails still gives the tenant its source back; the move stays
+        # running with both causes recorded, so the next move or status of the tenant rolls
+        # it back again (the clean-up first).
+        try:
+            cleanup_replication(self, source.tier, target_tier)
+        except TenantkitError as error:
+            provision(self.local, source, loaded)
+            with self.journal(source.tier) as conn:
+                mark_registry(conn, self.tenant_id, SUSPENDED if source.suspended else ACTIVE)
+                record_move(
+                    conn, self.tenant_id, cause=f"{cause}; then the clean-up failed: {error}"
+                )
+            raise
         if (
             self.held_in(target_tier) is not None
         ):  # the move's own copy (a held tenant is refused before it starts)

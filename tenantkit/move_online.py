@@ -37,12 +37,13 @@ from lambda_src.mobility.replication import (
     create_slot,
     create_subscription,
     current_lsn,
+    detach_subscription,
     drop_source_side,
     drop_subscription,
     refuse_logged_ddl,
     refuse_unready_source,
-    snapshot_xmax,
     sync_sequences,
+    transaction_id_now,
     wait_applied,
     wait_synced,
     wait_transactions_before,
@@ -149,7 +150,7 @@ class OnlineCopy:
         self.tables = (tables, tenant_tables(dst, target_scope))
         if not tables:
             raise ReplicationError(f"{self.move.tenant_id} has no table to replicate")
-        password = create_login(src, self.names, scope)
+        password = create_login(src, self.names, scope, self.timeout)
         create_publication(src, self.names, scope, tables)
         create_slot(src, self.names)
         publisher = Publisher(
@@ -173,7 +174,7 @@ class OnlineCopy:
         target_scope = TenantScope.of_tier(self.move.tenant_id, self.target_tier)
         src, dst = self.connections()
         started = time.perf_counter()
-        wait_transactions_before(src, snapshot_xmax(src), DRAIN_TIMEOUT)
+        wait_transactions_before(src, transaction_id_now(src), DRAIN_TIMEOUT)
         self.times.drain_transactions = time.perf_counter() - started
         self.times.drain_wal = wait_applied(src, dst, self.names, current_lsn(src), DRAIN_TIMEOUT)
         with src.transaction():
@@ -235,18 +236,22 @@ def cleanup_replication(move: "Move", source_tier: str, target_tier: str) -> lis
     names = ReplicationNames(move.tenant_id)
     dropped = []
     oid = None
+    # The subscription is detached first and dropped last: its oid names the table-sync slots
+    # on the source, so a clean-up that fails half-way leaves it to name them to the next one.
     try:
         with move.data(target_tier) as dst:
-            oid = drop_subscription(dst, names)
-            if oid is not None:
-                dropped.append(f"subscription {names.name}")
+            oid = detach_subscription(dst, names)
     except psycopg.OperationalError as error:
         if "does not exist" not in str(error):  # no target database: no subscription
-            raise TenantkitError(f"dropping the move's subscription: {error}") from error
+            raise TenantkitError(f"detaching the move's subscription: {error}") from error
     try:
         with move.data(source_tier) as src:
             dropped += drop_source_side(src, names, oid)
     except psycopg.OperationalError as error:
         if "does not exist" not in str(error):
             raise TenantkitError(f"dropping the move's replication slot: {error}") from error
+    if oid is not None:
+        with move.data(target_tier) as dst:
+            drop_subscription(dst, names)
+        dropped.insert(0, f"subscription {names.name}")
     return dropped

@@ -33,8 +33,9 @@ from ..tenancy import validate_tenant_id
 from .tables import SequencePosition, Table, TenantScope, acting_as, sequence_of
 
 NAME_PREFIX = "tenantkit_move_"
-LOGIN_LIFETIME = timedelta(days=1)
-"""A replication login the clean-up never reached stops working after this."""
+LOGIN_MARGIN = timedelta(minutes=15)
+"""A move's login expires this long after the move's catch-up and drain could last at most
+(create_login's `timeout_s`): one the clean-up never reached stops working soon after."""
 LOGGED_DDL = ("ddl", "all")
 
 
@@ -87,14 +88,42 @@ def refuse_unready_source(conn: psycopg.Connection) -> None:
 
 
 def refuse_logged_ddl(conn: psycopg.Connection) -> None:
-    """The subscription's statement holds the login's password: refuse a server that writes
-    DDL statements into its log."""
-    logged = conn.execute("SHOW log_statement").fetchone()
-    if logged is not None and logged[0] in LOGGED_DDL:
+    """The subscription's statement holds the login's password: refuse a database whose
+    server writes DDL statements into its log (log_statement ddl or all, or every statement's
+    text through log_min_duration_statement = 0 or more)."""
+    row = conn.execute(
+        "SELECT current_setting('log_statement'), "
+        "current_setting('log_min_duration_statement')::int"
+    ).fetchone()
+    assert row is not None
+    statement, duration = str(row[0]), int(row[1])
+    if statement in LOGGED_DDL:
         raise ReplicationError(
-            f"the target server logs statements (log_statement = {logged[0]}): the "
+            f"the target server logs statements (log_statement = {statement}): the "
             "subscription's connection string would be written to its log with the "
             "replication password; set log_statement to none or mod, or move offline"
+        )
+    if duration >= 0:
+        raise ReplicationError(
+            f"the target server logs every statement that runs {duration} ms or longer "
+            "(log_min_duration_statement) with its text: the subscription's connection "
+            "string would be written to its log with the replication password; set it to "
+            "-1, or move offline"
+        )
+
+
+def refuse_subscription_not_allowed(conn: psycopg.Connection) -> None:
+    """Check what CREATE SUBSCRIPTION needs before it is sent: a statement that fails is
+    written to the server log with its text (log_min_error_statement), password included."""
+    row = conn.execute(
+        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+        "OR pg_has_role(current_user, 'pg_create_subscription', 'USAGE'), "
+        "has_database_privilege(current_database(), 'CREATE')"
+    ).fetchone()
+    if row != (True, True):
+        raise ReplicationError(
+            "the target's admin may not create a subscription in this database (it needs "
+            "pg_create_subscription and CREATE on the database): move offline"
         )
 
 
@@ -140,9 +169,13 @@ def publication_sql(
     )
 
 
-def refuse_filter_outside_identity(conn: psycopg.Connection, tables: Sequence[Table]) -> None:
-    """A row filter on tenant_id replicates UPDATE and DELETE only if tenant_id is in the
-    table's replica identity (the primary key, by default): refuse a table where it is not."""
+def refuse_unreplicable_tables(
+    conn: psycopg.Connection, tables: Sequence[Table], *, filtered: bool
+) -> None:
+    """Refuse a table whose updates and deletes could not be published: once a table is in a
+    publication, PostgreSQL refuses UPDATE and DELETE on it without a replica identity (the
+    primary key, by default), so the tenant's own writes would fail while the move catches up.
+    With a row filter on tenant_id (`filtered`, the pool), tenant_id must be in it too."""
     for table in tables:
         row = conn.execute(
             "SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (table.qualified,)
@@ -150,10 +183,21 @@ def refuse_filter_outside_identity(conn: psycopg.Connection, tables: Sequence[Ta
         identity = row[0] if row else "?"
         if identity == "f":
             continue
-        if identity != "d" or "tenant_id" not in table.key:
+        if identity == "d" and not table.key:
+            raise ReplicationError(
+                f"{table.qualified}: no primary key (its replica identity): once published, "
+                "its updates and deletes would be refused while the move catches up; move "
+                "it offline, or give it a primary key"
+            )
+        if filtered and (identity != "d" or "tenant_id" not in table.key):
             raise ReplicationError(
                 f"{table.qualified}: tenant_id is not in its replica identity (its primary "
                 "key): the row filter could not replicate its updates and deletes"
+            )
+        if identity not in ("d", "i"):
+            raise ReplicationError(
+                f"{table.qualified}: replica identity {identity!r}: its updates and deletes "
+                "could not be published"
             )
 
 
@@ -161,8 +205,7 @@ def create_publication(
     conn: psycopg.Connection, names: ReplicationNames, scope: TenantScope, tables: Sequence[Table]
 ) -> None:
     """Publish the tenant's tables, as their owner (the admin holds SET on it)."""
-    if scope.pooled:
-        refuse_filter_outside_identity(conn, tables)
+    refuse_unreplicable_tables(conn, tables, filtered=scope.pooled)
     owner = table_owner(conn, tables)
     database, database_owner = _database_and_owner(conn)
     may_create = conn.execute(
@@ -184,16 +227,19 @@ def create_publication(
             conn.execute(revoke_sql.format(sql.Identifier(database), sql.Identifier(owner)))
 
 
-def create_login(conn: psycopg.Connection, names: ReplicationNames, scope: TenantScope) -> str:
-    """A replication login for this move (a generated password, set as a SCRAM verifier; it
-    expires after LOGIN_LIFETIME) that reads the tenant's rows as the scope's reader role: in
-    the pool the maintainer, whose policy admits every row while the initial copy reads them
-    (the row filter keeps the others out). Returns the password."""
+def create_login(
+    conn: psycopg.Connection, names: ReplicationNames, scope: TenantScope, timeout_s: float
+) -> str:
+    """A replication login for this move (a generated password, set as a SCRAM verifier;
+    it expires LOGIN_MARGIN after twice `timeout_s`, the catch-up's two waits) that reads the
+    tenant's rows as the scope's reader role: in the pool the maintainer, whose policy admits
+    every row while the initial copy reads them (the row filter keeps the others out).
+    Returns the password."""
     password = secrets.token_urlsafe(32)
     verifier = conn.pgconn.encrypt_password(
         password.encode(), names.name.encode(), b"scram-sha-256"
     ).decode()
-    until = (datetime.now(UTC) + LOGIN_LIFETIME).isoformat()
+    until = (datetime.now(UTC) + 2 * timedelta(seconds=timeout_s) + LOGIN_MARGIN).isoformat()
     conn.execute(
         sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {} VALID UNTIL {}").format(
             names.identifier, sql.Literal(verifier), sql.Literal(until)
@@ -266,7 +312,11 @@ def create_subscription(
     conn: psycopg.Connection, names: ReplicationNames, publisher: Publisher, password: str
 ) -> None:
     """Subscribe the target database (the admin: pg_create_subscription and CREATE on the
-    database) and start it: the initial copy of the filtered rows, then the stream."""
+    database) and start it: the initial copy of the filtered rows, then the stream. The
+    statement that holds the password is sent only once the database's logging and the
+    admin's rights were checked on this connection (a failing statement is logged whole)."""
+    refuse_logged_ddl(conn)
+    refuse_subscription_not_allowed(conn)
     conn.execute(
         sql.SQL(
             "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (connect = false, "
@@ -373,15 +423,39 @@ def wait_applied(
         time.sleep(0.01)
 
 
+# The source database's transactions that had an id before `xmax` (32-bit xids compared
+# modulo 2^32, as PostgreSQL does), among sessions and prepared transactions.
+_OLDER_IN_DATABASE = """
+SELECT (SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND backend_xid IS NOT NULL
+           AND ((%(xmax)s - backend_xid::text::bigint) & 4294967295) BETWEEN 1 AND 2147483647)
+     + (SELECT count(*) FROM pg_prepared_xacts
+         WHERE database = current_database()
+           AND ((%(xmax)s - transaction::text::bigint) & 4294967295) BETWEEN 1 AND 2147483647)
+"""
+
+
 def wait_transactions_before(conn: psycopg.Connection, xmax: int, timeout: float) -> None:
-    """Until every transaction that had an id when `xmax` was read has ended (a write the
-    freeze let through before it took effect must commit, or abort, before the drain)."""
+    """Until every transaction of the source database that had an id when `xmax` was read has
+    ended (a write the freeze let through before it took effect must commit, or abort, before
+    the drain). Other databases' transactions are not waited for. A role that cannot see
+    other logins' transaction ids (pg_read_all_stats) waits for every transaction of the
+    server instead, which is never too early."""
+    sees_all = conn.execute(
+        "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
+    ).fetchone() == (True,)
     deadline = time.monotonic() + timeout
     while True:
-        row = conn.execute(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-        ).fetchone()
-        if row is not None and int(row[0]) >= xmax:
+        if sees_all:
+            row = conn.execute(_OLDER_IN_DATABASE, {"xmax": xmax & 0xFFFFFFFF}).fetchone()
+            done = row is not None and int(row[0]) == 0
+        else:
+            row = conn.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            ).fetchone()
+            done = row is not None and int(row[0]) >= xmax
+        if done:
             return
         if time.monotonic() > deadline:
             raise ReplicationError(
@@ -390,9 +464,12 @@ def wait_transactions_before(conn: psycopg.Connection, xmax: int, timeout: float
         time.sleep(0.01)
 
 
-def snapshot_xmax(conn: psycopg.Connection) -> int:
-    """The first transaction id not yet assigned now."""
-    row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
+def transaction_id_now(conn: psycopg.Connection) -> int:
+    """A transaction id assigned now (`conn` in autocommit: its transaction ends at once):
+    every transaction with a smaller id had it before this call. A snapshot's xmax is not
+    that: it is one past the newest *completed* id, and a transaction in progress may hold it
+    (the drain let such a one through)."""
+    row = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
     assert row is not None
     return int(row[0])
 
@@ -430,17 +507,22 @@ def sync_sequences(
     return done
 
 
-def drop_subscription(conn: psycopg.Connection, names: ReplicationNames) -> int | None:
-    """Drop the subscription from the target database, if there, without reaching the source
-    (it is disabled and detached from its slot first, so this works with the source down);
-    returns its oid (its table-sync slots on the source are named after it)."""
+def detach_subscription(conn: psycopg.Connection, names: ReplicationNames) -> int | None:
+    """Disable the subscription in the target database and detach it from its slot, without
+    reaching the source (this works with the source down); its oid, which names its table-sync
+    slots on the source, or None when there is no subscription. Idempotent: the subscription
+    stays (and its oid with it) until drop_subscription, after the source's side is gone."""
     state = subscription_state(conn, names)
     if not state["exists"]:
         return None
     conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(names.identifier))
     conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(names.identifier))
-    conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(names.identifier))
     return int(state["oid"])
+
+
+def drop_subscription(conn: psycopg.Connection, names: ReplicationNames) -> None:
+    """Drop the (detached) subscription from the target database."""
+    conn.execute(sql.SQL("DROP SUBSCRIPTION IF EXISTS {}").format(names.identifier))
 
 
 def drop_source_side(
