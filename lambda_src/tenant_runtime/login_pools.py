@@ -55,11 +55,13 @@ def close_until_ended(
     except (OSError, psycopg.Error):
         conn.close()
         return
+    deadline = time.monotonic() + timeout_s
     try:
         conn.close()
-        watch.settimeout(timeout_s)
-        while watch.recv(4096):
-            pass  # what the server sends as it ends (TLS close) is of no use here
+        while True:
+            watch.settimeout(max(deadline - time.monotonic(), 0.001))
+            if not watch.recv(4096):
+                break  # what the server sends as it ends (TLS close) is of no use here
     except OSError:
         pass  # reset by the server as it exits, or timed out: either way, stop waiting
     finally:
