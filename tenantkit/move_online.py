@@ -28,6 +28,7 @@ import psycopg
 
 from lambda_src.core.errors import TenantkitError
 from lambda_src.mobility import TenantScope, tenant_digests
+from lambda_src.mobility.load import set_sequences
 from lambda_src.mobility.replication import (
     Publisher,
     ReplicationError,
@@ -42,7 +43,6 @@ from lambda_src.mobility.replication import (
     drop_subscription,
     refuse_logged_ddl,
     refuse_unready_source,
-    sync_sequences,
     transaction_id_now,
     wait_applied,
     wait_synced,
@@ -179,7 +179,11 @@ class OnlineCopy:
         self.times.drain_wal = wait_applied(src, dst, self.names, current_lsn(src), DRAIN_TIMEOUT)
         with src.transaction():
             positions = sequence_positions(src, self.tables[0])
-        self.times.sequences = sync_sequences(dst, positions, target_scope, self.tables[1])
+        # logical replication carries no sequence: set as an import sets them
+        with dst.transaction():
+            self.times.sequences = set_sequences(
+                dst, positions, target_scope, self.tables[1], origin="the source"
+            )
 
     def connections(self) -> tuple[psycopg.Connection[Any], psycopg.Connection[Any]]:
         """The source and target connections catch_up left open (new ones after a resume)."""

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from ..core.errors import TenantkitError
 from ..tenancy import validate_tenant_id
-from .tables import SequencePosition, Table, TenantScope, acting_as, sequence_of
+from .tables import Table, TenantScope
 
 NAME_PREFIX = "tenantkit_move_"
 LOGIN_MARGIN = timedelta(minutes=15)
@@ -472,39 +472,6 @@ def transaction_id_now(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def sync_sequences(
-    target: psycopg.Connection,
-    positions: Sequence[SequencePosition],
-    scope: TenantScope,
-    tables: Sequence[Table],
-) -> dict[str, int]:
-    """Logical replication carries no sequence: set each of the target's sequences (a tenant
-    database's own) to the source's position, or to the largest replicated value if higher."""
-    by_name = {t.qualified: t for t in tables}
-    done = {}
-    for source in positions:
-        table = by_name.get(source.table)
-        sequence = sequence_of(target, source.table, source.column) if table else None
-        if table is None or sequence is None:
-            raise ReplicationError(
-                f"the source has a sequence on {source.table}.{source.column}; the target's "
-                "column owns none"
-            )
-        with target.transaction(), acting_as(target, scope.reader_role):
-            row = target.execute(
-                sql.SQL("SELECT max({}) FROM {}").format(
-                    sql.Identifier(source.column), table.identifier
-                )
-            ).fetchone()
-        largest = int(row[0]) if row and row[0] is not None else None
-        wanted, called = source.last_value, source.is_called
-        if largest is not None and largest > source.position:
-            wanted, called = largest, True
-        target.execute("SELECT setval(%s::regclass, %s, %s)", (sequence, wanted, called))
-        done[f"{source.table}.{source.column}"] = wanted if called else wanted - 1
-    return done
 
 
 def detach_subscription(conn: psycopg.Connection, names: ReplicationNames) -> int | None:
