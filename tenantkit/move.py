@@ -69,7 +69,7 @@ from .local import (
     provision_tenant_databases,
     tenant_admin_settings,
 )
-from .move_online import OnlineCopy, cleanup_replication
+from .move_online import OnlineCopy, cleanup_replication, connect_autocommit
 
 FAULT_ENV = "TENANTKIT_MOVE_FAULT"
 """Fault injection for tests: the step after which the process dies (os._exit), as a kill."""
@@ -131,10 +131,6 @@ def registry_settings(local: LocalSession, tenant_id: str, tier: str) -> Connect
     if tier == "silo":
         return local.servers.running(tenant_id).admin_settings()
     return shared.admin_settings()
-
-
-def _connect(settings: ConnectionSettings) -> psycopg.Connection[Any]:
-    return psycopg.connect(**settings.connect_kwargs(), autocommit=True)
 
 
 def provision(local: LocalSession, tenant: Tenant, catalog: Catalog) -> ProvisionResult:
@@ -204,7 +200,7 @@ class Move:
 
     def journal(self, tier: str) -> psycopg.Connection[Any]:
         """The admin's connection to the registry of the tenant's host in `tier`."""
-        return _connect(registry_settings(self.local, self.tenant_id, tier))
+        return connect_autocommit(registry_settings(self.local, self.tenant_id, tier))
 
     def held_in(self, tier: str) -> str | None:
         """The tenant's status in the registry of its host in `tier` (None: no row)."""
@@ -240,7 +236,7 @@ class Move:
 
     def data(self, tier: str) -> psycopg.Connection[Any]:
         """The admin's connection to the database holding the tenant's data in `tier`."""
-        return _connect(tenant_admin_settings(self.local.servers, self.tenant_id, tier))
+        return connect_autocommit(tenant_admin_settings(self.local.servers, self.tenant_id, tier))
 
     def run(
         self,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from lambda_src.core.connection import ConnectionSettings
 from lambda_src.core.errors import TenantkitError
 from lambda_src.mobility import TenantScope, tenant_digests
 from lambda_src.mobility.load import set_sequences
@@ -84,7 +85,8 @@ class OnlineTimes:
         }
 
 
-def _connect(settings: Any) -> psycopg.Connection[Any]:
+def connect_autocommit(settings: ConnectionSettings) -> psycopg.Connection[Any]:
+    """An autocommit connection (the move's and the online copy's admin connections)."""
     return psycopg.connect(**settings.connect_kwargs(), autocommit=True)
 
 
@@ -128,7 +130,9 @@ class OnlineCopy:
         try:
             with self.source() as conn:
                 refuse_unready_source(conn)
-            with _connect(registry_settings(self.move.local, tenant_id, self.target_tier)) as conn:
+            with connect_autocommit(
+                registry_settings(self.move.local, tenant_id, self.target_tier)
+            ) as conn:
                 refuse_logged_ddl(conn)
         except ReplicationError as error:
             raise MoveRefusedError(f"{tenant_id} cannot be moved --online: {error}") from None
