@@ -49,7 +49,12 @@ from lambda_src.mobility.replication import (
     wait_synced,
     wait_transactions_before,
 )
-from lambda_src.mobility.tables import Table, sequence_positions, tenant_tables
+from lambda_src.mobility.tables import (
+    Table,
+    differing_tables,
+    sequence_positions,
+    tenant_tables,
+)
 
 from .local import tenant_admin_settings
 
@@ -225,12 +230,8 @@ class OnlineCopy:
             src.close()
             dst.close()
             self.kept = None
-        if at_source != at_target:
-            different = sorted(
-                n
-                for n in at_source.keys() | at_target.keys()
-                if at_source.get(n) != at_target.get(n)
-            )
+        different = differing_tables(at_source, at_target)
+        if different:
             raise TenantkitError(
                 f"the copy did not verify: {', '.join(different)} differ(s) from the source"
             )

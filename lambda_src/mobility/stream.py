@@ -30,6 +30,7 @@ from .tables import (
     TableDigest,
     TenantScope,
     acting_as,
+    differing_tables,
     schema_version,
     sequence_positions,
     stream_rows,
@@ -107,9 +108,7 @@ class StreamedCopy:
         count and checksum with what the source sent; CopyFailedError naming the tables that
         differ."""
         held = tenant_digests(self.target, self.target_scope, self.tables)
-        different = sorted(
-            n for n in held.keys() | self.sent.keys() if held.get(n) != self.sent.get(n)
-        )
+        different = differing_tables(held, self.sent)
         if different:
             raise CopyFailedError(
                 f"the copy of {self.target_scope.tenant_id} did not verify: "

@@ -14,7 +14,7 @@ caller opened; nothing here commits.
 """
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -349,3 +349,8 @@ def tenant_digests(
     tables = tenant_tables(conn, scope) if tables is None else tables
     with acting_as(conn, scope.reader_role):
         return {t.qualified: stream_rows(conn, t, scope) for t in tables}
+
+
+def differing_tables(one: Mapping[str, TableDigest], other: Mapping[str, TableDigest]) -> list[str]:
+    """The tables (qualified names) whose count or checksum differs, or that only one holds."""
+    return sorted(name for name in one.keys() | other.keys() if one.get(name) != other.get(name))
